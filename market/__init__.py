@@ -1,0 +1,1 @@
+"""Local market: order clearing, community battery, hour-ahead aggregator and the REST API."""

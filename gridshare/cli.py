@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gridshare import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("capacity.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("capacity.cli", "oracle.contracts_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

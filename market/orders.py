@@ -1,0 +1,329 @@
+"""Market orders: the EIP-712 ``Order`` of docs/interfaces.md, signing, recovery and validation.
+
+Units: energy in Wh (int), prices in micro-euro per kWh (int), times in unix seconds (int).
+The digest is ``keccak256(0x1901 ++ domainSeparator ++ hashStruct(order))`` (EIP-712); it is
+computed here with plain ABI encoding (all fields are static 32-byte words) because the clearing
+hashes thousands of orders; ``tests/market/test_orders.py`` checks it against ``eth_account``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak, to_checksum_address
+
+DOMAIN_NAME = "gridshare-market"
+DOMAIN_VERSION = "1"
+ORDER_TYPE = (
+    "Order(address prosumer,uint64 interval,uint8 side,uint64 energyWh,"
+    "uint64 priceMicroEurPerKwh,uint64 nonce,uint64 deadline)"
+)
+DOMAIN_TYPE = (
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+ORDER_TYPEHASH = keccak(text=ORDER_TYPE)
+DOMAIN_TYPEHASH = keccak(text=DOMAIN_TYPE)
+
+#: EIP-712 ``types`` for wallets (``eth_signTypedData_v4``) and ``eth_account``.
+EIP712_TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "Order": [
+        {"name": "prosumer", "type": "address"},
+        {"name": "interval", "type": "uint64"},
+        {"name": "side", "type": "uint8"},
+        {"name": "energyWh", "type": "uint64"},
+        {"name": "priceMicroEurPerKwh", "type": "uint64"},
+        {"name": "nonce", "type": "uint64"},
+        {"name": "deadline", "type": "uint64"},
+    ],
+}
+
+UINT64_MAX = 2**64 - 1
+
+
+class Side(IntEnum):
+    """Order side as encoded on-chain (``uint8``)."""
+
+    BUY = 0
+    SELL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One limit order of one prosumer for one interval (the signed EIP-712 struct).
+
+    ``energy_wh`` is the most energy to trade; ``price_micro_eur_per_kwh`` is the limit: the
+    highest price a buyer pays, the lowest a seller accepts. ``deadline_unix_s`` is the last
+    second at which the order may be placed.
+    """
+
+    prosumer: str
+    interval: int
+    side: Side
+    energy_wh: int
+    price_micro_eur_per_kwh: int
+    nonce: int
+    deadline_unix_s: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prosumer", to_checksum_address(self.prosumer))
+        object.__setattr__(self, "side", Side(int(self.side)))
+        for name in ("interval", "energy_wh", "price_micro_eur_per_kwh", "nonce",
+                     "deadline_unix_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"order field {name} must be an int, got {value!r}")
+            # Negative energies are a validation error (NonPositiveEnergyError); anything else
+            # outside uint64 cannot be encoded at all.
+            low = -UINT64_MAX if name == "energy_wh" else 0
+            if not low <= value <= UINT64_MAX:
+                raise ValueError(f"order field {name}={value} does not fit in a uint64")
+
+    def message(self) -> dict[str, Any]:
+        """The EIP-712 ``message`` (on-chain field names)."""
+        return {
+            "prosumer": self.prosumer,
+            "interval": self.interval,
+            "side": int(self.side),
+            "energyWh": self.energy_wh,
+            "priceMicroEurPerKwh": self.price_micro_eur_per_kwh,
+            "nonce": self.nonce,
+            "deadline": self.deadline_unix_s,
+        }
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Order:
+        """Inverse of :meth:`message` (also accepts the tuple fields of an event)."""
+        try:
+            return cls(
+                prosumer=message["prosumer"],
+                interval=int(message["interval"]),
+                side=Side(int(message["side"])),
+                energy_wh=int(message["energyWh"]),
+                price_micro_eur_per_kwh=int(message["priceMicroEurPerKwh"]),
+                nonce=int(message["nonce"]),
+                deadline_unix_s=int(message["deadline"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"order message lacks field {exc.args[0]!r}") from None
+
+    def struct_hash(self) -> bytes:
+        """``hashStruct(order)`` (32 bytes)."""
+        if self.energy_wh < 0:
+            raise ValueError("a negative energy cannot be encoded as uint64")
+        words = (
+            ORDER_TYPEHASH
+            + bytes.fromhex(self.prosumer[2:]).rjust(32, b"\0")
+            + b"".join(
+                v.to_bytes(32, "big")
+                for v in (self.interval, int(self.side), self.energy_wh,
+                          self.price_micro_eur_per_kwh, self.nonce, self.deadline_unix_s)
+            )
+        )
+        return keccak(words)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDomain:
+    """The EIP-712 domain of one market contract deployment."""
+
+    chain_id: int
+    verifying_contract: str
+    name: str = DOMAIN_NAME
+    version: str = DOMAIN_VERSION
+    separator: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verifying_contract",
+                           to_checksum_address(self.verifying_contract))
+        sep = keccak(
+            DOMAIN_TYPEHASH
+            + keccak(text=self.name)
+            + keccak(text=self.version)
+            + int(self.chain_id).to_bytes(32, "big")
+            + bytes.fromhex(self.verifying_contract[2:]).rjust(32, b"\0")
+        )
+        object.__setattr__(self, "separator", sep)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The EIP-712 ``domain`` object."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": self.verifying_contract,
+        }
+
+    def digest(self, order: Order) -> bytes:
+        """The 32-byte EIP-712 digest that is signed (also the Merkle leaf)."""
+        return keccak(b"\x19\x01" + self.separator + order.struct_hash())
+
+    def typed_data(self, order: Order) -> dict[str, Any]:
+        """The full typed-data document (for wallets and ``eth_account``)."""
+        return {
+            "types": EIP712_TYPES,
+            "primaryType": "Order",
+            "domain": self.as_dict(),
+            "message": order.message(),
+        }
+
+
+def sign_order(order: Order, domain: MarketDomain, private_key: bytes | str) -> bytes:
+    """The 65-byte signature ``r ++ s ++ v`` of ``order`` by ``private_key``."""
+    signable = encode_typed_data(full_message=domain.typed_data(order))
+    return bytes(Account.sign_message(signable, private_key).signature)
+
+
+def recover_signer(order: Order, domain: MarketDomain, signature: bytes) -> str:
+    """The checksum address that signed ``order`` (raises InvalidSignatureError if unreadable)."""
+    digest = domain.digest(order)
+    try:
+        return Account._recover_hash(digest, signature=bytes(signature))
+    except Exception as exc:  # eth_keys raises several types for a malformed signature
+        raise InvalidSignatureError(f"signature cannot be recovered: {exc}") from None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class OrderError(ValueError):
+    """An order refused by validation; ``code`` names the reason (used by the REST API)."""
+
+    code = "invalid_order"
+
+
+class InvalidSignatureError(OrderError):
+    """Signature malformed or made by another key than the order's prosumer."""
+
+    code = "invalid_signature"
+
+
+class BadNonceError(OrderError):
+    """Nonce is not the prosumer's next expected nonce (replayed or skipped)."""
+
+    code = "bad_nonce"
+
+
+class OrderExpiredError(OrderError):
+    """The order's deadline has passed."""
+
+    code = "expired"
+
+
+class UnknownProsumerError(OrderError):
+    """The prosumer is not registered with the market."""
+
+    code = "unknown_prosumer"
+
+
+class IntervalClosedError(OrderError):
+    """The interval is settled or no longer open for orders."""
+
+    code = "interval_closed"
+
+
+class NonPositiveEnergyError(OrderError):
+    """Energy is zero or negative."""
+
+    code = "non_positive_energy"
+
+
+class EnergyTooLargeError(OrderError):
+    """Energy above the market's per-order maximum."""
+
+    code = "energy_too_large"
+
+
+class PriceOutOfBoundsError(OrderError):
+    """Limit price outside the market's price bounds."""
+
+    code = "price_out_of_bounds"
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """What an order is checked against (read from the market contract or its mirror).
+
+    ``next_nonce`` maps a prosumer to its next expected nonce (missing = 0); ``interval_open``
+    says whether orders are still accepted for an interval; prices in micro-euro per kWh.
+    """
+
+    domain: MarketDomain
+    now_unix_s: int
+    registered: Collection[str]
+    next_nonce: Mapping[str, int]
+    interval_open: Callable[[int], bool]
+    min_price_micro_eur_per_kwh: int
+    max_price_micro_eur_per_kwh: int
+    max_energy_wh: int = 10_000_000
+
+
+def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> bytes:
+    """Check one signed order; return its digest or raise the matching :class:`OrderError`.
+
+    Order of checks: signature, registered prosumer, nonce, deadline, open interval, energy,
+    price (the first failing check is reported); a negative energy is reported first, as it
+    has no uint64 encoding to check a signature against.
+    """
+    if order.energy_wh < 0:
+        raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
+    signer = recover_signer(order, ctx.domain, signature)
+    if signer != order.prosumer:
+        raise InvalidSignatureError(
+            f"order of {order.prosumer} is signed by {signer}, not by the prosumer"
+        )
+    if order.prosumer not in ctx.registered:
+        raise UnknownProsumerError(f"prosumer {order.prosumer} is not registered with the market")
+    expected = int(ctx.next_nonce.get(order.prosumer, 0))
+    if order.nonce != expected:
+        what = "replayed (already used)" if order.nonce < expected else "out of sequence"
+        raise BadNonceError(
+            f"nonce {order.nonce} of {order.prosumer} is {what}; expected {expected}"
+        )
+    if order.deadline_unix_s < ctx.now_unix_s:
+        raise OrderExpiredError(
+            f"order deadline {order.deadline_unix_s} is before now ({ctx.now_unix_s})"
+        )
+    if not ctx.interval_open(order.interval):
+        raise IntervalClosedError(f"interval {order.interval} is not open for orders")
+    if order.energy_wh <= 0:
+        raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
+    if order.energy_wh > ctx.max_energy_wh:
+        raise EnergyTooLargeError(
+            f"order energy {order.energy_wh} Wh exceeds the maximum {ctx.max_energy_wh} Wh"
+        )
+    lo, hi = ctx.min_price_micro_eur_per_kwh, ctx.max_price_micro_eur_per_kwh
+    if not lo <= order.price_micro_eur_per_kwh <= hi:
+        raise PriceOutOfBoundsError(
+            f"limit price {order.price_micro_eur_per_kwh} micro-EUR/kWh is outside the "
+            f"market's bounds [{lo}, {hi}]"
+        )
+    return ctx.domain.digest(order)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """An accepted order with its digest and its place in time.
+
+    ``placed_seq`` orders placements in time (on-chain: ``chain_seq(block, log_index)``);
+    it is the second tie-breaker of the clearing after the price.
+    """
+
+    order: Order
+    digest: bytes
+    placed_seq: int
+
+
+def chain_seq(block_number: int, log_index: int) -> int:
+    """Time key of an on-chain placement: block number, then log index within the block."""
+    return (int(block_number) << 32) | int(log_index)

@@ -19,6 +19,8 @@ contract GridCapacity is AccessControl {
 
     /// @notice Bytes per meter reading in `postReadings`.
     uint256 public constant READING_BYTES = 24;
+    /// @notice Bytes per band record in the `BandsWritten` event.
+    uint256 public constant BAND_RECORD_BYTES = 20;
     /// @notice Largest |rated power| in W a device may register (2^62 W; keeps band packing exact).
     int64 public constant MAX_ABS_RATED_W = int64(1) << 62;
 
@@ -84,15 +86,10 @@ contract GridCapacity is AccessControl {
     /// @notice A meter posted a batch of readings; `packed` is the exact calldata blob (layout in
     /// `postReadings`).
     event ReadingsPosted(address indexed meter, uint256 count, bytes packed);
-    /// @notice The oracle wrote the bands of an interval (one event with all bands, in W).
-    event BandsWritten(
-        uint64 indexed interval,
-        bytes32 inputsHash,
-        uint64 updatedAt,
-        uint32[] deviceIds,
-        int64[] pMinW,
-        int64[] pMaxW
-    );
+    /// @notice The oracle wrote the bands of an interval. `bands` packs one 20-byte record per
+    /// band, in the order written, big-endian: uint32 deviceId | int64 pMinW | int64 pMaxW
+    /// (`abi.encodePacked(uint32,int64,int64)`).
+    event BandsWritten(uint64 indexed interval, bytes32 inputsHash, uint64 updatedAt, bytes bands);
 
     /// @notice pMinW > pMaxW.
     error InvalidBand(uint32 deviceId, int64 pMinW, int64 pMaxW);
@@ -269,6 +266,7 @@ contract GridCapacity is AccessControl {
             revert IntervalNotMonotonic(interval, lastInterval);
         }
         mapping(uint256 => uint256) storage words = _bandWords[interval];
+        bytes memory packed = new bytes(n * BAND_RECORD_BYTES);
         for (uint256 i = 0; i < n; ++i) {
             uint32 deviceId = deviceIds[i];
             int64 lo = pMinW[i];
@@ -282,6 +280,12 @@ contract GridCapacity is AccessControl {
             uint256 word = words[index >> 1];
             if ((word >> shift) & type(uint128).max != 0) revert DuplicateDevice(deviceId);
             words[index >> 1] = word | (_encodeBand(lo, hi) << shift);
+            // record i: deviceId (4 bytes) | pMinW (8) | pMaxW (8); written as one left-aligned word
+            uint256 record = (uint256(deviceId) << 224) | (uint256(uint64(lo)) << 160)
+                | (uint256(uint64(hi)) << 96);
+            assembly ("memory-safe") {
+                mstore(add(add(packed, 32), mul(i, 20)), record)
+            }
         }
         uint64 nowSeconds = uint64(block.timestamp);
         rec.inputsHash = inputsHash;
@@ -289,7 +293,7 @@ contract GridCapacity is AccessControl {
         rec.bandCount = uint32(n);
         lastInterval = interval;
         anyIntervalWritten = true;
-        emit BandsWritten(interval, inputsHash, nowSeconds, deviceIds, pMinW, pMaxW);
+        emit BandsWritten(interval, inputsHash, nowSeconds, packed);
     }
 
     // ------------------------------------------------------------------ views

@@ -271,9 +271,10 @@ class ValidationContext:
 def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> bytes:
     """Check one signed order; return its digest or raise the matching :class:`OrderError`.
 
-    Order of checks: signature, registered prosumer, nonce, deadline, open interval, energy,
-    price (the first failing check is reported); a negative energy is reported first, as it
-    has no uint64 encoding to check a signature against.
+    Order of checks as in ``GridMarket.submitOrderSigned``: signature, registered prosumer,
+    nonce, deadline, energy, price, open interval (the first failing check is reported); a
+    negative energy is reported first, as it has no uint64 encoding to check a signature
+    against. ``max_energy_wh`` is an off-chain limit only (the contract accepts any uint64).
     """
     if order.energy_wh < 0:
         raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
@@ -294,8 +295,6 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> by
         raise OrderExpiredError(
             f"order deadline {order.deadline_unix_s} is before now ({ctx.now_unix_s})"
         )
-    if not ctx.interval_open(order.interval):
-        raise IntervalClosedError(f"interval {order.interval} is not open for orders")
     if order.energy_wh <= 0:
         raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
     if order.energy_wh > ctx.max_energy_wh:
@@ -308,6 +307,8 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> by
             f"limit price {order.price_micro_eur_per_kwh} micro-EUR/kWh is outside the "
             f"market's bounds [{lo}, {hi}]"
         )
+    if not ctx.interval_open(order.interval):
+        raise IntervalClosedError(f"interval {order.interval} is not open for orders")
     return ctx.domain.digest(order)
 
 

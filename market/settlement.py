@@ -17,7 +17,13 @@ Steps (all integer, deterministic; docs/market.md has a worked example):
    remainder stays unfilled (nobody trades beyond their limit).
 
 The grid is ``address(0)``; settlement trades are aggregated per (buyer, seller, price) and
-sorted by (buyer, seller, price) so replays compare byte for byte.
+sorted by (buyer, seller, price) so replays compare byte for byte. A member's own buy matched
+with its own sell nets out: that self-trade is dropped from the settlement (the contract
+rejects ``buyer == seller``), it moves neither energy nor money.
+
+Orders above ``MAX_CLEARING_ENERGY_WH`` (about 1.1 TWh; the contract accepts any uint64) are
+left out of the clearing, listed in ``IntervalClearing.excluded``, but stay in the commitment:
+integer sums of the book then always fit in int64.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from market.merkle import merkle_root
 from market.orders import PlacedOrder, Side
 
 GRID_ADDRESS = "0x0000000000000000000000000000000000000000"
+MAX_CLEARING_ENERGY_WH = 2**40
 #: Counterparty references in order-level trades (non-negative values index the book).
 BATTERY_REF = -1
 GRID_REF = -2
@@ -119,6 +126,7 @@ class IntervalClearing:
     order_trades: tuple[OrderTrade, ...]
     trades: tuple[Trade, ...]
     filled_wh: np.ndarray
+    excluded: tuple[PlacedOrder, ...] = ()
 
     @property
     def battery_power_w(self) -> int:
@@ -194,7 +202,12 @@ def clear_interval(
     """
     if battery is not None and (soc_wh is None or band_w is None):
         raise ValueError("a battery needs its SoC (Wh) and its band (W) for the interval")
-    book = OrderBook.from_orders(interval, orders)
+    orders = list(orders)
+    root = merkle_root(p.digest for p in orders)
+    excluded = tuple(p for p in orders if p.order.energy_wh > MAX_CLEARING_ENERGY_WH)
+    book = OrderBook.from_orders(
+        interval, [p for p in orders if p.order.energy_wh <= MAX_CLEARING_ENERGY_WH]
+    )
     local = clear_book(book, params.reference_price_micro_eur_per_kwh, params.rule)
     p_star = local.clearing_price_micro_eur_per_kwh
     price = book.price_micro_eur_per_kwh
@@ -247,24 +260,28 @@ def clear_interval(
         params=params,
         book=book,
         local=local,
-        orders_root=merkle_root(p.digest for p in book.orders),
+        orders_root=root,
         clearing_price_micro_eur_per_kwh=p_star,
         battery_account=None if battery is None else battery.account,
         battery=dispatched,
         order_trades=tuple(trades),
         trades=(),
         filled_wh=book.energy_wh - residual,
+        excluded=excluded,
     )
     object.__setattr__(result, "trades", aggregate_trades(result))
     return result
 
 
 def aggregate_trades(result: IntervalClearing) -> tuple[Trade, ...]:
-    """Order-level trades summed per (buyer, seller, price), sorted by address and price."""
+    """Order-level trades summed per (buyer, seller, price), sorted by address and price.
+
+    Self-trades (a member's buy against its own sell) are dropped.
+    """
     sums: dict[tuple[str, str, int], int] = {}
     for t in result.order_trades:
         key = (result.party(t.buy), result.party(t.sell), t.price_micro_eur_per_kwh)
         sums[key] = sums.get(key, 0) + t.energy_wh
-    rows = [Trade(b, s, e, p) for (b, s, p), e in sums.items() if e > 0]
+    rows = [Trade(b, s, e, p) for (b, s, p), e in sums.items() if e > 0 and b != s]
     return tuple(sorted(rows, key=lambda t: (t.buyer.lower(), t.seller.lower(),
                                              t.price_micro_eur_per_kwh)))

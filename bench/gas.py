@@ -122,7 +122,8 @@ class Bench:
                 ),
                 self.dso,
             )
-        self.gas_of(cap.functions.grantRole(cap.functions.ORACLE_ROLE().call(), self.oracle), self.dso)
+        oracle_role = cap.functions.ORACLE_ROLE().call()
+        self.gas_of(cap.functions.grantRole(oracle_role, self.oracle), self.dso)
 
         market, gas = self.deploy(
             "GridMarket",
@@ -246,8 +247,10 @@ class Bench:
         return trades, clearing, battery_power_w
 
     def _settlements(self, cap: Contract, market: Contract, interval: int) -> None:
-        warm = [(m.address, self.members[(i + 1) % N_MEMBERS].address, 10, 150_000)
-                for i, m in enumerate(self.members)]
+        warm = [
+            (m.address, self.members[(i + 1) % N_MEMBERS].address, 10, 150_000)
+            for i, m in enumerate(self.members)
+        ]
         cases = [(N_MEMBERS, None, True), (1, None, False), (10, None, False), (50, 30_000, False)]
         for n, target, warm_up in cases:
             trades, clearing, power_w = (warm, 150_000, 0) if warm_up else self._trades(n, interval)

@@ -1,0 +1,217 @@
+"""Band formation per objective: the paper's sum (Eq. 2-3), two-step (Eq. 15-16) and fair share.
+
+Every objective yields two feasible settings, ``argmin`` (the lowest summed power) and
+``argmax`` (the highest), and from them a band box ``lo <= hi`` per device plus a feasible
+``anchor`` inside the box (used if certification has to shrink the box).
+
+Band formation. On a radial LV feeder every bus voltage falls when any consumption rises, so the
+box ``[lo, hi]`` is safe when its all-max corner meets ``v_low`` and its all-min corner meets
+``v_high``; certification checks this instead of assuming it. ``lo = argmin``, ``hi = argmax``
+is then safe. The paper's two vectors need not be ordered per device (forcing a charging station
+up can let a battery inject more); then two repaired boxes are computed and the wider one (by
+summed band width) is kept:
+  (1) keep ``hi = argmax`` and re-minimise over ``p_low <= x <= argmax`` -> ``lo``;
+  (2) keep ``lo = argmin`` and re-maximise over ``argmin <= x <= p_high`` -> ``hi``.
+Both are feasible problems (argmax resp. argmin lies in them), so a box always exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from capacity.flexibility import Flexibility, FlexibilityKind
+from capacity.ocm.ga import Extreme, GaSettings, run_ga
+from capacity.ocm.polish import polish
+from capacity.ocm.problem import StepProblem
+
+OBJECTIVES = ("sum", "two-step", "fair")
+_ORDER_TOL_KW = 1e-9
+_FAIR_GRID = 16
+_FAIR_ROUNDS = 3
+
+
+@dataclass
+class StepSolution:
+    """Result of the optimisation of one step, before certification (powers in kW, (n_flex,))."""
+
+    argmin_kw: np.ndarray
+    argmax_kw: np.ndarray
+    lo_kw: np.ndarray
+    hi_kw: np.ndarray
+    anchor_kw: np.ndarray
+    feasible: bool
+    violation_pu: float = 0.0
+    note: str = ""
+
+
+class BandSolver:
+    """Solves one step for the configured objective; stateless apart from the settings."""
+
+    def __init__(
+        self,
+        flexibilities: Sequence[Flexibility],
+        objective: str = "sum",
+        ga: GaSettings | None = None,
+        margin_pu: float = 1e-5,
+        use_polish: bool = True,
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        self.objective = objective
+        self.ga = ga or GaSettings()
+        self.margin_pu = margin_pu
+        self.use_polish = use_polish
+        self.p_low_kw = np.array([f.p_low_kw for f in flexibilities], dtype=float)
+        self.p_high_kw = np.array([f.p_high_kw for f in flexibilities], dtype=float)
+        self.rest_kw = np.clip(0.0, self.p_low_kw, self.p_high_kw)
+        self.battery = np.array(
+            [f.kind == FlexibilityKind.COMMUNITY_BATTERY for f in flexibilities], dtype=bool
+        )
+
+    # ------------------------------------------------------------------ building blocks
+    def extreme(
+        self,
+        problem: StepProblem,
+        sense: float,
+        lower_kw: np.ndarray,
+        upper_kw: np.ndarray,
+        seeds_kw: list[np.ndarray],
+        seed: int,
+    ) -> Extreme:
+        """GA (one batched load flow per generation) then SLP polish of its best if feasible."""
+        best = run_ga(problem, sense, lower_kw, upper_kw, seeds_kw, self.ga, seed, self.margin_pu)
+        if best.feasible and self.use_polish:
+            x, _ = polish(problem, sense, lower_kw, upper_kw, best.x_kw, self.margin_pu)
+            best = Extreme(x, 0.0, best.generations)
+        return best
+
+    def _pair(self, problem, lower, upper, warm, seed):
+        """argmax and argmin over one box; each seeds the other so both find the feasible set."""
+        warm_max = [] if warm is None else [warm.argmax_kw]
+        warm_min = [] if warm is None else [warm.argmin_kw]
+        b = self.extreme(problem, +1.0, lower, upper, [*warm_max, self.rest_kw], seed)
+        seeds_a = [*warm_min, self.rest_kw] + ([b.x_kw] if b.feasible else [])
+        a = self.extreme(problem, -1.0, lower, upper, seeds_a, seed + 1)
+        if a.feasible and not b.feasible:
+            b = self.extreme(problem, +1.0, lower, upper, [a.x_kw, *warm_max], seed + 2)
+        return a, b
+
+    def _order(self, problem, a, b, free, seed):
+        """Form the box ``lo <= hi`` from argmin ``a`` and argmax ``b`` (see module docstring)."""
+        inverted = free & (a > b + _ORDER_TOL_KW)
+        if not inverted.any():
+            return np.minimum(a, b), np.maximum(a, b), a, ""
+        options = []
+        lower1 = np.where(free, self.p_low_kw, a)
+        upper1 = np.where(free, np.minimum(b, self.p_high_kw), a)
+        lo1 = self.extreme(problem, -1.0, lower1, upper1, [upper1, a], seed + 3)
+        if lo1.feasible and np.all(lo1.x_kw <= b + _ORDER_TOL_KW):
+            options.append((lo1.x_kw, b, lo1.x_kw))
+        lower2 = np.where(free, np.maximum(a, self.p_low_kw), b)
+        upper2 = np.where(free, self.p_high_kw, b)
+        hi2 = self.extreme(problem, +1.0, lower2, upper2, [lower2, b], seed + 4)
+        if hi2.feasible and np.all(a <= hi2.x_kw + _ORDER_TOL_KW):
+            options.append((a, hi2.x_kw, a))
+        if not options:  # cannot happen for sum objective; keep b as a point on the free devices
+            lo = np.where(free, b, np.minimum(a, b))
+            return lo, np.maximum(lo, b), b, "order-fallback"
+        lo, hi, anchor = max(options, key=lambda o: float(np.sum(o[1] - o[0])))
+        return np.minimum(lo, hi), np.maximum(lo, hi), anchor, "reordered"
+
+    def _infeasible(self, problem, candidates):
+        """The least-violating candidate (ties: the first, i.e. everything at p_low)."""
+        pts = np.vstack([self.p_low_kw, self.rest_kw, self.p_high_kw, *candidates])
+        viol, _ = problem.evaluate(pts, 0.0)
+        i = int(np.argmin(viol))
+        x = pts[i]
+        return StepSolution(x, x, x, x, x, False, float(viol[i]), "infeasible")
+
+    # ------------------------------------------------------------------ objectives
+    def solve_step(
+        self, problem: StepProblem, warm: StepSolution | None, seed: int
+    ) -> StepSolution:
+        """Optimise one step; ``warm`` is the previous step's solution (warm start)."""
+        if self.objective == "two-step" and self.battery.any() and not self.battery.all():
+            return self._two_step(problem, warm, seed)
+        if self.objective == "fair":
+            sol = self._fair(problem, warm, seed)
+            if sol is not None:
+                return sol
+        return self._sum(problem, warm, seed)
+
+    def _sum(self, problem, warm, seed) -> StepSolution:
+        """Paper Eq. 2-3: argmax and argmin of the summed flexible power."""
+        a, b = self._pair(problem, self.p_low_kw, self.p_high_kw, warm, seed)
+        if not (a.feasible and b.feasible):
+            return self._infeasible(problem, [a.x_kw, b.x_kw])
+        free = np.ones(a.x_kw.size, dtype=bool)
+        lo, hi, anchor, note = self._order(problem, a.x_kw, b.x_kw, free, seed)
+        return StepSolution(a.x_kw, b.x_kw, lo, hi, anchor, True, 0.0, note)
+
+    def _two_step(self, problem, warm, seed) -> StepSolution:
+        """Paper Eq. 15-16: battery band first (others at rest), then the others around it."""
+        cb = self.battery
+        lower1 = np.where(cb, self.p_low_kw, self.rest_kw)
+        upper1 = np.where(cb, self.p_high_kw, self.rest_kw)
+        a1, b1 = self._pair(problem, lower1, upper1, warm, seed)
+        if not (a1.feasible and b1.feasible):
+            return self._infeasible(problem, [a1.x_kw, b1.x_kw])
+        cb_lo, cb_hi, _, _ = self._order(problem, a1.x_kw, b1.x_kw, cb, seed)
+        warm_max = [] if warm is None else [warm.argmax_kw]
+        warm_min = [] if warm is None else [warm.argmin_kw]
+        lower_b = np.where(cb, cb_hi, self.p_low_kw)
+        upper_b = np.where(cb, cb_hi, self.p_high_kw)
+        b = self.extreme(problem, +1.0, lower_b, upper_b, [*warm_max, b1.x_kw], seed + 5)
+        lower_a = np.where(cb, cb_lo, self.p_low_kw)
+        upper_a = np.where(cb, cb_lo, self.p_high_kw)
+        a = self.extreme(problem, -1.0, lower_a, upper_a, [*warm_min, a1.x_kw], seed + 6)
+        if not (a.feasible and b.feasible):  # the stage-1 corners with others at rest are feasible
+            return self._infeasible(problem, [a.x_kw, b.x_kw, a1.x_kw, b1.x_kw])
+        lo, hi, anchor, note = self._order(problem, a.x_kw, b.x_kw, ~cb, seed)
+        return StepSolution(a.x_kw, b.x_kw, lo, hi, anchor, True, 0.0, note)
+
+    def _fair(self, problem, warm, seed) -> StepSolution | None:
+        """Max-min fair share, then efficiency: returns None when the rest point is infeasible.
+
+        Up: the largest common fraction ``lam`` with ``x = rest + lam (p_high - rest)`` feasible
+        (max-min of ``(P_max_c - rest_c) / (p_high_c - rest_c)``, i.e. ``P_max_c / p_high_c`` for
+        a station), then argmax of the sum with every device guaranteed its fair share. Down: the
+        same with ``rest - mu (rest - p_low)`` and the argmin.
+        """
+        viol, _ = problem.evaluate(self.rest_kw[None, :], self.margin_pu)
+        if viol[0] > 0:
+            return None
+        up = self.p_high_kw - self.rest_kw
+        down = self.rest_kw - self.p_low_kw
+        lam = self._largest_fraction(problem, up)
+        mu = self._largest_fraction(problem, -down)
+        floor_kw = self.rest_kw + lam * up
+        ceil_kw = self.rest_kw - mu * down
+        warm_max = [] if warm is None else [warm.argmax_kw]
+        warm_min = [] if warm is None else [warm.argmin_kw]
+        b = self.extreme(problem, +1.0, floor_kw, self.p_high_kw, [floor_kw, *warm_max], seed)
+        a = self.extreme(problem, -1.0, self.p_low_kw, ceil_kw, [ceil_kw, *warm_min], seed + 1)
+        if not (a.feasible and b.feasible):
+            return None
+        return StepSolution(a.x_kw, b.x_kw, a.x_kw, b.x_kw, a.x_kw, True, 0.0, "fair")
+
+    def _largest_fraction(self, problem, direction_kw) -> float:
+        """Largest s in [0, 1] with rest + s * direction feasible (batched grid refinement)."""
+        lo_s, hi_s = 0.0, 1.0
+        if not np.any(direction_kw):
+            return 0.0
+        for _ in range(_FAIR_ROUNDS):
+            grid = np.linspace(lo_s, hi_s, _FAIR_GRID + 1)[1:]
+            pts = self.rest_kw[None, :] + grid[:, None] * direction_kw[None, :]
+            viol, _ = problem.evaluate(pts, self.margin_pu)
+            bad = np.flatnonzero(viol > 0)
+            if bad.size == 0:
+                return hi_s if hi_s == 1.0 else grid[-1]
+            k = int(bad[0])
+            if k > 0:
+                lo_s = float(grid[k - 1])
+            hi_s = float(grid[k])
+        return lo_s

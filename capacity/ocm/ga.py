@@ -1,0 +1,171 @@
+"""The DEAP genetic algorithm of OCM (paper Eq. 2-3): extremise the summed flexible power.
+
+The decision vector lives in the box ``lower_kw <= x <= upper_kw`` (paper Eq. 4); dimensions with
+``lower == upper`` are held fixed and are not genes. Genes are normalised to [0, 1]. Every
+generation's new individuals are evaluated in ONE batched load-flow call.
+
+Constraint handling (Deb's feasibility rules as a single fitness): a feasible individual scores its
+objective ``sense * sum(x)``; an infeasible one scores ``floor - 1 - 1e6 * violation``, where
+``floor`` is the lowest objective any point of the box can reach. Hence no infeasible individual
+ever beats a feasible one, and among infeasible ones the smaller violation wins.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from deap import base, creator, tools
+
+from capacity.ocm.problem import StepProblem
+
+if not hasattr(creator, "OcmFitness"):
+    creator.create("OcmFitness", base.Fitness, weights=(1.0,))
+    creator.create("OcmIndividual", list, fitness=creator.OcmFitness)
+
+#: Fitness weight of one pu of voltage violation for infeasible individuals.
+_VIOLATION_WEIGHT = 1e6
+
+
+@dataclass(frozen=True)
+class GaSettings:
+    """GA parameters: small population, warm start and early stop keep a step cheap.
+
+    ``patience``: stop after this many generations whose best improved by less than
+    ``tolerance_kw``.
+    """
+
+    population: int = 16
+    max_generations: int = 20
+    patience: int = 3
+    crossover_prob: float = 0.9
+    mutation_prob: float = 0.5
+    eta_crossover: float = 15.0
+    eta_mutation: float = 20.0
+    n_elite: int = 2
+    tolerance_kw: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.population < 4:
+            raise ValueError(f"GA population must be >= 4, got {self.population}")
+        if self.max_generations < 0 or self.patience < 1:
+            raise ValueError("GA max_generations must be >= 0 and patience >= 1")
+        if not 0 <= self.n_elite < self.population:
+            raise ValueError("GA n_elite must lie in [0, population)")
+
+
+@dataclass
+class Extreme:
+    """Best setting found for one sense: powers (n_flex,) kW, its violation (pu, 0 = feasible)."""
+
+    x_kw: np.ndarray
+    violation_pu: float
+    generations: int = 0
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation_pu <= 0.0
+
+
+def _fitness(sense: float, x_kw: np.ndarray, viol: np.ndarray, floor: float) -> np.ndarray:
+    objective = sense * x_kw.sum(axis=1)
+    return np.where(viol <= 0.0, objective, floor - 1.0 - _VIOLATION_WEIGHT * viol)
+
+
+def run_ga(
+    problem: StepProblem,
+    sense: float,
+    lower_kw: np.ndarray,
+    upper_kw: np.ndarray,
+    seeds_kw: list[np.ndarray],
+    settings: GaSettings,
+    seed: int,
+    margin_pu: float = 0.0,
+) -> Extreme:
+    """Maximise (``sense=+1``) or minimise (``-1``) ``sum(x)`` over the box s.t. voltage limits.
+
+    ``seeds_kw``: warm-start settings (clipped into the box) placed in the first population,
+    e.g. the previous step's solution. Deterministic for a given ``seed``; the global ``random``
+    state DEAP uses is restored afterwards.
+    """
+    lower_kw = np.asarray(lower_kw, dtype=float)
+    upper_kw = np.asarray(upper_kw, dtype=float)
+    free = upper_kw - lower_kw > 1e-9
+    n_free = int(free.sum())
+    span = (upper_kw - lower_kw)[free]
+    floor = min(sense * lower_kw.sum(), sense * upper_kw.sum())
+
+    def to_kw(genes: np.ndarray) -> np.ndarray:
+        x = np.tile(lower_kw, (genes.shape[0], 1))
+        x[:, free] = lower_kw[free] + np.clip(genes, 0.0, 1.0) * span
+        return x
+
+    if n_free == 0:
+        viol, _ = problem.evaluate(lower_kw[None, :], margin_pu)
+        return Extreme(lower_kw.copy(), float(viol[0]), 0)
+
+    rng = np.random.default_rng(seed)
+    starts = [np.zeros(n_free), np.ones(n_free)]
+    for s in seeds_kw:
+        s = np.clip(np.asarray(s, dtype=float), lower_kw, upper_kw)
+        starts.append((s[free] - lower_kw[free]) / span)
+    starts = starts[: settings.population]
+    n_random = settings.population - len(starts)
+    genes0 = np.vstack([np.array(starts), rng.random((n_random, n_free))])
+
+    saved_state = random.getstate()
+    random.seed(seed)
+    try:
+        pop = [creator.OcmIndividual(g.tolist()) for g in genes0]
+        best_x, best_viol, best_fit = _evaluate(problem, pop, to_kw, sense, floor, margin_pu)
+        stall, generations = 0, 0
+        for generation in range(1, settings.max_generations + 1):
+            generations = generation
+            elites = [copy.deepcopy(ind) for ind in tools.selBest(pop, settings.n_elite)]
+            offspring = [
+                copy.deepcopy(ind)
+                for ind in tools.selTournament(pop, len(pop) - settings.n_elite, tournsize=2)
+            ]
+            for c1, c2 in zip(offspring[::2], offspring[1::2], strict=False):
+                if random.random() < settings.crossover_prob:
+                    tools.cxSimulatedBinaryBounded(c1, c2, settings.eta_crossover, 0.0, 1.0)
+                    del c1.fitness.values, c2.fitness.values
+            for ind in offspring:
+                if random.random() < settings.mutation_prob:
+                    tools.mutPolynomialBounded(
+                        ind, settings.eta_mutation, 0.0, 1.0, indpb=max(1.0 / n_free, 0.25)
+                    )
+                    del ind.fitness.values
+            fresh = [ind for ind in offspring if not ind.fitness.valid]
+            if not fresh:
+                stall += 1
+                pop = elites + offspring
+                if stall >= settings.patience:
+                    break
+                continue
+            x, viol, fit = _evaluate(problem, fresh, to_kw, sense, floor, margin_pu)
+            pop = elites + offspring
+            if fit > best_fit + settings.tolerance_kw:
+                stall = 0
+            else:
+                stall += 1
+            if fit > best_fit:
+                best_x, best_viol, best_fit = x, viol, fit
+            if stall >= settings.patience:
+                break
+    finally:
+        random.setstate(saved_state)
+    return Extreme(best_x, best_viol, generations)
+
+
+def _evaluate(problem, individuals, to_kw, sense, floor, margin_pu):
+    """Evaluate individuals in one batched call; set fitness; return the batch's best."""
+    x_kw = to_kw(np.array(individuals, dtype=float))
+    viol, _ = problem.evaluate(x_kw, margin_pu)
+    fit = _fitness(sense, x_kw, viol, floor)
+    for ind, f in zip(individuals, fit, strict=True):
+        ind.fitness.values = (float(f),)
+    i = int(np.argmax(fit))
+    return x_kw[i].copy(), float(viol[i]), float(fit[i])

@@ -1,0 +1,113 @@
+"""``cigre-lv``: pandapower's CIGRE LV benchmark network (``create_cigre_network_lv``), unchanged
+in topology, lines, transformers and switches, with flexibilities and PV added for OCM.
+
+- 44 buses: MV bus 0 (slack 1.0 pu) with three closed bus-bus switches to the three MV/LV
+  transformers' HV buses (residential R0, industrial I0, commercial C0; the switches are kept,
+  ``Feeder.from_pandapower`` fuses the buses they join).
+- The 15 CIGRE loads become customers with their CIGRE peak power as the net's base case
+  (renamed "R1", "R11", ..., "C20"). For the day profiles their annual energy is
+  ``peak kW * 8760 h * load factor`` (0.45 residential, BDEW H25, one household per 4 MWh/a;
+  0.40 industrial/commercial, BDEW G25, one unit per 20 MWh/a).
+- Added: rooftop PV on the residential customers R11, R15..R18 (115 kWp), a community battery
+  CB (-50..+50 kW) at R6 and three charging stations (0..22 kW) at R11, R15 and R18, so that OCM
+  can be benchmarked with four flexibilities.
+"""
+
+from __future__ import annotations
+
+import pandapower as pp
+import pandapower.networks as pn
+
+from capacity.feeders._case import PV_SUFFIX, FeederCase, add_flexibility
+from capacity.flexibility import Flexibility, FlexibilityKind
+from capacity.profiles import Customer
+
+NAME = "cigre-lv"
+V_SLACK_PU = 1.0
+RESIDENTIAL_LOAD_FACTOR = 0.45
+COMMERCIAL_LOAD_FACTOR = 0.40
+HOUSEHOLD_KWH = 4000.0
+COMMERCIAL_UNIT_KWH = 20000.0
+PV_KWP = {"R11": 10.0, "R15": 30.0, "R16": 30.0, "R17": 20.0, "R18": 25.0}
+
+# CIGRE LV bus indices (pandapower 2.x/3.x ordering: "Bus R6" = 7, "Bus R11" = 12, ...)
+_BUS = {"R6": 7, "R11": 12, "R15": 16, "R18": 19}
+
+FLEXIBILITIES = (
+    Flexibility("CB", _BUS["R6"], -50.0, 50.0, FlexibilityKind.COMMUNITY_BATTERY),
+    Flexibility("CS01", _BUS["R11"], 0.0, 22.0, FlexibilityKind.CHARGING_STATION),
+    Flexibility("CS02", _BUS["R15"], 0.0, 22.0, FlexibilityKind.CHARGING_STATION),
+    Flexibility("CS03", _BUS["R18"], 0.0, 22.0, FlexibilityKind.CHARGING_STATION),
+)
+
+
+def _cigre_net() -> pp.pandapowerNet:
+    net = pn.create_cigre_network_lv()
+    net.load["name"] = net.load["name"].str.replace("Load ", "", regex=False)
+    for key, bus in _BUS.items():
+        if net.bus.at[bus, "name"] != f"Bus {key}":
+            raise ValueError(
+                f"pandapower's CIGRE LV network changed: bus {bus} is "
+                f"{net.bus.at[bus, 'name']!r}, expected 'Bus {key}'"
+            )
+    return net
+
+
+def _customers() -> tuple[Customer, ...]:
+    net = _cigre_net()
+    customers = []
+    for name, bus, p_mw in zip(net.load.name, net.load.bus, net.load.p_mw, strict=True):
+        peak_kw = float(p_mw) * 1000.0
+        if name.startswith("R"):
+            annual = peak_kw * 8760.0 * RESIDENTIAL_LOAD_FACTOR
+            units = max(1, round(annual / HOUSEHOLD_KWH))
+            profile = "household"
+        else:
+            annual = peak_kw * 8760.0 * COMMERCIAL_LOAD_FACTOR
+            units = max(1, round(annual / COMMERCIAL_UNIT_KWH))
+            profile = "commercial"
+        customers.append(
+            Customer(
+                str(name),
+                int(bus),
+                annual_kwh=annual,
+                pv_kwp=PV_KWP.get(name, 0.0),
+                n_households=units,
+                profile=profile,
+            )
+        )
+    return tuple(customers)
+
+
+CUSTOMERS = _customers()
+
+
+def build_net() -> pp.pandapowerNet:
+    """CIGRE LV with renamed loads, PV sgens (0 kW in the base case) and flexibility loads."""
+    net = _cigre_net()
+    for customer in CUSTOMERS:
+        if customer.pv_kwp > 0:
+            pp.create_sgen(
+                net,
+                customer.bus_id,
+                p_mw=0.0,
+                q_mvar=0.0,
+                sn_mva=customer.pv_kwp / 1000.0,
+                name=customer.name + PV_SUFFIX,
+                type="PV",
+            )
+    for flex in FLEXIBILITIES:
+        add_flexibility(net, flex)
+    net.ext_grid["vm_pu"] = V_SLACK_PU
+    return net
+
+
+CASE = FeederCase(
+    name=NAME,
+    description="CIGRE LV benchmark (pandapower), 115 kWp PV, a battery and 3 charging stations",
+    build=build_net,
+    v_slack_pu=V_SLACK_PU,
+    flexibilities=FLEXIBILITIES,
+    customers=CUSTOMERS,
+    default_date="2026-03-18",
+)

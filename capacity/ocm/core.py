@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from capacity.flexibility import Flexibility
 from capacity.ocm.bands import OBJECTIVES, BandSolver, StepSolution
@@ -152,6 +153,7 @@ def compute_bands(
     warm_start: bool = True,
     solver: VoltageSolver | None = None,
     progress: bool = False,
+    blas_threads: int | None = 1,
 ) -> BandResult:
     """Certified OCM bands (kW) for every step of ``p_kw``/``q_kvar`` (T, n_bus).
 
@@ -159,7 +161,26 @@ def compute_bands(
     (max-min share of ``p_high``, then the sum). ``margin_pu`` tightens the limits inside the
     optimiser only; certification uses ``[v_low, v_high]``. ``solver`` replaces HELM (e.g. by a
     Newton-Raphson wrapper for benchmarks). Deterministic for a given ``seed``.
+    ``blas_threads``: BLAS threads while solving (1 is much faster for the many small batched
+    solves on a shared machine; None leaves the BLAS default).
     """
+    if blas_threads is None:
+        return _compute_bands(
+            feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
+            n_random, ga, margin_pu, use_polish, warm_start, solver, progress,
+        )
+    with threadpool_limits(limits=blas_threads):
+        return _compute_bands(
+            feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
+            n_random, ga, margin_pu, use_polish, warm_start, solver, progress,
+        )
+
+
+def _compute_bands(
+    feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
+    n_random, ga, margin_pu, use_polish, warm_start, solver, progress,
+) -> BandResult:
+    """The body of ``compute_bands`` (same arguments)."""
     if n_random < 0:
         raise ValueError(f"n_random must be >= 0, got {n_random}")
     flexibilities, incidence, p, q, vs = _validate(

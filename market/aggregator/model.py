@@ -41,7 +41,7 @@ class ModelOptions:
     cap_penalty_eur_per_kwh: float = 0.5
     storage_value: str = "dual"
     lookahead_h: int = 0
-    value_spread_eur_per_kwh: float = 0.005
+    value_spread_eur_per_kwh: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("ess_cap_frac", "cs_cap_frac"):

@@ -25,6 +25,7 @@ from market.aggregator.solve import equality_duals
 N_SLOTS = 96
 N_PV, N_WIND, N_BIOMASS, N_OTHER_DG = 60, 20, 16, 20
 N_ESS, N_CS, N_LOAD = 7, 5, 90
+ESS_E_MAX_KWH = (400.0, 1200.0)
 VEHICLE_BATTERY_KWH = 50.0
 CHARGER_KW = 11.0
 
@@ -116,8 +117,8 @@ def synthetic_data(seed: int = 0) -> Case:
                  + 0.02 * _bump(hourly, 13.5, 3.0)) * rng.uniform(0.95, 1.05, 24)
     wm_price = np.repeat(wm_hourly, 4)
     lem_jitter = rng.uniform(-0.003, 0.003, N_SLOTS)
-    # storage: seven ESS of 0.8..2.5 MWh at C/3
-    e_max = rng.uniform(800, 2500, N_ESS)
+    # storage: seven ESS of 0.4..1.2 MWh at C/3
+    e_max = rng.uniform(*ESS_E_MAX_KWH, N_ESS)
     ess = StorageFleet(
         name="ess", e_min_kwh=np.repeat(0.1 * e_max[:, None], N_SLOTS, axis=1),
         e_max_kwh=np.repeat(e_max[:, None], N_SLOTS, axis=1), flow_kwh=np.zeros((N_ESS, N_SLOTS)),

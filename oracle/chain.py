@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 GAS_BUFFER = 1.2
 GAS_EXTRA = 5_000
 MAX_SEND_ATTEMPTS = 2
+#: Gas limit of every embedded-chain transaction (one transaction per block there).
+EMBEDDED_TX_GAS = 25_000_000
 EXTRA_DATA_PLAIN_BYTES = 32
 
 Sender = LocalAccount | str
@@ -289,8 +291,17 @@ class Chain:
         return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * int(base_fee) + tip}
 
     def _estimate(self, tx: dict[str, Any]) -> int:
+        """Gas limit for ``tx``; a revert raises ``ContractRevert`` before anything is sent.
+
+        RPC: ``eth_estimateGas`` plus a margin. Embedded: py-evm's estimate is a binary search
+        (~13 executions), so one ``eth_call`` checks for a revert and the transaction gets
+        ``EMBEDDED_TX_GAS`` (receipts still report the gas actually used).
+        """
         probe = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
+            if self.is_embedded:
+                self.w3.eth.call(probe)  # type: ignore[arg-type]
+                return EMBEDDED_TX_GAS
             estimate = int(self.w3.eth.estimate_gas(probe))  # type: ignore[arg-type]
         except ChainError:
             raise

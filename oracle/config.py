@@ -42,6 +42,8 @@ ENV_KEYSTORE_PASSWORD = "GRIDSHARE_KEYSTORE_PASSWORD"
 ENV_KEYSTORE_PASSWORD_FILE = "GRIDSHARE_KEYSTORE_PASSWORD_FILE"
 ENV_DEVNET_CHAIN_IDS = "GRIDSHARE_DEVNET_CHAIN_IDS"
 DEFAULT_DEPLOYMENT_FILE = "deployment.json"
+#: Built-in feeder registered by ``gridshare deploy`` (it has a community battery).
+DEFAULT_FEEDER = "heimschuh-like"
 
 #: The public development mnemonic of anvil and Hardhat: its keys are known to everyone.
 DEVNET_MNEMONIC = "test test test test test test test test test test test junk"

@@ -22,7 +22,7 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from hexbytes import HexBytes
 
 ERROR_STRING_SELECTOR = function_signature_to_4byte_selector("Error(string)")
@@ -115,6 +115,15 @@ def _short(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _checksum(value: Any) -> Any:
+    """Checksum every address string inside a decoded value (eth_abi returns lowercase)."""
+    if isinstance(value, str) and len(value) == 42 and value.startswith("0x"):
+        return to_checksum_address(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_checksum(v) for v in value)
+    return value
+
+
 def _canonical_type(param: Mapping[str, Any]) -> str:
     """ABI type string of a parameter, tuples expanded: ``(address,uint64)[]``."""
     abi_type = str(param["type"])
@@ -173,7 +182,8 @@ class ErrorDecoder:
                 )
             if selector in self._errors:
                 name, types, names = self._errors[selector]
-                values = abi_decode(types, payload)
+                values = [_checksum(v) if "address" in t else v
+                          for t, v in zip(types, abi_decode(types, payload), strict=True)]
                 return ContractRevert(name, dict(zip(names, values, strict=True)), data=data,
                                       tx_hash=tx_hash)
         except DecodingError as exc:

@@ -14,7 +14,12 @@ from collections.abc import Sequence
 
 from gridshare import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("capacity.cli", "oracle.contracts_cli", "oracle.cli", "market.aggregator_cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "capacity.cli",
+    "oracle.contracts_cli",
+    "oracle.cli",
+    "market.aggregator_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,8 @@
 * ``chain``: a connected ``oracle.chain.Chain``, parametrized on the embedded chain and anvil
   (the anvil case carries the ``anvil`` marker). Same code path as a Besu RPC node.
 * ``embedded_chain``: a fresh embedded chain only.
+* ``require_tool``: find an executable; skip locally, fail in CI when it is missing.
+* ``unused_tcp_port``: a loopback port with nothing listening.
 """
 
 from __future__ import annotations
@@ -132,6 +134,19 @@ def anvil() -> Iterator[AnvilNode]:
     finally:
         _stop(node.process)
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def require_tool():
+    """``require_tool(name)``: the path of executable ``name``; skips locally, fails in CI."""
+
+    def find(name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            missing_tool(f"{name} not installed")
+        return path  # type: ignore[return-value]
+
+    return find
 
 
 @pytest.fixture

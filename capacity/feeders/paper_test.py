@@ -5,12 +5,13 @@ Five 0.4 kV buses on one radial branch of NAYY 4x150 SE cable::
     Bus00 (slack, 1.0 pu) --450 m-- Bus01 UL01 --100 m-- Bus02 CS01 --100 m-- Bus03 CS02
           --100 m-- Bus04 UL02
 
-Only loads, no PV (as in the paper). UL01 lumps a residential street of 90 households
-(360 MWh/a), UL02 10 households (40 MWh/a); the charging stations CS01 (nearer the transformer)
-and CS02 are rated 0..22 kW. The long first section makes UL01's evening peak alone pull the far
-end below 0.95 pu (the paper's highlighted region of Fig. 7), while during the day the feeder
-holds 0.95 pu with both stations off but not with both at 22 kW, so the stations' bands bind at
-0.95 pu. The transformer is ideal: Bus00 is the LV busbar held at 1.0 pu.
+Only loads, no PV (as in the paper). UL01 lumps a residential street of 100 households
+(400 MWh/a), UL02 a group of 6 households (24 MWh/a); the charging stations CS01 (nearer the
+transformer) and CS02 are rated 0..22 kW. The long first section makes UL01's evening peak alone
+(even with UL02 off) pull the far end below 0.95 pu (the paper's highlighted region of Fig. 7),
+while during the day the feeder holds 0.95 pu with both stations off but not with both at 22 kW,
+so the stations' bands bind at 0.95 pu. The transformer is ideal: Bus00 is the LV busbar held
+at 1.0 pu.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ SECTION_LENGTHS_M = (450.0, 100.0, 100.0, 100.0)
 HOUSEHOLD_KWH = 4000.0
 
 CUSTOMERS = (
-    Customer("UL01", 1, annual_kwh=90 * HOUSEHOLD_KWH, n_households=90),
-    Customer("UL02", 4, annual_kwh=10 * HOUSEHOLD_KWH, n_households=10),
+    Customer("UL01", 1, annual_kwh=100 * HOUSEHOLD_KWH, n_households=100),
+    Customer("UL02", 4, annual_kwh=6 * HOUSEHOLD_KWH, n_households=6),
 )
 FLEXIBILITIES = (
     Flexibility("CS01", 2, 0.0, 22.0, FlexibilityKind.CHARGING_STATION),

@@ -22,6 +22,8 @@ any other chain a well-known key is refused, even when given explicitly.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -31,7 +33,9 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+from eth_account.hdaccount.deterministic import Node, derive_child_key
 from eth_account.signers.local import LocalAccount
+from eth_keys import keys
 
 EMBEDDED = "embedded"
 ENV_CHAIN = "GRIDSHARE_CHAIN"
@@ -67,6 +71,7 @@ PROSUMER_BASE_INDEX = 100
 DEVNET_FUNDED_PER_GROUP = 40
 DEVNET_BALANCE_WEI = 10**24  # 1,000,000 ether
 
+_SECP256K1_N = int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", 16)
 _ROLE_RE = re.compile(r"^(deployer|oracle|settler|battery|meter_\d+|prosumer_\d+)$")
 
 
@@ -138,11 +143,31 @@ def _devnet_seed() -> bytes:
 
 
 @functools.cache
+def _devnet_parent() -> tuple[int, bytes, bytes]:
+    """BIP32 node at ``DEVNET_HD_PATH``: (private key, chain code, compressed public key)."""
+    main = hmac.new(b"Bitcoin seed", _devnet_seed(), hashlib.sha512).digest()
+    key, chain_code = main[:32], main[32:]
+    for part in DEVNET_HD_PATH.split("/")[1:]:
+        key, chain_code = derive_child_key(key, chain_code, Node.decode(part))
+    point = keys.PrivateKey(key).public_key.to_compressed_bytes()
+    return int.from_bytes(key, "big"), chain_code, point
+
+
+@functools.cache
 def devnet_private_key(index: int) -> bytes:
-    """The well-known private key at ``DEVNET_HD_PATH/index`` of ``DEVNET_MNEMONIC``."""
-    if index < 0:
-        raise ValueError(f"devnet account index must be >= 0, got {index}")
-    return key_from_seed(_devnet_seed(), f"{DEVNET_HD_PATH}/{index}")
+    """The well-known private key at ``DEVNET_HD_PATH/index`` of ``DEVNET_MNEMONIC``.
+
+    One BIP32 soft-child step from the cached parent node (same result as
+    ``eth_account``'s full-path ``key_from_seed``, about 100 times faster).
+    """
+    if not 0 <= index < 2**31:
+        raise ValueError(f"devnet account index must be in 0..2**31-1, got {index}")
+    parent_key, chain_code, point = _devnet_parent()
+    digest = hmac.new(chain_code, point + index.to_bytes(4, "big"), hashlib.sha512).digest()
+    child = (int.from_bytes(digest[:32], "big") + parent_key) % _SECP256K1_N
+    if int.from_bytes(digest[:32], "big") >= _SECP256K1_N or child == 0:  # p < 2**-127
+        return key_from_seed(_devnet_seed(), f"{DEVNET_HD_PATH}/{index}")
+    return child.to_bytes(32, "big")
 
 
 def devnet_account(index: int) -> LocalAccount:
@@ -263,9 +288,12 @@ class KeyRing:
         )
 
 
-def write_keystore(path: Path, private_key: bytes | str, password: str) -> Path:
-    """Write an encrypted V3 keystore file (helper for operators and tests)."""
-    keyfile = Account.encrypt(private_key, password)
+def write_keystore(
+    path: Path, private_key: bytes | str, password: str, kdf: str | None = None,
+    iterations: int | None = None,
+) -> Path:
+    """Write an encrypted V3 keystore file (default: eth_account's scrypt parameters)."""
+    keyfile = Account.encrypt(private_key, password, kdf=kdf, iterations=iterations)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(keyfile))
     return path

@@ -101,6 +101,11 @@ class Order:
             "deadline": self.deadline_unix_s,
         }
 
+    def as_abi_tuple(self) -> tuple[str, int, int, int, int, int, int]:
+        """The ``GridMarket.Order`` struct as an ABI tuple (web3 argument)."""
+        return (self.prosumer, self.interval, int(self.side), self.energy_wh,
+                self.price_micro_eur_per_kwh, self.nonce, self.deadline_unix_s)
+
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> Order:
         """Inverse of :meth:`message` (also accepts the tuple fields of an event)."""

@@ -1,0 +1,227 @@
+"""Settlement on a real EVM (embedded chain and anvil): commit, settle, replay, statements.
+
+One deployment per chain per module (deploying costs ~10 s on the embedded chain); each test
+uses its own interval ids, increasing, as the capacity contract writes bands in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from eth_utils import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from market.battery import BatteryInfeasibleError, BatteryParams
+from market.orders import (
+    IntervalClosedError,
+    Order,
+    Side,
+    ValidationContext,
+    sign_order,
+    validate_order,
+)
+from market.settlement import GRID_ADDRESS, Trade
+from market.statements import member_statement
+from oracle.errors import ContractRevert
+from oracle.settle import MarketChain, SettlementError
+
+from .test_settlement_example import EXAMPLE_ROWS
+
+N_PROSUMERS = 10
+
+
+class Env:
+    """A deployment with helpers to write bands and place orders."""
+
+    def __init__(self, chain, deployment, battery: BatteryParams) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.mc = MarketChain(chain, deployment, battery)
+        self.intervals = itertools.count(100)
+        self.prosumers = [chain.keys.account(f"prosumer_{i}") for i in range(N_PROSUMERS)]
+        self.nonces = dict.fromkeys(range(N_PROSUMERS), 0)
+
+    def next_interval(self, band_w: tuple[int, int] | None = (-30_000, 30_000)) -> int:
+        interval = next(self.intervals)
+        if band_w is not None:
+            self.chain.transact(
+                self.mc.capacity.functions.writeBands(
+                    interval, keccak(text=f"test {interval}"),
+                    [self.mc.battery_device_id], [band_w[0]], [band_w[1]]),
+                "oracle")
+        return interval
+
+    def now(self) -> int:
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"])
+
+    def order(self, who: int, interval: int, side: Side, energy_wh: int, price: int) -> Order:
+        return Order(self.prosumers[who].address, interval, side, energy_wh, price,
+                     self.nonces[who], self.now() + 3600)
+
+    def place(self, rows, interval: int) -> list[bytes]:
+        digests = []
+        for who, side, energy_wh, price in rows:
+            order = self.order(who, interval, side, energy_wh, price)
+            sig = sign_order(order, self.mc.domain, self.prosumers[who].key)
+            receipt = self.chain.transact(
+                self.mc.market.functions.submitOrderSigned(order.as_abi_tuple(), sig), "deployer")
+            self.nonces[who] += 1
+            ev = self.chain.events(receipt, self.mc.market, "OrderPlaced")[0]
+            digests.append(bytes(ev["args"]["digest"]))
+            assert digests[-1] == self.mc.domain.digest(order)
+        return digests
+
+
+@pytest.fixture(scope="module",
+                params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def env(request) -> Env:
+    from oracle.chain import connect
+    from oracle.config import ChainConfig
+    from oracle.deploy import DeployParams, deploy
+
+    if request.param == "embedded":
+        chain = connect()
+    else:
+        node = request.getfixturevalue("anvil")
+        chain = connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0))
+    deployment = deploy(chain, DeployParams(min_price_eur_per_kwh=0.05,
+                                            max_price_eur_per_kwh=0.40))
+    assert len(deployment.prosumers) >= N_PROSUMERS
+    prosumers = [p["address"] for p in deployment.prosumers[:N_PROSUMERS]]
+    battery = BatteryParams(
+        account=deployment.roles["batteryAccount"], capacity_wh=20_000, soc_min_wh=2_000,
+        soc_max_wh=18_000, initial_soc_wh=10_000, charge_efficiency_ppm=950_000,
+        discharge_efficiency_ppm=950_000,
+        shares_bps={prosumers[0]: 5000, prosumers[5]: 3000, prosumers[6]: 2000})
+    e = Env(chain, deployment, battery)
+    for member, bps in battery.shares_bps.items():
+        chain.transact(e.mc.market.functions.setBatteryShare(member, bps), "deployer")
+    return e
+
+
+def _balances(env: Env) -> dict[str, int]:
+    f = env.mc.market.functions
+    accounts = [p.address for p in env.prosumers] + [env.mc.battery.account]
+    return {a: int(env.chain.call(f.balanceOf(a))) for a in accounts}
+
+
+def test_worked_example_on_chain_and_replay(env):
+    interval = env.next_interval((-8000, 2000))
+    before = _balances(env)
+    digests = env.place(EXAMPLE_ROWS, interval)
+    result, receipt = env.mc.settle_interval(interval)
+    assert receipt["status"] == 1
+    assert result.orders_root == env.mc.interval_state(interval)["ordersRoot"]
+    assert sorted(p.digest for p in result.book.orders) == sorted(digests)
+    assert result.clearing_price_micro_eur_per_kwh == 100_000
+    assert result.battery_power_w == 2000
+    P = [p.address for p in env.prosumers]
+    assert Trade(GRID_ADDRESS, P[1], 300, 80_000) in result.trades
+    # on-chain balances moved exactly as the statements say
+    after = _balances(env)
+    settled = [(interval, result.trades)]
+    for a in P:
+        st_ = member_statement(a, settled, env.mc.battery.account, env.mc.shares_bps())
+        assert after[a] - before[a] == st_.net_nano_eur
+    assert after[P[1]] - before[P[1]] == 244_000_000
+    assert after[env.mc.battery.account] - before[env.mc.battery.account] == -50_000_000
+    # replay from on-chain data only gives the same settlement
+    report = env.mc.replay(interval)
+    assert report.equal, report.differences
+    assert "EQUAL" in report.format_text()
+    assert env.mc.shares_bps()[P[5]] == 3000
+
+
+def test_settling_twice_and_late_orders_are_refused(env):
+    interval = env.next_interval()
+    env.place([(0, Side.SELL, 100, 80_000), (1, Side.BUY, 100, 300_000)], interval)
+    env.mc.settle_interval(interval)
+    with pytest.raises(SettlementError, match="already settled"):
+        env.mc.settle_interval(interval)
+    onchain = env.mc.settlements()[-1]
+    with pytest.raises(ContractRevert) as info:
+        env.chain.transact(env.mc.market.functions.settle(*onchain.settle_args()), "settler")
+    assert info.value.error_name == "AlreadySettled"
+    # an order for the settled interval: refused by the off-chain check and by the contract
+    order = env.order(2, interval, Side.BUY, 100, 200_000)
+    sig = sign_order(order, env.mc.domain, env.prosumers[2].key)
+    ctx = ValidationContext(
+        domain=env.mc.domain, now_unix_s=env.now(), registered={order.prosumer},
+        next_nonce={order.prosumer: env.nonces[2]},
+        interval_open=lambda i: env.chain.call(env.mc.market.functions.isOpen(i)),
+        min_price_micro_eur_per_kwh=50_000, max_price_micro_eur_per_kwh=400_000)
+    with pytest.raises(IntervalClosedError):
+        validate_order(order, sig, ctx)
+    with pytest.raises(ContractRevert) as info:
+        env.chain.transact(env.mc.market.functions.submitOrderSigned(order.as_abi_tuple(), sig),
+                           "deployer")
+    assert info.value.error_name == "IntervalClosed"
+
+
+def test_missing_or_infeasible_band_leaves_the_interval_open(env):
+    no_band = env.next_interval(band_w=None)
+    env.place([(3, Side.SELL, 100, 80_000)], no_band)
+    with pytest.raises(SettlementError, match="no band"):
+        env.mc.settle_interval(no_band)
+    assert env.mc.interval_state(no_band)["committed"] is False
+    # a band forcing more charging than the SoC allows (20 kWh battery at 10 kWh SoC)
+    forced = env.next_interval(band_w=(40_000, 50_000))
+    env.place([(3, Side.SELL, 100, 80_000)], forced)
+    with pytest.raises(BatteryInfeasibleError, match="no battery power fits"):
+        env.mc.settle_interval(forced)
+    state = env.mc.interval_state(forced)
+    assert not state["committed"] and not state["settled"]
+    assert len(env.mc.placed_orders(forced)) == 1  # the order is still there
+
+
+def test_replay_detects_a_settlement_that_differs(env):
+    interval = env.next_interval()
+    env.place([(4, Side.SELL, 500, 90_000), (7, Side.BUY, 500, 200_000)], interval)
+    honest = env.mc.clear(interval)
+    root = honest.orders_root
+    env.chain.transact(env.mc.market.functions.commitOrders(interval, root), "settler")
+    # a contract-valid settlement at another price than the clearing rule gives
+    args = list(honest.settle_args())
+    price = 150_000
+    args[2] = price
+    args[4] = [(b, s, e, price) for b, s, e, _ in args[4]]
+    env.chain.transact(env.mc.market.functions.settle(*args), "settler")
+    report = env.mc.replay(interval)
+    assert not report.equal
+    assert any(d.startswith("clearingPriceMicroEurPerKwh") for d in report.differences)
+    assert "DIFFERENT" in report.format_text()
+    with pytest.raises(SettlementError, match="not settled"):
+        env.mc.replay(10**9)
+
+
+ROW = st.tuples(st.integers(0, N_PROSUMERS - 1), st.sampled_from(list(Side)),
+                st.integers(1, 4000), st.integers(50_000, 400_000))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(ROW, min_size=0, max_size=8),
+       band=st.sampled_from([(-30_000, 30_000), (-4000, 0), (0, 4000), (-1000, 1000)]))
+def test_replay_equals_settlement_on_random_books(env, rows, band):
+    """Random books settled on-chain: the replay from chain data equals the settlement.
+
+    Earlier settlements of the module change the battery SoC, so this also checks that the
+    SoC history is reconstructed from chain order.
+    """
+    interval = env.next_interval(band)
+    env.place(rows, interval)
+    result, _ = env.mc.settle_interval(interval)
+    assert band[0] <= result.battery_power_w <= band[1]
+    report = env.mc.replay(interval)
+    assert report.equal, report.differences
+
+
+def test_every_earlier_interval_still_replays_equal(env):
+    """Replay of all settlements so far (run last in the module: includes all the above)."""
+    history = env.mc.settlements()
+    assert len(history) >= 3
+    honest = [s for s in history if s.clearing_price_micro_eur_per_kwh != 150_000]
+    for s in random.Random(0).sample(honest, k=min(3, len(honest))):
+        assert env.mc.replay(s.interval).equal

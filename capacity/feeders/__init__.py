@@ -10,9 +10,9 @@ minute (and optionally the flexibilities' powers) into a net. Details: docs/feed
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandapower as pp
 
 from capacity.feeders import cigre_lv, heimschuh, paper_test
@@ -61,6 +61,12 @@ def load_feeder(name: str) -> Feeder:
     return Feeder.from_pandapower(load_pandapower_net(name))
 
 
+@cache
+def _bus_ids(name: str) -> tuple[int, ...]:
+    """``net.bus.index`` of a built-in feeder (= ``feeder.bus_ids``), built once per name."""
+    return tuple(int(b) for b in feeder_case(name).build().bus.index)
+
+
 def day_profiles(
     name: str,
     seed: int = 0,
@@ -74,10 +80,9 @@ def day_profiles(
     ``cloud_cover`` in [0, 1], default drawn from the seed. Deterministic from ``seed``.
     """
     case = feeder_case(name)
-    bus_ids = np.asarray(case.build().bus.index, dtype=int)
     return build_day_profiles(
         case.customers,
-        bus_ids,
+        _bus_ids(case.name),
         date=case.default_date if date is None else date,
         seed=seed,
         cloud_cover=cloud_cover,

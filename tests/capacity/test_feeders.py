@@ -4,6 +4,7 @@ properties each feeder was calibrated for, checked with pandapower's Newton-Raph
 from __future__ import annotations
 
 import warnings
+from functools import cache
 
 import numpy as np
 import pandapower as pp
@@ -22,6 +23,7 @@ from capacity.flexibility import FlexibilityKind
 from capacity.grid import Feeder
 
 V_LOW, V_HIGH = 0.95, 1.05
+_cached_feeder = cache(load_feeder)  # read-only use in the HELM screens below
 
 
 def _runpp(net: pp.pandapowerNet) -> np.ndarray:
@@ -171,7 +173,7 @@ def _helm_v_pu(name: str, d, flex_p_kw: dict[str, float], minutes: np.ndarray) -
     """|V| (len(minutes), n_bus) by HELM, used to screen a whole window before runpp confirms."""
     from capacity.helm import solve
 
-    feeder = load_feeder(name)
+    feeder = _cached_feeder(name)
     p_kw = d.p_kw[minutes].copy()
     index = {int(b): i for i, b in enumerate(feeder.bus_ids)}
     for flex in feeder_case(name).flexibilities:

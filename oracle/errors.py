@@ -72,7 +72,7 @@ class TransactionTimeout(ChainError):  # noqa: N818 (names fixed by the brief)
 class ContractRevert(ChainError):  # noqa: N818 (names fixed by the brief)
     """A contract call or transaction reverted.
 
-    ``error_name`` is the custom error's name (``"BandInvalid"``), ``"Error"`` for
+    ``error_name`` is the custom error's name (``"InvalidBand"``), ``"Error"`` for
     ``revert("reason")``/``require(..., "reason")``, ``"Panic"`` for a Solidity panic, or ``None``
     when the revert carried no data the decoder knows. ``error_args`` maps the error's ABI
     parameter names (``arg0``, ``arg1``... when unnamed) to decoded values.

@@ -55,10 +55,12 @@ def load_pandapower_net(name: str) -> pp.pandapowerNet:
 
 
 def load_feeder(name: str) -> Feeder:
-    """Built-in feeder ``name`` as the project's ``Feeder`` (``Feeder.from_pandapower``)."""
+    """Built-in feeder ``name`` as the project's ``Feeder`` (``Feeder.from_pandapower``), with
+    the case's flexibilities attached (``feeder.flexibilities``)."""
     from capacity.grid import Feeder  # imported late: the grid model is a sibling module
 
-    return Feeder.from_pandapower(load_pandapower_net(name))
+    case = feeder_case(name)
+    return Feeder.from_pandapower(case.build()).with_flexibilities(case.flexibilities)
 
 
 @cache

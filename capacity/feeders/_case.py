@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import pandapower as pp
 
@@ -21,7 +21,8 @@ class FeederCase:
     In the net, every customer is one ``load`` named after it (base case: its annual mean power
     at cos phi 0.95), its PV one ``sgen`` named ``"<name> PV"`` (base case 0 kW) and every
     flexibility one ``load`` named after it (base case 0 kW). ``v_slack_pu`` is the slack
-    (ext_grid) voltage magnitude, also set in the net.
+    (ext_grid) voltage magnitude, also set in the net. ``storage_energy_kwh`` gives the usable
+    energy (kWh) of every flexibility that stores energy (the community battery), by name.
     """
 
     name: str
@@ -32,6 +33,7 @@ class FeederCase:
     customers: tuple[Customer, ...]
     default_date: str
     site: Site = DEFAULT_SITE
+    storage_energy_kwh: Mapping[str, float] = field(default_factory=dict)
 
 
 def add_customer(net: pp.pandapowerNet, customer: Customer, pf: float) -> None:

@@ -9,8 +9,8 @@ in topology, lines, transformers and switches, with flexibilities and PV added f
   ``peak kW * 8760 h * load factor`` (0.45 residential, BDEW H25, one household per 4 MWh/a;
   0.40 industrial/commercial, BDEW G25, one unit per 20 MWh/a).
 - Added: rooftop PV on the residential customers R11, R15..R18 (115 kWp), a community battery
-  CB (-50..+50 kW) at R6 and three charging stations (0..22 kW) at R11, R15 and R18, so that OCM
-  can be benchmarked with four flexibilities.
+  CB (-50..+50 kW, 100 kWh) at R6 and three charging stations (0..22 kW) at R11, R15 and R18,
+  so that OCM can be benchmarked with four flexibilities.
 """
 
 from __future__ import annotations
@@ -110,4 +110,5 @@ CASE = FeederCase(
     flexibilities=FLEXIBILITIES,
     customers=CUSTOMERS,
     default_date="2026-03-18",
+    storage_energy_kwh={"CB": 100.0},
 )

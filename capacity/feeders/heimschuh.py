@@ -136,4 +136,5 @@ CASE = FeederCase(
     flexibilities=FLEXIBILITIES,
     customers=CUSTOMERS,
     default_date="2026-03-18",
+    storage_energy_kwh={"CB": BATTERY_ENERGY_KWH},
 )

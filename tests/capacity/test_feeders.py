@@ -165,6 +165,7 @@ def test_heimschuh_like_composition() -> None:
     assert kinds == ["charging_station", "charging_station", "community_battery"]
     cb = next(f for f in case.flexibilities if f.kind is FlexibilityKind.COMMUNITY_BATTERY)
     assert (cb.p_low_kw, cb.p_high_kw) == (-50.0, 50.0)
+    assert case.storage_energy_kwh == {"CB": 100.0}
     assert "SYNTHETIC" in (heimschuh.__doc__ or "")
     assert len(net.trafo) == 1 and net.trafo.std_type.iloc[0] == "0.25 MVA 20/0.4 kV"
 
@@ -250,3 +251,12 @@ def test_helm_matches_newton_raphson_on_profile_minutes(name: str) -> None:
     assert res.converged.all()
     for i, t in enumerate(minutes):
         np.testing.assert_allclose(np.abs(res.v_pu[i]), _runpp(apply_minute(net, d, t)), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", FEEDER_NAMES)
+def test_loaded_feeder_carries_the_case_flexibilities(name: str) -> None:
+    case = feeder_case(name)
+    assert load_feeder(name).flexibilities == case.flexibilities
+    for flex_name, energy_kwh in case.storage_energy_kwh.items():
+        flex = next(f for f in case.flexibilities if f.name == flex_name)
+        assert flex.kind is FlexibilityKind.COMMUNITY_BATTERY and energy_kwh > 0

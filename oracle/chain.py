@@ -359,6 +359,8 @@ class Chain:
                 tx_hash, timeout=self.config.receipt_timeout_s, poll_latency=self._poll_s
             )
         except TimeExhausted as exc:
+            if tx is not None and "from" in tx:
+                self.nonces.resync(tx["from"])  # e.g. a nonce gap after a chain reset
             raise TransactionTimeout(
                 f"transaction {tx_hash.to_0x_hex()} not mined within "
                 f"{self.config.receipt_timeout_s} s"

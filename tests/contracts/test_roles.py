@@ -384,3 +384,98 @@ def test_explicit_gas_revert_is_decoded_from_receipt(env: Env) -> None:
     revert = expect_revert("BatteryOutsideBand", env.market.functions.settle(
         INTERVAL, b"\0" * 32, PRICE, 20_000, []), "settler", chain=env.chain, gas=500_000)
     assert revert.tx_hash is not None
+
+
+# ============================================================================ completeness
+#: State-changing functions open to anyone, each with its own authorisation check tested above
+#: (order signature / order owner) or AccessControl's caller confirmation (renounceRole).
+OPEN_FUNCTIONS = {
+    "GridCapacity": {"renounceRole"},
+    "GridMarket": {"renounceRole", "submitOrder", "submitOrderSigned"},
+}
+WRONG_CALLER_TESTED = {
+    "GridCapacity": set(CAPACITY_ADMIN_CALLS) | {"writeBands", "postReadings"},
+    "GridMarket": set(MARKET_COMMUNITY_CALLS) | {"setPrices", "grantRole", "revokeRole",
+                                                  "commitOrders", "settle"},
+}
+
+
+@pytest.mark.parametrize("contract_name", ["GridCapacity", "GridMarket"])
+def test_every_state_changing_function_is_covered(contract_name: str) -> None:
+    """A new state-changing function fails this until it gets a wrong-caller test."""
+    from oracle.deploy import load
+
+    abi = load(contract_name).abi
+    mutating = {e["name"] for e in abi if e.get("type") == "function"
+                and e.get("stateMutability") not in ("view", "pure")}
+    assert mutating == WRONG_CALLER_TESTED[contract_name] | OPEN_FUNCTIONS[contract_name]
+
+
+def test_market_revoke_role_rejects_non_dso(env: Env) -> None:
+    expect_unauthorized(env, env.market.functions.revokeRole(
+        keccak(text="SETTLER_ROLE"), env.addr("settler")), "prosumer_0", "DEFAULT_ADMIN_ROLE",
+        env.market)
+
+
+@pytest.mark.parametrize("contract_attr", ["capacity", "market"])
+def test_renounce_role_only_for_oneself(env: Env, contract_attr: str) -> None:
+    contract = getattr(env, contract_attr)
+    expect_revert("AccessControlBadConfirmation", contract.functions.renounceRole(
+        b"\x00" * 32, env.addr("deployer")), "oracle", chain=env.chain)
+    assert env.chain.call(contract.functions.hasRole(b"\x00" * 32, env.addr("deployer")))
+
+
+# ============================================================================ admin happy paths
+ADMIN_HAPPY_PATHS = {
+    # name: (contract attr, sender, call(env) -> fn, {event: expected args subset})
+    "setRatedRange": ("capacity", "deployer",
+                      lambda e: e.capacity.functions.setRatedRange(CS01_ID, 0, 11_000),
+                      {"RatedRangeSet": {"deviceId": CS01_ID, "pMinRatedW": 0,
+                                         "pMaxRatedW": 11_000}}),
+    "setDeviceMeter": ("capacity", "deployer",
+                       lambda e: e.capacity.functions.setDeviceMeter(CS01_ID, e.addr("meter_7")),
+                       {"DeviceMeterSet": {"deviceId": CS01_ID, "meter": "meter_7"}}),
+    "setHeartbeat": ("capacity", "deployer", lambda e: e.capacity.functions.setHeartbeat(60),
+                     {"HeartbeatSet": {"heartbeatSeconds": 60}}),
+    "revokeRole": ("capacity", "deployer", lambda e: e.capacity.functions.revokeRole(
+        keccak(text="ORACLE_ROLE"), e.addr("oracle")),
+        {"RoleRevoked": {"account": "oracle"}}),
+    "registerProsumer": ("market", "deployer",
+                         lambda e: e.market.functions.registerProsumer(e.addr("prosumer_39")),
+                         {"ProsumerRegistered": {"prosumer": "prosumer_39"}}),
+    "setBatteryShare": ("market", "deployer",
+                        lambda e: e.market.functions.setBatteryShare(e.addr("prosumer_0"), 2_500),
+                        {"BatteryShareSet": {"member": "prosumer_0", "shareBps": 2_500,
+                                             "totalShareBps": 2_500}}),
+    "removeProsumer": ("market", "deployer",
+                       lambda e: e.market.functions.removeProsumer(e.addr("prosumer_1")),
+                       {"ProsumerRemoved": {"prosumer": "prosumer_1"}}),
+    "setPrices": ("market", "deployer",
+                  lambda e: e.market.functions.setPrices(250_000, 70_000, 10_000, 900_000),
+                  {"TariffsSet": {"retailTariffMicroEurPerKwh": 250_000},
+                   "PriceBoundsSet": {"maxPriceMicroEurPerKwh": 900_000}}),
+    "commitOrders": ("market", "settler",
+                     lambda e: e.market.functions.commitOrders(INTERVAL, b"\x07" * 32),
+                     {"OrdersCommitted": {"interval": INTERVAL, "ordersRoot": b"\x07" * 32}}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADMIN_HAPPY_PATHS))
+def test_admin_happy_paths_emit_events(env: Env, name: str) -> None:
+    contract_attr, sender, make_fn, expected = ADMIN_HAPPY_PATHS[name]
+    contract = getattr(env, contract_attr)
+    receipt = env.chain.transact(make_fn(env), sender)
+    for event_name, fields in expected.items():
+        (event,) = env.chain.events(receipt, contract, event_name)
+        for field, value in fields.items():
+            if isinstance(value, str) and not value.startswith("0x"):
+                value = env.addr(value)  # a role name stands for its address
+            assert event["args"][field] == value, (event_name, field)
+
+
+def test_battery_shares_cannot_exceed_whole_battery(env: Env) -> None:
+    env.chain.transact(env.market.functions.setBatteryShare(env.addr("prosumer_0"), 6_000),
+                       "deployer")
+    revert = expect_revert("SharesExceeded", env.market.functions.setBatteryShare(
+        env.addr("prosumer_1"), 4_001), "deployer", chain=env.chain)
+    assert revert.error_args == {"totalShareBps": 10_001}

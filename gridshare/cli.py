@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "oracle.contracts_cli",
     "oracle.cli",
     "market.aggregator_cli",
+    "market.cli",
 )
 
 

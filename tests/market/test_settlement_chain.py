@@ -197,6 +197,46 @@ def test_replay_detects_a_settlement_that_differs(env):
         env.mc.replay(10**9)
 
 
+def test_cli_settle_replay_statement(env, tmp_path, monkeypatch, capsys):
+    import json
+
+    import oracle.chain
+    from gridshare.cli import main
+
+    dep_file = env.deployment.save(tmp_path / "deployment.json")
+    bat_file = tmp_path / "battery.json"
+    bat_file.write_text(json.dumps(env.mc.battery.to_dict()))
+    if env.chain.is_embedded:  # the embedded chain lives in this process: hand it to the CLI
+        monkeypatch.setattr(oracle.chain, "connect", lambda *a, **k: env.chain)
+    common = ["--deployment", str(dep_file), "--battery", str(bat_file)]
+    interval = env.next_interval()
+    env.place([(2, Side.SELL, 700, 90_000), (8, Side.BUY, 400, 250_000)], interval)
+    capsys.readouterr()
+    assert main(["market", "settle", "--interval", str(interval), "--json", *common]) == 0
+    settled = json.loads(capsys.readouterr().out)
+    assert settled["interval"] == interval and settled["gas_used"] > 0
+    env.chain.nonces.resync()
+    assert main(["market", "replay", "--interval", str(interval), *common]) == 0
+    assert "EQUAL" in capsys.readouterr().out
+    member = env.prosumers[8].address
+    assert main(["market", "statement", "--member", member, "--from", str(interval), "--to",
+                 str(interval), "--json", *common]) == 0
+    st_ = json.loads(capsys.readouterr().out)
+    price = settled["clearing_price_micro_eur_per_kwh"]
+    assert st_["bought_local_wh"] == 400 and st_["net_nano_eur"] == -400 * price
+    assert main(["market", "statement", "--member", member, *common]) == 0
+    assert "on-chain balance" in capsys.readouterr().out
+    # errors: one line, exit 1
+    assert main(["market", "statement", "--member", "0x1234", *common]) == 1
+    assert "not an address" in capsys.readouterr().err
+    assert main(["market", "settle", "--interval", str(interval), *common]) == 1
+    assert "already settled" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"account": "0x00"}')
+    assert main(["market", "replay", "--interval", str(interval), "--deployment",
+                 str(dep_file), "--battery", str(bad)]) == 1
+
+
 ROW = st.tuples(st.integers(0, N_PROSUMERS - 1), st.sampled_from(list(Side)),
                 st.integers(1, 4000), st.integers(50_000, 400_000))
 

@@ -1,0 +1,172 @@
+"""``gridshare market ...``: settle, replay and statements against a deployment.
+
+* ``gridshare market settle --interval N``: commit, clear and settle interval N (settler key).
+* ``gridshare market replay --interval N``: re-run the clearing of a settled interval from
+  on-chain data; exit code 0 when it equals the settlement, 3 when it differs.
+* ``gridshare market statement --member ADDR [--from N] [--to N]``: energy and money of one
+  member over the settled intervals, with the on-chain balance as a cross-check.
+
+Chain: ``--rpc URL``, else the deployment file's ``rpc``, else ``$GRIDSHARE_CHAIN``. The
+embedded chain lives inside one process, so these commands need an RPC node (anvil, Besu).
+Battery data: ``--battery FILE`` (JSON with the fields of ``market.battery.BatteryParams``),
+else the deployment's defaults (``oracle.settle.default_battery_params``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gridshare.units import nano_eur_to_eur
+from market.battery import BatteryParams
+
+REPLAY_DIFFERS_EXIT = 3
+
+
+def _chain_errors_as_exit(func: Any) -> Any:
+    """Print a chain error (revert, unreachable node) as one line and return exit code 1."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from oracle.errors import ChainError
+
+        try:
+            return int(func(args))
+        except ChainError as exc:
+            print(f"gridshare market {args.market_command}: chain error: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def _market_chain(args: argparse.Namespace) -> Any:
+    from oracle import chain as chain_mod
+    from oracle.config import EMBEDDED, ChainConfig
+    from oracle.deploy import Deployment
+    from oracle.settle import MarketChain
+
+    deployment = Deployment.load(Path(args.deployment))
+    rpc = args.rpc or (deployment.rpc if deployment.rpc != EMBEDDED else None)
+    chain = chain_mod.connect(ChainConfig.from_env(rpc=rpc))
+    if not deployment.is_live(chain):
+        raise ValueError(
+            f"the contracts of {args.deployment} are not on the connected chain "
+            f"({chain.config.chain}); an embedded-chain deployment lives only inside the process "
+            "that made it: deploy to an RPC node (anvil, Besu) and pass --rpc"
+        )
+    battery = None
+    if args.battery:
+        path = Path(args.battery)
+        if not path.is_file():
+            raise FileNotFoundError(f"no battery file at {path}")
+        try:
+            battery = BatteryParams.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON: {exc}") from None
+        except TypeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return MarketChain(chain, deployment, battery)
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    return {
+        "interval": result.interval,
+        "orders": len(result.book),
+        "orders_root": "0x" + result.orders_root.hex(),
+        "clearing_price_micro_eur_per_kwh": result.clearing_price_micro_eur_per_kwh,
+        "battery_power_w": result.battery_power_w,
+        "battery_soc_after_wh": None if result.battery is None else result.battery.soc_after_wh,
+        "trades": [list(t.as_tuple()) for t in result.trades],
+    }
+
+
+def _settle(args: argparse.Namespace) -> int:
+    mc = _market_chain(args)
+    result, receipt = mc.settle_interval(args.interval)
+    out = _summary(result) | {"tx": receipt["transactionHash"].to_0x_hex(),
+                              "gas_used": int(receipt["gasUsed"])}
+    print(json.dumps(out, indent=2) if args.json else
+          f"settled interval {out['interval']}: {out['orders']} orders, price "
+          f"{out['clearing_price_micro_eur_per_kwh']} micro-EUR/kWh, battery "
+          f"{out['battery_power_w']} W, {len(out['trades'])} trades, tx {out['tx']}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    report = _market_chain(args).replay(args.interval)
+    if args.json:
+        print(json.dumps({"interval": report.interval, "equal": report.equal,
+                          "differences": list(report.differences),
+                          "recomputed": _summary(report.recomputed),
+                          "tx": report.onchain.tx_hash}, indent=2))
+    else:
+        print(report.format_text())
+    return 0 if report.equal else REPLAY_DIFFERS_EXIT
+
+
+def _statement(args: argparse.Namespace) -> int:
+    from eth_utils import is_address, to_checksum_address
+
+    from market.statements import member_statement
+
+    if not is_address(args.member):
+        raise ValueError(f"--member {args.member!r} is not an address")
+    member = to_checksum_address(args.member)
+    mc = _market_chain(args)
+    lo = args.from_interval if args.from_interval is not None else -1
+    hi = args.to_interval if args.to_interval is not None else 2**64
+    history = mc.settlements()
+    chosen = [(s.interval, s.trades) for s in history if lo <= s.interval <= hi]
+    st = member_statement(member, chosen, mc.battery.account, mc.shares_bps())
+    balance = int(mc.chain.call(mc.market.functions.balanceOf(member)))
+    if args.json:
+        print(json.dumps(st.to_dict() | {"onchain_balance_nano_eur": balance}, indent=2))
+    else:
+        print(st.format_text())
+        whole = len(chosen) == len(history)
+        note = "" if whole else " (all intervals; the statement covers a part)"
+        print(f"  on-chain balance{note}: {nano_eur_to_eur(balance):+.4f} EUR")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``gridshare market settle|replay|statement``."""
+    from oracle.config import DEFAULT_DEPLOYMENT_FILE, ENV_DEPLOYMENT
+
+    market = subparsers.add_parser("market", help="settle, replay and statements of the market")
+    sub = market.add_subparsers(dest="market_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--deployment",
+                       default=os.environ.get(ENV_DEPLOYMENT, DEFAULT_DEPLOYMENT_FILE),
+                       help=f"deployment file (default ${ENV_DEPLOYMENT} or "
+                       f"{DEFAULT_DEPLOYMENT_FILE})")
+        p.add_argument("--rpc", default=None,
+                       help="JSON-RPC URL (default: the deployment's, else $GRIDSHARE_CHAIN)")
+        p.add_argument("--battery", default=None,
+                       help="JSON file with the battery's BatteryParams (default: derived "
+                       "from the deployment)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    settle = sub.add_parser("settle", help="commit, clear and settle one interval")
+    settle.add_argument("--interval", type=int, required=True, help="interval id")
+    common(settle)
+    settle.set_defaults(func=_chain_errors_as_exit(_settle))
+
+    replay = sub.add_parser("replay", help="re-run a settled interval's clearing from chain "
+                            "data and compare (exit 3 if it differs)")
+    replay.add_argument("--interval", type=int, required=True, help="interval id")
+    common(replay)
+    replay.set_defaults(func=_chain_errors_as_exit(_replay))
+
+    statement = sub.add_parser("statement", help="a member's energy and money")
+    statement.add_argument("--member", required=True, help="member address")
+    statement.add_argument("--from", dest="from_interval", type=int, default=None,
+                           help="first interval id (default: all)")
+    statement.add_argument("--to", dest="to_interval", type=int, default=None,
+                           help="last interval id (default: all)")
+    common(statement)
+    statement.set_defaults(func=_chain_errors_as_exit(_statement))

@@ -285,6 +285,12 @@ class Case:
         for name in ("dg_p_min_kw", "dg_p_max_kw", "res_da_kw", "res_kw", "load_da_kw",
                      "load_kw", "dr_max_frac", "nsd_cost_eur_per_kwh"):
             _check_nonneg(name, getattr(self, name))
+        for name in ("dg_cost_eur_per_kwh", "res_cost_eur_per_kwh",
+                     "res_curtail_cost_eur_per_kwh", "supplier_price_eur_per_kwh",
+                     "dr_cost_eur_per_kwh", "wm_price_eur_per_kwh", "lem_buy_price_eur_per_kwh",
+                     "lem_sell_price_eur_per_kwh"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} has non-finite entries")
         for name in ("supplier_p_max_kw", "wm_buy_max_kw", "wm_sell_max_kw", "lem_buy_max_kw",
                      "lem_sell_max_kw"):
             value = float(getattr(self, name))

@@ -92,6 +92,10 @@ def test_other_inconsistent_input(data) -> None:
         data.with_bands(ess_p_min_kw=lo, ess_p_max_kw=lo - 1.0)
     with pytest.raises(ValueError, match="needs both"):
         data.with_bands(ess_p_min_kw=lo)
+    with pytest.raises(ValueError, match="supplier_price_eur_per_kwh has non-finite entries"):
+        price = np.array(data.supplier_price_eur_per_kwh)
+        price[7] = np.nan
+        dataclasses.replace(data, supplier_price_eur_per_kwh=price)
     with pytest.raises(ValueError, match="efficiencies"):
         dataclasses.replace(data.ess, eff_charge=np.full(7, 1.2))
     case = synthetic_case(0)

@@ -153,7 +153,16 @@ def test_checker_detects_violations() -> None:
     e["ess"][0, 2] += 5.0
     with pytest.raises(AssertionError, match="storage dynamics"):
         assert_feasible(case, p, e, *args)
-    p["ess_ch"][1, 0] += 1.0
-    p["ess_dis"][1, 0] += 1.0
+    # charge and discharge 1 kW more at once where both limits leave room (balance unchanged)
+    for hour in range(24):
+        result = schedule_hour(case, hour)
+        room = np.minimum(case.ess.p_charge_max_kw[:, result.slots] - result.p_kw["ess_ch"],
+                          case.ess.p_discharge_max_kw[:, result.slots] - result.p_kw["ess_dis"])
+        if room.max() > 1.0:
+            break
+    u, t = np.unravel_index(np.argmax(room), room.shape)
+    p = {k: np.array(v) for k, v in result.p_kw.items()}
+    p["ess_ch"][u, t] += 1.0
+    p["ess_dis"][u, t] += 1.0
     with pytest.raises(AssertionError, match="at once"):
-        assert_feasible(case, p, result.e_kwh, *args)
+        assert_feasible(case, p, result.e_kwh, result.slots, result.load_kw, result.res_kw)

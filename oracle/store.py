@@ -1,0 +1,349 @@
+"""The oracle's SQLite store: ingestion cursor, readings, rejections, processed intervals.
+
+Tables (all integers on-chain units: W, var, micro-pu, micro-rad, unix s):
+
+* ``meta``: key/value; binds the database to one deployment (chain id, capacity address, feeder)
+  so an oracle never mixes two deployments' data.
+* ``cursor``: one row, the last processed block (number and hash).
+* ``blocks``: hashes of processed blocks (every cursor block and every block with an event), the
+  reference for reorg detection by hash continuity.
+* ``readings``: accepted meter readings, primary key ``(tx_hash, log_index, position)`` (the
+  event plus the record's position in its packed blob), so reading a log twice is harmless; one
+  accepted reading per ``(device_id, timestamp)``.
+* ``rejected``: readings that were refused, with the reason (unknown device, out of range,
+  duplicate), same key.
+* ``intervals``: one row per target interval the oracle handled: ``written`` (tx hash, block,
+  inputs hash, the canonical inputs and the bands), ``sent`` (tx sent, receipt not yet seen) or
+  ``skipped`` (with the reason; see docs/oracle.md for when).
+* ``tx_failures``: every failed band transaction (revert or RPC error) and what was done.
+
+Writes happen in short transactions; the connection is opened with ``isolation_level=None`` and
+explicit ``BEGIN IMMEDIATE`` so a crash leaves either all or none of one ingestion step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    block_number INTEGER NOT NULL,
+    block_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS readings (
+    tx_hash TEXT NOT NULL, log_index INTEGER NOT NULL, position INTEGER NOT NULL,
+    block_number INTEGER NOT NULL, block_hash TEXT NOT NULL, meter TEXT NOT NULL,
+    device_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    p_w INTEGER NOT NULL, q_var INTEGER NOT NULL, v_micro_pu INTEGER NOT NULL,
+    theta_micro_rad INTEGER NOT NULL, late INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tx_hash, log_index, position)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS readings_device_time ON readings (device_id, timestamp);
+CREATE INDEX IF NOT EXISTS readings_time ON readings (timestamp);
+CREATE INDEX IF NOT EXISTS readings_block ON readings (block_number);
+CREATE TABLE IF NOT EXISTS rejected (
+    tx_hash TEXT NOT NULL, log_index INTEGER NOT NULL, position INTEGER NOT NULL,
+    block_number INTEGER NOT NULL, meter TEXT NOT NULL, device_id INTEGER NOT NULL,
+    timestamp INTEGER NOT NULL, p_w INTEGER NOT NULL, q_var INTEGER NOT NULL,
+    v_micro_pu INTEGER NOT NULL, theta_micro_rad INTEGER NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (tx_hash, log_index, position)
+);
+CREATE INDEX IF NOT EXISTS rejected_block ON rejected (block_number);
+CREATE TABLE IF NOT EXISTS intervals (
+    interval INTEGER PRIMARY KEY, source_interval INTEGER NOT NULL, status TEXT NOT NULL,
+    tx_hash TEXT, block_number INTEGER, inputs_hash TEXT, inputs_json TEXT, bands_json TEXT,
+    n_readings INTEGER NOT NULL DEFAULT 0, n_missing INTEGER NOT NULL DEFAULT 0,
+    missing_json TEXT, infeasible_steps INTEGER NOT NULL DEFAULT 0,
+    n_steps INTEGER NOT NULL DEFAULT 0, reason TEXT, computed_at REAL, written_at REAL,
+    latency_s REAL
+);
+CREATE TABLE IF NOT EXISTS tx_failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, interval INTEGER NOT NULL, at REAL NOT NULL,
+    attempt INTEGER NOT NULL, error TEXT NOT NULL, tx_hash TEXT, action TEXT NOT NULL
+);
+"""
+
+READING_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "block_hash", "meter",
+                   "device_id", "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad",
+                   "late")
+REJECTED_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "meter", "device_id",
+                    "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad", "reason")
+
+
+class StoreMismatchError(ValueError):
+    """The database belongs to another deployment (names the differing key)."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Last processed block."""
+
+    block_number: int
+    block_hash: str
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    """One row of ``intervals`` (see the module docstring)."""
+
+    interval: int
+    source_interval: int
+    status: str
+    tx_hash: str | None
+    block_number: int | None
+    inputs_hash: str | None
+    inputs_json: str | None
+    bands_json: str | None
+    n_readings: int
+    n_missing: int
+    missing_json: str | None
+    infeasible_steps: int
+    n_steps: int
+    reason: str | None
+    computed_at: float | None
+    written_at: float | None
+    latency_s: float | None
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The canonical inputs (parsed)."""
+        return json.loads(self.inputs_json or "{}")
+
+    @property
+    def bands(self) -> dict[str, Any]:
+        """The bands written: ``{"device_ids": [...], "p_min_w": [...], "p_max_w": [...]}``."""
+        return json.loads(self.bands_json or "{}")
+
+
+class Store:
+    """The oracle's SQLite database (one file per oracle; ``":memory:"`` for tests)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        if self.path != ":memory:":
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        with self.transaction():
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- meta
+    def bind(self, values: Mapping[str, str]) -> None:
+        """Record ``values`` on first use; later, raise StoreMismatchError if any differs."""
+        with self.transaction():
+            for key, value in values.items():
+                row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+                if row is None:
+                    self.db.execute("INSERT INTO meta VALUES (?, ?)", (key, str(value)))
+                elif row["value"] != str(value):
+                    raise StoreMismatchError(
+                        f"oracle database {self.path} belongs to {key}={row['value']}, "
+                        f"not {key}={value}: use another --db file"
+                    )
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    # ---- cursor and blocks
+    def cursor(self) -> Cursor | None:
+        row = self.db.execute("SELECT block_number, block_hash FROM cursor WHERE id=1").fetchone()
+        return None if row is None else Cursor(int(row[0]), str(row[1]))
+
+    def block_hashes_desc(self, below_or_at: int) -> list[tuple[int, str]]:
+        """Stored (number, hash) pairs at or below ``below_or_at``, newest first."""
+        rows = self.db.execute(
+            "SELECT number, hash FROM blocks WHERE number<=? ORDER BY number DESC", (below_or_at,)
+        ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def commit_range(
+        self,
+        cursor: Cursor,
+        block_hashes: Mapping[int, str],
+        readings: Iterable[Mapping[str, Any]],
+        rejected: Iterable[Mapping[str, Any]],
+        keep_blocks: int = 2048,
+    ) -> tuple[int, int]:
+        """Store one ingested block range atomically; returns (new readings, new rejections).
+
+        Rows whose key exists are ignored (re-reading a log is harmless).
+        """
+        n_new = n_rej = 0
+        with self.transaction():
+            for row in readings:
+                cur = self.db.execute(
+                    f"INSERT OR IGNORE INTO readings ({','.join(READING_COLUMNS)}) "
+                    f"VALUES ({','.join('?' * len(READING_COLUMNS))})",
+                    tuple(row[c] for c in READING_COLUMNS),
+                )
+                n_new += cur.rowcount
+            for row in rejected:
+                cur = self.db.execute(
+                    f"INSERT OR IGNORE INTO rejected ({','.join(REJECTED_COLUMNS)}) "
+                    f"VALUES ({','.join('?' * len(REJECTED_COLUMNS))})",
+                    tuple(row[c] for c in REJECTED_COLUMNS),
+                )
+                n_rej += cur.rowcount
+            hashes = {**block_hashes, cursor.block_number: cursor.block_hash}
+            self.db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?)",
+                                sorted(hashes.items()))
+            self.db.execute("DELETE FROM blocks WHERE number < ?",
+                            (cursor.block_number - keep_blocks,))
+            self.db.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?)",
+                            (cursor.block_number, cursor.block_hash))
+        return n_new, n_rej
+
+    def rewind(self, ancestor: Cursor | None) -> tuple[int, int]:
+        """Forget everything above ``ancestor`` (None: everything); returns (readings, rejected)
+        deleted."""
+        above = -1 if ancestor is None else ancestor.block_number
+        with self.transaction():
+            n_read = self.db.execute("DELETE FROM readings WHERE block_number > ?",
+                                     (above,)).rowcount
+            n_rej = self.db.execute("DELETE FROM rejected WHERE block_number > ?",
+                                    (above,)).rowcount
+            self.db.execute("DELETE FROM blocks WHERE number > ?", (above,))
+            if ancestor is None:
+                self.db.execute("DELETE FROM cursor")
+            else:
+                self.db.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?)",
+                                (ancestor.block_number, ancestor.block_hash))
+        return n_read, n_rej
+
+    # ---- readings
+    def accepted_key_for(self, device_id: int, timestamp: int) -> tuple[str, int, int] | None:
+        row = self.db.execute(
+            "SELECT tx_hash, log_index, position FROM readings WHERE device_id=? AND timestamp=?",
+            (device_id, timestamp),
+        ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]), int(row[2]))
+
+    def readings_between(self, start_s: int, end_s: int) -> list[sqlite3.Row]:
+        """Accepted readings with ``start_s <= timestamp < end_s``, by device then time."""
+        return self.db.execute(
+            "SELECT * FROM readings WHERE timestamp >= ? AND timestamp < ? "
+            "ORDER BY device_id, timestamp", (start_s, end_s),
+        ).fetchall()
+
+    def last_readings_before(self, start_s: int) -> dict[int, sqlite3.Row]:
+        """Per device, its latest accepted reading with ``timestamp < start_s``."""
+        rows = self.db.execute(
+            "SELECT r.* FROM readings r JOIN (SELECT device_id, MAX(timestamp) AS ts FROM readings "
+            "WHERE timestamp < ? GROUP BY device_id) m ON r.device_id = m.device_id "
+            "AND r.timestamp = m.ts", (start_s,),
+        ).fetchall()
+        return {int(r["device_id"]): r for r in rows}
+
+    def rejected_rows(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM rejected ORDER BY block_number, log_index, "
+                               "position").fetchall()
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of accepted, late and rejected readings."""
+        one = self.db.execute
+        return {
+            "readings": int(one("SELECT COUNT(*) FROM readings").fetchone()[0]),
+            "late": int(one("SELECT COUNT(*) FROM readings WHERE late=1").fetchone()[0]),
+            "rejected": int(one("SELECT COUNT(*) FROM rejected").fetchone()[0]),
+        }
+
+    def watermark_s(self) -> int | None:
+        """Largest accepted reading timestamp (the event-time clock)."""
+        value = self.db.execute("SELECT MAX(timestamp) FROM readings").fetchone()[0]
+        return None if value is None else int(value)
+
+    def first_reading_s(self) -> int | None:
+        value = self.db.execute("SELECT MIN(timestamp) FROM readings").fetchone()[0]
+        return None if value is None else int(value)
+
+    def devices_with_reading_at(self, timestamp: int) -> set[int]:
+        rows = self.db.execute("SELECT device_id FROM readings WHERE timestamp=?",
+                               (timestamp,)).fetchall()
+        return {int(r[0]) for r in rows}
+
+    # ---- intervals
+    def interval(self, interval: int) -> IntervalRow | None:
+        row = self.db.execute("SELECT * FROM intervals WHERE interval=?", (interval,)).fetchone()
+        return None if row is None else IntervalRow(**dict(row))
+
+    def intervals(self, status: str | None = None) -> list[IntervalRow]:
+        if status is None:
+            rows = self.db.execute("SELECT * FROM intervals ORDER BY interval").fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM intervals WHERE status=? ORDER BY interval",
+                                   (status,)).fetchall()
+        return [IntervalRow(**dict(r)) for r in rows]
+
+    def last_handled_interval(self) -> int | None:
+        value = self.db.execute(
+            "SELECT MAX(interval) FROM intervals WHERE status IN ('written','skipped')"
+        ).fetchone()[0]
+        return None if value is None else int(value)
+
+    def save_interval(self, **fields: Any) -> None:
+        """Insert or replace one interval row (``fields`` named as the columns)."""
+        columns = list(fields)
+        with self.transaction():
+            self.db.execute(
+                f"INSERT OR REPLACE INTO intervals ({','.join(columns)}) "
+                f"VALUES ({','.join('?' * len(columns))})",
+                tuple(fields[c] for c in columns),
+            )
+
+    def update_interval(self, interval: int, **fields: Any) -> None:
+        sets = ",".join(f"{c}=?" for c in fields)
+        with self.transaction():
+            self.db.execute(f"UPDATE intervals SET {sets} WHERE interval=?",
+                            (*fields.values(), interval))
+
+    def forget_intervals_after(self, interval: int | None) -> list[int]:
+        """Delete interval rows above ``interval`` (None: all); returns the deleted ids."""
+        above = -1 if interval is None else interval
+        with self.transaction():
+            ids = [int(r[0]) for r in self.db.execute(
+                "SELECT interval FROM intervals WHERE interval > ?", (above,)).fetchall()]
+            self.db.execute("DELETE FROM intervals WHERE interval > ?", (above,))
+        return ids
+
+    def record_failure(self, interval: int, attempt: int, error: str, tx_hash: str | None,
+                       action: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO tx_failures (interval, at, attempt, error, tx_hash, action) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (interval, time.time(), attempt, error, tx_hash, action),
+            )
+
+    def failures(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM tx_failures ORDER BY id").fetchall()

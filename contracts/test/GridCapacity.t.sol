@@ -171,6 +171,27 @@ contract GridCapacityTest is TestBase {
         _write(3, 10, lo, hi);
     }
 
+    function testFuzz_bandsEventPacksTheRecords(int64 a, int64 b) public {
+        int64 lo = int64(boundInt(a, -50_000, 0));
+        int64 hi = int64(boundInt(b, 0, 22_000));
+        uint32[] memory ids = new uint32[](2);
+        (ids[0], ids[1]) = (20, 10);
+        int64[] memory los = new int64[](2);
+        int64[] memory his = new int64[](2);
+        (los[0], los[1]) = (0, lo);
+        (his[0], his[1]) = (hi, hi);
+        vm.recordLogs();
+        vm.prank(ORACLE);
+        cap.writeBands(9, keccak256("x"), ids, los, his);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 1, "one event");
+        assertEq(logs[0].topics[1], bytes32(uint256(9)), "interval topic");
+        (bytes32 h, uint64 updatedAt, bytes memory bands) = abi.decode(logs[0].data, (bytes32, uint64, bytes));
+        assertEq(h, keccak256("x"), "hash");
+        assertEq(uint256(updatedAt), block.timestamp, "updatedAt");
+        assertEq(bands, abi.encodePacked(uint32(20), int64(0), hi, uint32(10), lo, hi), "records");
+    }
+
     function test_latestBandStaleness() public {
         _write(8, 10, -10, 10);
         (uint64 interval, int64 lo,, uint64 updatedAt) = cap.latestBand(10);

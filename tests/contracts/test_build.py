@@ -124,3 +124,22 @@ def test_cli_check_fails_on_stale_artifacts(
     assert args.func(args) == 1
     err = capsys.readouterr().err
     assert "GridCapacity.json: 'abi' differs" in err and "artifacts are stale" in err
+
+
+def test_compile_without_compiler_names_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "compiler_missing_reason", lambda: "node is not installed")
+    with pytest.raises(ValueError, match="cannot compile the contracts: node is not installed"):
+        build.compile_contracts()
+
+
+def test_solc_errors_surface_as_value_error(
+    fresh: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = {
+        "language": "Solidity",
+        "sources": {"Broken.sol": {"content": "pragma solidity 0.8.28; contract B { uint x = ; }"}},
+        "settings": build.SETTINGS,
+    }
+    monkeypatch.setattr(build, "standard_input", lambda: broken)
+    with pytest.raises(ValueError, match=r"solc failed: .*ParserError"):
+        build.compile_contracts()

@@ -16,6 +16,7 @@ from gridshare import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "capacity.cli",
+    "capacity.ocm_cli",
     "oracle.contracts_cli",
     "oracle.cli",
     "market.aggregator_cli",

@@ -8,6 +8,7 @@ event. Runs on the embedded chain and on anvil (``chain`` fixture in tests/conft
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -337,3 +338,36 @@ def test_besu_style_rpc_error_with_revert_data() -> None:
     assert revert.error_args == {"value": 500, "limit": 100}
     not_revert = Web3RPCError("x", rpc_response={"error": {"code": -32003, "message": "nonce"}})
     assert to_chain_error(not_revert, decoder) is None
+
+
+# ----------------------------------------------------------------------------- fixtures
+def _conftest():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("gridshare_tests_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while executing
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_missing_tool_skips_locally_and_fails_in_ci(monkeypatch) -> None:
+    conftest = _conftest()
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        conftest.missing_tool("anvil not installed")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must install"):
+        conftest.missing_tool("anvil not installed")
+
+
+def test_find_anvil_honours_override(monkeypatch, tmp_path: Path) -> None:
+    conftest = _conftest()
+    monkeypatch.setenv("GRIDSHARE_ANVIL", str(tmp_path / "no-such-anvil"))
+    assert conftest.find_anvil() is None
+    fake = tmp_path / "anvil"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("GRIDSHARE_ANVIL", str(fake))
+    assert conftest.find_anvil() == fake

@@ -93,7 +93,10 @@ class RetryingHTTPProvider(HTTPProvider):
             except requests.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
                 if status < 500:
-                    raise ChainError(f"RPC node at {self.endpoint_uri} answered {exc}") from exc
+                    body = exc.response.text[:500] if exc.response is not None else ""
+                    raise ChainError(
+                        f"RPC node at {self.endpoint_uri} answered {exc}: {body}"
+                    ) from exc
                 last = exc
             if attempt < self.retries:
                 delay_s = self.backoff_s * 2**attempt

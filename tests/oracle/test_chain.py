@@ -24,6 +24,7 @@ from oracle.chain import Artifact, Chain, connect
 from oracle.config import ChainConfig
 from oracle.devnet import qbft_extra_data
 from oracle.errors import (
+    ChainError,
     ChainUnavailable,
     ContractRevert,
     ErrorDecoder,
@@ -212,6 +213,7 @@ class _StubRPC(BaseHTTPRequestHandler):
     """A QBFT-like node: fails the first ``fail_first`` requests with HTTP 503."""
 
     fail_first = 0
+    fail_status = 503
     seen = 0
     extra_data = "0x"
 
@@ -220,7 +222,7 @@ class _StubRPC(BaseHTTPRequestHandler):
         cls = type(self)
         cls.seen += 1
         if cls.seen <= cls.fail_first:
-            self.send_response(503)
+            self.send_response(cls.fail_status)
             self.end_headers()
             return
         method = body["method"]
@@ -252,7 +254,8 @@ class _StubRPC(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub_rpc() -> Iterator[tuple[str, type[_StubRPC]]]:
-    handler = type("Handler", (_StubRPC,), {"seen": 0, "fail_first": 0, "extra_data": "0x"})
+    handler = type("Handler", (_StubRPC,), {"seen": 0, "fail_first": 0, "fail_status": 503,
+                                            "extra_data": "0x"})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -277,6 +280,15 @@ def test_too_many_failures_is_unavailable(stub_rpc) -> None:
     handler.fail_first = 100
     with pytest.raises(ChainUnavailable, match="503"):
         connect(ChainConfig(chain=url, retries=1, backoff_s=0.01, poa=False))
+
+
+def test_client_errors_are_not_retried(stub_rpc) -> None:
+    url, handler = stub_rpc
+    handler.fail_first, handler.fail_status = 100, 401
+    with pytest.raises(ChainError, match="401") as info:
+        connect(ChainConfig(chain=url, retries=3, backoff_s=0.01, poa=False))
+    assert not isinstance(info.value, ChainUnavailable)
+    assert handler.seen == 1
 
 
 def test_qbft_extra_data_gets_poa_middleware(stub_rpc) -> None:

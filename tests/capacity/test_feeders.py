@@ -233,7 +233,9 @@ def test_cigre_lv_has_four_flexibilities_and_keeps_the_benchmark() -> None:
     assert kinds.count(FlexibilityKind.COMMUNITY_BATTERY) == 1
     np.testing.assert_array_equal(net.bus.index, ref.bus.index)
     assert len(net.line) == len(ref.line) and len(net.switch) == len(ref.switch) == 3
-    # with PV and flexibilities at 0, the base case is CIGRE's own load flow
+    # with PV and flexibilities at 0, the base case is CIGRE's own load flow (slack at 1.02 pu)
+    assert case.v_slack_pu == 1.02
+    ref.ext_grid["vm_pu"] = case.v_slack_pu
     np.testing.assert_allclose(_runpp(net), _runpp(ref), atol=1e-9)
     residential = {int(b) for b, n in zip(net.bus.index, net.bus.name, strict=True) if " R" in n}
     assert all(f.bus_id in residential for f in case.flexibilities)
@@ -260,3 +262,31 @@ def test_loaded_feeder_carries_the_case_flexibilities(name: str) -> None:
     for flex_name, energy_kwh in case.storage_energy_kwh.items():
         flex = next(f for f in case.flexibilities if f.name == flex_name)
         assert flex.kind is FlexibilityKind.COMMUNITY_BATTERY and energy_kwh > 0
+
+
+def test_cigre_lv_loads_alone_are_feasible_and_station_bands_bind_in_the_evening() -> None:
+    name = "cigre-lv"
+    net = load_pandapower_net(name)
+    d = day_profiles(name, seed=0)
+    lv = np.asarray(_cached_feeder(name).bus_vn_kv) < 1.0
+    allday = np.arange(1440)
+    v_off = _helm_v_pu(name, d, {}, allday)[:, lv]
+    assert v_off.min() > V_LOW and v_off.max() < V_HIGH
+    worst = int(np.argmin(v_off.min(axis=1)))
+    assert _runpp(apply_minute(net, d, worst))[lv].min() > V_LOW
+    stations = {"CS01": 22.0, "CS02": 22.0, "CS03": 22.0}
+    v_cs = _helm_v_pu(name, d, stations, allday)[:, lv].min(axis=1)
+    assert 0.02 < np.mean(v_cs < V_LOW) < 0.5  # binding at times, not all day
+    assert int(np.argmin(v_cs)) in range(_minute(16), _minute(23))
+    assert _runpp(apply_minute(net, d, int(np.argmin(v_cs)), stations))[lv].min() < V_LOW
+
+
+def test_calibration_report_rows_and_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from capacity.feeders import calibration
+
+    row = calibration.paper_row(0)
+    assert row["Vmin eve peak"] < V_LOW < row["Vmin day CS off"]
+    assert row["Vmin eve UL01 only"] < V_LOW
+    with pytest.raises(SystemExit):
+        calibration.main(["--seeds", "0"])
+    assert "--seeds must be >= 1" in capsys.readouterr().err

@@ -91,8 +91,11 @@ def test_energy_per_customer_is_annual_times_bdew_day_fraction() -> None:
     np.testing.assert_allclose(energy_kwh, annual * d.slp_day_fraction, rtol=1e-9)
     assert d.slp_day_fraction[0] == pytest.approx(slp_day_fraction(WEEKDAY, "household"))
     assert d.slp_day_fraction[3] == pytest.approx(slp_day_fraction(WEEKDAY, "commercial"))
-    # the day's share of the year stays close to 1/365 (season and weekday move it)
-    np.testing.assert_array_less(np.abs(energy_kwh / (annual / 365.0) - 1.0), 0.25)
+    # the day's share of the year stays close to 1/365 (season and weekday move it): within
+    # 20 % for households, and up to +30 % for a business on a weekday (G25 has quiet weekends)
+    ratio = energy_kwh / (annual / 365.0)
+    np.testing.assert_array_less(np.abs(ratio[:3] - 1.0), 0.2)
+    assert 1.0 < ratio[3] < 1.3
 
 
 @pytest.mark.parametrize("date", ["2026-01-21", "2026-06-17", "2026-06-21", "2026-10-14"])

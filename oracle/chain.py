@@ -518,3 +518,27 @@ def connect(config: ChainConfig | None = None, keys: KeyRing | None = None) -> C
     if poa:
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     return Chain(w3, config, keys)
+
+
+def wait_for_chain(
+    config: ChainConfig, timeout_s: float, min_block: int = 1, poll_s: float = 1.0,
+    keys: KeyRing | None = None,
+) -> Chain:
+    """Connect, retrying until the node answers and has produced block ``min_block``.
+
+    For services started next to their node (docker compose): a QBFT RPC node answers before
+    its validators produce blocks. Raises ``ChainUnavailable`` after ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        problem: BaseException
+        try:
+            chain = connect(config, keys)
+            if chain.is_embedded or chain.block_number >= min_block:
+                return chain
+            problem = ChainError(f"block {chain.block_number} < {min_block}: no blocks yet")
+        except ChainUnavailable as exc:
+            problem = exc.cause or exc
+        if time.monotonic() + poll_s > deadline:
+            raise ChainUnavailable(config.chain, -1, problem)
+        time.sleep(poll_s)

@@ -19,13 +19,13 @@ from oracle.errors import ChainError
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from oracle.chain import connect
+    from oracle.chain import connect, wait_for_chain
     from oracle.deploy import Deployment, DeployParams, deploy
 
     out = Path(args.out)
     config = ChainConfig.from_env(rpc=args.rpc)
     try:
-        chain = connect(config)
+        chain = wait_for_chain(config, args.wait_s) if args.wait_s > 0 else connect(config)
         if args.if_missing and out.is_file():
             existing = Deployment.load(out)
             if existing.is_live(chain):
@@ -91,6 +91,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                help="band staleness limit in s (default 3600)")
     deploy_parser.add_argument("--if-missing", action="store_true",
                                help="do nothing when --out names a live deployment on this chain")
+    deploy_parser.add_argument("--wait-s", type=float, default=0.0,
+                               help="wait up to this many seconds for the node to answer and "
+                               "produce blocks (docker compose); default 0: fail at once")
     deploy_parser.set_defaults(func=_deploy)
 
     devnet = subparsers.add_parser("devnet", help="Besu QBFT devnet files for docker-compose")

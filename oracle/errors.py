@@ -56,9 +56,8 @@ class ChainUnavailable(ChainError):  # noqa: N818 (names fixed by the brief)
         self.attempts = attempts
         self.cause = cause
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        super().__init__(
-            f"chain RPC node at {url} is unavailable after {attempts} attempt(s){detail}"
-        )
+        tries = f"after {attempts} attempt(s)" if attempts >= 0 else "(wait timed out)"
+        super().__init__(f"chain RPC node at {url} is unavailable {tries}{detail}")
 
 
 class TransactionRejected(ChainError):  # noqa: N818 (names fixed by the brief)

@@ -20,7 +20,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3.exceptions import Web3RPCError
 
-from oracle.chain import Artifact, Chain, connect
+from oracle.chain import Artifact, Chain, connect, wait_for_chain
 from oracle.config import ChainConfig
 from oracle.devnet import qbft_extra_data
 from oracle.errors import (
@@ -207,6 +207,20 @@ def test_dead_rpc_node_raises_chain_unavailable(unused_tcp_port: int) -> None:
     assert info.value.attempts == 3
     assert url in str(info.value)
     assert time.monotonic() - started < 10
+
+
+def test_wait_for_chain_times_out_cleanly(unused_tcp_port: int) -> None:
+    config = ChainConfig(chain=f"http://127.0.0.1:{unused_tcp_port}", retries=0)
+    started = time.monotonic()
+    with pytest.raises(ChainUnavailable, match="wait timed out"):
+        wait_for_chain(config, timeout_s=0.6, poll_s=0.2)
+    assert 0.4 < time.monotonic() - started < 10
+
+
+@pytest.mark.anvil
+def test_wait_for_chain_returns_once_blocks_exist(anvil) -> None:
+    chain = wait_for_chain(ChainConfig(chain=anvil.url), timeout_s=10, min_block=1, poll_s=0.2)
+    assert chain.block_number >= 1
 
 
 class _StubRPC(BaseHTTPRequestHandler):

@@ -123,10 +123,22 @@ class IntervalClearing:
     clearing_price_micro_eur_per_kwh: int
     battery_account: str | None
     battery: BatteryDispatch | None
-    order_trades: tuple[OrderTrade, ...]
+    trade_buy: np.ndarray  # order-level trades: book row or BATTERY_REF/GRID_REF
+    trade_sell: np.ndarray
+    trade_energy_wh: np.ndarray
+    trade_price_micro_eur_per_kwh: np.ndarray
     trades: tuple[Trade, ...]
     filled_wh: np.ndarray
     excluded: tuple[PlacedOrder, ...] = ()
+
+    @property
+    def order_trades(self) -> tuple[OrderTrade, ...]:
+        """Order-level trades (local, battery, grid) in the order they were decided."""
+        return tuple(
+            OrderTrade(int(b), int(s), int(e), int(p))
+            for b, s, e, p in zip(self.trade_buy, self.trade_sell, self.trade_energy_wh,
+                                  self.trade_price_micro_eur_per_kwh, strict=True)
+        )
 
     @property
     def battery_power_w(self) -> int:
@@ -177,14 +189,25 @@ def _take_in_priority(priority: np.ndarray, available: np.ndarray, amount: int) 
     return out
 
 
+_TradeArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def _order_trades_from(
     priority: np.ndarray, energy: np.ndarray, counterparty: int, price: int, side: Side
-) -> list[OrderTrade]:
-    """Order-level trades of the ``side`` orders in ``priority`` with one counterparty."""
-    rows = priority[energy[priority] > 0]
+) -> _TradeArrays:
+    """Order-level trades (buy, sell, energy, price arrays) of the ``side`` orders in
+    ``priority`` order with one counterparty."""
+    rows = priority[energy[priority] > 0].astype(np.int64)
+    other = np.full(len(rows), counterparty, dtype=np.int64)
+    prices = np.full(len(rows), price, dtype=np.int64)
     if side == Side.SELL:
-        return [OrderTrade(counterparty, int(i), int(energy[i]), price) for i in rows]
-    return [OrderTrade(int(i), counterparty, int(energy[i]), price) for i in rows]
+        return other, rows, energy[rows], prices
+    return rows, other, energy[rows], prices
+
+
+def _one_trade(buy: int, sell: int, energy_wh: int, price: int) -> _TradeArrays:
+    return (np.array([buy], np.int64), np.array([sell], np.int64),
+            np.array([energy_wh], np.int64), np.array([price], np.int64))
 
 
 def clear_interval(
@@ -218,10 +241,10 @@ def clear_interval(
     surplus_wh = int(residual[surplus_ok].sum())
     short_wh = int(residual[short_ok].sum())
 
-    trades: list[OrderTrade] = [
-        OrderTrade(int(b), int(s), int(e), int(p))
-        for b, s, e, p in zip(local.trade_buy, local.trade_sell, local.trade_energy_wh,
-                              local.trade_price_micro_eur_per_kwh, strict=True)
+    trades: list[_TradeArrays] = [
+        (local.trade_buy.astype(np.int64), local.trade_sell.astype(np.int64),
+         local.trade_energy_wh.astype(np.int64),
+         local.trade_price_micro_eur_per_kwh.astype(np.int64))
     ]
     dispatched: BatteryDispatch | None = None
     if battery is not None:
@@ -231,28 +254,29 @@ def clear_interval(
         if e_batt > 0:
             with_members = min(e_batt, surplus_wh)
             take = _take_in_priority(sells, np.where(surplus_ok, residual, 0), with_members)
-            trades += _order_trades_from(sells, take, BATTERY_REF, p_star, Side.SELL)
+            trades.append(_order_trades_from(sells, take, BATTERY_REF, p_star, Side.SELL))
             residual = residual - take
             if e_batt > with_members:
-                trades.append(OrderTrade(BATTERY_REF, GRID_REF, e_batt - with_members,
+                trades.append(_one_trade(BATTERY_REF, GRID_REF, e_batt - with_members,
                                          params.retail_price_micro_eur_per_kwh))
         elif e_batt < 0:
             with_members = min(-e_batt, short_wh)
             take = _take_in_priority(buys, np.where(short_ok, residual, 0), with_members)
-            trades += _order_trades_from(buys, take, BATTERY_REF, p_star, Side.BUY)
+            trades.append(_order_trades_from(buys, take, BATTERY_REF, p_star, Side.BUY))
             residual = residual - take
             if -e_batt > with_members:
-                trades.append(OrderTrade(GRID_REF, BATTERY_REF, -e_batt - with_members,
+                trades.append(_one_trade(GRID_REF, BATTERY_REF, -e_batt - with_members,
                                          params.feed_in_price_micro_eur_per_kwh))
 
     to_grid = np.where(~book.is_buy & (price <= params.feed_in_price_micro_eur_per_kwh),
                        residual, 0)
     from_grid = np.where(book.is_buy & (price >= params.retail_price_micro_eur_per_kwh),
                          residual, 0)
-    trades += _order_trades_from(sells, to_grid, GRID_REF,
-                                 params.feed_in_price_micro_eur_per_kwh, Side.SELL)
-    trades += _order_trades_from(buys, from_grid, GRID_REF,
-                                 params.retail_price_micro_eur_per_kwh, Side.BUY)
+    trades.append(_order_trades_from(sells, to_grid, GRID_REF,
+                                     params.feed_in_price_micro_eur_per_kwh, Side.SELL))
+    trades.append(_order_trades_from(buys, from_grid, GRID_REF,
+                                     params.retail_price_micro_eur_per_kwh, Side.BUY))
+    t_buy, t_sell, t_energy, t_price = (np.concatenate(col) for col in zip(*trades, strict=True))
     residual = residual - to_grid - from_grid
 
     result = IntervalClearing(
@@ -264,7 +288,10 @@ def clear_interval(
         clearing_price_micro_eur_per_kwh=p_star,
         battery_account=None if battery is None else battery.account,
         battery=dispatched,
-        order_trades=tuple(trades),
+        trade_buy=t_buy,
+        trade_sell=t_sell,
+        trade_energy_wh=t_energy,
+        trade_price_micro_eur_per_kwh=t_price,
         trades=(),
         filled_wh=book.energy_wh - residual,
         excluded=excluded,
@@ -276,12 +303,37 @@ def clear_interval(
 def aggregate_trades(result: IntervalClearing) -> tuple[Trade, ...]:
     """Order-level trades summed per (buyer, seller, price), sorted by address and price.
 
-    Self-trades (a member's buy against its own sell) are dropped.
+    Self-trades (a member's buy against its own sell) are dropped. Vectorised: parties are
+    numbered (prosumers, then the battery, then the grid), grouped with ``np.unique``.
     """
-    sums: dict[tuple[str, str, int], int] = {}
-    for t in result.order_trades:
-        key = (result.party(t.buy), result.party(t.sell), t.price_micro_eur_per_kwh)
-        sums[key] = sums.get(key, 0) + t.energy_wh
-    rows = [Trade(b, s, e, p) for (b, s, p), e in sums.items() if e > 0 and b != s]
-    return tuple(sorted(rows, key=lambda t: (t.buyer.lower(), t.seller.lower(),
-                                             t.price_micro_eur_per_kwh)))
+    index: dict[str, int] = {}
+    row_party = np.fromiter(
+        (index.setdefault(p.order.prosumer, len(index)) for p in result.book.orders),
+        np.int64, len(result.book),
+    )
+    n = len(index)
+    battery = result.battery_account
+    parties = [*index, battery if battery is not None else "", GRID_ADDRESS]
+    lookup = np.concatenate((row_party, [n + 1, n]))  # ref -2 -> grid, ref -1 -> battery
+
+    def pid(refs: np.ndarray) -> np.ndarray:
+        return lookup[np.where(refs >= 0, refs, len(row_party) + 2 + refs)]
+
+    buyer, seller = pid(result.trade_buy), pid(result.trade_sell)
+    keep = (buyer != seller) & (result.trade_energy_wh > 0)
+    if battery is None and np.any(((buyer == n) | (seller == n)) & keep):
+        raise ValueError("battery trades in a clearing without a battery")
+    keys = np.stack((buyer[keep], seller[keep], result.trade_price_micro_eur_per_kwh[keep]), 1)
+    if len(keys) == 0:
+        return ()
+    groups, inverse = np.unique(keys, axis=0, return_inverse=True)
+    energy = np.zeros(len(groups), dtype=np.int64)
+    np.add.at(energy, inverse.ravel(), result.trade_energy_wh[keep])
+    rank = np.argsort(np.array([a.lower() for a in parties]), kind="stable")
+    position = np.empty_like(rank)
+    position[rank] = np.arange(len(rank))
+    order = np.lexsort((groups[:, 2], position[groups[:, 1]], position[groups[:, 0]]))
+    return tuple(
+        Trade(parties[b], parties[s], int(e), int(p))
+        for (b, s, p), e in zip(groups[order].tolist(), energy[order].tolist(), strict=True)
+    )

@@ -64,3 +64,14 @@ def test_bad_leaves_are_refused():
         merkle_root([_leaf(1), _leaf(1)])
     with pytest.raises(ValueError, match="not among"):
         merkle_proof([_leaf(1)], _leaf(2))
+
+
+def test_both_keccak_backends_agree_with_eth_utils(monkeypatch):
+    import sys
+
+    from market import merkle
+
+    data = b"gridshare" * 7
+    assert merkle.keccak(data) == keccak(data)
+    monkeypatch.setitem(sys.modules, "sha3", None)  # force the pycryptodome fallback
+    assert merkle._keccak_impl()(data) == keccak(data)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class FlexibilityKind(str, Enum):
+class FlexibilityKind(StrEnum):
     """What a flexibility is; the capacity contract stores the same kinds."""
 
     COMMUNITY_BATTERY = "community_battery"

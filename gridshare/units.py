@@ -10,7 +10,8 @@ reactive power         var (int)                   ``kvar_to_var`` / ``var_to_kv
 energy                 Wh (int)                    ``kwh_to_wh`` / ``wh_to_kwh``
 voltage magnitude      micro-pu, 1e-6 pu (uint)    ``pu_to_micro_pu`` / ``micro_pu_to_pu``
 voltage angle          micro-rad, 1e-6 rad (int)   ``rad_to_micro_rad`` / ``micro_rad_to_rad``
-price                  micro-euro per kWh (uint)   ``eur_per_kwh_to_price`` / ``price_to_eur_per_kwh``
+price                  micro-euro per kWh (uint)   ``eur_per_kwh_to_price`` /
+                                                   ``price_to_eur_per_kwh``
 money (balances)       nano-euro, 1e-9 EUR (int)   ``payment_nano_eur``, ``nano_eur_to_eur``
 =====================  ==========================  =====================================
 

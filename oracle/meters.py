@@ -33,6 +33,7 @@ from capacity.grid import S_BASE_MVA
 from gridshare.units import kvar_to_var, kw_to_w, pu_to_micro_pu, rad_to_micro_rad
 from oracle.deploy import KIND_CODES, Deployment
 from oracle.ingest import encode_readings
+from oracle.state import feeder_model, feeder_profiles
 
 HOUSEHOLD_PEAK_KW = 15.0
 """Rated consumption per household of a customer meter (kW), the upper end of its range."""
@@ -84,10 +85,10 @@ def register_meters(chain: Any, deployment: Deployment, head_end_role: str | Non
     Device ids follow the deployment's devices (transformer first, then the customers in feeder
     order). Returns the setup including the deployment's flexibilities.
     """
-    from capacity.feeders import feeder_case, load_feeder
+    from capacity.feeders import feeder_case
 
     case = feeder_case(deployment.feeder)
-    feeder = load_feeder(deployment.feeder)
+    feeder = feeder_model(deployment.feeder)
     capacity = deployment.capacity(chain)
     flex_records = sorted(deployment.devices, key=lambda d: int(d["device_id"]))
     names = [f.name for f in case.flexibilities]
@@ -145,14 +146,14 @@ class MeterSimulator:
         flex_p_kw: Callable[[np.ndarray], np.ndarray] | None = None,
         v_slack_pu: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        from capacity.feeders import day_profiles, feeder_case, load_feeder
+        from capacity.feeders import feeder_case
 
         self.chain = chain
         self.deployment = deployment
         self.setup = setup
         self.case = feeder_case(deployment.feeder)
-        self.feeder = load_feeder(deployment.feeder)
-        self.profiles = day_profiles(deployment.feeder, seed=seed)
+        self.feeder = feeder_model(deployment.feeder)
+        self.profiles = feeder_profiles(deployment.feeder, seed)
         self.day_start_s = int(self.profiles.time[0].timestamp())
         self.capacity = deployment.capacity(chain)
         self.flex_p_kw = flex_p_kw

@@ -61,6 +61,8 @@ from oracle.state import (
     DeviceRegistry,
     ProfileForecast,
     build_state,
+    feeder_model,
+    feeder_profiles,
     forecast_steps,
     intersect_bands,
     minutes_per_interval,
@@ -201,13 +203,11 @@ class Oracle:
 
     def __init__(self, chain: Any, deployment: Deployment, config: OracleConfig | None = None,
                  feeder: Any = None) -> None:
-        from capacity.feeders import day_profiles, load_feeder
-
         self.chain = chain
         self.deployment = deployment
         self.config = config or OracleConfig()
         self.capacity = deployment.capacity(chain)
-        self.feeder = feeder if feeder is not None else load_feeder(deployment.feeder)
+        self.feeder = feeder if feeder is not None else feeder_model(deployment.feeder)
         self.store = Store(self.config.db_path)
         self.store.bind({"chain_id": str(chain.chain_id), "capacity": self.capacity.address,
                          "feeder": deployment.feeder})
@@ -216,7 +216,7 @@ class Oracle:
         self.names = {int(d["device_id"]): str(d["name"]) for d in deployment.devices}
         self.registry = self._read_registry()
         self.forecast = ProfileForecast.from_profiles(
-            day_profiles(deployment.feeder, seed=self.config.forecast_seed))
+            feeder_profiles(deployment.feeder, self.config.forecast_seed))
         self.ingestor = Ingestor(
             chain, self.capacity, self.store, lambda: self.registry,
             start_block=deployment.deploy_block, confirmations=self.config.confirmations,

@@ -28,6 +28,7 @@ Rules (docs/oracle.md):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,23 @@ RATED_TOLERANCE = 1.1
 THETA_LIMIT_MICRO_RAD = round(math.pi * 1e6)
 KIND_NAMES = ("community_battery", "charging_station", "other")
 FORECAST_MODES = ("all", "extremes", "last")
+
+
+@functools.lru_cache(maxsize=8)
+def feeder_model(name: str) -> Any:
+    """The built-in feeder ``name`` (``capacity.feeders.load_feeder``), built once per process
+    (a ``Feeder`` is immutable; building the pandapower net is slow)."""
+    from capacity.feeders import load_feeder
+
+    return load_feeder(name)
+
+
+@functools.lru_cache(maxsize=8)
+def feeder_profiles(name: str, seed: int) -> Any:
+    """``capacity.feeders.day_profiles(name, seed)``, computed once per process."""
+    from capacity.feeders import day_profiles
+
+    return day_profiles(name, seed=seed)
 
 
 @dataclass(frozen=True)

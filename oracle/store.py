@@ -253,7 +253,7 @@ class Store:
         """Accepted readings with ``start_s <= timestamp < end_s``, by device then time."""
         return self.db.execute(
             "SELECT * FROM readings WHERE timestamp >= ? AND timestamp < ? "
-            "ORDER BY device_id, timestamp", (start_s, end_s),
+            "ORDER BY device_id, timestamp", (int(start_s), int(end_s)),
         ).fetchall()
 
     def last_readings_before(self, start_s: int) -> dict[int, sqlite3.Row]:

@@ -1,0 +1,103 @@
+"""Shared set-up of the oracle tests: a deployed heimschuh-like feeder with its meters."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oracle.chain import Chain
+from oracle.deploy import Deployment, DeployParams, deploy
+from oracle.meters import MeterSetup, MeterSimulator, register_meters
+from oracle.service import OcmSettings, Oracle, OracleConfig
+
+FEEDER = "heimschuh-like"
+INTERVAL_S = 900
+#: Cheap OCM settings for tests (the oracle hashes them with the inputs, so any value is honest).
+FAST_OCM = OcmSettings(forecast="last", n_random=30, ga_population=8, ga_max_generations=8)
+
+
+@dataclass
+class Deployed:
+    """A chain with the contracts, the feeder's meters and a meter simulator."""
+
+    chain: Chain
+    deployment: Deployment
+    setup: MeterSetup
+    sim: MeterSimulator
+
+    def oracle(self, db: Path | str, **config: Any) -> Oracle:
+        config.setdefault("ocm", FAST_OCM)
+        config.setdefault("backoff_s", 0.01)
+        return Oracle(self.chain, self.deployment, OracleConfig(db_path=str(db), **config))
+
+    def device(self, name: str) -> int:
+        return next(d.device_id for d in self.setup.devices if d.name == name)
+
+    def interval_of_minute(self, minute: int) -> int:
+        return self.sim.timestamp(minute) // self.deployment.interval_seconds
+
+
+def deploy_feeder(chain: Chain, interval_seconds: int = INTERVAL_S, seed: int = 1,
+                  v_slack: bool = True) -> Deployed:
+    """Deploy, register the meters and build a simulator (slack voltage varying a little)."""
+    deployment = deploy(chain, DeployParams(feeder=FEEDER, interval_seconds=interval_seconds,
+                                            register_prosumers=False))
+    setup = register_meters(chain, deployment)
+
+    def v_slack_pu(minutes: np.ndarray) -> np.ndarray:
+        return 1.01 + 0.004 * np.sin(2 * np.pi * np.asarray(minutes) / 1440.0)
+
+    sim = MeterSimulator(chain, deployment, setup, seed=seed,
+                         v_slack_pu=v_slack_pu if v_slack else None)
+    return Deployed(chain, deployment, setup, sim)
+
+
+def band_on_chain(deployed: Deployed, interval: int) -> tuple[list[int], list[int], list[int]]:
+    """(device ids, pMinW, pMaxW) of an interval read back with ``bandOf``."""
+    capacity = deployed.deployment.capacity(deployed.chain)
+    ids = [int(d["device_id"]) for d in deployed.deployment.devices]
+    lo, hi = [], []
+    for device_id in ids:
+        p_min_w, p_max_w, _ = deployed.chain.call(capacity.functions.bandOf(device_id, interval))
+        lo.append(int(p_min_w))
+        hi.append(int(p_max_w))
+    return ids, lo, hi
+
+
+def bands_written_events(deployed: Deployed) -> list[int]:
+    """Interval ids of every BandsWritten event, in chain order (small block windows)."""
+    chain = deployed.chain
+    capacity = deployed.deployment.capacity(chain)
+    logs = chain.get_logs(capacity.events.BandsWritten(), deployed.deployment.deploy_block,
+                          chain.block_number, max_range=100)
+    return [int(e["args"]["interval"]) for e in logs]
+
+
+def stop_process(process: subprocess.Popen[bytes], sig_kill: bool = False) -> None:
+    """Stop a child process started by a test (SIGKILL when ``sig_kill``)."""
+    if process.poll() is None:
+        if sig_kill:
+            process.kill()
+        else:
+            process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    """Poll ``predicate()`` until true; AssertionError naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

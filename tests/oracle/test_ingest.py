@@ -1,0 +1,208 @@
+"""Event ingestion on the embedded chain and on anvil: keys, windows, confirmations, reorgs,
+rejected readings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from capacity.feeders import load_feeder
+from oracle.chain import connect
+from oracle.config import ChainConfig
+from oracle.ingest import Ingestor
+from oracle.state import DeviceRegistry
+from oracle.store import Store
+from tests.oracle.oracle_helpers import Deployed, deploy_feeder
+
+
+@pytest.fixture(scope="module")
+def feeder():
+    return load_feeder("heimschuh-like")
+
+
+@pytest.fixture(scope="module",
+                params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def base(request) -> Deployed:
+    """One deployment per chain kind for the module; tests run on snapshots of it."""
+    if request.param == "embedded":
+        return deploy_feeder(connect())
+    node = request.getfixturevalue("anvil")
+    return deploy_feeder(connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0)))
+
+
+@pytest.fixture(scope="module")
+def embedded_base() -> Deployed:
+    return deploy_feeder(connect())
+
+
+def _on_snapshot(d: Deployed) -> Iterator[Deployed]:
+    snapshot = d.chain.snapshot()
+    try:
+        yield d
+    finally:
+        d.chain.revert(snapshot)
+
+
+@pytest.fixture
+def deployed(base: Deployed) -> Iterator[Deployed]:
+    yield from _on_snapshot(base)
+
+
+@pytest.fixture
+def embedded(embedded_base: Deployed) -> Iterator[Deployed]:
+    yield from _on_snapshot(embedded_base)
+
+
+def make_ingestor(d: Deployed, feeder, store: Store, **kwargs) -> Ingestor:
+    capacity = d.deployment.capacity(d.chain)
+    holder = {"registry": DeviceRegistry.from_chain(d.chain, capacity, feeder)}
+
+    def refresh() -> None:
+        holder["registry"] = DeviceRegistry.from_chain(d.chain, capacity, feeder)
+
+    return Ingestor(d.chain, capacity, store, lambda: holder["registry"],
+                    start_block=d.deployment.deploy_block, refresh_registry=refresh, **kwargs)
+
+
+def drain(ingestor: Ingestor) -> list:
+    reports = []
+    while True:
+        report = ingestor.poll()
+        reports.append(report)
+        if not report.advanced and not report.retry:
+            return reports
+
+
+def stored(store: Store) -> list[tuple[int, ...]]:
+    rows = store.db.execute("SELECT device_id, timestamp, p_w, q_var, v_micro_pu, theta_micro_rad "
+                            "FROM readings").fetchall()
+    return sorted(tuple(r) for r in rows)
+
+
+def expected(d: Deployed, minutes: range) -> list[tuple[int, ...]]:
+    records = d.sim.readings(list(minutes))
+    return sorted(tuple(int(x) for x in r) for r in records)
+
+
+def test_readings_stored_once_and_rereading_is_harmless(deployed: Deployed, feeder) -> None:
+    deployed.sim.post(range(0, 3))
+    deployed.sim.post(range(3, 5))
+    store = Store(":memory:")
+    ingestor = make_ingestor(deployed, feeder, store)
+    reports = drain(ingestor)
+    assert sum(r.readings for r in reports) == 5 * len(deployed.setup.devices)
+    assert sum(r.logs for r in reports) == 2 * 4  # per post: 3 flexibility meters + head-end
+    assert stored(store) == expected(deployed, range(0, 5))
+    assert store.cursor().block_number == deployed.chain.block_number
+    # polling again adds nothing; forgetting the cursor and reading everything again neither
+    assert sum(r.readings for r in drain(ingestor)) == 0
+    store.rewind(None)
+    assert store.counts()["readings"] == 0
+    drain(ingestor)
+    deploy_block = deployed.deployment.deploy_block
+    deploy_hash = deployed.chain.w3.eth.get_block(deploy_block)["hash"].to_0x_hex()
+    store.db.execute("UPDATE cursor SET block_number = ?, block_hash = ?",
+                     (deploy_block, deploy_hash))
+    assert sum(r.readings for r in drain(ingestor)) == 0  # same keys: ignored
+    assert stored(store) == expected(deployed, range(0, 5))
+
+
+def test_get_logs_over_bounded_windows(deployed: Deployed, feeder, monkeypatch) -> None:
+    d = deployed
+    start = d.chain.block_number + 1
+    for minute in range(6):
+        d.sim.post([minute])
+    calls: list[tuple[int, int]] = []
+    real = d.chain.w3.eth.get_logs
+
+    def spy(params):
+        calls.append((int(params["fromBlock"]), int(params["toBlock"])))
+        return real(params)
+
+    monkeypatch.setattr(d.chain.w3.eth, "get_logs", spy)
+    store = Store(":memory:")
+    ingestor = make_ingestor(d, feeder, store, window_blocks=3, max_blocks_per_poll=10)
+    drain(ingestor)
+    assert calls and all(0 <= hi - lo < 3 for lo, hi in calls)
+    covered = sorted(b for lo, hi in calls for b in range(lo, hi + 1))
+    assert covered == list(range(d.deployment.deploy_block, store.cursor().block_number + 1))
+    assert store.cursor().block_number >= start + 6 * 4 - 1
+    assert stored(store) == expected(d, range(0, 6))
+
+
+def test_confirmations_hold_back_the_newest_blocks(embedded: Deployed, feeder) -> None:
+    d = embedded
+    store = Store(":memory:")
+    ingestor = make_ingestor(d, feeder, store, confirmations=2)
+    for minute in range(3):
+        d.sim.post([minute])  # one block per transaction on the embedded chain
+    drain(ingestor)
+    head = d.chain.block_number
+    assert store.cursor().block_number == head - 2
+    # the last two blocks (CS02's meter: 1 reading, the head-end: 22) are not read yet
+    assert store.counts()["readings"] == 3 * 25 - 1 - 22
+    assert store.db.execute("SELECT MAX(block_number) FROM readings").fetchone()[0] == head - 2
+    d.chain.advance_time(1)
+    d.chain.advance_time(1)
+    drain(ingestor)
+    assert stored(store) == expected(d, range(0, 3))
+
+
+def test_reorg_forgets_dropped_readings_and_reads_the_new_ones(deployed: Deployed,
+                                                               feeder) -> None:
+    d = deployed
+    d.sim.post([0])
+    store = Store(":memory:")
+    ingestor = make_ingestor(d, feeder, store)
+    drain(ingestor)
+    snapshot = d.chain.snapshot()
+    d.sim.post([1, 2])  # these blocks will be dropped
+    drain(ingestor)
+    assert stored(store) == expected(d, range(0, 3))
+    dropped_tip = store.cursor()
+    d.chain.revert(snapshot)
+    d.sim.post([5])  # the new branch carries other readings
+    d.sim.post([6])
+    reports = drain(ingestor)
+    assert reports[0].reorg_depth > 0 and reports[0].forgotten_readings == 2 * 25
+    assert stored(store) == sorted(expected(d, range(0, 1)) + expected(d, range(5, 7)))
+    assert store.cursor().block_hash != dropped_tip.block_hash
+    assert store.cursor().block_number == d.chain.block_number
+
+
+def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
+    d = deployed
+    capacity = d.deployment.capacity(d.chain)
+    head_end = next(x.meter_role for x in d.setup.devices if x.role == "load")
+    # a device the DSO registered at a bus the oracle's feeder model does not have
+    d.chain.transact(capacity.functions.registerDevice(
+        99, 999, 2, d.chain.keys.address("deployer"), d.chain.keys.address(head_end), 0, 10_000,
+    ), "deployer")
+    d.sim.post([0])
+    good = d.sim.readings([1])
+    h01 = d.device("H01")
+    row = good[good[:, 0] == h01][0]
+    ts0 = d.sim.timestamp(0)
+    blob = np.array([
+        row,                                               # fine
+        [h01, ts0, row[2], row[3], row[4], row[5]],        # duplicate of minute 0 (other tx)
+        [h01, row[1], 1, 1, 1_000_000, 0],                 # duplicate inside the same blob
+        [d.device("H02"), row[1], 10**9, 0, 1_000_000, 0],  # P far outside the rated range
+        [d.device("H03"), row[1], 100, 0, 2_000_000, 0],   # V = 2 pu
+        [99, row[1], 100, 0, 1_000_000, 0],                # unknown device
+    ])
+    d.sim.post_records(head_end, blob)
+    store = Store(":memory:")
+    drain(make_ingestor(d, feeder, store))
+    reasons = {(r["device_id"], r["position"]): r["reason"] for r in store.rejected_rows()}
+    assert set(reasons) == {(h01, 1), (h01, 2), (d.device("H02"), 3), (d.device("H03"), 4),
+                            (99, 5)}
+    assert reasons[(h01, 1)].startswith("duplicate") and reasons[(h01, 2)].startswith("duplicate")
+    assert "outside the rated range" in reasons[(d.device("H02"), 3)]
+    assert "outside the physical range" in reasons[(d.device("H03"), 4)]
+    assert "bus 999 is not in the feeder" in reasons[(99, 5)]
+    accepted = store.readings_between(row[1], row[1] + 1)
+    assert [(r["device_id"], r["p_w"]) for r in accepted] == [(h01, int(row[2]))]
+    assert store.counts() == {"readings": 25 + 1, "late": 0, "rejected": 5}

@@ -28,7 +28,7 @@ integer sums of the book then always fit in int64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,20 +217,24 @@ def clear_interval(
     battery: BatteryParams | None = None,
     soc_wh: int | None = None,
     band_w: tuple[int, int] | None = None,
+    inactive: Collection[str] = (),
 ) -> IntervalClearing:
     """Clear one interval (steps in the module docstring).
 
     ``battery``/``soc_wh``/``band_w`` (W, from the capacity contract) are all given or all None.
+    Orders of the ``inactive`` prosumers (removed from the market after placing them: the
+    contract would reject their trades) are left out like oversized ones (``excluded``).
     Raises ``market.battery.BatteryInfeasibleError`` if the band and SoC allow no power.
     """
     if battery is not None and (soc_wh is None or band_w is None):
         raise ValueError("a battery needs its SoC (Wh) and its band (W) for the interval")
     orders = list(orders)
     root = merkle_root(p.digest for p in orders)
-    excluded = tuple(p for p in orders if p.order.energy_wh > MAX_CLEARING_ENERGY_WH)
-    book = OrderBook.from_orders(
-        interval, [p for p in orders if p.order.energy_wh <= MAX_CLEARING_ENERGY_WH]
-    )
+    gone = {to_checksum_address(a) for a in inactive}
+    out = [p.order.energy_wh > MAX_CLEARING_ENERGY_WH or p.order.prosumer in gone
+           for p in orders]
+    excluded = tuple(p for p, x in zip(orders, out, strict=True) if x)
+    book = OrderBook.from_orders(interval, [p for p, x in zip(orders, out, strict=True) if not x])
     local = clear_book(book, params.reference_price_micro_eur_per_kwh, params.rule)
     p_star = local.clearing_price_micro_eur_per_kwh
     price = book.price_micro_eur_per_kwh

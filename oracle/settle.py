@@ -5,6 +5,8 @@ Everything the clearing needs is read from the chain, so anyone can re-run it:
 * orders: ``OrderPlaced`` events of the interval (digest, fields; time = block, log index);
 * tariffs and interval length: the market contract's state at the settlement block;
 * the battery's band: ``GridCapacity.bandOf(batteryDeviceId, interval)``;
+* who is still a prosumer (``isProsumer`` at the settlement block): orders of a prosumer removed
+  after placing them are left out of the clearing (the contract rejects trades with it);
 * the battery's state of charge before the interval: its initial SoC plus the energy
   ``E(batteryPowerW)`` of every ``IntervalSettled`` that came earlier in chain order
   (:func:`market.battery.energy_for_power`, the same rounding the settlement used; clipped to
@@ -238,8 +240,11 @@ class MarketChain:
         orders = self.placed_orders(interval) if orders is None else orders
         history = self.settlements() if history is None else history
         soc = self.soc_before(history, params.interval_s)
+        is_prosumer = self.market.functions.isProsumer
+        inactive = {a for a in {p.order.prosumer for p in orders}
+                    if not self.chain.call(is_prosumer(a), block=block)}
         return clear_interval(interval, orders, params, self.battery, soc,
-                              self.band_w(interval, block))
+                              self.band_w(interval, block), inactive)
 
     def settle_interval(self, interval: int, sender: str = SETTLER_ROLE_NAME
                         ) -> tuple[IntervalClearing, Any]:

@@ -198,6 +198,17 @@ def test_oversized_orders_are_excluded_but_committed(place):
     assert r.orders_root == merkle_root(p.digest for p in orders)
 
 
+def test_orders_of_inactive_prosumers_are_excluded_but_committed(place):
+    orders = place([(0, Side.SELL, 100, FEED_IN), (1, Side.BUY, 100, RETAIL),
+                    (2, Side.SELL, 100, FEED_IN)])
+    gone = orders[0].order.prosumer
+    r = clear_interval(7, orders, PARAMS, inactive={gone.lower()})
+    assert r.excluded == (orders[0],)
+    assert r.trades == (Trade(orders[1].order.prosumer, orders[2].order.prosumer, 100,
+                              (RETAIL + FEED_IN) // 2),)
+    assert r.orders_root == merkle_root(p.digest for p in orders)
+
+
 def test_input_errors(place):
     params = BatteryParams(BATTERY, 10_000, 0, 10_000, 5_000)
     with pytest.raises(ValueError, match="needs its SoC"):

@@ -31,6 +31,7 @@ from oracle.settle import MarketChain, SettlementError
 from .test_settlement_example import EXAMPLE_ROWS
 
 N_PROSUMERS = 10
+N_ACCOUNTS = 12  # prosumers 10 and 11 are for tests that remove them
 
 
 class Env:
@@ -41,8 +42,8 @@ class Env:
         self.deployment = deployment
         self.mc = MarketChain(chain, deployment, battery)
         self.intervals = itertools.count(100)
-        self.prosumers = [chain.keys.account(f"prosumer_{i}") for i in range(N_PROSUMERS)]
-        self.nonces = dict.fromkeys(range(N_PROSUMERS), 0)
+        self.prosumers = [chain.keys.account(f"prosumer_{i}") for i in range(N_ACCOUNTS)]
+        self.nonces = dict.fromkeys(range(N_ACCOUNTS), 0)
 
     def next_interval(self, band_w: tuple[int, int] | None = (-30_000, 30_000)) -> int:
         interval = next(self.intervals)
@@ -89,7 +90,7 @@ def env(request) -> Env:
         chain = connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0))
     deployment = deploy(chain, DeployParams(min_price_eur_per_kwh=0.05,
                                             max_price_eur_per_kwh=0.40))
-    assert len(deployment.prosumers) >= N_PROSUMERS
+    assert len(deployment.prosumers) >= N_ACCOUNTS
     prosumers = [p["address"] for p in deployment.prosumers[:N_PROSUMERS]]
     battery = BatteryParams(
         account=deployment.roles["batteryAccount"], capacity_wh=20_000, soc_min_wh=2_000,
@@ -175,6 +176,20 @@ def test_missing_or_infeasible_band_leaves_the_interval_open(env):
     state = env.mc.interval_state(forced)
     assert not state["committed"] and not state["settled"]
     assert len(env.mc.placed_orders(forced)) == 1  # the order is still there
+
+
+def test_order_of_a_removed_prosumer_is_left_out(env):
+    interval = env.next_interval()
+    env.place([(10, Side.SELL, 300, 80_000), (1, Side.BUY, 300, 300_000),
+               (2, Side.SELL, 200, 80_000)], interval)
+    leaving = env.prosumers[10].address
+    env.chain.transact(env.mc.market.functions.removeProsumer(leaving), "deployer")
+    result, _ = env.mc.settle_interval(interval)
+    assert [p.order.prosumer for p in result.excluded] == [leaving]
+    assert all(leaving not in (t.buyer, t.seller) for t in result.trades)
+    buyer = env.prosumers[1].address  # must-buy: 200 Wh from P2, the rest from battery or grid
+    assert sum(t.energy_wh for t in result.trades if t.buyer == buyer) == 300
+    assert env.mc.replay(interval).equal
 
 
 def test_replay_detects_a_settlement_that_differs(env):

@@ -25,7 +25,9 @@ from market.settlement import (
 RETAIL, FEED_IN = 300_000, 80_000
 BATTERY = to_checksum_address("0x" + "ba" * 20)
 PARAMS = MarketParams(900, RETAIL, FEED_IN)
-PRICES = st.integers(FEED_IN, RETAIL) | st.sampled_from([FEED_IN, RETAIL, 150_000, 200_000])
+# mostly between the tariffs; also outside them (the contract's bounds may be wider)
+PRICES = (st.integers(FEED_IN, RETAIL) | st.sampled_from([FEED_IN, RETAIL, 150_000, 200_000])
+          | st.integers(0, 1_000_000))
 ROWS = st.lists(
     st.tuples(st.integers(0, 9), st.sampled_from(list(Side)), st.integers(1, 8000), PRICES),
     max_size=30,

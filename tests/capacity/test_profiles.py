@@ -198,3 +198,14 @@ def test_build_day_profiles_errors() -> None:
         build_day_profiles(CUSTOMERS, BUS_IDS, date="not a date")
     with pytest.raises(ValueError, match="date"):
         build_day_profiles(CUSTOMERS, BUS_IDS, date="2026-03-18 12:00")
+
+
+@pytest.mark.parametrize(
+    "date", ["2026-03-29", "2026-10-25", "2026-01-01", "2026-12-31", "2028-02-29"]
+)
+def test_dst_year_boundary_and_leap_days_give_full_days(date: str) -> None:
+    d = build_day_profiles(CUSTOMERS, BUS_IDS, date=date, seed=0)
+    assert d.p_kw.shape == (1440, len(BUS_IDS)) and np.all(np.isfinite(d.p_kw))
+    assert d.time[0] == pd.Timestamp(date, tz=DEFAULT_SITE.tz)
+    annual = np.array([c.annual_kwh for c in CUSTOMERS])
+    np.testing.assert_allclose(d.load_kw.sum(axis=0) / 60.0, annual * d.slp_day_fraction)

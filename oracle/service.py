@@ -291,8 +291,32 @@ class Oracle:
             self.store.update_interval(interval, **fields)
         log.info("interval %d: already on chain (%s)", interval, fields["reason"])
 
+    def adopt_chain_progress(self) -> None:
+        """Record intervals up to the contract's ``lastInterval`` that this store did not write.
+
+        An interval with a record on chain (an earlier run whose receipt was lost, or another
+        oracle account) is recorded as written from the chain; one without, below
+        ``lastInterval``, can never be written any more and is recorded as skipped with the
+        reason. With an empty store only ``lastInterval`` itself is adopted.
+        """
+        last = self.chain_last_interval()
+        handled = self.store.last_handled_interval()
+        if last is None or (handled is not None and handled >= last):
+            return
+        for interval in range(last if handled is None else handled + 1, last + 1):
+            if self._record(interval)[1]:
+                self._mark_written_from_chain(interval, "found on chain")
+            else:
+                reason = (f"never written, and the contract's lastInterval is already {last} "
+                          "(written by another oracle account): it cannot be written any more")
+                self.store.save_interval(interval=interval, source_interval=interval - 1,
+                                         status="skipped", reason=reason,
+                                         computed_at=time.time())
+                log.error("interval %d: %s", interval, reason)
+
     def next_target(self) -> int | None:
         """The next interval to write (see module docstring), None before any reading."""
+        self.adopt_chain_progress()
         last = self.chain_last_interval()
         handled = self.store.last_handled_interval()
         candidates = [x + 1 for x in (last, handled) if x is not None]

@@ -168,16 +168,6 @@ class IntervalClearing:
             [t.as_tuple() for t in self.trades],
         )
 
-    def party(self, ref: int) -> str:
-        """Address of an order-level counterparty reference."""
-        if ref == GRID_REF:
-            return GRID_ADDRESS
-        if ref == BATTERY_REF:
-            if self.battery_account is None:
-                raise ValueError("no battery in this clearing")
-            return self.battery_account
-        return self.book.orders[ref].order.prosumer
-
 
 def _take_in_priority(priority: np.ndarray, available: np.ndarray, amount: int) -> np.ndarray:
     """Per book row, how much of ``amount`` Wh is taken from ``available[priority]`` in order."""

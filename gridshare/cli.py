@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "capacity.ocm_cli",
     "oracle.contracts_cli",
     "oracle.cli",
+    "oracle.oracle_cli",
     "market.aggregator_cli",
     "market.cli",
 )

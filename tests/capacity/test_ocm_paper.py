@@ -146,3 +146,41 @@ def test_operation_inside_certified_bands_is_safe_under_newton_raphson(setup):
     excess = nr_safety_check(nr, inc, prof.p_kw[m], prof.q_kvar[m], case.v_slack_pu,
                              res.p_min_kw[k], res.p_max_kw[k], 1000, rng)
     assert excess <= 1e-4
+
+
+def test_same_seed_gives_identical_bands_with_helm(setup):
+    feeder, case, prof, minutes, _, _ = setup
+    m = minutes[10:13]
+    runs = [compute_bands(feeder, case.flexibilities, prof.p_kw[m], prof.q_kvar[m], seed=3,
+                          n_random=100) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].p_min_kw, runs[1].p_min_kw)
+    np.testing.assert_array_equal(runs[0].p_max_kw, runs[1].p_max_kw)
+    np.testing.assert_array_equal(runs[0].v_random_stats_pu, runs[1].v_random_stats_pu)
+
+
+@pytest.mark.parametrize("name", ["paper-test-feeder", "heimschuh-like", "cigre-lv"])
+def test_voltages_fall_when_any_flexibility_consumes_more(name):
+    """The monotonicity band formation relies on, checked (not assumed) at random states."""
+    feeder = load_feeder(name)
+    case = feeder_case(name)
+    prof = day_profiles(name, seed=0)
+    rng = np.random.default_rng(4)
+    flex = case.flexibilities
+    lo = np.array([f.p_low_kw for f in flex])
+    hi = np.array([f.p_high_kw for f in flex])
+    inc = np.zeros((len(flex), feeder.n_bus))
+    for i, f in enumerate(flex):
+        inc[i, feeder.bus_position(f.bus_id)] = 1.0
+    minutes = rng.integers(0, 1440, 40)
+    x = lo + rng.random((40, len(flex))) * (hi - lo)
+    base = prof.p_kw[minutes] + x @ inc
+    step = 0.5  # kW
+    p = np.concatenate([base] + [base + step * inc[i] for i in range(len(flex))])
+    q = np.tile(prof.q_kvar[minutes], (len(flex) + 1, 1))
+    r = solve(feeder, p_kw=p, q_kvar=q, v_slack_pu=case.v_slack_pu)
+    assert r.converged.all()
+    v = np.abs(r.v_pu).reshape(len(flex) + 1, 40, feeder.n_bus)
+    rise = v[1:] - v[0]
+    assert np.all(rise <= 1e-9)  # HELM converges to 1e-10: unaffected buses move by noise only
+    for i, f in enumerate(flex):
+        assert np.all(rise[i, :, feeder.bus_position(f.bus_id)] < -1e-5)

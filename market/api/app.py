@@ -52,10 +52,6 @@ class ApiState:
     device_ids: set[int] = field(default_factory=set)
 
 
-class _TooLarge(Exception):  # noqa: N818 (internal control flow)
-    pass
-
-
 class BodyLimitMiddleware:
     """Answer 413 when a request body exceeds ``max_bytes`` (declared or streamed)."""
 
@@ -84,28 +80,30 @@ class BodyLimitMiddleware:
             await self._reject(send, declared.decode())
             return
         seen = 0
-        started = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Past the limit the app gets an empty final chunk (whatever it makes of that is
+            # replaced by the 413 below); FastAPI would turn an exception here into a 400.
+            nonlocal seen, too_large
+            if too_large:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: Message) -> None:
+            if too_large:
+                if message["type"] == "http.response.start":
+                    await self._reject(send, f"more than {self.max_bytes}")
+                return
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send, f"more than {self.max_bytes}")
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def create_app(

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "oracle.oracle_cli",
     "market.aggregator_cli",
     "market.cli",
+    "market.api_cli",
 )
 
 

@@ -26,7 +26,7 @@ from market.orders import (
 from market.settlement import GRID_ADDRESS, Trade
 from market.statements import member_statement
 from oracle.errors import ContractRevert
-from oracle.settle import MarketChain, SettlementError
+from oracle.settle import CommitRaceError, MarketChain, SettlementError, default_battery_params
 
 from .test_settlement_example import EXAMPLE_ROWS
 
@@ -190,6 +190,34 @@ def test_order_of_a_removed_prosumer_is_left_out(env):
     buyer = env.prosumers[1].address  # must-buy: 200 Wh from P2, the rest from battery or grid
     assert sum(t.energy_wh for t in result.trades if t.buyer == buyer) == 300
     assert env.mc.replay(interval).equal
+
+
+def test_default_battery_params_and_account_check(env):
+    params = default_battery_params(env.deployment)
+    assert params.account == env.deployment.roles["batteryAccount"]
+    assert params.capacity_wh == 2 * 50_000  # two hours of the 50 kW rated power
+    assert (params.soc_min_wh, params.initial_soc_wh, params.soc_max_wh) == (10_000, 50_000,
+                                                                             90_000)
+    wrong = BatteryParams("0x" + "77" * 20, 1000, 0, 1000, 500)
+    with pytest.raises(SettlementError, match="differs from the market's"):
+        MarketChain(env.chain, env.deployment, wrong)
+
+
+def test_order_slipping_in_before_the_commit_is_detected(env, monkeypatch):
+    interval = env.next_interval()
+    env.place([(3, Side.SELL, 100, 80_000), (4, Side.BUY, 100, 300_000)], interval)
+    real = MarketChain.placed_orders
+    calls = []
+
+    def first_read_misses_one(self, iv, to_block=None):
+        orders = real(self, iv, to_block)
+        calls.append(len(orders))
+        return orders[:1] if len(calls) == 1 else orders
+
+    monkeypatch.setattr(MarketChain, "placed_orders", first_read_misses_one)
+    with pytest.raises(CommitRaceError, match="cannot be settled"):
+        env.mc.settle_interval(interval)
+    assert env.mc.interval_state(interval)["committed"] is True
 
 
 def test_replay_detects_a_settlement_that_differs(env):

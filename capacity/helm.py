@@ -22,6 +22,8 @@ settle) it is reported as not converged, with NaN voltages.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +44,43 @@ MISMATCH_TOL_PU = 1e-6
 
 _FIRST_CHECK = 6
 _CHECK_EVERY = 2
+_RIDGE = 1e-13  # relative regularisation of the Padé denominator's normal equations
+_DENSE_MAX_NODES = 1500  # up to this size the LU's inverse is applied as a dense matrix (BLAS)
+_MAX_PLANS = 32  # cached plans (sets of loaded nodes) per feeder
+_MAX_SKIP = 6  # at most this many coefficients between two checks of a scenario
 _BLOCK_ELEMENTS = 1 << 17  # scenarios x PQ nodes per block (bounds memory, keeps data in cache)
+
+
+_BLAS_LIBS: list[Any] | None = None
+
+
+@contextmanager
+def _single_thread_blas() -> Iterator[None]:
+    """Run the small BLAS products of HELM single-threaded, then restore the thread count.
+
+    Multi-threaded OpenBLAS on matrices of a few hundred rows costs far more in thread
+    synchronisation than it saves (x1000 on a loaded 2-core machine). Uses threadpoolctl
+    when installed; costs about 2 microseconds per call."""
+    global _BLAS_LIBS
+    if _BLAS_LIBS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_LIBS = [
+                lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"
+            ]
+        except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
+            _BLAS_LIBS = []
+    saved = [(lc, lc.get_num_threads()) for lc in _BLAS_LIBS]
+    for lc, n in saved:
+        if n != 1:
+            lc.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lc, n in saved:
+            if n != 1:
+                lc.set_num_threads(n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,13 +116,14 @@ class HelmResult:
 
 @dataclass(frozen=True, eq=False)
 class _HelmModel:
-    """Per-feeder precomputation, cached in ``feeder._cache``."""
+    """Per-feeder precomputation, cached in ``feeder._cache`` (built once per feeder)."""
 
     n_bus: int
     n_node: int
     n_pq: int
-    lu: Any  # scipy SuperLU of Y_pp
-    v0_unit: np.ndarray  # (n_pq,) no-load voltages for a slack voltage of 1 pu
+    lu: Any  # scipy SuperLU of Y_pp (series part, PQ rows and columns): the one factorisation
+    z_t: np.ndarray | None  # (n_pq, n_pq) transpose of Y_pp^-1 from that LU (dense path)
+    v0_unit: np.ndarray  # (n_pq,) no-load voltages V[0] for a slack voltage of 1 pu
     y_shunt_pq: np.ndarray  # (n_pq,)
     pq_bus_cols: np.ndarray | None  # bus column per PQ node when no buses are fused
     aggregate: sp.csr_matrix | None  # (n_bus, n_pq) bus -> PQ node summation when fused
@@ -93,6 +132,35 @@ class _HelmModel:
     slack_node: int
     bus_to_node: np.ndarray
     v_slack_pu: complex
+    plans: dict[bytes, _Plan]
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """How one coefficient step is computed for a given set of loaded PQ nodes.
+
+    PQ nodes are reordered as [loaded, the rest]. Dense path: with ``i_load = conj(S) *
+    conj(W[n-1])`` at the loaded nodes, ``V[n] = [i_load, V[n-1]] @ m`` where ``m`` stacks
+    Y_pp^-1 (loaded columns) and -Y_pp^-1 diag(Y_shunt), both from the cached LU. Sparse path
+    (large feeders): SuperLU's solve of the same right-hand side.
+    """
+
+    order: np.ndarray  # PQ node positions in plan order
+    n_load: int
+    m: np.ndarray | None  # (n_load + n_pq, n_pq)
+    y_sh: np.ndarray  # (n_pq,) plan order
+    v0_unit: np.ndarray  # (n_pq,) plan order
+
+    def step(self, model: _HelmModel, x: np.ndarray) -> np.ndarray:
+        """V[n] from x = [i_load, V[n-1]] (S, n_load + n_pq), plan order."""
+        if self.m is not None:
+            return x @ self.m
+        nl = self.n_load
+        rhs = -self.y_sh * x[:, nl:]
+        rhs[:, :nl] += x[:, :nl]
+        inv = np.empty_like(rhs)
+        inv[:, self.order] = rhs
+        return model.lu.solve(inv.T).T[:, self.order]
 
 
 def _helm_model(feeder: Feeder) -> _HelmModel:
@@ -109,9 +177,8 @@ def _helm_model(feeder: Feeder) -> _HelmModel:
     n_pq = pq.shape[0]
     node_of_pq = np.full(adm.n_node, -1, dtype=np.int64)
     node_of_pq[pq] = np.arange(n_pq)
-    fused = adm.n_node != feeder.n_bus
-    if not fused:
-        pq_bus_cols = pq.copy()  # node i == bus position i
+    if adm.n_node == feeder.n_bus:
+        pq_bus_cols: np.ndarray | None = pq.copy()  # node i == bus position i
         aggregate = None
     else:
         pq_bus_cols = None
@@ -120,24 +187,50 @@ def _helm_model(feeder: Feeder) -> _HelmModel:
         aggregate = sp.csr_matrix(
             (np.ones(rows.shape[0]), (rows, bus_pq[rows])), shape=(feeder.n_bus, n_pq)
         )
-    y_pq_rows = adm.y_bus.tocsr()[pq]
+    z_t = None
+    if n_pq <= _DENSE_MAX_NODES:
+        z_t = np.ascontiguousarray(lu.solve(np.eye(n_pq, dtype=complex)).T)
     model = _HelmModel(
         n_bus=feeder.n_bus,
         n_node=adm.n_node,
         n_pq=n_pq,
         lu=lu,
+        z_t=z_t,
         v0_unit=v0_unit,
         y_shunt_pq=adm.y_shunt[pq].copy(),
         pq_bus_cols=pq_bus_cols,
         aggregate=aggregate,
-        y_pq_rows=y_pq_rows,
+        y_pq_rows=adm.y_bus.tocsr()[pq],
         pq_nodes=pq,
         slack_node=adm.slack_node,
         bus_to_node=adm.bus_to_node,
         v_slack_pu=adm.v_slack_pu,
+        plans={},
     )
     feeder._cache["helm"] = model
     return model
+
+
+def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
+    """The (cached) plan for this set of loaded PQ nodes."""
+    key = np.packbits(loaded_mask).tobytes()
+    plan = model.plans.get(key)
+    if plan is not None:
+        return plan
+    loaded = np.flatnonzero(loaded_mask)
+    order = np.concatenate([loaded, np.flatnonzero(~loaded_mask)])
+    n_load = loaded.shape[0]
+    y_sh = model.y_shunt_pq[order]
+    m = None
+    if model.z_t is not None:
+        zt = model.z_t[np.ix_(order, order)]  # zt[i, j] = Z[order j, order i]
+        # [i_load, V[n-1]] @ m = Z (i_load - Y_shunt V[n-1])  (row-vector form)
+        m = np.ascontiguousarray(np.vstack([zt[:n_load], -y_sh[:, None] * zt]))
+    plan = _Plan(order=order, n_load=n_load, m=m, y_sh=y_sh, v0_unit=model.v0_unit[order])
+    if len(model.plans) >= _MAX_PLANS:
+        model.plans.pop(next(iter(model.plans)))
+    model.plans[key] = plan
+    return plan
 
 
 def _as_scenarios(values: Any, name: str, n_bus: int) -> np.ndarray:
@@ -253,70 +346,184 @@ class _Wynn:
         self.tails = [t[:, rows] for t in self.tails]
 
 
+_PADE_INDEX: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pade_index(n_last: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays that sum the Gram matrix into the normal equations of [L/M], L+M=n_last."""
+    idx = _PADE_INDEX.get(n_last)
+    if idx is None:
+        m = n_last // 2
+        el = n_last - m
+        k = el + np.arange(1, m + 1)[:, None] - np.arange(m + 1)[None, :]  # (m, m+1)
+        idx = (k[:, :, None], k[:, None, :])
+        _PADE_INDEX[n_last] = idx
+    return idx
+
+
+def _pade_denominator(gram: np.ndarray, n_last: int) -> np.ndarray:
+    """Common Padé denominator q (S, M+1), q_0 = 1, of the [L/M] approximant, L + M = n_last.
+
+    Minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over the probe buses (a matrix Padé with one
+    denominator for all buses of a scenario) from ``gram[s, a, b] = <c_a, c_b>``, as
+    Jacobi-scaled normal equations, batched over scenarios.
+    """
+    m = n_last // 2
+    n_scen = gram.shape[0]
+    q = np.ones((n_scen, m + 1), dtype=complex)
+    if m == 0:
+        return q
+    ia, ib = _pade_index(n_last)
+    h = gram[:, ia, ib].sum(axis=1)  # (S, m+1, m+1)
+    d = np.sqrt(np.abs(np.diagonal(h, axis1=1, axis2=2).real[:, 1:]))
+    d[d == 0] = 1.0
+    a = h[:, 1:, 1:] / (d[:, :, None] * d[:, None, :])
+    a += _RIDGE * np.eye(m)
+    y = np.linalg.solve(a, (h[:, 1:, :1] / d[:, :, None]))[:, :, 0]
+    np.divide(y, -d, out=q[:, 1:])
+    return q
+
+
+def _pade_value(q: np.ndarray, psums: np.ndarray, n_last: int, cols: slice) -> np.ndarray:
+    """[L/M] approximant at a = 1: sum_j q_j s[L-j] / sum_j q_j from the partial sums s."""
+    m = q.shape[1] - 1
+    el = n_last - m
+    num = np.matmul(q[:, None, ::-1], psums[:, el - m : el + 1, cols])[:, 0]
+    with np.errstate(all="ignore"):
+        return num / q.sum(axis=1)[:, None]
+
+
+def _next_check(n_coef: int, err: np.ndarray, prev_err: np.ndarray, prev_n: np.ndarray,
+                tol_pu: float) -> np.ndarray:
+    """Coefficient count of each scenario's next convergence check (deterministic per
+    scenario): extrapolates the geometric decrease of the approximants' disagreement."""
+    nxt = np.full(err.shape, n_coef + _CHECK_EVERY, dtype=np.int64)
+    with np.errstate(all="ignore"):
+        rate = np.log(err / prev_err) / (n_coef - prev_n)  # log of decrease per coefficient
+        need = np.log(tol_pu / err) / rate
+    ok = np.isfinite(need) & (rate < -0.05) & (err > tol_pu)
+    nxt[ok] = n_coef + np.clip(np.ceil(need[ok]).astype(np.int64), 1, _MAX_SKIP)
+    return nxt
+
+
 def _solve_block(
     model: _HelmModel,
+    plan: _Plan,
     conj_s: np.ndarray,
     v_slack: np.ndarray,
     tol_pu: float,
     max_coefficients: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """HELM for one block of scenarios; returns (v_pq (S, n_pq), converged, n_coefficients)."""
-    n_scen, n_pq = conj_s.shape
+    """HELM for one block of scenarios (nodes in plan order, ``conj_s`` (S, n_load)).
+
+    Returns (v_pq (S, n_pq) in plan order, converged, coefficients used). Per coefficient: the
+    step of Eq. 10's recursion (one product with the factorisation), the series reciprocal
+    W = 1/V at the loaded nodes (a convolution) and the partial sums. At a scenario's check the
+    common Padé denominator comes from the Gram matrix of its loaded nodes' coefficients.
+    Converged scenarios leave the active set.
+    """
+    n_scen = conj_s.shape[0]
+    nl = plan.n_load
+    ns = n_pq = model.n_pq
     v_out = np.full((n_scen, n_pq), np.nan + 0j)
     conv = np.zeros(n_scen, dtype=bool)
     n_used = np.full(n_scen, max_coefficients, dtype=np.int64)
     active = np.arange(n_scen)
-    lu = model.lu
-    y_sh = model.y_shunt_pq
-
-    cap = min(max_coefficients, 32)
-    V = np.empty((cap, n_scen, n_pq), dtype=complex)
-    W = np.empty((cap, n_scen, n_pq), dtype=complex)
-    V[0] = v_slack[:, None] * model.v0_unit[None, :]
-    W[0] = 1.0 / V[0]
-    psum = V[0].copy()
-    wynn = _Wynn()
-    pending = [psum.copy()]
+    has_load = nl > 0
+    every = slice(0, n_pq)
     cs = conj_s
-    n = 0
-    target = _FIRST_CHECK
+
+    cap = min(max_coefficients, 16)
+    v0 = v_slack[:, None] * plan.v0_unit[None, :]  # (S, n_pq) plan order
+    psums = np.zeros((n_scen, cap, ns), dtype=complex)
+    psums[:, 0] = v0[:, :ns]
+    coef = np.zeros((n_scen, cap, n_pq), dtype=complex)  # series coefficients V[n]
+    coef[:, 0] = v0
+    w = np.zeros((n_scen, cap, nl), dtype=complex)
+    w[:, 0] = 1.0 / v0[:, :nl]
+    neg_w0 = -w[:, 0]
+    x = np.empty((n_scen, nl + ns), dtype=complex)  # [i_load, V_state[n-1]]
+    x[:, nl:] = v0[:, :ns]
+    np.multiply(cs, w[:, 0].conj(), out=x[:, :nl])
+    next_chk = np.full(n_scen, _FIRST_CHECK, dtype=np.int64)
+    prev_err = np.full(n_scen, np.inf)
+    prev_n = np.zeros(n_scen, dtype=np.int64)
+
+    k = 0
     while True:
-        while n + 1 < min(target, max_coefficients):
-            n += 1
-            if n >= cap:
-                cap = min(2 * cap, max_coefficients)
-                V = np.concatenate([V, np.empty((cap - V.shape[0], *V.shape[1:]), complex)])
-                W = np.concatenate([W, np.empty((cap - W.shape[0], *W.shape[1:]), complex)])
-            rhs = cs * np.conj(W[n - 1])
-            rhs -= y_sh * V[n - 1]
-            V[n] = lu.solve(rhs.T).T
-            conv_sum = np.einsum("kij,kij->ij", W[:n], V[n:0:-1])
-            W[n] = -conv_sum * W[0]
-            psum += V[n]
-            pending.append(psum.copy())
-        wynn.extend(np.stack(pending))
-        pending = []
-        a_n, a_m = wynn.latest()
+        k += 1
+        if k >= cap:
+            grow = min(2 * cap, max_coefficients) - cap
+            cap += grow
+            psums = np.pad(psums, [(0, 0), (0, grow), (0, 0)])
+            coef = np.pad(coef, [(0, 0), (0, grow), (0, 0)])
+            w = np.pad(w, [(0, 0), (0, grow), (0, 0)])
+        v_k = plan.step(model, x)
+        np.add(psums[:, k - 1], v_k, out=psums[:, k])
+        coef[:, k] = v_k
+        x[:, nl:] = v_k
+        if has_load:
+            acc = np.einsum("sjl,sjl->sl", w[:, :k], coef[:, k:0:-1, :nl])
+            np.multiply(acc, neg_w0, out=w[:, k])
+            np.conjugate(w[:, k], out=x[:, :nl])
+            x[:, :nl] *= cs
+
+        n_coef = k + 1
+        at_limit = n_coef >= max_coefficients
+        due = np.flatnonzero(next_chk <= n_coef) if not at_limit else np.arange(active.size)
+        if due.size == 0:
+            continue
+        c_due = coef[due, : k + 1]
+        gram = np.matmul(c_due.conj(), c_due.transpose(0, 2, 1))  # (S_due, k+1, k+1)
+        q_n = _pade_denominator(gram, k)
+        q_m = _pade_denominator(gram, k - 1)
+        ps_due = psums[due]
+        a_n = _pade_value(q_n, ps_due, k, every)
+        a_m = _pade_value(q_m, ps_due, k - 1, every)
         with np.errstate(invalid="ignore"):
             err = np.max(np.abs(a_n - a_m), axis=1)
-        done = np.isfinite(err) & (err <= tol_pu)
-        at_limit = n + 1 >= max_coefficients
-        if done.any():
-            idx = active[done]
-            v_out[idx] = a_n[done]
+        ok = np.isfinite(err) & (err <= tol_pu)
+        v_ok = a_n[ok] if ok.any() else None
+        if at_limit:
+            # last resort before declaring collapse: scalar Padé (Wynn's epsilon) per node
+            rest = np.flatnonzero(~ok)
+            if rest.size:
+                wynn = _Wynn()
+                wynn.extend(np.moveaxis(ps_due[rest, : k + 1], 1, 0))
+                b_n, b_m = wynn.latest()
+                with np.errstate(invalid="ignore"):
+                    err_w = np.max(np.abs(b_n - b_m), axis=1)
+                ok_w = np.isfinite(err_w) & (err_w <= tol_pu)
+                if ok_w.any():
+                    merged = np.empty((int(ok.sum() + ok_w.sum()), ns), dtype=complex)
+                    order = np.concatenate([np.flatnonzero(ok), rest[ok_w]])
+                    merged[: int(ok.sum())] = v_ok if v_ok is not None else merged[:0]
+                    merged[int(ok.sum()) :] = b_n[ok_w]
+                    ok[rest[ok_w]] = True
+                    v_ok = merged[np.argsort(order)]
+        if v_ok is not None:
+            idx = active[due[ok]]
+            v_out[idx] = v_ok
             conv[idx] = True
-            n_used[idx] = n + 1
-        if at_limit or done.all():
+            n_used[idx] = n_coef
+        if at_limit:
             break
-        if done.any():
-            keep = ~done
+        pending = due[~ok]
+        next_chk[pending] = _next_check(
+            n_coef, err[~ok], prev_err[pending], prev_n[pending], tol_pu
+        )
+        prev_err[pending] = err[~ok]
+        prev_n[pending] = n_coef
+        if ok.any():
+            keep = np.ones(active.size, dtype=bool)
+            keep[due[ok]] = False
+            if not keep.any():
+                break
             active = active[keep]
-            V = V[:, keep]
-            W = W[:, keep]
-            psum = psum[keep]
-            cs = cs[keep]
-            wynn.keep(keep)
-        target = n + 1 + _CHECK_EVERY
+            psums, coef, w, cs, x, neg_w0, next_chk, prev_err, prev_n = (
+                a_[keep] for a_ in (psums, coef, w, cs, x, neg_w0, next_chk, prev_err, prev_n)
+            )
+
     return v_out, conv, n_used
 
 
@@ -335,15 +542,27 @@ def solve(
     (S, n_bus) or (n_bus,) in ``feeder.bus_ids`` order; ``None`` takes the feeder's base case
     (one of them may have one row, it is then used for every scenario). ``v_slack_pu``: slack
     voltage magnitude, scalar or (S,) (with single-row loads, S comes from it); default the
-    feeder's slack (its angle is kept).
-    ``tol_pu``: agreement of successive Padé approximants for convergence;
-    ``max_coefficients``: series length after which a scenario counts as collapsed.
+    feeder's slack (its angle is kept). ``tol_pu``: agreement of successive Padé approximants
+    for convergence; ``max_coefficients``: series length after which a scenario counts as
+    collapsed. Returns a ``HelmResult``; scenarios without an operable solution have
+    ``converged`` False and NaN voltages.
     """
     if not (np.isfinite(tol_pu) and tol_pu > 0):
         raise ValueError(f"tol_pu must be > 0, got {tol_pu}")
     if int(max_coefficients) != max_coefficients or max_coefficients < 4:
         raise ValueError(f"max_coefficients must be an integer >= 4, got {max_coefficients}")
-    max_coefficients = int(max_coefficients)
+    with _single_thread_blas():
+        return _solve(feeder, p_kw, q_kvar, v_slack_pu, float(tol_pu), int(max_coefficients))
+
+
+def _solve(
+    feeder: Feeder,
+    p_kw: Any,
+    q_kvar: Any,
+    v_slack_pu: Any,
+    tol_pu: float,
+    max_coefficients: int,
+) -> HelmResult:
     model = _helm_model(feeder)
     p, q = _scenario_arrays(feeder, p_kw, q_kvar)
     n_scen = p.shape[0]
@@ -355,38 +574,41 @@ def solve(
     scale = -1e-3 / S_BASE_MVA
     if model.aggregate is None:
         cols = model.pq_bus_cols
-        conj_s = scale * (p[:, cols] - 1j * q[:, cols])
+        p_pq, q_pq = p[:, cols], q[:, cols]
     else:
-        conj_s = scale * ((p @ model.aggregate) - 1j * (q @ model.aggregate))
-    conj_s = np.ascontiguousarray(conj_s, dtype=complex)
+        p_pq, q_pq = p @ model.aggregate, q @ model.aggregate
+    loaded_mask = np.any(p_pq != 0, axis=0) | np.any(q_pq != 0, axis=0)
+    plan = _plan(model, loaded_mask)
+    loaded = plan.order[: plan.n_load]
+    conj_s = scale * (p_pq[:, loaded] - 1j * q_pq[:, loaded])  # conj(S) of the injections
 
     n_pq = model.n_pq
-    v_pq = np.empty((n_scen, n_pq), dtype=complex)
+    v_plan = np.empty((n_scen, n_pq), dtype=complex)
     conv = np.empty(n_scen, dtype=bool)
     n_used = np.empty(n_scen, dtype=np.int64)
     block = max(1, _BLOCK_ELEMENTS // max(n_pq, 1))
     for start in range(0, n_scen, block):  # blocks of scenarios (vectorised within a block)
         sl = slice(start, min(start + block, n_scen))
-        v_pq[sl], conv[sl], n_used[sl] = _solve_block(
-            model, conj_s[sl], v_slack[sl], float(tol_pu), max_coefficients
+        v_plan[sl], conv[sl], n_used[sl] = _solve_block(
+            model, plan, conj_s[sl], v_slack[sl], tol_pu, max_coefficients
         )
 
     v_node = np.empty((n_scen, model.n_node), dtype=complex)
     v_node[:, model.slack_node] = v_slack
-    v_node[:, model.pq_nodes] = v_pq
+    v_node[:, model.pq_nodes[plan.order]] = v_plan
     if conv.any():
         # mismatch check: S_calc = V conj(Y V) must equal the specified injections
         ok = np.flatnonzero(conv)
         v_ok = v_node[ok]
         current = (model.y_pq_rows @ v_ok.T).T
         s_calc = v_ok[:, model.pq_nodes] * np.conj(current)
-        mismatch = np.max(np.abs(s_calc - np.conj(conj_s[ok])), axis=1)
-        bad = ok[~(mismatch <= MISMATCH_TOL_PU)]
-        conv[bad] = False
+        s_spec = scale * (p_pq[ok] + 1j * q_pq[ok])
+        with np.errstate(invalid="ignore"):
+            mismatch = np.max(np.abs(s_calc - s_spec), axis=1)
+        conv[ok[~(mismatch <= MISMATCH_TOL_PU)]] = False
     v_node[~conv] = np.nan + 0j
-    v_bus = v_node[:, model.bus_to_node]
     return HelmResult(
-        v_pu=v_bus,
+        v_pu=v_node[:, model.bus_to_node],
         converged=conv,
         n_coefficients=int(n_used.max()) if n_scen else 0,
         n_coefficients_per_scenario=n_used,

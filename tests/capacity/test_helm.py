@@ -146,3 +146,39 @@ def test_bad_inputs_raise(kwargs, message) -> None:
     args = {k: values.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
     with pytest.raises(ValueError, match=message):
         solve(feeder, **args)
+
+
+def test_sparse_lu_path_equals_dense_path(monkeypatch) -> None:
+    """Large feeders use SuperLU solves instead of the dense inverse: same voltages."""
+    import capacity.helm as helm
+
+    net = pn.create_cigre_network_lv()
+    dense = Feeder.from_pandapower(net)
+    monkeypatch.setattr(helm, "_DENSE_MAX_NODES", 0)
+    sparse = Feeder.from_pandapower(net)
+    scales = np.array([0.5, 1.0, 2.0])
+    p, q = np.outer(scales, dense.p_kw), np.outer(scales, dense.q_kvar)
+    r_sparse = solve(sparse, p, q)
+    assert helm._helm_model(sparse).z_t is None
+    r_dense = solve(dense, p, q)
+    assert r_sparse.converged.all() and r_dense.converged.all()
+    assert np.max(np.abs(r_sparse.v_pu - r_dense.v_pu)) <= 1e-9
+    assert_matches_nr(r_sparse.v_pu[1], newton_raphson(net, 1.0))
+
+
+def test_loaded_bus_pattern_changes_between_calls() -> None:
+    """Scenarios that load different buses (and none at all) reuse the factorisation."""
+    net = pn.create_kerber_dorfnetz()
+    feeder = Feeder.from_pandapower(net)
+    p = np.zeros((3, feeder.n_bus))
+    q = np.zeros((3, feeder.n_bus))
+    p[1, 40] = 30.0
+    p[2, :] = feeder.p_kw
+    q[2, :] = feeder.q_kvar
+    batch = solve(feeder, p, q)
+    assert batch.converged.all()
+    for s in range(3):
+        single = solve(feeder, p[s], q[s])
+        assert np.max(np.abs(single.v_pu[0] - batch.v_pu[s])) <= 1e-12
+    assert_matches_nr(batch.v_pu[2], newton_raphson(net, 1.0))
+    assert np.argmin(batch.vm_pu[1]) == 40

@@ -200,6 +200,8 @@ class OrderGateway:
             raise ChainDown(f"chain read failed: {exc}") from exc
 
     def _set_down(self, exc: BaseException) -> None:
+        if self.chain_ok:
+            log.warning("chain node unreachable, orders are refused with 503: %s", exc)
         self.chain_ok = False
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_probe_monotonic = time.monotonic()
@@ -337,7 +339,6 @@ class OrderGateway:
             except ChainError as exc:
                 self.chain.nonces.resync(relayer.address)
                 self._set_down(exc)
-                log.warning("relay stopped: %s", exc)
                 raise ChainDown(str(exc)) from exc
             except OSError as exc:
                 self.chain.nonces.resync(relayer.address)
@@ -407,20 +408,24 @@ class OrderGateway:
         except Exception as exc:  # any failure to answer counts as down
             self._set_down(exc)
             return False
+        if not self.chain_ok:
+            log.warning("chain node reachable again (block %d)", self.last_block)
         self.chain_ok = True
         self.last_error = None
         self.last_probe_monotonic = time.monotonic()
         return True
 
     def _loop(self) -> None:
+        wait_s = self.settings.probe_interval_s
         while not self._stop.is_set():
-            if time.monotonic() - self.last_probe_monotonic >= self.settings.probe_interval_s \
-                    and not self.probe():
-                self._stop.wait(self.settings.probe_interval_s)
+            due = time.monotonic() - self.last_probe_monotonic >= wait_s
+            if (due or not self.chain_ok) and not self.probe():
+                self._stop.wait(wait_s)
                 continue
             try:
                 report = self.relay_once()
             except ChainDown:
+                self._stop.wait(wait_s)
                 continue
             except Exception:  # keep relaying whatever one batch did
                 log.exception("relay round failed")

@@ -16,8 +16,8 @@ from capacity.feeders import day_profiles, feeder_case, load_feeder, load_pandap
 from capacity.ocm import compute_bands
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ocm_nr import NewtonRaphsonSolver
-from test_ocm_paper import nr_safety_check
+from tests.capacity.ocm_nr import NewtonRaphsonSolver
+from tests.capacity.test_ocm_paper import nr_safety_check
 
 NAME = "heimschuh-like"
 

@@ -15,7 +15,7 @@ from capacity.helm import solve
 from capacity.ocm import compute_bands
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ocm_nr import NewtonRaphsonSolver
+from tests.capacity.ocm_nr import NewtonRaphsonSolver
 
 NAME = "paper-test-feeder"
 

@@ -38,6 +38,10 @@ from oracle.state import feeder_model, feeder_profiles
 HOUSEHOLD_PEAK_KW = 15.0
 """Rated consumption per household of a customer meter (kW), the upper end of its range."""
 TRANSFORMER_NAME = "T1-meter"
+POST_GAS_BASE = 60_000
+POST_GAS_PER_READING = 1_200
+"""Gas limit of a post: calldata (16 gas/byte) and log data (8 gas/byte) of 24-byte records,
+the registry check and memory, with margin."""
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,14 @@ class MeterSetup:
         return out
 
 
-def register_meters(chain: Any, deployment: Deployment, head_end_role: str | None = None
-                    ) -> MeterSetup:
+def register_meters(chain: Any, deployment: Deployment, head_end_role: str | None = None,
+                    flexibilities_via_head_end: bool = False) -> MeterSetup:
     """Register the transformer and customer meters of ``deployment.feeder`` (idempotent).
 
     Device ids follow the deployment's devices (transformer first, then the customers in feeder
-    order). Returns the setup including the deployment's flexibilities.
+    order). Returns the setup including the deployment's flexibilities. With
+    ``flexibilities_via_head_end`` the DSO also moves the flexibilities to the head-end meter
+    (``setDeviceMeter``), so one transaction carries all readings of a batch.
     """
     from capacity.feeders import feeder_case
 
@@ -99,6 +105,13 @@ def register_meters(chain: Any, deployment: Deployment, head_end_role: str | Non
     ]
     head_end = head_end_role or f"meter_{len(flex_records)}"
     head_end_address = chain.keys.address(head_end)
+    if flexibilities_via_head_end:
+        for r in flex_records:
+            if chain.call(capacity.functions.deviceOf(int(r["device_id"])))[7] != head_end_address:
+                chain.transact(capacity.functions.setDeviceMeter(int(r["device_id"]),
+                                                                 head_end_address), "deployer")
+        devices = [MeterDevice(x.device_id, x.name, x.bus, x.role, head_end,
+                               flex_index=x.flex_index) for x in devices]
     next_id = max((int(r["device_id"]) for r in flex_records), default=0) + 1
     sn_kw = float(np.sum(feeder.trafos.sn_mva)) * 1000.0 if len(feeder.trafos) else 1000.0
     plan: list[tuple[MeterDevice, float, float]] = [
@@ -208,9 +221,15 @@ class MeterSimulator:
         return out.reshape(-1, 6)
 
     def post_records(self, meter_role: str, records: np.ndarray) -> Any:
-        """Post ``records`` (n, 6) from ``meter_role`` in one transaction; returns the receipt."""
+        """Post ``records`` (n, 6) from ``meter_role`` in one transaction; returns the receipt.
+
+        The gas limit is set from the size (no estimate: a simulator's batches are valid by
+        construction and the embedded chain's estimate is a second execution).
+        """
+        records = np.asarray(records)
         return self.chain.transact(
-            self.capacity.functions.postReadings(encode_readings(records)), meter_role
+            self.capacity.functions.postReadings(encode_readings(records)), meter_role,
+            gas=POST_GAS_BASE + POST_GAS_PER_READING * len(records),
         )
 
     def post(self, minutes: Iterable[int],

@@ -226,6 +226,7 @@ class Oracle:
         )
         self.account = chain.account("oracle")
         self.before_send: Callable[[int], None] | None = None  # test hook
+        self._last_cache: tuple[int | None] | None = None
         self.reconcile()
 
     # ---- registry and clock
@@ -247,15 +248,20 @@ class Oracle:
         return self.store.watermark_s()
 
     def chain_last_interval(self) -> int | None:
-        """The contract's last written interval (None before the first write)."""
-        if not self.chain.call(self.capacity.functions.anyIntervalWritten()):
-            return None
-        return int(self.chain.call(self.capacity.functions.lastInterval()))
+        """The contract's last written interval (None before the first write); read once per
+        step (the cache is dropped whenever this oracle sends or the chain may have changed)."""
+        if self._last_cache is None:
+            if not self.chain.call(self.capacity.functions.anyIntervalWritten()):
+                self._last_cache = (None,)
+            else:
+                self._last_cache = (int(self.chain.call(self.capacity.functions.lastInterval())),)
+        return self._last_cache[0]
 
     # ---- restart safety
     def reconcile(self) -> None:
         """Make the store agree with the chain: settle 'sent' rows, forget writes the chain
         lost (reorg, node reset)."""
+        self._last_cache = None
         for row in self.store.intervals("sent"):
             updated_at = self._record(row.interval)[1]
             if updated_at:
@@ -402,6 +408,7 @@ class Oracle:
                          state.n_missing, state.filled)
             if self.before_send is not None:
                 self.before_send(target)
+            self._last_cache = None
             tx_hash = None
             try:
                 fn = self.capacity.functions.writeBands(
@@ -492,6 +499,7 @@ class Oracle:
 
     def step(self) -> StepReport:
         """Ingest, then process every ready interval."""
+        self._last_cache = None
         report = StepReport(polls=self.ingest())
         report.written, report.skipped = self.process_ready()
         return report

@@ -44,11 +44,13 @@ class Deployed:
 
 
 def deploy_feeder(chain: Chain, interval_seconds: int = INTERVAL_S, seed: int = 1,
-                  v_slack: bool = True) -> Deployed:
-    """Deploy, register the meters and build a simulator (slack voltage varying a little)."""
+                  v_slack: bool = True, via_head_end: bool = False) -> Deployed:
+    """Deploy, register the meters and build a simulator (slack voltage varying a little).
+
+    ``via_head_end``: every device posts through the head-end (one transaction per batch)."""
     deployment = deploy(chain, DeployParams(feeder=FEEDER, interval_seconds=interval_seconds,
                                             register_prosumers=False))
-    setup = register_meters(chain, deployment)
+    setup = register_meters(chain, deployment, flexibilities_via_head_end=via_head_end)
 
     def v_slack_pu(minutes: np.ndarray) -> np.ndarray:
         return 1.01 + 0.004 * np.sin(2 * np.pi * np.asarray(minutes) / 1440.0)

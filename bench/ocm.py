@@ -97,8 +97,10 @@ def run_feeder(name: str, n_steps: int, nr_steps: int) -> dict:
         "day_s": total_s * 1440 / n_steps,
     }
     if nr_steps > 0:
-        # steps spread over the day, each run cold (no warm start) by both solvers
-        pick = np.linspace(0, 1439, nr_steps + 2).astype(int)[1:-1]
+        # certified steps spread over the run, each run cold (no warm start) by both solvers
+        ok = np.flatnonzero(res.feasible)
+        ok = ok if ok.size else np.arange(n_steps)
+        pick = minutes[ok[np.linspace(0, ok.size - 1, nr_steps + 2).astype(int)[1:-1]]]
         helm = compute_bands(feeder, flex, prof.p_kw[pick], prof.q_kvar[pick],
                              v_slack_pu=case.v_slack_pu, seed=0, warm_start=False)
         runpp_solver = RunppSolver(load_pandapower_net(name), feeder.bus_ids)

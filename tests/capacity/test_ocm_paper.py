@@ -184,3 +184,19 @@ def test_voltages_fall_when_any_flexibility_consumes_more(name):
     assert np.all(rise <= 1e-9)  # HELM converges to 1e-10: unaffected buses move by noise only
     for i, f in enumerate(flex):
         assert np.all(rise[i, :, feeder.bus_position(f.bus_id)] < -1e-5)
+
+
+def test_fair_share_gives_the_far_station_its_share(setup):
+    feeder, case, prof, minutes, _, res = setup
+    binding = np.flatnonzero(res.feasible & (res.p_max_kw.sum(axis=1) < 44.0 - 1e-6))[:6]
+    m = minutes[binding]
+    fair = compute_bands(feeder, case.flexibilities, prof.p_kw[m], prof.q_kvar[m],
+                         objective="fair", n_random=100)
+    assert fair.feasible.all()
+    share_fair = fair.p_max_kw / 22.0
+    share_sum = res.p_max_kw[binding] / 22.0
+    assert np.all(share_fair.min(axis=1) >= share_sum.min(axis=1) - 1e-6)
+    assert np.all(fair.p_max_kw[:, 1] > res.p_max_kw[binding, 1] + 1.0)  # CS02 gains
+    np.testing.assert_allclose(share_fair[:, 0], share_fair[:, 1], atol=2e-3)  # equal shares
+    assert np.all(fair.p_max_kw.sum(axis=1) <= res.p_max_kw[binding].sum(axis=1) + 1e-3)
+    assert np.all(np.abs(fair.v_min_at_max_pu - 0.95) < 1e-3)

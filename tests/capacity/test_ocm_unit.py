@@ -286,3 +286,22 @@ def test_box_points_cover_every_corner_up_to_six_flexibilities():
         assert rand.shape == (10, n)
     corners, _ = box_points(np.zeros(7), np.ones(7), 0, rng)
     assert corners.shape == (2, 7)
+
+
+def test_many_and_fixed_flexibilities():
+    # 8 devices (certification falls back to the two extreme corners plus random points), one of
+    # them with a point range (not a gene), one at the slack bus (no effect on voltages).
+    m = chain_matrix(9)
+    solver = quadratic_solver(m)
+    flex = [Flexibility(f"CS{i}", i, 0.0, 11.0, CS) for i in range(1, 8)]
+    flex += [Flexibility("FIX", 8, 3.0, 3.0), Flexibility("SLACK", 0, 0.0, 5.0)]
+    p = np.full((2, 9), 2.0)
+    res = compute_bands(ToyFeeder(9), flex, p, 0 * p, solver=solver, n_random=100)
+    assert res.feasible.all()
+    assert np.all(res.certified_points == 2 + 100)
+    np.testing.assert_array_equal(res.p_min_kw[:, 7], 3.0)
+    np.testing.assert_array_equal(res.p_max_kw[:, 7], 3.0)
+    np.testing.assert_allclose(res.p_max_kw[:, 8], 5.0)  # free capacity at the slack bus
+    assert np.all(np.abs(res.v_min_at_max_pu - 0.95) < 1e-3)
+    # nearer devices are filled first by the sum objective
+    assert np.all(np.diff(res.p_max_kw[:, :7], axis=1) <= 1e-6)

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "market.aggregator_cli",
     "market.cli",
     "market.api_cli",
+    "oracle.simulate_cli",
 )
 
 

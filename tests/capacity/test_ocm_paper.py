@@ -200,3 +200,20 @@ def test_fair_share_gives_the_far_station_its_share(setup):
     np.testing.assert_allclose(share_fair[:, 0], share_fair[:, 1], atol=2e-3)  # equal shares
     assert np.all(fair.p_max_kw.sum(axis=1) <= res.p_max_kw[binding].sum(axis=1) + 1e-3)
     assert np.all(np.abs(fair.v_min_at_max_pu - 0.95) < 1e-3)
+
+
+@pytest.mark.slow
+def test_fair_bands_are_safe_under_newton_raphson(setup):
+    feeder, case, prof, minutes, _, res = setup
+    k = int(np.flatnonzero(res.feasible & (res.p_max_kw.sum(axis=1) < 44.0 - 1e-6))[0])
+    m = minutes[k]
+    fair = compute_bands(feeder, case.flexibilities, prof.p_kw[m:m + 1], prof.q_kvar[m:m + 1],
+                         objective="fair", n_random=100)
+    assert fair.feasible[0] and fair.p_max_kw[0, 1] > 1.0
+    nr = NewtonRaphsonSolver(load_pandapower_net(NAME), feeder.bus_ids)
+    inc = np.zeros((2, feeder.n_bus))
+    for i, f in enumerate(case.flexibilities):
+        inc[i, feeder.bus_position(f.bus_id)] = 1.0
+    excess = nr_safety_check(nr, inc, prof.p_kw[m], prof.q_kvar[m], case.v_slack_pu,
+                             fair.p_min_kw[0], fair.p_max_kw[0], 1000, np.random.default_rng(3))
+    assert excess <= 1e-4

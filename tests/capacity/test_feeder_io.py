@@ -111,3 +111,21 @@ def test_bad_suffix_and_bad_syntax(tmp_path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid json"):
         read_feeder(bad)
+
+
+def test_documented_example_loads_and_solves() -> None:
+    """The YAML example in docs/feeder-format.md is a valid feeder."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "feeder-format.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert block is not None
+    feeder = feeder_from_dict(yaml.safe_load(block.group(1)))
+    assert feeder.bus_ids.tolist() == [0, 1, 2]
+    assert feeder.flexibilities[0].name == "CS01"
+    result = solve(feeder)
+    assert result.converged.all()
+    assert 0.9 < result.vm_pu[0, 2] < result.vm_pu[0, 1] < 1.0

@@ -206,3 +206,28 @@ def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
     accepted = store.readings_between(row[1], row[1] + 1)
     assert [(r["device_id"], r["p_w"]) for r in accepted] == [(h01, int(row[2]))]
     assert store.counts() == {"readings": 25 + 1, "late": 0, "rejected": 5}
+
+
+@pytest.mark.anvil
+def test_anvil_reorg_of_the_last_blocks(anvil, feeder) -> None:
+    """anvil_reorg replaces the last blocks by new (empty) ones: their readings are forgotten;
+    readings posted afterwards are read."""
+    d = deploy_feeder(connect(ChainConfig(chain=anvil.url, receipt_timeout_s=20.0)))
+    d.sim.post([0])
+    store = Store(":memory:")
+    ingestor = make_ingestor(d, feeder, store)
+    drain(ingestor)
+    d.sim.post([1])
+    drain(ingestor)
+    assert stored(store) == expected(d, range(0, 2))
+    depth = d.chain.block_number - store.db.execute(
+        "SELECT MIN(block_number) FROM readings WHERE timestamp = ?",
+        (d.sim.timestamp(1),)).fetchone()[0] + 1
+    d.chain._rpc("anvil_reorg", [depth, []])
+    d.chain.nonces.resync()
+    reports = drain(ingestor)
+    assert reports[0].reorg_depth > 0 and reports[0].forgotten_readings == 25
+    assert stored(store) == expected(d, range(0, 1))
+    d.sim.post([2])
+    drain(ingestor)
+    assert stored(store) == sorted(expected(d, range(0, 1)) + expected(d, range(2, 3)))

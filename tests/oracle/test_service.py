@@ -246,3 +246,32 @@ def test_run_once_processes_what_is_there_and_returns(d: Deployed, tmp_path) -> 
     status = oracle.status()
     assert status["last_interval_on_chain"] == i0 + 2 and status["next_interval"] == i0 + 3
     assert status["lag_blocks"] == 0 and status["readings"] == 30 * 25
+
+
+def test_reorg_dropping_readings_and_bands_is_read_and_written_again(d: Deployed,
+                                                                     tmp_path) -> None:
+    oracle = d.oracle(tmp_path / "o.sqlite")
+    post_intervals(d, oracle, 0, 15)
+    i0 = d.interval_of_minute(0)
+    snapshot = d.chain.snapshot()
+    post_intervals(d, oracle, 15, 30)  # readings of i0+1 and the bands of i0+2: dropped below
+    dropped = oracle.store.interval(i0 + 2)
+    assert dropped.status == "written"
+    d.chain.revert(snapshot)
+    # the new branch: the same minutes, but H01's meter reports other values
+    h01 = d.device("H01")
+    records = d.sim.readings(list(range(15, 30)))
+    records[records[:, 0] == h01, 2] += 500
+    d.sim.post_by_meter(records)
+    report = oracle.step()
+    assert report.polls[0].reorg_depth > 0 and report.polls[0].forgotten_readings == 15 * 25
+    assert report.written == [i0 + 2]
+    again = oracle.store.interval(i0 + 2)
+    assert again.inputs_hash != dropped.inputs_hash
+    assert bands_written_events(d) == [i0, i0 + 1, i0 + 2]
+    capacity = d.deployment.capacity(d.chain)
+    assert "0x" + bytes(d.chain.call(capacity.functions.intervalRecord(i0 + 2))[0]).hex() == \
+        again.inputs_hash
+    rows = oracle.store.readings_between(d.sim.timestamp(15), d.sim.timestamp(30))
+    assert sorted(r["p_w"] for r in rows if r["device_id"] == h01) == sorted(
+        int(x) for x in records[records[:, 0] == h01, 2])

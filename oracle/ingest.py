@@ -13,7 +13,8 @@ One ``Ingestor.poll()``:
    ranges too), then check again that the range's last block hash did not change and that the
    first block's parent is the cursor block (else retry on the next poll);
 4. decode the packed 24-byte records (layout in ``GridCapacity.postReadings``), validate them
-   (``oracle.state.rejection_reason``; duplicates of an accepted (device, timestamp)) and store
+   (``oracle.state.rejection_reason``; a timestamp more than ``MAX_AHEAD_S`` after its block's
+   time; duplicates of an accepted (device, timestamp)) and store
    readings, rejections and the new cursor in one SQLite transaction.
 
 Readings are keyed by (tx hash, log index, position in the blob): reading a log twice is
@@ -45,6 +46,9 @@ READING_DTYPE = np.dtype([
     ("v_micro_pu", ">u4"), ("theta_micro_rad", ">i4"),
 ])
 REGISTRY_EVENTS = ("DeviceRegistered", "RatedRangeSet", "DeviceMeterSet")
+#: A reading may not describe a minute more than this after the time of its block (a meter
+#: with a wrong clock would otherwise drive the readings clock far ahead).
+MAX_AHEAD_S = 86_400
 
 
 def encode_readings(records: np.ndarray | list[tuple[int, ...]]) -> bytes:
@@ -195,9 +199,14 @@ class Ingestor:
             number = int(entry["blockNumber"])
             if number not in block_hashes:
                 block_hashes[number] = HexBytes(entry["blockHash"]).to_0x_hex()
-        if end_hash is None or self._hash(end) != end_hash or any(
-            self._hash(n) != h for n, h in block_hashes.items()
-        ):
+        block_times: dict[int, int] = {}
+        for number, log_hash in block_hashes.items():
+            block = self.w3.eth.get_block(number)
+            if HexBytes(block["hash"]).to_0x_hex() != log_hash:
+                report.retry = True
+                return report
+            block_times[number] = int(block["timestamp"])
+        if end_hash is None or self._hash(end) != end_hash:
             report.retry = True  # the range changed under us: read it again next time
             return report
 
@@ -213,7 +222,8 @@ class Ingestor:
                 continue
             report.logs += 1
             event = self._readings_event.process_log(entry)
-            self._decode_event(event, entry, readings, rejected, seen)
+            self._decode_event(event, entry, readings, rejected, seen,
+                               block_times[int(entry["blockNumber"])])
         n_new, n_rej = self.store.commit_range(
             Cursor(end, end_hash), block_hashes, readings, rejected
         )
@@ -228,7 +238,8 @@ class Ingestor:
 
     def _decode_event(self, event: Any, entry: Any, readings: list[dict[str, Any]],
                       rejected: list[dict[str, Any]],
-                      seen: dict[tuple[int, int], tuple[str, int, int]]) -> None:
+                      seen: dict[tuple[int, int], tuple[str, int, int]],
+                      block_time_s: int) -> None:
         tx_hash = HexBytes(entry["transactionHash"]).to_0x_hex()
         log_index = int(entry["logIndex"])
         block_number = int(entry["blockNumber"])
@@ -245,6 +256,9 @@ class Ingestor:
             row = {"tx_hash": tx_hash, "log_index": log_index, "position": position,
                    "block_number": block_number, "meter": meter, **reading}
             reason = rejection_reason(reading, registry)
+            if reason is None and reading["timestamp"] > block_time_s + MAX_AHEAD_S:
+                reason = (f"timestamp {reading['timestamp']} is more than {MAX_AHEAD_S} s after "
+                          f"its block's time {block_time_s}")
             if reason is None:
                 dev_ts = (reading["device_id"], reading["timestamp"])
                 first = seen.get(dev_ts) or self.store.accepted_key_for(*dev_ts)

@@ -483,6 +483,7 @@ class Oracle:
             if report.reorg_depth:
                 self.reconcile()
             if report.retry:
+                time.sleep(0.05)  # the chain moved under the read; let it settle
                 continue
             if not report.advanced:
                 break

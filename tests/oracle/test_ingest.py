@@ -185,6 +185,7 @@ def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
     h01 = d.device("H01")
     row = good[good[:, 0] == h01][0]
     ts0 = d.sim.timestamp(0)
+    future = (int(d.chain.w3.eth.get_block("latest")["timestamp"]) + 2 * 86_400) // 60 * 60
     blob = np.array([
         row,                                               # fine
         [h01, ts0, row[2], row[3], row[4], row[5]],        # duplicate of minute 0 (other tx)
@@ -192,20 +193,22 @@ def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
         [d.device("H02"), row[1], 10**9, 0, 1_000_000, 0],  # P far outside the rated range
         [d.device("H03"), row[1], 100, 0, 2_000_000, 0],   # V = 2 pu
         [99, row[1], 100, 0, 1_000_000, 0],                # unknown device
+        [d.device("H04"), future, 100, 0, 1_000_000, 0],   # two days after its block's time
     ])
     d.sim.post_records(head_end, blob)
     store = Store(":memory:")
     drain(make_ingestor(d, feeder, store))
     reasons = {(r["device_id"], r["position"]): r["reason"] for r in store.rejected_rows()}
     assert set(reasons) == {(h01, 1), (h01, 2), (d.device("H02"), 3), (d.device("H03"), 4),
-                            (99, 5)}
+                            (99, 5), (d.device("H04"), 6)}
+    assert "after its block's time" in reasons[(d.device("H04"), 6)]
     assert reasons[(h01, 1)].startswith("duplicate") and reasons[(h01, 2)].startswith("duplicate")
     assert "outside the rated range" in reasons[(d.device("H02"), 3)]
     assert "outside the physical range" in reasons[(d.device("H03"), 4)]
     assert "bus 999 is not in the feeder" in reasons[(99, 5)]
     accepted = store.readings_between(row[1], row[1] + 1)
     assert [(r["device_id"], r["p_w"]) for r in accepted] == [(h01, int(row[2]))]
-    assert store.counts() == {"readings": 25 + 1, "late": 0, "rejected": 5}
+    assert store.counts() == {"readings": 25 + 1, "late": 0, "rejected": 6}
 
 
 @pytest.mark.anvil

@@ -33,7 +33,7 @@ import numpy as np
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 
-from oracle.state import READING_FIELDS, DeviceRegistry, rejection_reason
+from oracle.state import READING_FIELDS, DeviceRegistry, rejection_mask, rejection_reason
 from oracle.store import Cursor, Store
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Ingestor:
         confirmations: int = 0,
         window_blocks: int = 50,
         max_blocks_per_poll: int = 2000,
-        is_late: Callable[[int], bool] = lambda _ts: False,
+        late_before_s: Callable[[], int | None] = lambda: None,
         refresh_registry: Callable[[], None] = lambda: None,
     ) -> None:
         if confirmations < 0 or window_blocks < 1 or max_blocks_per_poll < 1:
@@ -125,7 +125,7 @@ class Ingestor:
         self.confirmations = int(confirmations)
         self.window_blocks = int(window_blocks)
         self.max_blocks_per_poll = int(max_blocks_per_poll)
-        self.is_late = is_late
+        self.late_before_s = late_before_s
         abi = {e["name"]: e for e in capacity.abi if e.get("type") == "event"}
         self._readings_topic = HexBytes(event_abi_to_log_topic(abi["ReadingsPosted"]))
         self._registry_topics = {HexBytes(event_abi_to_log_topic(abi[n])) for n in REGISTRY_EVENTS}
@@ -210,64 +210,80 @@ class Ingestor:
             report.retry = True  # the range changed under us: read it again next time
             return report
 
-        readings: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
-        seen: dict[tuple[int, int], tuple[str, int, int]] = {}
         topics = [HexBytes(e["topics"][0]) if e["topics"] else HexBytes(b"") for e in logs]
         if any(t in self._registry_topics for t in topics):
             report.registry_changed = True
             self.refresh_registry()  # once per range, before its readings are validated
-        for entry, topic0 in zip(logs, topics, strict=True):
-            if topic0 != self._readings_topic:
-                continue
-            report.logs += 1
-            event = self._readings_event.process_log(entry)
-            self._decode_event(event, entry, readings, rejected, seen,
-                               block_times[int(entry["blockNumber"])])
+        events = [(entry, self._readings_event.process_log(entry))
+                  for entry, topic0 in zip(logs, topics, strict=True)
+                  if topic0 == self._readings_topic]
+        report.logs = len(events)
+        readings, rejected = self._decode(events, block_times)
         n_new, n_rej = self.store.commit_range(
             Cursor(end, end_hash), block_hashes, readings, rejected
         )
         report.from_block, report.to_block = start, end
         report.readings, report.rejected = n_new, n_rej
-        report.reasons = [r["reason"] for r in rejected]
+        report.reasons = [r[-1] for r in rejected]
         for row in rejected:
             log.warning("rejected reading of device %d at %d (tx %s log %d #%d): %s",
-                        row["device_id"], row["timestamp"], row["tx_hash"][:10],
-                        row["log_index"], row["position"], row["reason"])
+                        row[5], row[6], row[0][:10], row[1], row[2], row[-1])
         return report
 
-    def _decode_event(self, event: Any, entry: Any, readings: list[dict[str, Any]],
-                      rejected: list[dict[str, Any]],
-                      seen: dict[tuple[int, int], tuple[str, int, int]],
-                      block_time_s: int) -> None:
-        tx_hash = HexBytes(entry["transactionHash"]).to_0x_hex()
-        log_index = int(entry["logIndex"])
-        block_number = int(entry["blockNumber"])
-        block_hash = HexBytes(entry["blockHash"]).to_0x_hex()
-        meter = str(event["args"]["meter"])
-        records = decode_readings(event["args"]["packed"])
+    def _decode(self, events: list[tuple[Any, Any]], block_times: dict[int, int]
+                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Decode and validate the readings of ``events`` (vectorised); returns the rows of
+        ``readings`` and ``rejected`` in the store's column order."""
+        if not events:
+            return [], []
+        blobs = [decode_readings(event["args"]["packed"]) for _, event in events]
+        records = np.concatenate(blobs)
+        sizes = [len(b) for b in blobs]
+        event_of = np.repeat(np.arange(len(events)), sizes)
+        position = np.concatenate([np.arange(n) for n in sizes])
+        meta = [(HexBytes(e["transactionHash"]).to_0x_hex(), int(e["logIndex"]),
+                 int(e["blockNumber"]), HexBytes(e["blockHash"]).to_0x_hex(),
+                 str(ev["args"]["meter"])) for e, ev in events]
         registry = self.registry()
-        if any(int(d) not in registry.devices for d in np.unique(records["device_id"])):
+        if not np.isin(np.unique(records["device_id"]), list(registry.devices)).all():
             self.refresh_registry()  # a device registered since the last refresh
             registry = self.registry()
-        for position, rec in enumerate(records.tolist()):
-            reading = dict(zip(READING_FIELDS, (int(v) for v in rec), strict=True))
-            key = (tx_hash, log_index, position)
-            row = {"tx_hash": tx_hash, "log_index": log_index, "position": position,
-                   "block_number": block_number, "meter": meter, **reading}
-            reason = rejection_reason(reading, registry)
-            if reason is None and reading["timestamp"] > block_time_s + MAX_AHEAD_S:
-                reason = (f"timestamp {reading['timestamp']} is more than {MAX_AHEAD_S} s after "
-                          f"its block's time {block_time_s}")
-            if reason is None:
-                dev_ts = (reading["device_id"], reading["timestamp"])
-                first = seen.get(dev_ts) or self.store.accepted_key_for(*dev_ts)
-                if first is not None and first != key:
-                    reason = (f"duplicate: device {dev_ts[0]} at {dev_ts[1]} already read in tx "
-                              f"{first[0][:10]} log {first[1]} #{first[2]}")
-            if reason is not None:
-                rejected.append({**row, "reason": reason})
-                continue
-            seen[(reading["device_id"], reading["timestamp"])] = key
-            readings.append({**row, "block_hash": block_hash,
-                             "late": int(self.is_late(reading["timestamp"]))})
+        ts = records["timestamp"].astype(np.int64)
+        block_time = np.array([block_times[m[2]] for m in meta], dtype=np.int64)[event_of]
+        bad = rejection_mask(records, registry) | (ts > block_time + MAX_AHEAD_S)
+        reasons: dict[int, str] = {}
+        for i in np.flatnonzero(bad).tolist():
+            reading = dict(zip(READING_FIELDS, (int(v) for v in records[i].tolist()),
+                               strict=True))
+            reasons[i] = rejection_reason(reading, registry) or (
+                f"timestamp {int(ts[i])} is more than {MAX_AHEAD_S} s after its block's time "
+                f"{int(block_time[i])}")
+        # duplicates: the first accepted reading of a (device, timestamp) counts
+        key = (records["device_id"].astype(np.int64) << 32) | ts
+        ok = np.flatnonzero(~bad)
+        existing = self.store.accepted_keys(np.unique(ts[ok]).tolist())
+        first_of: dict[int, tuple[str, int, int]] = {}
+        own = [(meta[e][0], meta[e][1], int(p)) for e, p in zip(event_of.tolist(),
+                                                               position.tolist(), strict=True)]
+        for i in ok.tolist():
+            k = int(key[i])
+            first = first_of.get(k) or existing.get(k)
+            if first is not None and first != own[i]:
+                reasons[i] = (f"duplicate: device {k >> 32} at {k & 0xFFFFFFFF} already read in "
+                              f"tx {first[0][:10]} log {first[1]} #{first[2]}")
+            else:
+                first_of[k] = own[i]
+        late_before = self.late_before_s()
+        values = records.tolist()
+        accepted, rejected = [], []
+        for i, (e, p) in enumerate(zip(event_of.tolist(), position.tolist(), strict=True)):
+            tx_hash, log_index, block_number, block_hash, meter = meta[e]
+            dev, t, p_w, q_var, v, theta = (int(x) for x in values[i])
+            if i in reasons:
+                rejected.append((tx_hash, log_index, p, block_number, meter, dev, t, p_w, q_var,
+                                 v, theta, reasons[i]))
+            else:
+                late = int(late_before is not None and t < late_before)
+                accepted.append((tx_hash, log_index, p, block_number, block_hash, meter, dev, t,
+                                 p_w, q_var, v, theta, late))
+        return accepted, rejected

@@ -222,7 +222,7 @@ class Oracle:
             start_block=deployment.deploy_block, confirmations=self.config.confirmations,
             window_blocks=self.config.window_blocks,
             max_blocks_per_poll=self.config.max_blocks_per_poll,
-            is_late=self._is_late, refresh_registry=self.refresh_registry,
+            late_before_s=self._late_before_s, refresh_registry=self.refresh_registry,
         )
         self.account = chain.account("oracle")
         self.before_send: Callable[[int], None] | None = None  # test hook
@@ -237,9 +237,11 @@ class Oracle:
         """Re-read the device registry from the contract."""
         self.registry = self._read_registry()
 
-    def _is_late(self, timestamp: int) -> bool:
+    def _late_before_s(self) -> int | None:
+        """Readings before this time arrive too late: their interval was already processed
+        (the source of the last handled target ends where that target starts)."""
         handled = self.store.last_handled_interval()
-        return handled is not None and timestamp // self.interval_seconds <= handled - 1
+        return None if handled is None else handled * self.interval_seconds
 
     def clock_s(self) -> int | None:
         """Now, in the configured clock (unix s)."""

@@ -185,6 +185,34 @@ def rejection_reason(reading: Mapping[str, int], registry: DeviceRegistry) -> st
     return None
 
 
+def rejection_mask(records: np.ndarray, registry: DeviceRegistry) -> np.ndarray:
+    """Vectorised ``rejection_reason(...) is not None`` over a structured array of readings
+    (fields ``READING_FIELDS``); the same rules, without building messages."""
+    ids = np.asarray(records["device_id"], dtype=np.int64)
+    if ids.size == 0:
+        return np.zeros(0, dtype=bool)
+    known = np.array(sorted(registry.devices), dtype=np.int64)
+    if known.size == 0:
+        return np.ones(ids.size, dtype=bool)
+    devs = [registry.devices[int(i)] for i in known]
+    pos = np.clip(np.searchsorted(known, ids), 0, known.size - 1)
+    found = known[pos] == ids
+    unknown_role = np.array([d.role == "unknown" for d in devs])[pos]
+    p_min = np.array([d.p_min_rated_w for d in devs], dtype=float)[pos]
+    p_max = np.array([d.p_max_rated_w for d in devs], dtype=float)[pos]
+    rated = np.array([d.rated_abs_w for d in devs], dtype=float)[pos]
+    p = np.asarray(records["p_w"], dtype=float)
+    q = np.abs(np.asarray(records["q_var"], dtype=float))
+    v_pu = np.asarray(records["v_micro_pu"], dtype=np.int64) / 1e6
+    bad = ~found | unknown_role
+    bad |= np.asarray(records["timestamp"], dtype=np.int64) % SECONDS_PER_MINUTE != 0
+    bad |= (p < p_min - (RATED_TOLERANCE - 1) * rated) | (p > p_max + (RATED_TOLERANCE - 1) * rated)
+    bad |= q > RATED_TOLERANCE * rated
+    bad |= (v_pu < V_PHYSICAL_PU[0]) | (v_pu > V_PHYSICAL_PU[1])
+    bad |= np.abs(np.asarray(records["theta_micro_rad"], dtype=np.int64)) > THETA_LIMIT_MICRO_RAD
+    return bad
+
+
 # ----------------------------------------------------------------------------- forecast
 @dataclass(frozen=True)
 class ProfileForecast:

@@ -27,7 +27,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,30 +191,24 @@ class Store:
         self,
         cursor: Cursor,
         block_hashes: Mapping[int, str],
-        readings: Iterable[Mapping[str, Any]],
-        rejected: Iterable[Mapping[str, Any]],
+        readings: Sequence[Sequence[Any]],
+        rejected: Sequence[Sequence[Any]],
         keep_blocks: int = 2048,
     ) -> tuple[int, int]:
         """Store one ingested block range atomically; returns (new readings, new rejections).
 
-        Rows whose key exists are ignored (re-reading a log is harmless).
+        ``readings`` / ``rejected`` are rows in ``READING_COLUMNS`` / ``REJECTED_COLUMNS``
+        order. Rows whose key exists are ignored (re-reading a log is harmless).
         """
-        n_new = n_rej = 0
         with self.transaction():
-            for row in readings:
-                cur = self.db.execute(
-                    f"INSERT OR IGNORE INTO readings ({','.join(READING_COLUMNS)}) "
-                    f"VALUES ({','.join('?' * len(READING_COLUMNS))})",
-                    tuple(row[c] for c in READING_COLUMNS),
-                )
-                n_new += cur.rowcount
-            for row in rejected:
-                cur = self.db.execute(
-                    f"INSERT OR IGNORE INTO rejected ({','.join(REJECTED_COLUMNS)}) "
-                    f"VALUES ({','.join('?' * len(REJECTED_COLUMNS))})",
-                    tuple(row[c] for c in REJECTED_COLUMNS),
-                )
-                n_rej += cur.rowcount
+            n_new = self.db.executemany(
+                f"INSERT OR IGNORE INTO readings ({','.join(READING_COLUMNS)}) "
+                f"VALUES ({','.join('?' * len(READING_COLUMNS))})", readings,
+            ).rowcount if readings else 0
+            n_rej = self.db.executemany(
+                f"INSERT OR IGNORE INTO rejected ({','.join(REJECTED_COLUMNS)}) "
+                f"VALUES ({','.join('?' * len(REJECTED_COLUMNS))})", rejected,
+            ).rowcount if rejected else 0
             hashes = {**block_hashes, cursor.block_number: cursor.block_hash}
             self.db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?)",
                                 sorted(hashes.items()))
@@ -222,7 +216,7 @@ class Store:
                             (cursor.block_number - keep_blocks,))
             self.db.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?)",
                             (cursor.block_number, cursor.block_hash))
-        return n_new, n_rej
+        return max(n_new, 0), max(n_rej, 0)
 
     def rewind(self, ancestor: Cursor | None) -> tuple[int, int]:
         """Forget everything above ``ancestor`` (None: everything); returns (readings, rejected)
@@ -242,12 +236,21 @@ class Store:
         return n_read, n_rej
 
     # ---- readings
-    def accepted_key_for(self, device_id: int, timestamp: int) -> tuple[str, int, int] | None:
-        row = self.db.execute(
-            "SELECT tx_hash, log_index, position FROM readings WHERE device_id=? AND timestamp=?",
-            (device_id, timestamp),
-        ).fetchone()
-        return None if row is None else (str(row[0]), int(row[1]), int(row[2]))
+    def accepted_keys(self, timestamps: Sequence[int], chunk: int = 500
+                      ) -> dict[int, tuple[str, int, int]]:
+        """Accepted readings at ``timestamps``: ``(device_id << 32 | timestamp)`` -> their key
+        ``(tx_hash, log_index, position)``."""
+        out: dict[int, tuple[str, int, int]] = {}
+        values = [int(t) for t in timestamps]
+        for i in range(0, len(values), chunk):
+            part = values[i:i + chunk]
+            rows = self.db.execute(
+                "SELECT device_id, timestamp, tx_hash, log_index, position FROM readings "
+                f"WHERE timestamp IN ({','.join('?' * len(part))})", part,
+            ).fetchall()
+            for r in rows:
+                out[(int(r[0]) << 32) | int(r[1])] = (str(r[2]), int(r[3]), int(r[4]))
+        return out
 
     def readings_between(self, start_s: int, end_s: int) -> list[sqlite3.Row]:
         """Accepted readings with ``start_s <= timestamp < end_s``, by device then time."""

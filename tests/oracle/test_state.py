@@ -15,6 +15,7 @@ from oracle.state import (
     forecast_steps,
     intersect_bands,
     minutes_per_interval,
+    rejection_mask,
     rejection_reason,
 )
 
@@ -86,6 +87,19 @@ def test_valid_reading_passes(registry: DeviceRegistry) -> None:
 ])
 def test_rejection_reasons(registry: DeviceRegistry, changes: dict, reason: str) -> None:
     assert reason in (rejection_reason({**reading(5, 0), **changes}, registry) or "")
+
+
+def test_vectorised_mask_agrees_with_the_reasons(registry: DeviceRegistry) -> None:
+    rows = [reading(5, 0), reading(5, 1, p_w=-6_500), {**reading(5, 2), "device_id": 77},
+            {**reading(9, 0)}, reading(6, 3, p_w=33_000), reading(6, 4, p_w=33_600),
+            reading(7, 5, q_var=-11_000), reading(4, 6, v_micro_pu=1_500_000),
+            reading(4, 7, v_micro_pu=1_500_001), reading(1, 8, theta=3_141_594),
+            {**reading(2, 9), "timestamp": START_S + 61}]
+    records = decode_readings(encode_readings([[r[f] for f in READING_FIELDS] for r in rows]))
+    mask = rejection_mask(records, registry)
+    assert mask.tolist() == [rejection_reason(r, registry) is not None for r in rows]
+    assert mask.tolist() == [False, False, True, True, False, True, False, False, True, True,
+                             True]
 
 
 def test_state_from_complete_readings(registry, feeder, forecast) -> None:

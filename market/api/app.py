@@ -3,8 +3,11 @@
 The app holds an :class:`~market.api.gateway.OrderGateway` (validation, SQLite store, relay to
 the market contract), the deployment's :class:`oracle.settle.MarketChain` (settlements,
 statements) and a :class:`~market.api.audit.CapacityAudit` (bands, readings). The background
-relayer starts and stops with the app's lifespan (``relay=False`` leaves relaying to the
-caller, e.g. ``gateway.relay_once()`` in tests and in the day simulation).
+thread (node probe, and the relay unless ``relay=False``) starts and stops with the app's
+lifespan; without it, relaying is up to the caller: ``gateway.relay_once()`` in tests and in
+the day simulation, or ``python -m market.api.relay`` in a process of its own (what
+``gridshare serve`` does on an RPC node, so relaying does not compete with the requests for
+the interpreter lock).
 
 Request bodies above ``max_body_bytes`` are refused with 413 before they are read in full.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -116,6 +120,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     relay: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
+    worker_threads: int = 128,
 ) -> FastAPI:
     """The API of ``deployment`` on ``chain``; orders stored in the SQLite file ``db_path``."""
     mc = MarketChain(chain, deployment, battery)
@@ -129,8 +134,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if relay:
-            gateway.start()
+        # order requests wait for the group commit in worker threads: allow one per client
+        anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads
+        gateway.start(relay=relay)  # relay=False: probe the node only
         try:
             yield
         finally:

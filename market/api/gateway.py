@@ -6,7 +6,8 @@ in-process callers (the day simulation):
 1. :meth:`OrderGateway.submit` checks the order with :func:`market.orders.validate_order`
    (signature, registered prosumer, nonce, deadline, energy, price bounds, open interval)
    against a mirror of the market contract's state (registered prosumers, nonces, price bounds,
-   open intervals; read from the chain and cached for ``cache_ttl_s``), then commits it to the
+   open intervals; read from the chain, cached for ``cache_ttl_s`` / ``interval_ttl_s`` and
+   refreshed ahead of expiry by the background thread), then commits it to the
    SQLite :class:`~market.api.order_store.OrderStore`. Only then is it *accepted* (HTTP 201).
    The expected nonce is one more than the prosumer's last stored order, or the contract's
    ``nonceOf`` when that is higher, so a client can send its next order before the previous
@@ -28,6 +29,7 @@ went away stays in SQLite as ``pending``/``sent`` and is relayed when the node a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -36,10 +38,17 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
-from market.orders import Order, OrderError, ValidationContext, validate_order
+from market.orders import (
+    Order,
+    OrderError,
+    ValidationContext,
+    recover_signer,
+    validate_order,
+)
 from oracle.errors import ChainError, ChainUnavailable, ContractRevert
 from oracle.settle import MarketChain
 
@@ -63,7 +72,9 @@ class GatewaySettings:
     """Tuning of the gateway. Times in seconds; gas in gas units."""
 
     relayer: str = "settler"
-    cache_ttl_s: float = 2.0
+    cache_ttl_s: float = 20.0
+    interval_ttl_s: float = 2.0
+    refresh_per_tick: int = 8
     probe_interval_s: float = 0.5
     relay_batch: int = 200
     relay_gas: int = 200_000
@@ -72,8 +83,10 @@ class GatewaySettings:
     max_energy_wh: int = 10_000_000
 
     def __post_init__(self) -> None:
-        if self.cache_ttl_s < 0 or self.probe_interval_s <= 0 or self.idle_sleep_s <= 0:
-            raise ValueError("cache_ttl_s must be >= 0, probe_interval_s and idle_sleep_s > 0")
+        if min(self.cache_ttl_s, self.interval_ttl_s) < 0 or self.probe_interval_s <= 0 \
+                or self.idle_sleep_s <= 0:
+            raise ValueError("cache_ttl_s, interval_ttl_s must be >= 0, probe_interval_s and "
+                             "idle_sleep_s > 0")
         if self.relay_batch < 1 or self.relay_gas < 21_000 or self.receipt_timeout_s <= 0:
             raise ValueError("relay_batch >= 1, relay_gas >= 21000, receipt_timeout_s > 0")
 
@@ -98,23 +111,51 @@ class RelayReport:
 
 
 class _Cache:
-    """Values with a time to live (seconds, monotonic clock)."""
+    """Values with a time to live (seconds, monotonic clock), refreshed ahead of expiry.
 
-    def __init__(self, ttl_s: float) -> None:
+    ``get`` loads a missing or expired value (blocking); :meth:`refresh` (called from the
+    background thread) reloads values older than half their TTL, so keys in use never expire
+    on the request path; keys unused for ``idle_drop_s`` are dropped.
+    """
+
+    def __init__(self, ttl_s: float, idle_drop_s: float = 600.0) -> None:
         self.ttl_s = ttl_s
-        self._data: dict[Any, tuple[float, Any]] = {}
+        self.idle_drop_s = idle_drop_s
+        # key -> (loaded at, value, loader, last used)
+        self._data: dict[Any, tuple[float, Any, Callable[[], Any], float]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Any, load: Callable[[], Any]) -> Any:
         now = time.monotonic()
         with self._lock:
             hit = self._data.get(key)
-        if hit is not None and now - hit[0] <= self.ttl_s:
-            return hit[1]
+            if hit is not None and now - hit[0] <= self.ttl_s:
+                self._data[key] = (hit[0], hit[1], hit[2], now)
+                return hit[1]
         value = load()
         with self._lock:
-            self._data[key] = (now, value)
+            self._data[key] = (now, value, load, now)
         return value
+
+    def fresh(self, key: Any) -> bool:
+        with self._lock:
+            hit = self._data.get(key)
+        return hit is not None and time.monotonic() - hit[0] <= self.ttl_s
+
+    def refresh(self, limit: int) -> None:
+        """Reload up to ``limit`` entries older than ttl/2, oldest first (a small budget per
+        call spreads the reads out); chain errors propagate."""
+        now = time.monotonic()
+        with self._lock:
+            items = sorted(self._data.items(), key=lambda kv: kv[1][0])
+        for key, (loaded, _value, load, used) in items:
+            if now - used > self.idle_drop_s:
+                self.forget(key)
+            elif now - loaded >= self.ttl_s / 2 and limit > 0:
+                limit -= 1
+                value = load()
+                with self._lock:
+                    self._data[key] = (time.monotonic(), value, load, used)
 
     def forget(self, key: Any) -> None:
         with self._lock:
@@ -168,9 +209,11 @@ class OrderGateway:
         ttl = self.settings.cache_ttl_s
         self._registered = _Cache(ttl)
         self._onchain_nonce = _Cache(ttl)
-        self._open = _Cache(ttl)
-        self._bounds = _Cache(ttl)
-        self._closed: set[int] = set()
+        self._open = _Cache(self.settings.interval_ttl_s)
+        self._bounds = _Cache(self.settings.interval_ttl_s)
+        self._caches = (self._open, self._bounds, self._registered, self._onchain_nonce)
+        self._inflight: dict[str, int] = {}
+        self._closed: set[int] = set(store.closed_intervals())
         self._local_next: dict[str, int] = {}
         self._submit_lock = threading.RLock()
         self._relay_lock = threading.RLock()
@@ -214,8 +257,17 @@ class OrderGateway:
     def expected_nonce(self, prosumer: str) -> int:
         """Next nonce of ``prosumer``: after its stored orders, or the contract's if higher."""
         f = self.mc.market.functions
-        onchain = int(self._onchain_nonce.get(
-            prosumer, lambda: self._read(lambda: self.chain.call(f.nonceOf(prosumer)))))
+
+        def load() -> int:
+            onchain = int(self._read(lambda: self.chain.call(f.nonceOf(prosumer))))
+            # re-read the store too (a relayer in another process may have failed orders),
+            # unless orders of this prosumer are still on their way into it
+            with self._submit_lock:
+                if not self._inflight.get(prosumer):
+                    self._local_next.pop(prosumer, None)
+            return onchain
+
+        onchain = int(self._onchain_nonce.get(prosumer, load))
         if prosumer not in self._local_next:
             stored = self.store.next_nonce(prosumer)
             if stored is not None:
@@ -225,9 +277,6 @@ class OrderGateway:
     def interval_open(self, interval: int) -> bool:
         """Open here (not closed by this gateway) and on-chain (neither committed nor settled)."""
         if interval in self._closed:
-            return False
-        if self.store.is_closed(interval):
-            self._closed.add(interval)
             return False
         f = self.mc.market.functions
         is_open = bool(self._open.get(
@@ -247,11 +296,14 @@ class OrderGateway:
         return self._bounds.get("bounds", load)
 
     # ---- accepting
-    def submit(self, order: Order, signature: bytes) -> Accepted:
-        """Validate and store ``order``; raises OrderError (refused) or ChainDown (503)."""
+    def _check_up(self) -> None:
         if not self.chain_ok and time.monotonic() - self.last_probe_monotonic < \
                 self.settings.probe_interval_s:
             raise ChainDown(f"chain node is down ({self.last_error}); order not stored")
+
+    def _accept(self, order: Order, signature: bytes,
+                on_done: Callable[[], None] | None = None) -> tuple[bytes, Any]:
+        """Validate and queue ``order`` for the group commit; (digest, pending insert)."""
         with self._submit_lock:
             lo, hi = self.price_bounds()
             ctx = ValidationContext(
@@ -265,13 +317,72 @@ class OrderGateway:
                 max_energy_wh=self.settings.max_energy_wh,
             )
             digest = validate_order(order, signature, ctx)
-            try:
-                seq = self.store.insert(order, digest, signature, self.clock())
-            except DuplicateOrderError as exc:
-                raise ReplayedOrderError(str(exc)) from None
+            # queued under the lock (a prosumer's nonces enter the store in order), committed
+            # outside it together with the orders of other requests (one fsync per batch)
+            pending = self.store.enqueue(order, digest, signature, self.clock(), on_done)
             self._local_next[order.prosumer] = order.nonce + 1
+            self._inflight[order.prosumer] = self._inflight.get(order.prosumer, 0) + 1
+        return digest, pending
+
+    def _committed(self, order: Order, digest: bytes, pending: Any) -> Accepted:
+        try:
+            try:
+                seq = self.store.wait(pending)
+            finally:
+                with self._submit_lock:
+                    left = self._inflight.get(order.prosumer, 1) - 1
+                    if left > 0:
+                        self._inflight[order.prosumer] = left
+                    else:
+                        self._inflight.pop(order.prosumer, None)
+        except DuplicateOrderError as exc:
+            self._forget_prosumer(order.prosumer)
+            raise ReplayedOrderError(str(exc)) from None
+        except Exception:
+            self._forget_prosumer(order.prosumer)
+            raise
         self._wake.set()
         return Accepted(digest, seq, order)
+
+    def submit(self, order: Order, signature: bytes) -> Accepted:
+        """Validate and store ``order``; raises OrderError (refused) or ChainDown (503)."""
+        self._check_up()
+        digest, pending = self._accept(order, signature)
+        return self._committed(order, digest, pending)
+
+    def needs_chain(self, order: Order) -> bool:
+        """True when validating ``order`` needs a chain read (some cached value is stale)."""
+        return not (self._registered.fresh(order.prosumer)
+                    and self._onchain_nonce.fresh(order.prosumer)
+                    and (order.interval in self._closed or self._open.fresh(order.interval))
+                    and self._bounds.fresh("bounds"))
+
+    def warm(self, order: Order, signature: bytes) -> None:
+        """Read what validating ``order`` needs into the caches (blocking chain reads); a
+        signature that does not match the prosumer is refused first, without any read."""
+        if recover_signer(order, self.domain, signature) != order.prosumer:
+            validate_order(order, signature, ValidationContext(
+                self.domain, 0, (), {}, lambda _i: True, 0, 0))  # raises the signature error
+        self.price_bounds()
+        if self.is_registered(order.prosumer):
+            self.expected_nonce(order.prosumer)
+            self.interval_open(order.interval)
+
+    async def submit_async(self, order: Order, signature: bytes) -> Accepted:
+        """:meth:`submit` for an event loop: chain reads (cache misses) and the wait for the
+        group commit happen off the loop; validation itself runs inline (CPU only)."""
+        self._check_up()
+        if self.needs_chain(order):
+            await anyio.to_thread.run_sync(self.warm, order, signature)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def on_done() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        digest, pending = self._accept(order, signature, on_done)
+        await done
+        return self._committed(order, digest, pending)
 
     def close_interval(self, interval: int) -> None:
         """Refuse further orders for ``interval`` (persisted)."""
@@ -332,9 +443,10 @@ class OrderGateway:
                     except ContractRevert as exc:
                         self._finish(row, "failed", report, error=f"contract refused: {exc}")
                         continue
-                    self.store.mark(row.seq, "sent", tx_hash=tx_hash.to_0x_hex())
                     sent.append((row, tx_hash, full))
                     report.sent += 1
+                self.store.mark_many([(row.seq, "sent", {"tx_hash": h.to_0x_hex()})
+                                      for row, h, _ in sent])
                 self._await(sent, report)
             except ChainError as exc:
                 self.chain.nonces.resync(relayer.address)
@@ -352,6 +464,7 @@ class OrderGateway:
         waiting = list(sent)
         while waiting:
             still = []
+            done: list[tuple[StoredOrder, str, dict[str, Any]]] = []
             for row, tx_hash, full in waiting:
                 try:
                     self.chain.w3.eth.get_transaction_receipt(tx_hash)
@@ -361,9 +474,14 @@ class OrderGateway:
                 try:
                     receipt = self.chain.wait(tx_hash, full)
                 except ContractRevert as exc:
-                    self._finish(row, "failed", report, error=f"contract refused: {exc}")
-                    continue
-                self._finish(row, "relayed", report, block_number=int(receipt["blockNumber"]))
+                    fields: dict[str, Any] = {"error": f"contract refused: {exc}"}
+                    status = "failed"
+                else:
+                    fields, status = {"block_number": int(receipt["blockNumber"])}, "relayed"
+                done.append((row, status, fields))
+            self.store.mark_many([(row.seq, status, fields) for row, status, fields in done])
+            for row, status, fields in done:
+                self._count(row, status, report, fields)
             waiting = still
             if waiting:
                 if time.monotonic() > deadline:
@@ -373,6 +491,10 @@ class OrderGateway:
 
     def _finish(self, row: StoredOrder, status: str, report: RelayReport, **fields: Any) -> None:
         self.store.mark(row.seq, status, **fields)
+        self._count(row, status, report, fields)
+
+    def _count(self, row: StoredOrder, status: str, report: RelayReport,
+               fields: dict[str, Any]) -> None:
         if status == "failed":
             report.failed += 1
             self._forget_prosumer(row.order.prosumer)
@@ -415,11 +537,27 @@ class OrderGateway:
         self.last_probe_monotonic = time.monotonic()
         return True
 
-    def _loop(self) -> None:
+    def refresh_caches(self) -> None:
+        """Reload cached contract state before it expires (keeps reads off requests)."""
+        try:
+            for cache in self._caches:
+                cache.refresh(self.settings.refresh_per_tick)
+        except (ChainDown, ContractRevert) as exc:
+            log.debug("cache refresh stopped: %s", exc)
+
+    def run(self, relay: bool = True) -> None:
+        """Probe the node every ``probe_interval_s`` and (``relay``) relay stored orders,
+        until :meth:`stop`. Runs in the thread of :meth:`start`, or in a process of its own
+        (``python -m market.api.relay``)."""
         wait_s = self.settings.probe_interval_s
         while not self._stop.is_set():
             due = time.monotonic() - self.last_probe_monotonic >= wait_s
             if (due or not self.chain_ok) and not self.probe():
+                self._stop.wait(wait_s)
+                continue
+            if due:
+                self.refresh_caches()
+            if not relay:
                 self._stop.wait(wait_s)
                 continue
             try:
@@ -434,12 +572,13 @@ class OrderGateway:
                 self._wake.wait(self.settings.idle_sleep_s)
                 self._wake.clear()
 
-    def start(self) -> None:
-        """Start the background relayer (idempotent)."""
+    def start(self, relay: bool = True) -> None:
+        """Start the background thread: probe, and relay when ``relay`` (idempotent)."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="order-relayer", daemon=True)
+        self._thread = threading.Thread(target=self.run, args=(relay,), name="order-relayer",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from market.orders import Order, Side
@@ -63,8 +63,40 @@ def _int_col(value: int) -> int | str:
     return value if value <= _I64_MAX else str(value)
 
 
+_INSERT = ("INSERT INTO orders (digest, prosumer, interval, side, energy_wh, "
+           "price_micro_eur_per_kwh, nonce, deadline_unix_s, signature, received_unix_s) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_MARK = ("UPDATE orders SET status = ?, tx_hash = COALESCE(?, tx_hash), "
+         "block_number = COALESCE(?, block_number), error = ? WHERE seq = ?")
+
+
 class DuplicateOrderError(ValueError):
     """The order (same digest) or the prosumer's nonce is already stored."""
+
+
+def _duplicate(order: Order, digest: bytes) -> DuplicateOrderError:
+    return DuplicateOrderError(
+        f"order 0x{digest.hex()} or nonce {order.nonce} of {order.prosumer} is already stored")
+
+
+def _row(order: Order, digest: bytes, signature: bytes, received_unix_s: float) -> tuple:
+    return ("0x" + digest.hex(), order.prosumer, _int_col(order.interval), int(order.side),
+            _int_col(order.energy_wh), _int_col(order.price_micro_eur_per_kwh),
+            _int_col(order.nonce), _int_col(order.deadline_unix_s), bytes(signature),
+            float(received_unix_s))
+
+
+@dataclass
+class _Pending:
+    """An insert waiting for the group commit."""
+
+    row: tuple
+    order: Order
+    digest: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+    on_done: Callable[[], None] | None = None
+    seq: int = 0
+    error: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -85,20 +117,39 @@ class StoredOrder:
 class OrderStore:
     """Thread-safe access to one SQLite file (``":memory:"`` for a throw-away store)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, durable_status: bool = True) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # inserts go through the writer connection (FULL); status updates may use NORMAL
+            # (a lost update is re-derived from the chain by the relayer)
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable_status else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
+        self._wdb: sqlite3.Connection | None = None
+        if self.path != ":memory:":
+            self._wdb = sqlite3.connect(self.path, check_same_thread=False,
+                                        isolation_level=None, timeout=30.0)
+            self._wdb.execute("PRAGMA synchronous=FULL")
+        self._group = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writer: threading.Thread | None = None
+        self._closing = False
 
     def close(self) -> None:
+        with self._group:
+            self._closing = True
+            self._group.notify_all()
+        if self._writer is not None:
+            self._writer.join(10)
         with self._lock:
             self._db.close()
+            if self._wdb is not None:
+                self._wdb.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -111,27 +162,99 @@ class OrderStore:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def _write_tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction on the group-commit writer's own connection (a file store), so reads
+        on the main connection do not wait for the writer's fsync."""
+        if self._wdb is None:
+            with self._tx() as db:
+                yield db
+            return
+        self._wdb.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._wdb
+        except BaseException:
+            self._wdb.execute("ROLLBACK")
+            raise
+        self._wdb.execute("COMMIT")
+
     # ---- writes
     def insert(self, order: Order, digest: bytes, signature: bytes, received_unix_s: float) -> int:
         """Store an accepted order durably; returns its sequence number (FIFO relay order)."""
-        row = (
-            "0x" + digest.hex(), order.prosumer, _int_col(order.interval), int(order.side),
-            _int_col(order.energy_wh), _int_col(order.price_micro_eur_per_kwh),
-            _int_col(order.nonce), _int_col(order.deadline_unix_s), bytes(signature),
-            float(received_unix_s),
-        )
         try:
             with self._tx() as db:
-                cur = db.execute(
-                    "INSERT INTO orders (digest, prosumer, interval, side, energy_wh, "
-                    "price_micro_eur_per_kwh, nonce, deadline_unix_s, signature, "
-                    "received_unix_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                cur = db.execute(_INSERT, _row(order, digest, signature, received_unix_s))
                 return int(cur.lastrowid or 0)
         except sqlite3.IntegrityError as exc:
-            raise DuplicateOrderError(
-                f"order 0x{digest.hex()} or nonce {order.nonce} of {order.prosumer} is already "
-                "stored"
-            ) from exc
+            raise _duplicate(order, digest) from exc
+
+    def insert_grouped(self, order: Order, digest: bytes, signature: bytes,
+                       received_unix_s: float, timeout_s: float = 30.0) -> int:
+        """Like :meth:`insert`, but committed together with the inserts of other threads
+        waiting at the same time (group commit: one fsync per batch). Rows are inserted in
+        the order the calls arrived. Returns once the row is committed."""
+        return self.wait(self.enqueue(order, digest, signature, received_unix_s), timeout_s)
+
+    def enqueue(self, order: Order, digest: bytes, signature: bytes, received_unix_s: float,
+                on_done: Callable[[], None] | None = None) -> _Pending:
+        """Queue an insert for the next group commit (see :meth:`insert_grouped`);
+        ``on_done`` is called from the writer thread once it is committed (or failed)."""
+        item = _Pending(_row(order, digest, signature, received_unix_s), order, digest,
+                        on_done=on_done)
+        with self._group:
+            if self._closing:
+                raise RuntimeError("order store is closed")
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="order-writer",
+                                                daemon=True)
+                self._writer.start()
+            self._queue.append(item)
+            self._group.notify_all()
+        return item
+
+    @staticmethod
+    def wait(item: _Pending, timeout_s: float = 30.0) -> int:
+        """Block until the queued insert is committed; its sequence number."""
+        if not item.done.wait(timeout_s):
+            raise TimeoutError(f"order store did not commit within {timeout_s} s")
+        if item.error is not None:
+            raise item.error
+        return item.seq
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._group:
+                while not self._queue and not self._closing:
+                    self._group.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                with self._write_tx() as db:
+                    for item in batch:
+                        try:
+                            cur = db.execute(_INSERT, item.row)
+                            item.seq = int(cur.lastrowid or 0)
+                        except sqlite3.IntegrityError:
+                            item.error = _duplicate(item.order, item.digest)
+            except Exception as exc:  # the commit failed: nothing of the batch is stored
+                for item in batch:
+                    item.error = RuntimeError(f"order store commit failed: {exc}")
+            for item in batch:
+                item.done.set()
+                if item.on_done is not None:
+                    item.on_done()
+
+    def mark_many(self, updates: Sequence[tuple[int, str, dict[str, object]]]) -> None:
+        """Several :meth:`mark` calls in one transaction: ``(seq, status, fields)``."""
+        for _, status, _ in updates:
+            if status not in STATUSES:
+                raise ValueError(f"unknown order status {status!r}; expected one of {STATUSES}")
+        if not updates:
+            return
+        with self._tx() as db:
+            db.executemany(_MARK, [(status, f.get("tx_hash"), f.get("block_number"),
+                                    f.get("error"), int(seq)) for seq, status, f in updates])
 
     def mark(self, seq: int, status: str, *, tx_hash: str | None = None,
              block_number: int | None = None, error: str | None = None) -> None:
@@ -139,10 +262,7 @@ class OrderStore:
         if status not in STATUSES:
             raise ValueError(f"unknown order status {status!r}; expected one of {STATUSES}")
         with self._tx() as db:
-            db.execute(
-                "UPDATE orders SET status = ?, tx_hash = COALESCE(?, tx_hash), "
-                "block_number = COALESCE(?, block_number), error = ? WHERE seq = ?",
-                (status, tx_hash, block_number, error, int(seq)))
+            db.execute(_MARK, (status, tx_hash, block_number, error, int(seq)))
 
     def close_interval(self, interval: int, now_unix_s: float) -> None:
         """Take no more orders for ``interval`` (idempotent)."""
@@ -151,6 +271,10 @@ class OrderStore:
                        (_int_col(int(interval)), float(now_unix_s)))
 
     # ---- reads
+    def closed_intervals(self) -> list[int]:
+        with self._lock:
+            return [int(r[0]) for r in self._db.execute("SELECT interval FROM closed_intervals")]
+
     def is_closed(self, interval: int) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM closed_intervals WHERE interval = ?",

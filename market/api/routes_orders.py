@@ -30,7 +30,7 @@ def order_of(body: OrderIn) -> Order:
 
 @router.post("", status_code=201, response_model=OrderAccepted, responses=ERRORS,
              summary="Submit an EIP-712 signed order")
-def submit_order(body: OrderIn, request: Request, response: Response) -> OrderAccepted:
+async def submit_order(body: OrderIn, request: Request, response: Response) -> OrderAccepted:
     """Verify signature, registration, nonce, deadline, bounds and open interval, then store
     the order durably; it is relayed to the market contract and enters its interval's
     commitment and clearing. Nothing is stored when any check fails."""
@@ -39,7 +39,7 @@ def submit_order(body: OrderIn, request: Request, response: Response) -> OrderAc
         order = order_of(body)
     except ValueError as exc:
         raise ApiError(422, "invalid_order", str(exc)) from None
-    accepted = gateway.submit(order, bytes.fromhex(body.signature[2:]))
+    accepted = await gateway.submit_async(order, bytes.fromhex(body.signature[2:]))
     order_hash = "0x" + accepted.digest.hex()
     url = f"/v1/orders/{order_hash}"
     response.headers["Location"] = url

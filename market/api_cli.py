@@ -5,6 +5,8 @@
   deployment on that node (anvil, Besu).
 * On the embedded chain (no RPC anywhere) the chain lives inside this process: the command
   deploys a fresh market on it first (``--feeder``) and serves that one.
+* Relay of accepted orders to the chain: a child process (``python -m market.api.relay``) on
+  an RPC node, a thread on the embedded chain (or with ``--relay-in-process``).
 * ``--db FILE``: the SQLite order store (default ``orders.sqlite`` next to the deployment
   file); accepted orders waiting for the chain survive a restart.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,12 +49,30 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gridshare serve: chain error: {exc}", file=sys.stderr)
         return 1
     db = Path(args.db) if args.db else path.resolve().parent / "orders.sqlite"
-    app = create_app(chain, deployment, db_path=db,
+    # On an RPC node the relay runs in a process of its own (it would otherwise compete with
+    # the requests for the interpreter lock); the embedded chain exists only in this process.
+    separate = not config.is_embedded and not args.relay_in_process
+    app = create_app(chain, deployment, db_path=db, relay=not separate,
                      settings=GatewaySettings(relayer=args.relayer))
+    relay = None
+    if separate:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "market.api.relay", "--deployment", str(path), "--rpc",
+             config.chain, "--db", str(db), "--relayer", args.relayer])
     print(f"serving market {deployment.contracts['GridMarket']} (chain {chain.chain_id}) on "
-          f"http://{args.host}:{args.port}  docs: /docs  orders: {db}", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)
+          f"http://{args.host}:{args.port}  docs: /docs  orders: {db}"
+          f"{f'  relay: process {relay.pid}' if relay else ''}", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    access_log=args.access_log)
+    finally:
+        if relay is not None:
+            relay.terminate()
+            try:
+                relay.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.wait()
     return 0
 
 
@@ -72,6 +93,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--feeder", default=None, help="feeder to deploy on the embedded chain")
     p.add_argument("--relayer", default="settler",
                    help="key-ring role that relays orders to the chain (default settler)")
+    p.add_argument("--relay-in-process", action="store_true",
+                   help="relay orders in a thread of the server instead of a process of its own")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=_serve)

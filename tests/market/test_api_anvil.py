@@ -177,7 +177,7 @@ def test_orders_survive_a_node_outage_or_are_refused_with_503(anvil, tmp_path):
         chain = connect(ChainConfig(chain=f"http://127.0.0.1:{port}", retries=0,
                                     request_timeout_s=2.0, receipt_timeout_s=20.0))
         deployment = deploy_market(chain)
-        settings = GatewaySettings(cache_ttl_s=600.0, probe_interval_s=0.2)
+        settings = GatewaySettings(cache_ttl_s=600.0, interval_ttl_s=600.0, probe_interval_s=0.2)
         app = create_app(chain, deployment, db_path=tmp_path / "orders.sqlite",
                          settings=settings)
         gw = app.state.api.gateway

@@ -26,7 +26,7 @@ def _db_path(args: argparse.Namespace) -> Path:
     return deployment.with_name(deployment.stem + ".oracle.sqlite")
 
 
-def _oracle(args: argparse.Namespace, **overrides: Any):
+def _oracle(args: argparse.Namespace, read_only: bool = False, **overrides: Any):
     from oracle.chain import connect
     from oracle.deploy import Deployment
     from oracle.service import OcmSettings, Oracle, OracleConfig
@@ -52,7 +52,7 @@ def _oracle(args: argparse.Namespace, **overrides: Any):
         poll_interval_s=getattr(args, "poll_seconds", 1.0),
         explicit_gas=getattr(args, "explicit_gas", None), ocm=ocm, **overrides,
     )
-    return Oracle(chain, deployment, oracle_config)
+    return Oracle(chain, deployment, oracle_config, read_only=read_only)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        oracle = _oracle(args)
+        oracle = _oracle(args, read_only=True)
         status = oracle.status()
     except ChainError as exc:
         print(f"gridshare oracle status: chain error: {exc}", file=sys.stderr)

@@ -202,7 +202,9 @@ class Oracle:
     """The oracle service for one deployment (see module docstring)."""
 
     def __init__(self, chain: Any, deployment: Deployment, config: OracleConfig | None = None,
-                 feeder: Any = None) -> None:
+                 feeder: Any = None, read_only: bool = False) -> None:
+        """``read_only``: only for ``status`` next to a running oracle (no reconciliation, no
+        adoption of chain progress, no writes)."""
         self.chain = chain
         self.deployment = deployment
         self.config = config or OracleConfig()
@@ -227,7 +229,9 @@ class Oracle:
         self.account = chain.account("oracle")
         self.before_send: Callable[[int], None] | None = None  # test hook
         self._last_cache: tuple[int | None] | None = None
-        self.reconcile()
+        self.read_only = read_only
+        if not read_only:
+            self.reconcile()
 
     # ---- registry and clock
     def _read_registry(self) -> DeviceRegistry:
@@ -324,7 +328,8 @@ class Oracle:
 
     def next_target(self) -> int | None:
         """The next interval to write (see module docstring), None before any reading."""
-        self.adopt_chain_progress()
+        if not self.read_only:
+            self.adopt_chain_progress()
         last = self.chain_last_interval()
         handled = self.store.last_handled_interval()
         candidates = [x + 1 for x in (last, handled) if x is not None]
@@ -502,6 +507,8 @@ class Oracle:
 
     def step(self) -> StepReport:
         """Ingest, then process every ready interval."""
+        if self.read_only:
+            raise RuntimeError("a read-only oracle does not step")
         self._last_cache = None
         report = StepReport(polls=self.ingest())
         report.written, report.skipped = self.process_ready()

@@ -163,6 +163,14 @@ def test_crash_and_restart_never_writes_twice_nor_skips(d: Deployed, tmp_path, m
         oracle.step()
     monkeypatch.undo()
     oracle.close()
+    # a read-only status next to it changes nothing
+    viewer = Oracle(d.chain, d.deployment, oracle.config, read_only=True)
+    sent_before = [r.interval for r in viewer.store.intervals("sent")]
+    assert sent_before == ([d.interval_of_minute(0) + 3] if crash_point == "after-send" else [])
+    assert viewer.status()["next_interval"] == d.interval_of_minute(0) + (
+        4 if crash_point == "after-send" else 3)
+    assert [r.interval for r in viewer.store.intervals("sent")] == sent_before
+    viewer.close()
     restarted = d.oracle(db)
     post_intervals(d, restarted, 45, 60)
     i0 = d.interval_of_minute(0)

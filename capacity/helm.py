@@ -22,6 +22,7 @@ settle) it is reported as not converged, with NaN voltages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -362,6 +363,16 @@ def _pade_index(n_last: int) -> tuple[np.ndarray, np.ndarray]:
     return idx
 
 
+_RIDGES: dict[int, np.ndarray] = {}
+
+
+def _ridge(m: int) -> np.ndarray:
+    eye = _RIDGES.get(m)
+    if eye is None:
+        eye = _RIDGES[m] = _RIDGE * np.eye(m)
+    return eye
+
+
 def _pade_denominator(gram: np.ndarray, n_last: int) -> np.ndarray:
     """Common Padé denominator q (S, M+1), q_0 = 1, of the [L/M] approximant, L + M = n_last.
 
@@ -379,57 +390,76 @@ def _pade_denominator(gram: np.ndarray, n_last: int) -> np.ndarray:
     d = np.sqrt(np.abs(np.diagonal(h, axis1=1, axis2=2).real[:, 1:]))
     d[d == 0] = 1.0
     a = h[:, 1:, 1:] / (d[:, :, None] * d[:, None, :])
-    a += _RIDGE * np.eye(m)
+    a += _ridge(m)
     y = np.linalg.solve(a, (h[:, 1:, :1] / d[:, :, None]))[:, :, 0]
     np.divide(y, -d, out=q[:, 1:])
     return q
 
 
 def _pade_value(
-    q: np.ndarray, psums: np.ndarray, n_last: int, rows: np.ndarray | None
+    q: np.ndarray, coefs: np.ndarray, n_last: int, rows: np.ndarray | None
 ) -> np.ndarray:
-    """[L/M] approximant at a = 1: sum_j q_j s[L-j] / sum_j q_j from the partial sums s.
+    """[L/M] approximant at a = 1, L + M = n_last, from the coefficients ``coefs`` (S, N, n).
 
-    ``rows`` selects scenarios of ``psums`` (None: all, without copying the array)."""
+    With P the numerator (the first L+1 coefficients of Q * V), P(1) / Q(1) = sum_i u_i c_i /
+    Q(1) with u_i = sum_{j <= min(M, L-i)} q_j: one batched product over the coefficient
+    history. ``rows`` selects scenarios (None: all, without copying)."""
     m = q.shape[1] - 1
     el = n_last - m
-    sums = psums[:, el - m : el + 1] if rows is None else psums[rows, el - m : el + 1]
-    num = np.matmul(np.ascontiguousarray(q[:, None, ::-1]), sums)[:, 0]
-    with np.errstate(all="ignore"):
-        return num / q.sum(axis=1)[:, None]
+    q_total = q.sum(axis=1)
+    u = np.empty((q.shape[0], 1, el + 1), dtype=complex)
+    u[:, 0, : el - m + 1] = q_total[:, None]
+    if m:
+        u[:, 0, el - m + 1 :] = np.cumsum(q, axis=1)[:, m - 1 :: -1]
+    c = coefs[:, : el + 1] if rows is None else coefs[rows, : el + 1]
+    num = np.matmul(u, c)[:, 0]
+    return num / q_total[:, None]
 
 
-def _next_check(n_coef: int, err: np.ndarray, prev_err: np.ndarray, prev_n: np.ndarray,
-                tol_pu: float) -> np.ndarray:
+def _next_check(
+    n_coef: int,
+    err: np.ndarray,
+    prev_err: np.ndarray,
+    prev_n: np.ndarray,
+    rate0: np.ndarray,
+    tol_pu: float,
+) -> np.ndarray:
     """Coefficient count of each scenario's next convergence check (deterministic per
-    scenario): extrapolates the geometric decrease of the approximants' disagreement."""
+    scenario): extrapolates the geometric decrease of the approximants' disagreement, from
+    the last two checks or, after the first, from the predicted rate ``rate0``."""
     nxt = np.full(err.shape, n_coef + _CHECK_EVERY, dtype=np.int64)
-    with np.errstate(all="ignore"):
-        rate = np.log(err / prev_err) / (n_coef - prev_n)  # log of decrease per coefficient
-        need = np.log(tol_pu / err) / rate
+    rate = np.where(
+        np.isfinite(prev_err), np.log(err / prev_err) / (n_coef - prev_n), rate0
+    )  # log of the decrease per coefficient
+    need = np.log(tol_pu / err) / rate
     ok = np.isfinite(need) & (rate < -0.05) & (err > tol_pu)
     nxt[ok] = n_coef + np.clip(np.ceil(need[ok]).astype(np.int64), 1, _MAX_SKIP)
     return nxt
 
 
-def _first_check(coefs: np.ndarray, tol_pu: float, max_coefficients: int) -> np.ndarray:
+def _first_check(
+    coefs: np.ndarray, tol_pu: float, max_coefficients: int
+) -> tuple[np.ndarray, np.ndarray]:
     """First convergence check per scenario from the decay of coefficients 1, k-1, k.
 
     The ratio of the last two estimates the radius of convergence alpha_c (nearest
     singularity); diagonal Padé approximants of a function with a branch point at alpha_c
-    gain about log(R) digits per coefficient at a = 1, R = (sqrt(alpha_c) + sqrt(alpha_c -
-    1))^2. The first check comes at 1.7x that estimate (measured to stay below the coefficient
-    count actually needed on the benchmark feeders), never before ``_FIRST_CHECK``.
+    gain about log(R) per coefficient at a = 1, R = (sqrt(alpha_c) + sqrt(alpha_c - 1))^2.
+    Measured on the benchmark feeders, HELM needs 1.8x to 4x the resulting estimate, so the
+    first check comes at 1.7x (never before ``_FIRST_CHECK``). Also returns the expected log
+    decrease of the approximants' disagreement per coefficient (log(R) / 1.9, negative), used
+    to place the second check.
     """
     mag = np.max(np.abs(coefs), axis=2)  # (S, 3)
-    with np.errstate(all="ignore"):
-        alpha_c = mag[:, 1] / mag[:, 2]
-        big_r = (np.sqrt(alpha_c) + np.sqrt(alpha_c - 1.0)) ** 2
-        predicted = np.log(mag[:, 0] / tol_pu) / np.log(big_r)
+    alpha_c = mag[:, 1] / mag[:, 2]
+    log_r = 2.0 * np.log(np.sqrt(alpha_c) + np.sqrt(alpha_c - 1.0))
+    predicted = np.log(mag[:, 0] / tol_pu) / log_r
     first = np.full(coefs.shape[0], _FIRST_CHECK, dtype=np.int64)
-    ok = np.isfinite(predicted) & (alpha_c > 1.0)
+    rate = np.full(coefs.shape[0], np.nan)
+    ok = np.isfinite(predicted) & (alpha_c > 1.0) & (log_r > 0)
     first[ok] = np.clip(np.floor(1.7 * predicted[ok]), _FIRST_CHECK, max_coefficients)
-    return first
+    rate[ok] = -log_r[ok] / 1.9
+    return first, rate
 
 
 def _solve_block(
@@ -444,8 +474,8 @@ def _solve_block(
 
     Returns (v_pq (S, n_pq) in plan order, converged, coefficients used). Per coefficient: the
     step of Eq. 10's recursion (one product with the factorisation), the series reciprocal
-    W = 1/V at the loaded nodes (a convolution), the partial sums and a new row of the Gram
-    matrix of the coefficients (for the common Padé denominator). At a scenario's check the
+    W = 1/V at the loaded nodes (a convolution) and a new row of the Gram matrix of the
+    coefficients (for the common Padé denominator). At a scenario's check the
     two latest approximants are compared; converged scenarios leave the active set.
     """
     n_scen = conj_s.shape[0]
@@ -462,8 +492,6 @@ def _solve_block(
     hist = np.empty((n_scen, cap, nl + n_pq), dtype=complex)
     v0 = hist[:, 0, nl:]
     np.multiply(v_slack[:, None], plan.v0_unit[None, :], out=v0)
-    psums = np.empty((n_scen, cap, n_pq), dtype=complex)
-    psums[:, 0] = v0
     w = np.empty((n_scen, cap, nl), dtype=complex)
     np.divide(1.0, v0[:, :nl], out=w[:, 0])
     neg_w0 = -w[:, 0]
@@ -472,6 +500,7 @@ def _solve_block(
     gram = np.zeros((n_scen, cap, cap), dtype=complex)  # gram[s, a, b] = <V[a], V[b]>
     gram[:, 0, 0] = np.einsum("sl,sl->s", v0.conj(), v0)
     next_chk = np.full(n_scen, _FIRST_CHECK, dtype=np.int64)
+    rate0 = np.full(n_scen, np.nan)
     prev_err = np.full(n_scen, np.inf)
     prev_n = np.zeros(n_scen, dtype=np.int64)
 
@@ -482,12 +511,10 @@ def _solve_block(
             grow = min(2 * cap, max_coefficients) - cap
             cap += grow
             hist = np.pad(hist, [(0, 0), (0, grow), (0, 0)])
-            psums = np.pad(psums, [(0, 0), (0, grow), (0, 0)])
             w = np.pad(w, [(0, 0), (0, grow), (0, 0)])
             gram = np.pad(gram, [(0, 0), (0, grow), (0, grow)])
         v_k = hist[:, k, nl:]
         plan.step(model, hist[:, k - 1], out=v_k)
-        np.add(psums[:, k - 1], v_k, out=psums[:, k])
         g_row = np.matmul(hist[:, : k + 1, nl:], v_k.conj()[:, :, None])[:, :, 0]
         gram[:, k, : k + 1] = g_row
         np.conjugate(g_row, out=gram[:, : k + 1, k])
@@ -499,7 +526,7 @@ def _solve_block(
 
         n_coef = k + 1
         if k == _FIRST_CHECK - 1:
-            next_chk = _first_check(hist[:, [1, k - 1, k], nl:], tol_pu, max_coefficients)
+            next_chk, rate0 = _first_check(hist[:, [1, k - 1, k], nl:], tol_pu, max_coefficients)
         at_limit = n_coef >= max_coefficients
         if at_limit:
             due = np.arange(active.size)
@@ -511,19 +538,18 @@ def _solve_block(
         g_due = gram if rows is None else gram[rows]
         q_n = _pade_denominator(g_due, k)
         q_m = _pade_denominator(g_due, k - 1)
-        a_n = _pade_value(q_n, psums, k, rows)
-        a_m = _pade_value(q_m, psums, k - 1, rows)
-        with np.errstate(invalid="ignore"):
-            err = np.max(np.abs(a_n - a_m), axis=1)
+        coefs = hist[:, :, nl:]
+        a_n = _pade_value(q_n, coefs, k, rows)
+        a_m = _pade_value(q_m, coefs, k - 1, rows)
+        err = np.max(np.abs(a_n - a_m), axis=1)
         ok = np.isfinite(err) & (err <= tol_pu)
         if at_limit and not ok.all():
             # last resort before declaring collapse: scalar Padé (Wynn's epsilon) per node
             rest = np.flatnonzero(~ok)
             wynn = _Wynn()
-            wynn.extend(np.moveaxis(psums[due[rest], : k + 1], 1, 0))
+            wynn.extend(np.moveaxis(np.cumsum(coefs[due[rest], : k + 1], axis=1), 1, 0))
             b_n, b_m = wynn.latest()
-            with np.errstate(invalid="ignore"):
-                err_w = np.max(np.abs(b_n - b_m), axis=1)
+            err_w = np.max(np.abs(b_n - b_m), axis=1)
             ok_w = np.isfinite(err_w) & (err_w <= tol_pu)
             a_n[rest[ok_w]] = b_n[ok_w]
             ok[rest[ok_w]] = True
@@ -536,7 +562,7 @@ def _solve_block(
             break
         pending = due[~ok]
         next_chk[pending] = _next_check(
-            n_coef, err[~ok], prev_err[pending], prev_n[pending], tol_pu
+            n_coef, err[~ok], prev_err[pending], prev_n[pending], rate0[pending], tol_pu
         )
         prev_err[pending] = err[~ok]
         prev_n[pending] = n_coef
@@ -546,10 +572,104 @@ def _solve_block(
             if not keep.any():
                 break
             active = active[keep]
-            hist, psums, w, gram, cs, neg_w0, next_chk, prev_err, prev_n = (
-                a_[keep] for a_ in (hist, psums, w, gram, cs, neg_w0, next_chk, prev_err, prev_n)
+            hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n = (
+                a_[keep]
+                for a_ in (hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n)
             )
     return v_out, conv, n_used
+
+
+def _pade_single(gram: np.ndarray, coefs: np.ndarray, n_last: int) -> np.ndarray:
+    """``_pade_value(_pade_denominator(...))`` for one scenario (2-D arrays, fewer calls)."""
+    m = n_last // 2
+    el = n_last - m
+    q = np.ones(m + 1, dtype=complex)
+    if m:
+        ia, ib = _pade_index(n_last)
+        h = gram[ia, ib].sum(axis=0)
+        d = np.sqrt(np.abs(h.diagonal().real[1:]))
+        d[d == 0] = 1.0
+        a = h[1:, 1:] / np.outer(d, d)
+        a += _ridge(m)
+        q[1:] = np.linalg.solve(a, h[1:, 0] / d) / -d
+    q_total = q.sum()
+    u = np.empty(el + 1, dtype=complex)
+    u[: el - m + 1] = q_total
+    if m:
+        u[el - m + 1 :] = np.cumsum(q)[m - 1 :: -1]
+    return (u @ coefs[: el + 1]) / q_total
+
+
+def _solve_single(
+    model: _HelmModel,
+    plan: _Plan,
+    conj_s: np.ndarray,
+    v_slack: complex,
+    tol_pu: float,
+    max_coefficients: int,
+) -> tuple[np.ndarray, bool, int]:
+    """``_solve_block`` for one scenario with fewer, smaller numpy calls (the same arithmetic,
+    check schedule and results): latency path of single solves."""
+    nl = plan.n_load
+    cap = min(max_coefficients, 16)
+    hist = np.empty((cap, nl + model.n_pq), dtype=complex)  # [i_load(n), V[n]]
+    np.multiply(plan.v0_unit, v_slack, out=hist[0, nl:])
+    w = np.empty((cap, nl), dtype=complex)
+    np.divide(1.0, hist[0, nl : 2 * nl], out=w[0])
+    neg_w0 = -w[0]
+    np.conjugate(w[0], out=hist[0, :nl])
+    hist[0, :nl] *= conj_s
+    m = plan.m
+    next_chk, rate0, prev_err, prev_n = _FIRST_CHECK, np.nan, np.inf, 0
+    k = 0
+    while True:
+        k += 1
+        if k >= cap:
+            grow = min(2 * cap, max_coefficients) - cap
+            cap += grow
+            hist = np.pad(hist, [(0, grow), (0, 0)])
+            w = np.pad(w, [(0, grow), (0, 0)])
+        if m is not None:
+            np.matmul(hist[k - 1], m, out=hist[k, nl:])
+        else:
+            plan.step(model, hist[k - 1 : k], out=hist[k : k + 1, nl:])
+        if nl:
+            acc = np.einsum("jl,jl->l", w[:k], hist[k:0:-1, nl : 2 * nl])
+            np.multiply(acc, neg_w0, out=w[k])
+            np.conjugate(w[k], out=hist[k, :nl])
+            hist[k, :nl] *= conj_s
+        n_coef = k + 1
+        if k == _FIRST_CHECK - 1:
+            first, rates = _first_check(hist[None, [1, k - 1, k], nl:], tol_pu, max_coefficients)
+            next_chk, rate0 = int(first[0]), float(rates[0])
+        at_limit = n_coef >= max_coefficients
+        if n_coef < next_chk and not at_limit:
+            continue
+        c = hist[: k + 1, nl:]
+        gram = c.conj() @ c.T
+        a_n = _pade_single(gram, c, k)
+        err = float(np.max(np.abs(a_n - _pade_single(gram, c, k - 1))))
+        if err <= tol_pu:  # False for NaN
+            return a_n, True, n_coef
+        if at_limit:
+            wynn = _Wynn()
+            wynn.extend(np.cumsum(c, axis=0)[:, None, :])
+            b_n, b_m = wynn.latest()
+            err_w = float(np.max(np.abs(b_n - b_m)))
+            if err_w <= tol_pu:
+                return b_n[0], True, n_coef
+            return np.full(model.n_pq, np.nan + 0j), False, n_coef
+        # next check: same rule as _next_check, in scalar arithmetic
+        rate = (
+            math.log(err / prev_err) / (n_coef - prev_n)
+            if math.isfinite(prev_err) and prev_err > 0 and err > 0
+            else rate0
+        )
+        step = _CHECK_EVERY
+        if err > tol_pu and math.isfinite(rate) and rate < -0.05 and math.isfinite(err):
+            step = min(max(math.ceil(math.log(tol_pu / err) / rate), 1), _MAX_SKIP)
+        next_chk = n_coef + step
+        prev_err, prev_n = err, n_coef
 
 
 def solve(
@@ -576,7 +696,7 @@ def solve(
         raise ValueError(f"tol_pu must be > 0, got {tol_pu}")
     if int(max_coefficients) != max_coefficients or max_coefficients < 4:
         raise ValueError(f"max_coefficients must be an integer >= 4, got {max_coefficients}")
-    with _single_thread_blas():
+    with _single_thread_blas(), np.errstate(all="ignore"):  # NaN/inf are handled explicitly
         return _solve(feeder, p_kw, q_kvar, v_slack_pu, float(tol_pu), int(max_coefficients))
 
 
@@ -611,8 +731,13 @@ def _solve(
     v_plan = np.empty((n_scen, n_pq), dtype=complex)
     conv = np.empty(n_scen, dtype=bool)
     n_used = np.empty(n_scen, dtype=np.int64)
+    if n_scen == 1:
+        v_plan[0], conv[0], n_used[0] = _solve_single(
+            model, plan, conj_s[0], complex(v_slack[0]), tol_pu, max_coefficients
+        )
     block = max(1, _BLOCK_ELEMENTS // max(n_pq, 1))
-    for start in range(0, n_scen, block):  # blocks of scenarios (vectorised within a block)
+    for start in range(0, n_scen if n_scen > 1 else 0, block):
+        # blocks of scenarios, vectorised within a block (bounded memory, data in cache)
         sl = slice(start, min(start + block, n_scen))
         v_plan[sl], conv[sl], n_used[sl] = _solve_block(
             model, plan, conj_s[sl], v_slack[sl], tol_pu, max_coefficients
@@ -628,8 +753,7 @@ def _solve(
         current = (model.y_pq_rows @ v_ok.T).T
         s_calc = v_ok[:, model.pq_nodes] * np.conj(current)
         s_spec = scale * (p_pq[ok] + 1j * q_pq[ok])
-        with np.errstate(invalid="ignore"):
-            mismatch = np.max(np.abs(s_calc - s_spec), axis=1)
+        mismatch = np.max(np.abs(s_calc - s_spec), axis=1)
         conv[ok[~(mismatch <= MISMATCH_TOL_PU)]] = False
     v_node[~conv] = np.nan + 0j
     return HelmResult(

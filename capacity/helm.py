@@ -5,19 +5,33 @@ Embedding (OCM paper, Rao et al. 2021, Eq. 10; Trias 2012), for every PQ node w:
     sum_l Y_wl V_l(a) = a S*_w / V*_w(a*) - a Y_shunt,w V_w(a)
 
 with ``Y`` the series part of the admittance matrix (lines, transformer leakage impedances with
-their off-nominal ratio and phase shift) and ``Y_shunt`` the shunt part (line charging,
-magnetising branches, shunts); the slack keeps its voltage for every ``a``. At ``a = 0`` the
-system is linear (the no-load voltages ``V[0]``); the Maclaurin coefficients of Eq. 11-12 follow
-from the recursion
+their off-nominal ratio and phase shift, so phase shifters stay in the series part) and
+``Y_shunt`` the shunt part (line charging, magnetising branches, shunts); the slack keeps its
+voltage for every ``a``. At ``a = 0`` the system is linear (the no-load voltages ``V[0]``); the
+Maclaurin coefficients of Eq. 11-12 follow from the recursion
 
-    Y_pp V[n] = conj(S) * conj(W[n-1]) - Y_shunt * V[n-1],   W = 1 / V (series reciprocal),
+    Y_pp V[n] = conj(S) * conj(W[n-1]) - Y_shunt * V[n-1],   W = 1 / V (series reciprocal).
 
-one sparse LU factorisation of ``Y_pp`` (cached on the feeder) solving all coefficients of all
-scenarios as one multi-right-hand-side solve. ``V(1)`` is evaluated by Padé approximants
-(Wynn's epsilon algorithm on the partial sums, vectorised over scenarios and buses); a scenario
-has converged when the two latest approximants agree within ``tol_pu`` at every bus and the
-power mismatch of the result is small. Otherwise (voltage collapse: the approximants do not
-settle) it is reported as not converged, with NaN voltages.
+Linear algebra: ``Y_pp`` is factorised once per feeder (``scipy.sparse.linalg.splu``, cached on
+the feeder). For feeders up to ``_DENSE_MAX_NODES`` PQ nodes the factorisation's inverse is
+formed once (``lu.solve(I)``) and each coefficient of all scenarios is one BLAS product; larger
+feeders use SuperLU's multi-right-hand-side solve. Nothing is refactorised per coefficient or
+per scenario.
+
+``V(1)`` is evaluated by Padé approximants: per scenario one denominator common to all buses
+(a matrix/vector Padé approximant [L/M], L = M or M + 1, whose denominator minimises the
+Padé conditions' residual over all buses in least squares, from the Gram matrix of the
+coefficients), vectorised over buses and scenarios. A scenario has converged when its two
+latest approximants ([L/M] from N and from N - 1 coefficients) agree within ``tol_pu`` at
+every bus and the power mismatch of the result is below ``MISMATCH_TOL_PU``. Before declaring
+a collapse at ``max_coefficients``, the scalar per-bus Padé approximants (Wynn's epsilon
+algorithm) are tried as well. Scenarios without an operable solution (voltage collapse: the
+approximants do not settle) are reported as not converged, with NaN voltages.
+
+Checks are scheduled per scenario (first check from the coefficients' decay, later ones by
+extrapolating the approximants' disagreement), so a scenario gives the same result alone or in
+any batch. Scenarios are processed in blocks of about ``_BLOCK_ELEMENTS`` (scenario x node)
+values, vectorised within a block; converged scenarios leave the active set.
 """
 
 from __future__ import annotations

@@ -375,3 +375,31 @@ def test_store_refuses_a_second_live_order_with_the_same_nonce(tmp_path):
     with pytest.raises(ValueError, match="unknown order status"):
         store.mark(1, "lost")
     assert store.counts() == {"pending": 1, "sent": 0, "relayed": 0, "failed": 1}
+
+
+def test_gateway_submit_is_the_path_of_post_orders(env):
+    """In-process callers (the day simulation) use ``OrderGateway.submit``: same checks."""
+    s = env.signer
+    account = s.prosumers[5]
+    interval = next(s.intervals)
+    order = Order(account.address, interval, Side.SELL, 100, 90_000,
+                  env.gw.expected_nonce(account.address), int(time.time()) + 600)
+    sig = sign_order(order, env.gw.domain, account.key)
+    n = _stored(env)
+    accepted = env.gw.submit(order, sig)
+    s.nonces[5] += 1
+    assert accepted.digest == env.gw.domain.digest(order)
+    assert _stored(env) == n + 1
+    with pytest.raises(ValueError, match="replayed"):
+        env.gw.submit(order, sig)
+    assert env.gw.expected_nonce(account.address) == order.nonce + 1
+    assert env.client.get("/v1/orders/0x" + accepted.digest.hex()).json()["status"] == "pending"
+
+
+def test_serve_reports_a_dead_node(unused_tcp_port, tmp_path, capsys):
+    from gridshare.cli import main
+
+    code = main(["serve", "--rpc", f"http://127.0.0.1:{unused_tcp_port}", "--deployment",
+                 str(tmp_path / "missing.json")])
+    assert code == 1
+    assert "unavailable" in capsys.readouterr().err

@@ -1,8 +1,10 @@
 """SQLite store of the orders the API accepted, and of their relay to the market contract.
 
 An order is *accepted* (HTTP 201) once its row is committed here (WAL journal,
-``synchronous=FULL``: the commit survives a crash of the process and of the machine). The
-relayer then sends it to ``GridMarket.submitOrderSigned``; a row moves
+``synchronous=FULL``: the commit survives a crash of the process and of the machine). Inserts
+of concurrent requests are committed together by one writer thread on its own connection
+(group commit: one fsync per batch; :meth:`OrderStore.enqueue` / :meth:`OrderStore.wait`).
+The relayer then sends it to ``GridMarket.submitOrderSigned``; a row moves
 
     pending -> sent (tx hash known, receipt not yet seen) -> relayed (OrderPlaced mined)
                                                           -> failed  (the contract refused it)
@@ -16,6 +18,7 @@ Units: energy Wh, prices micro-euro per kWh, times unix seconds (ints).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -243,7 +246,9 @@ class OrderStore:
             for item in batch:
                 item.done.set()
                 if item.on_done is not None:
-                    item.on_done()
+                    # RuntimeError: the waiter's event loop is gone (shutdown)
+                    with contextlib.suppress(RuntimeError):
+                        item.on_done()
 
     def mark_many(self, updates: Sequence[tuple[int, str, dict[str, object]]]) -> None:
         """Several :meth:`mark` calls in one transaction: ``(seq, status, fields)``."""

@@ -61,6 +61,7 @@ _FIRST_CHECK = 6
 _CHECK_EVERY = 2
 _RIDGE = 1e-13  # relative regularisation of the Padé denominator's normal equations
 _DENSE_MAX_NODES = 1500  # up to this size the LU's inverse is applied as a dense matrix (BLAS)
+_SINGLE_DENSE_MAX_NODES = 160  # single solves of larger feeders use the sparse LU directly
 _MAX_PLANS = 32  # cached plans (sets of loaded nodes) per feeder
 _MAX_SKIP = 6  # at most this many coefficients between two checks of a scenario
 _BLOCK_ELEMENTS = 1 << 14  # scenarios x PQ nodes per block (keeps the coefficients in cache)
@@ -634,6 +635,11 @@ def _solve_single(
     np.conjugate(w[0], out=hist[0, :nl])
     hist[0, :nl] *= conj_s
     m = plan.m
+    use_lu = m is None or model.n_pq > _SINGLE_DENSE_MAX_NODES
+    if use_lu:  # SuperLU's triangular solves beat the dense product for one right-hand side
+        neg_y_sh = -plan.y_sh
+        to_pq = np.argsort(plan.order)  # plan order -> PQ order
+        j_buf = np.empty(model.n_pq, dtype=complex)
     next_chk, rate0, prev_err, prev_n = _FIRST_CHECK, np.nan, np.inf, 0
     k = 0
     while True:
@@ -643,10 +649,12 @@ def _solve_single(
             cap += grow
             hist = np.pad(hist, [(0, grow), (0, 0)])
             w = np.pad(w, [(0, grow), (0, 0)])
-        if m is not None:
-            np.matmul(hist[k - 1], m, out=hist[k, nl:])
+        if use_lu:
+            np.multiply(hist[k - 1, nl:], neg_y_sh, out=j_buf)
+            j_buf[:nl] += hist[k - 1, :nl]
+            hist[k, nl:] = model.lu.solve(j_buf[to_pq])[plan.order]
         else:
-            plan.step(model, hist[k - 1 : k], out=hist[k : k + 1, nl:])
+            np.matmul(hist[k - 1], m, out=hist[k, nl:])
         if nl:
             acc = np.einsum("jl,jl->l", w[:k], hist[k:0:-1, nl : 2 * nl])
             np.multiply(acc, neg_w0, out=w[k])

@@ -182,3 +182,31 @@ def test_loaded_bus_pattern_changes_between_calls() -> None:
         assert np.max(np.abs(single.v_pu[0] - batch.v_pu[s])) <= 1e-12
     assert_matches_nr(batch.v_pu[2], newton_raphson(net, 1.0))
     assert np.argmin(batch.vm_pu[1]) == 40
+
+
+def test_large_feeder_single_solve_matches_batch_and_nr() -> None:
+    """A 294-bus feeder: the single-scenario path (sparse LU solves) equals the batch path."""
+    net = pn.create_kerber_vorstadtnetz_kabel_1()
+    feeder = Feeder.from_pandapower(net)
+    scales = np.array([0.5, 1.0, 2.0])
+    batch = solve(feeder, np.outer(scales, feeder.p_kw), np.outer(scales, feeder.q_kvar))
+    assert batch.converged.all()
+    for i, scale in enumerate(scales):
+        single = solve(feeder, scale * feeder.p_kw, scale * feeder.q_kvar)
+        assert single.converged[0]
+        assert np.max(np.abs(single.v_pu[0] - batch.v_pu[i])) <= 1e-12
+    assert_matches_nr(batch.v_pu[1], newton_raphson(net, 1.0))
+
+
+def test_collapsed_and_converged_scenarios_in_one_batch() -> None:
+    feeder = Feeder.from_pandapower(pn.create_kerber_landnetz_kabel_2())
+    scales = np.array([1.0, 40.0, 2.0, 80.0])
+    batch = solve(feeder, np.outer(scales, feeder.p_kw), np.outer(scales, feeder.q_kvar),
+                  max_coefficients=40)
+    assert batch.converged.tolist() == [True, False, True, False]
+    assert np.isnan(batch.v_pu[[1, 3]]).all() and np.isfinite(batch.v_pu[[0, 2]]).all()
+    assert batch.n_coefficients == 40
+    for i, scale in enumerate(scales):
+        single = solve(feeder, scale * feeder.p_kw, scale * feeder.q_kvar, max_coefficients=40)
+        assert single.converged[0] == batch.converged[i]
+        np.testing.assert_allclose(single.v_pu[0], batch.v_pu[i], rtol=0, atol=1e-12)

@@ -49,3 +49,14 @@ def test_loadflow_errors(tmp_path, capsys) -> None:
     bad.write_text("format: gridshare-feeder\nversion: 1\nbuses: []\n")
     assert main(["loadflow", "--feeder", str(bad)]) == 1
     assert "at least one bus" in capsys.readouterr().err
+
+
+def test_loadflow_builtin_feeder_by_name(capsys) -> None:
+    assert main(["loadflow", "--feeder", "paper-test-feeder"]) == 0
+    out = capsys.readouterr().out
+    assert "converged: True" in out and "paper" in out
+
+
+def test_loadflow_unknown_feeder_name(capsys) -> None:
+    assert main(["loadflow", "--feeder", "no-such-feeder"]) == 1
+    assert "unknown feeder" in capsys.readouterr().err

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"serving market {deployment.contracts['GridMarket']} (chain {chain.chain_id}) on "
           f"http://{args.host}:{args.port}  docs: /docs  orders: {db}"
           f"{f'  relay: process {relay.pid}' if relay else ''}", file=sys.stderr)
+    gc.freeze()  # the deployment and contract objects are long-lived: keep them out of GC
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                     access_log=args.access_log)

@@ -74,7 +74,7 @@ class GatewaySettings:
     relayer: str = "settler"
     cache_ttl_s: float = 20.0
     interval_ttl_s: float = 2.0
-    refresh_per_tick: int = 8
+    refresh_per_tick: int = 6
     probe_interval_s: float = 0.5
     relay_batch: int = 200
     relay_gas: int = 200_000
@@ -142,9 +142,9 @@ class _Cache:
             hit = self._data.get(key)
         return hit is not None and time.monotonic() - hit[0] <= self.ttl_s
 
-    def refresh(self, limit: int) -> None:
+    def refresh(self, limit: int) -> int:
         """Reload up to ``limit`` entries older than ttl/2, oldest first (a small budget per
-        call spreads the reads out); chain errors propagate."""
+        call spreads the reads out); returns the budget left. Chain errors propagate."""
         now = time.monotonic()
         with self._lock:
             items = sorted(self._data.items(), key=lambda kv: kv[1][0])
@@ -156,6 +156,7 @@ class _Cache:
                 value = load()
                 with self._lock:
                     self._data[key] = (time.monotonic(), value, load, used)
+        return limit
 
     def forget(self, key: Any) -> None:
         with self._lock:
@@ -467,17 +468,19 @@ class OrderGateway:
             done: list[tuple[StoredOrder, str, dict[str, Any]]] = []
             for row, tx_hash, full in waiting:
                 try:
-                    self.chain.w3.eth.get_transaction_receipt(tx_hash)
+                    receipt = self.chain.w3.eth.get_transaction_receipt(tx_hash)
                 except TransactionNotFound:
                     still.append((row, tx_hash, full))
                     continue
-                try:
-                    receipt = self.chain.wait(tx_hash, full)
-                except ContractRevert as exc:
-                    fields: dict[str, Any] = {"error": f"contract refused: {exc}"}
+                fields: dict[str, Any] = {"block_number": int(receipt["blockNumber"])}
+                status = "relayed"
+                if receipt["status"] != 1:
+                    try:  # Chain.wait replays the failed call to name the revert
+                        self.chain.wait(tx_hash, full)
+                        fields = {"error": "relay transaction failed"}
+                    except ContractRevert as exc:
+                        fields = {"error": f"contract refused: {exc}"}
                     status = "failed"
-                else:
-                    fields, status = {"block_number": int(receipt["blockNumber"])}, "relayed"
                 done.append((row, status, fields))
             self.store.mark_many([(row.seq, status, fields) for row, status, fields in done])
             for row, status, fields in done:
@@ -540,8 +543,9 @@ class OrderGateway:
     def refresh_caches(self) -> None:
         """Reload cached contract state before it expires (keeps reads off requests)."""
         try:
+            budget = self.settings.refresh_per_tick  # chain reads per tick, all caches
             for cache in self._caches:
-                cache.refresh(self.settings.refresh_per_tick)
+                budget = cache.refresh(budget)
         except (ChainDown, ContractRevert) as exc:
             log.debug("cache refresh stopped: %s", exc)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +90,30 @@ def _row(order: Order, digest: bytes, signature: bytes, received_unix_s: float) 
             float(received_unix_s))
 
 
+LOCK_WAIT_S = 30.0
+LOCK_RETRY_S = 0.0005
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retrying every 0.5 ms while another process holds the write lock.
+
+    SQLite's own busy handler backs off in steps up to 100 ms, which would show as latency
+    spikes of the order requests whenever the relay process updates statuses; its
+    transactions take about a millisecond, so a short fixed retry is enough.
+    """
+    end = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > end:
+                raise
+            time.sleep(LOCK_RETRY_S)
+
+
 @dataclass
 class _Pending:
     """An insert waiting for the group commit."""
@@ -125,7 +150,7 @@ class OrderStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30.0)
+                                   timeout=LOCK_WAIT_S)
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -133,11 +158,13 @@ class OrderStore:
             # (a lost update is re-derived from the chain by the relayer)
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable_status else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA busy_timeout=0")  # see _begin_immediate
         self._wdb: sqlite3.Connection | None = None
         if self.path != ":memory:":
             self._wdb = sqlite3.connect(self.path, check_same_thread=False,
-                                        isolation_level=None, timeout=30.0)
+                                        isolation_level=None, timeout=0.0)
             self._wdb.execute("PRAGMA synchronous=FULL")
+            self._wdb.execute("PRAGMA busy_timeout=0")
         self._group = threading.Condition()
         self._queue: list[_Pending] = []
         self._writer: threading.Thread | None = None
@@ -157,7 +184,7 @@ class OrderStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            _begin_immediate(self._db)
             try:
                 yield self._db
             except BaseException:
@@ -173,7 +200,7 @@ class OrderStore:
             with self._tx() as db:
                 yield db
             return
-        self._wdb.execute("BEGIN IMMEDIATE")
+        _begin_immediate(self._wdb)
         try:
             yield self._wdb
         except BaseException:

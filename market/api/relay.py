@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rpc", required=True, help="JSON-RPC URL of the deployment's node")
     ap.add_argument("--db", required=True, help="the API's SQLite order store")
     ap.add_argument("--relayer", default="settler", help="key-ring role that sends")
-    ap.add_argument("--nice", type=int, default=5, help="niceness added to this process")
+    ap.add_argument("--nice", type=int, default=10, help="niceness added to this process")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="relay: %(levelname)s %(message)s")
     # background work: requests of the API process go first when the CPU is short

@@ -87,11 +87,16 @@ def write_data(result: SimulationResult, out: Path) -> list[Path]:
          for k, p in enumerate(plan))))
     files.append(_write_csv(
         out / "nr_check.csv",
+        ["minute", "interval", "v_min_pu", "v_max_pu", "n_points", "n_violating_points"],
+        ([s["minute"], s["interval"], s["v_min_pu"], s["v_max_pu"], s["n_points"],
+          s["n_violating_points"]] for s in result.nr_check.get("steps", []))))
+    files.append(_write_csv(
+        out / "nr_operated.csv",
         ["minute", "interval", "operated_v_min_pu", "operated_v_max_pu", "random_v_min_pu",
          "random_v_max_pu", "n_points", "n_violating_points"],
         ([s["minute"], s["interval"], s["operated_v_min_pu"], s["operated_v_max_pu"],
           s["random_v_min_pu"], s["random_v_max_pu"], s["n_points"], s["n_violating_points"]]
-         for s in result.nr_check.get("steps", []))))
+         for s in result.nr_operated.get("steps", []))))
     if result.ev:
         keys = list(result.ev[0])
         files.append(_write_csv(out / "ev_sessions.csv", keys,
@@ -113,6 +118,7 @@ def write_data(result: SimulationResult, out: Path) -> list[Path]:
         "statements": result.statements,
         "audit": {k: v for k, v in result.audit.items() if k != "metered_range_w"},
         "nr_check": result.nr_check,
+        "nr_operated": result.nr_operated,
         "ev_sessions": result.ev,
         "oracle_status": result.oracle_status,
     }
@@ -245,10 +251,11 @@ def fig_aggregator(result: SimulationResult, path: Path) -> Path:
     return path
 
 
-def fig_nr_boxplots(result: SimulationResult, path: Path) -> Path:
-    """Newton-Raphson bus voltages at sampled minutes: operation and random points in the
-    bands (Fig. 8/11 style, whiskers = min/max)."""
-    nr = result.nr_check
+def fig_nr_boxplots(result: SimulationResult, path: Path, which: str = "steps") -> Path:
+    """Newton-Raphson bus voltages (Fig. 8/11 style, whiskers = min/max): at the OCM steps
+    (``which="steps"``, band corners and random points) or at sampled minutes of the day as
+    operated (``which="operated"``)."""
+    nr = result.nr_check if which == "steps" else result.nr_operated
     steps = nr.get("steps", [])
     fig, ax = plt.subplots(figsize=(10, 3.6))
     if steps:
@@ -260,9 +267,10 @@ def fig_nr_boxplots(result: SimulationResult, path: Path) -> Path:
         ax.axhline(nr.get("v_low_pu", 0.95), color="tab:red", ls="--", lw=0.8)
         ax.axhline(nr.get("v_high_pu", 1.05), color="tab:red", ls="--", lw=0.8)
     ax.set_ylabel("|V| (pu)")
-    ax.set_xlabel("sampled minute")
-    ax.set_title("pandapower Newton-Raphson: all bus voltages, operated point and random points "
-                 "inside the bands")
+    ax.set_xlabel("minute of day")
+    ax.set_title("pandapower Newton-Raphson, all bus voltages: " + (
+        "OCM steps, band corners and random points inside the bands" if which == "steps"
+        else "the day as operated, and random points inside the bands"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -291,6 +299,7 @@ def write_figures(result: SimulationResult, out: Path, retail: float, feed_in: f
         figs["prices"] = fig_prices(result, out / "fig_prices.png", retail, feed_in)
     figs["aggregator"] = fig_aggregator(result, out / "fig_aggregator.png")
     figs["nr"] = fig_nr_boxplots(result, out / "fig_nr_voltages.png")
+    figs["nr_operated"] = fig_nr_boxplots(result, out / "fig_nr_operated.png", "operated")
     return figs
 
 
@@ -313,8 +322,12 @@ _FIGURES = (
     ("ocm_boxplots", "Bus voltages for random operation inside the bands (paper Fig. 8/11)",
      "From the oracle's certification (HELM) of every step."),
     ("nr", "Newton-Raphson check of operation inside the bands",
-     "pandapower runpp at sampled minutes: the operated point and random points inside the "
-     "bands; the dashed lines are the voltage limits."),
+     "pandapower runpp at the OCM steps of sampled intervals (the conditions each band was "
+     "certified for): the band's corners and random points inside it; dashed: voltage limits."),
+    ("nr_operated", "Newton-Raphson on the day as it happened",
+     "pandapower runpp at sampled minutes with the realised loads and PV: the operated point and "
+     "random points inside that interval's bands. Bands come from the previous interval's "
+     "readings (persistence forecast), so a fast change inside an interval shows here."),
     ("operation", "DSO audit: metered power of each flexibility inside its on-chain band",
      "Bands as written by the oracle for each interval, metered power and the aggregator's plan."),
     ("battery", "Community battery: power and state of charge", "Settled battery power "
@@ -361,12 +374,17 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
                f"DSO audit: {s['audit_readings_checked']} metered flexibility readings, "
                f"{s['audit_violations']} outside their band"),
         _check(s["nr_violations"] == 0,
-               f"Newton-Raphson: {s['nr_runs']} load flows at {s['nr_steps_checked']} sampled "
-               f"minutes, {s['nr_violations']} with a bus outside the voltage limits"),
+               f"Newton-Raphson: {s['nr_runs']} load flows at {s['nr_steps_checked']} OCM steps "
+               f"(band corners and random points inside the bands), {s['nr_violations']} with a "
+               "bus outside the voltage limits"),
         _check(s["recomputed_band_mismatches"] == 0,
                f"bands on-chain equal OCM recomputed from the oracle's inputs "
                f"({s['recomputed_band_mismatches']} mismatches)"),
     ])
+    checks += ("<li><em>information</em> Newton-Raphson on the day as operated: "
+               f"{s['nr_operated_runs']} load flows at {s['nr_operated_minutes_checked']} minutes, "
+               f"{s['nr_operated_violations']} outside the limits (persistence-forecast error; "
+               "see the figure)</li>")
     summary_rows = [
         ("energy traded locally", f"{s['energy_traded_locally_kwh']:.2f} kWh"),
         ("battery throughput (charge + discharge)",
@@ -430,8 +448,8 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
     parts.append("<h2>Data</h2><ul>" + "".join(
         f"<li><a href='{f}'>{f}</a></li>" for f in
         ("summary.json", "result.json", "intervals.csv", "bands.csv", "statements.csv",
-         "aggregator.csv", "nr_check.csv", "ev_sessions.csv", "audit_violations.csv",
-         "deployment.json")) + "</ul>")
+         "aggregator.csv", "nr_check.csv", "nr_operated.csv", "ev_sessions.csv",
+         "audit_violations.csv", "deployment.json")) + "</ul>")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
     parts.append(f"<p><small>timings: {html.escape(timings)}</small></p></body></html>")
     return "\n".join(parts)
@@ -471,7 +489,8 @@ def format_summary(result: SimulationResult) -> str:
         f"  infeasible OCM steps    {s['infeasible_ocm_steps']:10d}",
         f"  audit violations        {s['audit_violations']:10d} "
         f"({s['audit_readings_checked']} readings checked)",
-        f"  NR voltage violations   {s['nr_violations']:10d} ({s['nr_runs']} load flows)",
+        f"  NR voltage violations   {s['nr_violations']:10d} ({s['nr_runs']} load flows at "
+        f"OCM steps; as operated: {s['nr_operated_violations']} of {s['nr_operated_runs']})",
         f"  replay == settlement    {rep['equal']:10d} of {rep['replayed']}",
         f"  gas used                {s['gas_used_total']:10,d}",
     ]

@@ -31,6 +31,8 @@ def add_commands(subparsers: Any) -> None:
                         "http://127.0.0.1:8545 (anvil, the docker-compose Besu devnet)")
     p.add_argument("--hours", type=float, default=24.0,
                    help="simulated hours from midnight (default 24)")
+    p.add_argument("--start-hour", type=float, default=0.0,
+                   help="hour of day the run starts at (its first interval is the warm-up)")
     p.add_argument("--seed", type=int, default=0, help="seed of profiles, EVs and prices")
     p.add_argument("--interval-s", type=int, default=900,
                    help="market and band interval in seconds (default 900 = 15 min)")
@@ -55,7 +57,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     for noisy in ("pandapower", "oracle.service", "oracle.ingest"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     config = SimulationConfig(
-        feeder=args.feeder, chain=args.chain, hours=args.hours, seed=args.seed,
+        feeder=args.feeder, chain=args.chain, hours=args.hours,
+        start_hour=args.start_hour, seed=args.seed,
         interval_s=args.interval_s, readings_batch_min=args.readings_batch_min,
         nr_steps=args.nr_steps, nr_random_points=args.nr_points,
         progress=not args.no_progress,

@@ -1,9 +1,10 @@
 """The main job: one community day end to end on a chain (``gridshare simulate``).
 
 Time: minutes of the feeder's profile day; market and band intervals of ``interval_s`` (15 min by
-default, docs/simulation.md says why) with minute meter readings. Interval 0 is the warm-up: the
-meters post it with the flexibilities idle, so the oracle has a first source interval; the market
-trades intervals 1..N-1. For every traded interval k, in this order:
+default, docs/simulation.md says why) with minute meter readings. The first interval (from
+``start_hour``, default midnight) is the warm-up: the meters post it with the flexibilities idle,
+so the oracle has a first source interval; the market trades the following ones. For every
+traded interval k, in this order:
 
 1. at the first interval of an hour, the aggregator (``market.aggregator.schedule_hour``)
    plans the hour's four slots with the community battery's and stations' latest on-chain bands
@@ -70,6 +71,20 @@ log = logging.getLogger(__name__)
 #: The relayer of signed orders (the market operator's account; the REST API relays the same).
 RELAYER_ROLE = "settler"
 ORDER_DEADLINE_S = 3600
+#: Evening reserve of the community battery: on heimschuh-like the DSO's band forces the battery
+#: to discharge at the evening peak (OCM paper Fig. 11's highlighted region); an empty battery
+#: could not follow it. Between these hours, while the SoC is below the fraction of capacity,
+#: members place no buy orders (their supplier serves them outside the community market), so
+#: the battery, which serves unfilled buyers at the clearing price, keeps its energy for the
+#: forced discharge; sell orders go on (the battery charges from the surplus).
+#: The oracle's forecast steps (``oracle.state.forecast_steps``): "last" publishes exactly the
+#: band certified for the last minute of the source interval. "extremes" intersects the bands of
+#: three minutes and, where they do not overlap (at noon a station's band can be a single point
+#: that moves), collapses them to a midpoint that no step certified; Newton-Raphson then finds
+#: voltages outside the limits at those steps (docs/simulation.md).
+OCM_FORECAST = "last"
+EVENING_RESERVE_HOURS = (15, 23)
+EVENING_RESERVE_FRACTION = 0.75
 
 
 @dataclass(frozen=True)
@@ -79,10 +94,11 @@ class SimulationConfig:
     feeder: str = "heimschuh-like"
     chain: str = "embedded"
     hours: float = 24.0
+    start_hour: float = 0.0
     seed: int = 0
     interval_s: int = 900
     readings_batch_min: int = 15
-    ocm: OcmSettings = field(default_factory=OcmSettings)
+    ocm: OcmSettings = field(default_factory=lambda: OcmSettings(forecast=OCM_FORECAST))
     nr_steps: int = 12
     nr_random_points: int = 20
     progress: bool = True
@@ -95,6 +111,10 @@ class SimulationConfig:
         if not 0 < self.hours <= 24 or round(self.hours * 60) < 2 * n_min:
             raise ValueError(f"hours must lie in (0, 24] and cover at least two intervals "
                              f"(warm-up and one traded), got {self.hours}")
+        start_min = round(self.start_hour * 60)
+        if start_min < 0 or start_min % n_min or start_min + round(self.hours * 60) > 1440:
+            raise ValueError(f"start_hour must be a whole number of intervals from midnight "
+                             f"with start_hour + hours <= 24, got {self.start_hour}")
         if self.readings_batch_min < 1 or n_min % self.readings_batch_min:
             raise ValueError(f"readings_batch_min must divide the {n_min} minutes of an "
                              f"interval, got {self.readings_batch_min}")
@@ -130,6 +150,7 @@ class IntervalRecord:
     gas_settle: int = 0
     gas_readings: int = 0
     replay_equal: bool | None = None
+    reserve: bool = False
 
 
 @dataclass
@@ -147,6 +168,7 @@ class SimulationResult:
     statements: list[dict[str, Any]]
     audit: dict[str, Any]
     nr_check: dict[str, Any]
+    nr_operated: dict[str, Any]
     oracle_status: dict[str, Any]
     ev: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -332,8 +354,9 @@ class Simulation:
             entry.update(cost_eur=float(result.cost), solve_time_s=float(result.solve_time_s),
                          cost_breakdown_eur=result.cost_breakdown_eur)
         else:
-            self.plan_kw = {name: np.full(sph, np.inf if name in self.station_names else 0.0)
-                            for name in self.flex_names}
+            rated = {f.name: float(f.p_high_kw) for f in self.flex}
+            self.plan_kw = {name: np.full(sph, rated[name] if name in self.station_names
+                                          else 0.0) for name in self.flex_names}
             entry.update(cost_eur=float("nan"), solve_time_s=0.0, cost_breakdown_eur={})
         self.plan_first_minute = hour * 60
         entry["plan_kw"] = {k: [float(x) for x in v] for k, v in self.plan_kw.items()}
@@ -373,6 +396,16 @@ class Simulation:
             return
         rec.n_orders += 1
 
+    def reserve_active(self, first_minute: int) -> bool:
+        """The community's evening reserve rule (see ``EVENING_RESERVE_*``): from
+        ``EVENING_RESERVE_HOURS[0]`` to ``[1]`` o'clock, while the battery holds less than
+        ``EVENING_RESERVE_FRACTION`` of its capacity, members place no buy orders, so the
+        battery keeps its energy for the DSO's forced-discharge bands."""
+        lo_h, hi_h = EVENING_RESERVE_HOURS
+        if not lo_h * 60 <= first_minute < hi_h * 60:
+            return False
+        return self.soc_wh() < EVENING_RESERVE_FRACTION * self.mc.battery.capacity_wh
+
     def deadline_unix_s(self) -> int:
         """Deadline of this interval's orders: an hour after now (wall clock or chain time,
         whichever is later)."""
@@ -403,15 +436,18 @@ class Simulation:
         minutes = np.arange(first, first + self.n_min)
         net_wh = interval_net_wh(self.profiles.load_kw, self.profiles.pv_kw, minutes)
         deadline = self.deadline_unix_s()
+        rec.reserve = self.reserve_active(first)
         for i in range(self.n_households):
-            if net_wh[i] > 0:
+            if net_wh[i] > 0 and not rec.reserve:
                 self.submit(rec, i, Side.BUY, int(net_wh[i]), float(self.buy_limit[i]), deadline)
             elif net_wh[i] < 0:
                 self.submit(rec, i, Side.SELL, int(-net_wh[i]), float(self.sell_limit[i]),
                             deadline)
         for j, name in enumerate(self.station_names):
             energy = int(energy_for_power(rec.flex_p_w[name], self.config.interval_s))
-            self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur, deadline)
+            if not rec.reserve:
+                self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur,
+                            deadline)
         # relay, commitment, clearing and settlement
         t0 = time.perf_counter()
         try:
@@ -469,12 +505,13 @@ class Simulation:
 
         self.setup()
         n_intervals = round(self.config.hours * 60) // self.n_min
+        first_index = round(self.config.start_hour * 60) // self.n_min
         t0 = time.perf_counter()
-        self.post_minutes(0, None)  # warm-up interval: flexibilities idle
+        self.post_minutes(first_index * self.n_min, None)  # warm-up: flexibilities idle
         records = []
         bar = _progress(n_intervals - 1, self.config.progress, self.day_start_s, self.n_min)
         try:
-            for index in range(1, n_intervals):
+            for index in range(first_index + 1, first_index + n_intervals):
                 rec = self.run_interval(index)
                 records.append(rec)
                 if bar is not None:

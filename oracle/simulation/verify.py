@@ -5,10 +5,15 @@
 * DSO audit: every accepted meter reading of a flexibility (read back from the chain by the
   oracle's ingestion) against that device's band of the reading's interval, read with
   ``GridCapacity.bandOf``. A reading outside ``[P_min, P_max]`` W is a violation.
-* Newton-Raphson (pandapower ``runpp``): for ``nr_steps`` minutes spread over the traded
-  intervals, the feeder as operated (profiles of that minute, flexibilities at their metered
-  power) and ``nr_random_points`` operating points drawn uniformly inside the bands of that
-  interval; every bus must stay in ``[v_low - 1e-4, v_high + 1e-4]`` pu.
+* Newton-Raphson (pandapower ``runpp``), the acceptance check (``nr_check_steps``): for
+  ``nr_steps`` traded intervals, at every OCM step the interval's band was certified for (the
+  oracle's stored inputs), the band's corners and ``nr_random_points`` random points inside it;
+  every bus must stay in ``[v_low - 1e-4, v_high + 1e-4]`` pu.
+* Newton-Raphson on the day as it happened (``nr_check``, reported, not a pass/fail check): at
+  ``nr_steps`` minutes, the feeder as operated (that minute's profiles, flexibilities at their
+  metered power) and random points inside the bands. The bands of interval k are computed from
+  the readings of k-1 (the oracle's persistence forecast), so a fast change of PV or load inside
+  k can put the realised feeder outside the limits: this measures that forecast error.
 * The OCM steps behind every band are recomputed from the oracle's stored canonical inputs
   (``oracle.service.compute_from_inputs``) for the report's figures; the recomputed bands must
   equal those on-chain.
@@ -74,10 +79,28 @@ def audit(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
             "n_violations": report.n_violations, "metered_range_w": metered}
 
 
+def _runpp_voltages(net: Any) -> np.ndarray:
+    """Bus voltage magnitudes (pu) from pandapower's Newton-Raphson; NaN where it does not
+    converge (no operable state: counted as a violation)."""
+    import pandapower as pp
+
+    try:
+        pp.runpp(net, algorithm="nr", calculate_voltage_angles=True, numba=False)
+    except pp.LoadflowNotConverged:
+        return np.full(len(net.bus), np.nan)
+    return net.res_bus.vm_pu.to_numpy(dtype=float)
+
+
+def _n_violating(v: np.ndarray, v_low: float, v_high: float) -> int:
+    """Points (rows of ``v``) with a bus outside the limits or without a load-flow solution."""
+    outside = (np.nanmin(np.where(np.isnan(v), -np.inf, v), axis=1) < v_low - NR_TOLERANCE_PU) \
+        | (np.nanmax(np.where(np.isnan(v), np.inf, v), axis=1) > v_high + NR_TOLERANCE_PU)
+    return int(np.count_nonzero(outside))
+
+
 def nr_check(sim: Simulation, records: list[IntervalRecord], n_steps: int,
              n_random: int) -> dict[str, Any]:
     """Newton-Raphson voltages of the operated feeder and of random points inside the bands."""
-    import pandapower as pp
 
     from capacity.feeders import apply_minute, load_pandapower_net
 
@@ -103,21 +126,83 @@ def nr_check(sim: Simulation, records: list[IntervalRecord], n_steps: int,
         v_all = []
         for point in points:
             apply_minute(net, sim.profiles, int(minute), point)
-            pp.runpp(net, algorithm="nr", calculate_voltage_angles=True, numba=False)
-            v_all.append(net.res_bus.vm_pu.to_numpy(dtype=float))
+            v_all.append(_runpp_voltages(net))
             n_runs += 1
         v = np.array(v_all)
-        bad = int(np.count_nonzero((v.min(axis=1) < v_low - NR_TOLERANCE_PU)
-                                   | (v.max(axis=1) > v_high + NR_TOLERANCE_PU)))
+        bad = _n_violating(v, v_low, v_high)
         n_viol += bad
         steps.append({
             "minute": int(minute), "interval": rec.interval,
-            "operated_v_min_pu": float(v[0].min()), "operated_v_max_pu": float(v[0].max()),
-            "random_v_min_pu": float(v[1:].min()) if n_random else None,
-            "random_v_max_pu": float(v[1:].max()) if n_random else None,
+            "operated_v_min_pu": float(np.min(v[0])), "operated_v_max_pu": float(np.max(v[0])),
+            "random_v_min_pu": float(np.min(v[1:])) if n_random else None,
+            "random_v_max_pu": float(np.max(v[1:])) if n_random else None,
             "n_points": len(points), "n_violating_points": bad,
             "v_stats_pu": [float(x) for x in np.percentile(v, [0, 25, 50, 75, 100])],
         })
+    return {"steps": steps, "n_violations": n_viol, "n_runs": n_runs, "v_low_pu": v_low,
+            "v_high_pu": v_high, "tolerance_pu": NR_TOLERANCE_PU}
+
+
+def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: int,
+                   n_random: int) -> dict[str, Any]:
+    """Newton-Raphson at the OCM steps the bands were certified for.
+
+    For ``n_intervals`` traded intervals spread over the run: every OCM step of the interval's
+    stored oracle inputs (per-bus uncontrollable P/Q and slack voltage in on-chain units), with
+    the flexibilities at the all-min and all-max corners of the published band and at
+    ``n_random`` random points inside it. Per-bus loads replace the customers' loads and PV.
+    """
+    import pandapower as pp
+
+    from capacity.feeders import load_pandapower_net
+
+    if not records or n_intervals == 0:
+        return {"steps": [], "n_violations": 0, "n_runs": 0}
+    rng = np.random.default_rng(np.random.SeedSequence([sim.config.seed, 9_191]))
+    net = load_pandapower_net(sim.config.feeder)
+    flex_rows = {n: int(net.load.index[net.load.name == n][0]) for n in sim.flex_names}
+    customer_rows = [i for i in net.load.index if i not in flex_rows.values()]
+    net.load.loc[customer_rows, ["p_mw", "q_mvar"]] = 0.0
+    if len(net.sgen):
+        net.sgen[["p_mw", "q_mvar"]] = 0.0
+    ul_rows = {int(b): int(pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"UL {b}"))
+               for b in sim.feeder.bus_ids}
+    v_low, v_high = sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu
+    picks = np.unique(np.linspace(0, len(records) - 1, n_intervals).astype(int))
+    steps, n_viol, n_runs = [], 0, 0
+    for k in picks:
+        rec = records[int(k)]
+        row = sim.oracle.store.interval(rec.interval)
+        if row is None or not row.inputs_json:
+            continue
+        inputs = row.inputs
+        lo = np.array([rec.band_w[n][0] for n in sim.flex_names], dtype=float) / 1000.0
+        hi = np.array([rec.band_w[n][1] for n in sim.flex_names], dtype=float) / 1000.0
+        points = [lo, hi] + [rng.uniform(lo, hi) for _ in range(n_random)]
+        p_w = np.asarray(inputs["p_w"], dtype=float)
+        q_var = np.asarray(inputs["q_var"], dtype=float)
+        v_slack = np.asarray(inputs["v_slack_micro_pu"], dtype=float) / 1e6
+        for j, t_s in enumerate(inputs["steps_unix_s"]):
+            for col, bus in enumerate(inputs["bus_ids"]):
+                net.load.at[ul_rows[int(bus)], "p_mw"] = p_w[j, col] / 1e6
+                net.load.at[ul_rows[int(bus)], "q_mvar"] = q_var[j, col] / 1e6
+            net.ext_grid["vm_pu"] = float(v_slack[j])
+            v_all = []
+            for point in points:
+                for name, p_kw in zip(sim.flex_names, point, strict=True):
+                    net.load.at[flex_rows[name], "p_mw"] = float(p_kw) / 1000.0
+                v_all.append(_runpp_voltages(net))
+                n_runs += 1
+            v = np.array(v_all)
+            bad = _n_violating(v, v_low, v_high)
+            n_viol += bad
+            minute = (int(t_s) - sim.day_start_s) // 60
+            steps.append({
+                "minute": int(minute), "interval": rec.interval, "n_points": len(points),
+                "v_min_pu": float(v.min()), "v_max_pu": float(v.max()),
+                "n_violating_points": bad,
+                "v_stats_pu": [float(x) for x in np.percentile(v, [0, 25, 50, 75, 100])],
+            })
     return {"steps": steps, "n_violations": n_viol, "n_runs": n_runs, "v_low_pu": v_low,
             "v_high_pu": v_high, "tolerance_pu": NR_TOLERANCE_PU}
 
@@ -192,7 +277,8 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
     dso = audit(sim, records)
     sim.timings["audit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    nr = nr_check(sim, records, sim.config.nr_steps, sim.config.nr_random_points)
+    nr = nr_check_steps(sim, records, sim.config.nr_steps, sim.config.nr_random_points)
+    nr_operated = nr_check(sim, records, sim.config.nr_steps, sim.config.nr_random_points)
     sim.timings["newton_raphson"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     band_steps, band_hours, band_ul_kw, band_mismatch = recompute_bands(sim, records)
@@ -249,6 +335,11 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
         "nr_steps_checked": len(nr["steps"]),
         "nr_runs": nr["n_runs"],
         "nr_violations": nr["n_violations"],
+        "nr_operated_minutes_checked": len(nr_operated["steps"]),
+        "nr_operated_runs": nr_operated["n_runs"],
+        "nr_operated_violations": nr_operated["n_violations"],
+        "nr_operated_violating_minutes": [s["minute"] for s in nr_operated["steps"]
+                                          if s["n_violating_points"]],
         "recomputed_band_mismatches": band_mismatch,
         "aggregator_hours": len(sim.aggregator_log),
         "aggregator_hours_unbounded": sum(1 for a in sim.aggregator_log
@@ -267,7 +358,8 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
         config=sim.config, deployment=sim.deployment, chain_id=sim.chain.chain_id,
         day_start_s=sim.day_start_s, minutes_per_interval=n_min, flex_names=sim.flex_names,
         intervals=records, aggregator=sim.aggregator_log, statements=stmts, audit=dso,
-        nr_check=nr, oracle_status=json.loads(json.dumps(status, default=str)), ev=ev,
+        nr_check=nr, nr_operated=nr_operated,
+        oracle_status=json.loads(json.dumps(status, default=str)), ev=ev,
         summary=summary, band_steps=band_steps, band_step_hours=band_hours,
         band_step_ul_kw=band_ul_kw,
         timings_s=dict(sim.timings))

@@ -88,7 +88,14 @@ class BandSolver:
             best = Extreme(x, 0.0, best.generations)
         return best
 
-    def _pair(self, problem, lower, upper, warm, seed):
+    def _pair(
+        self,
+        problem: StepProblem,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        warm: StepSolution | None,
+        seed: int,
+    ) -> tuple[Extreme, Extreme]:
         """argmax and argmin over one box; each seeds the other so both find the feasible set."""
         warm_max = [] if warm is None else [warm.argmax_kw]
         warm_min = [] if warm is None else [warm.argmin_kw]
@@ -99,7 +106,9 @@ class BandSolver:
             b = self.extreme(problem, +1.0, lower, upper, [a.x_kw, *warm_max], seed + 2)
         return a, b
 
-    def _order(self, problem, a, b, free, seed):
+    def _order(
+        self, problem: StepProblem, a: np.ndarray, b: np.ndarray, free: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """Form the box ``lo <= hi`` from argmin ``a`` and argmax ``b`` (see module docstring)."""
         inverted = free & (a > b + _ORDER_TOL_KW)
         if not inverted.any():
@@ -121,7 +130,7 @@ class BandSolver:
         lo, hi, anchor = max(options, key=lambda o: float(np.sum(o[1] - o[0])))
         return np.minimum(lo, hi), np.maximum(lo, hi), anchor, "reordered"
 
-    def _infeasible(self, problem, candidates):
+    def _infeasible(self, problem: StepProblem, candidates: list[np.ndarray]) -> StepSolution:
         """The least-violating candidate (ties: the first, i.e. everything at p_low)."""
         pts = np.vstack([self.p_low_kw, self.rest_kw, self.p_high_kw, *candidates])
         viol, _ = problem.evaluate(pts, 0.0)
@@ -142,7 +151,7 @@ class BandSolver:
                 return sol
         return self._sum(problem, warm, seed)
 
-    def _sum(self, problem, warm, seed) -> StepSolution:
+    def _sum(self, problem: StepProblem, warm: StepSolution | None, seed: int) -> StepSolution:
         """Paper Eq. 2-3: argmax and argmin of the summed flexible power."""
         a, b = self._pair(problem, self.p_low_kw, self.p_high_kw, warm, seed)
         if not (a.feasible and b.feasible):
@@ -151,7 +160,9 @@ class BandSolver:
         lo, hi, anchor, note = self._order(problem, a.x_kw, b.x_kw, free, seed)
         return StepSolution(a.x_kw, b.x_kw, lo, hi, anchor, True, 0.0, note)
 
-    def _two_step(self, problem, warm, seed) -> StepSolution:
+    def _two_step(
+        self, problem: StepProblem, warm: StepSolution | None, seed: int
+    ) -> StepSolution:
         """Paper Eq. 15-16: battery band first (others at rest), then the others around it."""
         cb = self.battery
         lower1 = np.where(cb, self.p_low_kw, self.rest_kw)
@@ -173,7 +184,9 @@ class BandSolver:
         lo, hi, anchor, note = self._order(problem, a.x_kw, b.x_kw, ~cb, seed)
         return StepSolution(a.x_kw, b.x_kw, lo, hi, anchor, True, 0.0, note)
 
-    def _fair(self, problem, warm, seed) -> StepSolution | None:
+    def _fair(
+        self, problem: StepProblem, warm: StepSolution | None, seed: int
+    ) -> StepSolution | None:
         """Max-min fair share, then efficiency: returns None when the rest point is infeasible.
 
         Up: the largest common fraction ``lam`` with ``x = rest + lam (p_high - rest)`` feasible
@@ -198,7 +211,7 @@ class BandSolver:
             return None
         return StepSolution(a.x_kw, b.x_kw, a.x_kw, b.x_kw, a.x_kw, True, 0.0, "fair")
 
-    def _largest_fraction(self, problem, direction_kw) -> float:
+    def _largest_fraction(self, problem: StepProblem, direction_kw: np.ndarray) -> float:
         """Largest s in [0, 1] with rest + s * direction feasible (batched grid refinement)."""
         lo_s, hi_s = 0.0, 1.0
         if not np.any(direction_kw):

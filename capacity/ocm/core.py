@@ -71,8 +71,17 @@ class BandResult:
         return self.v_at_min_pu.max(axis=1)
 
 
-def _validate(feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective):
-    """Check the inputs; returns (incidence (n_flex, n_bus), p, q, v_slack (T,))."""
+def _validate(
+    feeder: Any,
+    flexibilities: Sequence[Flexibility],
+    p_kw: Any,
+    q_kvar: Any,
+    v_slack_pu: Any,
+    v_low: float,
+    v_high: float,
+    objective: str,
+) -> tuple[tuple[Flexibility, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Check the inputs; returns (flexibilities, incidence (n_flex, n_bus), p, q, v_slack (T,))."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
     if not (np.isfinite(v_low) and np.isfinite(v_high) and 0 < v_low < v_high):

@@ -13,6 +13,7 @@ ever beats a feasible one, and among infeasible ones the smaller violation wins.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,7 +160,7 @@ def run_ga(
     return Extreme(best_x, best_viol, generations)
 
 
-def _clone(ind):
+def _clone(ind: list) -> list:
     """A copy of an individual with its fitness (cheaper than copy.deepcopy)."""
     new = creator.OcmIndividual(ind)
     if ind.fitness.valid:
@@ -167,7 +168,14 @@ def _clone(ind):
     return new
 
 
-def _evaluate(problem, individuals, to_kw, sense, floor, margin_pu):
+def _evaluate(
+    problem: StepProblem,
+    individuals: list,
+    to_kw: Callable[[np.ndarray], np.ndarray],
+    sense: float,
+    floor: float,
+    margin_pu: float,
+) -> tuple[np.ndarray, float, float]:
     """Evaluate individuals in one batched call; set fitness; return the batch's best."""
     x_kw = to_kw(np.array(individuals, dtype=float))
     viol, _ = problem.evaluate(x_kw, margin_pu)

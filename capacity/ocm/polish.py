@@ -3,7 +3,9 @@
 Around a feasible setting ``x`` the bus voltages are linearised, ``|V|(x + d) ~ |V|(x) + J d``
 with ``J = d|V|/dP_c`` (pu/kW) from finite differences in one batched load-flow call; the LP
 ``max sense * sum(d)`` s.t. ``v_low + m <= |V| + J d <= v_high - m`` and the box (paper Eq. 4-5)
-gives a direction; a batched line search along it keeps the largest feasible fraction. A step is
+gives a direction; a batched line search along it keeps the largest feasible fraction. When the
+full step leaves the limits (voltage is concave in the load, so steps along a binding limit curve
+outwards) a second-order correction re-solves the LP at the full step's actual voltages. A step is
 accepted only when it stays feasible and improves the objective, so the result is never worse than
 the GA's.
 """
@@ -86,7 +88,18 @@ def polish(
     return x, iterations
 
 
-def _lp_step(jac, v0, v_lo, v_hi, x, lower_kw, upper_kw, free, trust, sense):
+def _lp_step(
+    jac: np.ndarray,
+    v0: np.ndarray,
+    v_lo: float,
+    v_hi: float,
+    x: np.ndarray,
+    lower_kw: np.ndarray,
+    upper_kw: np.ndarray,
+    free: np.ndarray,
+    trust: np.ndarray,
+    sense: float,
+) -> np.ndarray | None:
     """LP on the linearised limits: the step d (n_flex,) maximising ``sense * sum(d)``, or None."""
     bounds = list(
         zip(

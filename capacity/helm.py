@@ -64,7 +64,7 @@ _DENSE_MAX_NODES = 1500  # up to this size the LU's inverse is applied as a dens
 _SINGLE_DENSE_MAX_NODES = 160  # single solves of larger feeders use the sparse LU directly
 _MAX_PLANS = 32  # cached plans (sets of loaded nodes) per feeder
 _MAX_SKIP = 6  # at most this many coefficients between two checks of a scenario
-_BLOCK_ELEMENTS = 1 << 14  # scenarios x PQ nodes per block (keeps the coefficients in cache)
+_BLOCK_ELEMENTS = 1 << 13  # scenarios x PQ nodes per block (keeps the coefficients in cache)
 
 
 _BLAS_LIBS: list[Any] | None = None
@@ -164,6 +164,7 @@ class _Plan:
     order: np.ndarray  # PQ node positions in plan order
     n_load: int
     m: np.ndarray | None  # (n_load + n_pq, n_pq)
+    zt: np.ndarray | None  # (n_pq, n_pq) Y_pp^-1 transposed, plan order
     y_sh: np.ndarray  # (n_pq,) plan order
     v0_unit: np.ndarray  # (n_pq,) plan order
 
@@ -238,12 +239,14 @@ def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
     order = np.concatenate([loaded, np.flatnonzero(~loaded_mask)])
     n_load = loaded.shape[0]
     y_sh = model.y_shunt_pq[order]
-    m = None
+    m = zt = None
     if model.z_t is not None:
-        zt = model.z_t[np.ix_(order, order)]  # zt[i, j] = Z[order j, order i]
+        zt = np.ascontiguousarray(model.z_t[np.ix_(order, order)])  # zt[i, j] = Z[o_j, o_i]
         # [i_load, V[n-1]] @ m = Z (i_load - Y_shunt V[n-1])  (row-vector form)
         m = np.ascontiguousarray(np.vstack([zt[:n_load], -y_sh[:, None] * zt]))
-    plan = _Plan(order=order, n_load=n_load, m=m, y_sh=y_sh, v0_unit=model.v0_unit[order])
+    plan = _Plan(
+        order=order, n_load=n_load, m=m, zt=zt, y_sh=y_sh, v0_unit=model.v0_unit[order]
+    )
     if len(model.plans) >= _MAX_PLANS:
         model.plans.pop(next(iter(model.plans)))
     model.plans[key] = plan
@@ -388,49 +391,6 @@ def _ridge(m: int) -> np.ndarray:
     return eye
 
 
-def _pade_denominator(gram: np.ndarray, n_last: int) -> np.ndarray:
-    """Common Padé denominator q (S, M+1), q_0 = 1, of the [L/M] approximant, L + M = n_last.
-
-    Minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over the probe buses (a matrix Padé with one
-    denominator for all buses of a scenario) from ``gram[s, a, b] = <c_a, c_b>``, as
-    Jacobi-scaled normal equations, batched over scenarios.
-    """
-    m = n_last // 2
-    n_scen = gram.shape[0]
-    q = np.ones((n_scen, m + 1), dtype=complex)
-    if m == 0:
-        return q
-    ia, ib = _pade_index(n_last)
-    h = gram[:, ia, ib].sum(axis=1)  # (S, m+1, m+1)
-    d = np.sqrt(np.abs(np.diagonal(h, axis1=1, axis2=2).real[:, 1:]))
-    d[d == 0] = 1.0
-    a = h[:, 1:, 1:] / (d[:, :, None] * d[:, None, :])
-    a += _ridge(m)
-    y = np.linalg.solve(a, (h[:, 1:, :1] / d[:, :, None]))[:, :, 0]
-    np.divide(y, -d, out=q[:, 1:])
-    return q
-
-
-def _pade_value(
-    q: np.ndarray, coefs: np.ndarray, n_last: int, rows: np.ndarray | None
-) -> np.ndarray:
-    """[L/M] approximant at a = 1, L + M = n_last, from the coefficients ``coefs`` (S, N, n).
-
-    With P the numerator (the first L+1 coefficients of Q * V), P(1) / Q(1) = sum_i u_i c_i /
-    Q(1) with u_i = sum_{j <= min(M, L-i)} q_j: one batched product over the coefficient
-    history. ``rows`` selects scenarios (None: all, without copying)."""
-    m = q.shape[1] - 1
-    el = n_last - m
-    q_total = q.sum(axis=1)
-    u = np.empty((q.shape[0], 1, el + 1), dtype=complex)
-    u[:, 0, : el - m + 1] = q_total[:, None]
-    if m:
-        u[:, 0, el - m + 1 :] = np.cumsum(q, axis=1)[:, m - 1 :: -1]
-    c = coefs[:, : el + 1] if rows is None else coefs[rows, : el + 1]
-    num = np.matmul(u, c)[:, 0]
-    return num / q_total[:, None]
-
-
 def _next_check(
     n_coef: int,
     err: np.ndarray,
@@ -477,6 +437,66 @@ def _first_check(
     return first, rate
 
 
+def _normal_equations(
+    gram: np.ndarray, n_last: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jacobi-scaled normal equations (a, b, scaling d) of the common Padé denominator of
+    [L/M], L+M = n_last (see ``_pade_pair``), padded with identity rows to ``size`` unknowns."""
+    m = n_last // 2
+    n_scen = gram.shape[0]
+    a = np.empty((n_scen, size, size), dtype=complex)
+    b = np.zeros((n_scen, size), dtype=complex)
+    d = np.ones((n_scen, size))
+    if m:
+        ia, ib = _pade_index(n_last)
+        h = gram[:, ia, ib].sum(axis=1)  # (S, m+1, m+1)
+        dm = np.sqrt(np.abs(np.diagonal(h, axis1=1, axis2=2).real[:, 1:]))
+        dm[dm == 0] = 1.0
+        d[:, :m] = dm
+        a[:, :m, :m] = h[:, 1:, 1:] / (dm[:, :, None] * dm[:, None, :])
+        a[:, :m, :m] += _ridge(m)
+        b[:, :m] = h[:, 1:, 0] / dm
+    if m < size:
+        a[:, m:, :] = 0.0
+        a[:, :, m:] = 0.0
+        a[:, np.arange(m, size), np.arange(m, size)] = 1.0
+    return a, b, d
+
+
+def _pade_pair(
+    gram: np.ndarray, coefs: np.ndarray, k: int, rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The approximants from coefficients 0..k and 0..k-1 ([L/M] with L+M = k and k-1), as
+    with one batched solve and one product for both.
+
+    Each denominator q (q_0 = 1) minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over all buses
+    (one denominator per scenario: a matrix Padé approximant); the numerator's value at a = 1
+    is sum_i u_i c_i with u_i = sum_{j <= min(M, L-i)} q_j, so P(1)/Q(1) is one product with
+    the coefficient history ``coefs`` (S, N, n). ``rows`` selects scenarios (None: all)."""
+    m_n, m_m = k // 2, (k - 1) // 2
+    el_n, el_m = k - m_n, k - 1 - m_m
+    size = max(m_n, 1)
+    a_n, b_n, d_n = _normal_equations(gram, k, size)
+    a_m, b_m, d_m = _normal_equations(gram, k - 1, size)
+    n_scen = gram.shape[0]
+    y = np.linalg.solve(
+        np.concatenate([a_n, a_m]), np.concatenate([b_n, b_m])[:, :, None]
+    )[:, :, 0]
+    y /= -np.concatenate([d_n, d_m])
+    q = np.ones((2, n_scen, size + 1), dtype=complex)
+    q[:, :, 1:] = y.reshape(2, n_scen, size)
+    q_total = np.array([q[0, :, : m_n + 1].sum(axis=1), q[1, :, : m_m + 1].sum(axis=1)])
+    length = max(el_n, el_m) + 1
+    u = np.zeros((n_scen, 2, length), dtype=complex)
+    for i, (m, el) in enumerate(((m_n, el_n), (m_m, el_m))):
+        u[:, i, : el - m + 1] = q_total[i][:, None]
+        if m:
+            u[:, i, el - m + 1 : el + 1] = np.cumsum(q[i, :, : m + 1], axis=1)[:, m - 1 :: -1]
+    c = coefs[:, :length] if rows is None else coefs[rows, :length]
+    num = np.matmul(u, c)  # (S, 2, n)
+    return num[:, 0] / q_total[0][:, None], num[:, 1] / q_total[1][:, None]
+
+
 def _solve_block(
     model: _HelmModel,
     plan: _Plan,
@@ -514,6 +534,9 @@ def _solve_block(
     hist[:, 0, :nl] *= cs
     gram = np.zeros((n_scen, cap, cap), dtype=complex)  # gram[s, a, b] = <V[a], V[b]>
     gram[:, 0, 0] = np.einsum("sl,sl->s", v0.conj(), v0)
+    zt = plan.zt
+    neg_y_sh = -plan.y_sh
+    j_buf = np.empty((n_scen, n_pq), dtype=complex)  # current injections of the step
     next_chk = np.full(n_scen, _FIRST_CHECK, dtype=np.int64)
     rate0 = np.full(n_scen, np.nan)
     prev_err = np.full(n_scen, np.inf)
@@ -529,7 +552,12 @@ def _solve_block(
             w = np.pad(w, [(0, 0), (0, grow), (0, 0)])
             gram = np.pad(gram, [(0, 0), (0, grow), (0, grow)])
         v_k = hist[:, k, nl:]
-        plan.step(model, hist[:, k - 1], out=v_k)
+        if zt is not None:  # V[k] = (i_load - Y_shunt V[k-1]) Z^T, one BLAS product
+            np.multiply(hist[:, k - 1, nl:], neg_y_sh, out=j_buf)
+            j_buf[:, :nl] += hist[:, k - 1, :nl]
+            np.matmul(j_buf, zt, out=v_k)
+        else:
+            plan.step(model, hist[:, k - 1], out=v_k)
         g_row = np.matmul(hist[:, : k + 1, nl:], v_k.conj()[:, :, None])[:, :, 0]
         gram[:, k, : k + 1] = g_row
         np.conjugate(g_row, out=gram[:, : k + 1, k])
@@ -551,11 +579,8 @@ def _solve_block(
                 continue
         rows = None if due.size == active.size else due
         g_due = gram if rows is None else gram[rows]
-        q_n = _pade_denominator(g_due, k)
-        q_m = _pade_denominator(g_due, k - 1)
         coefs = hist[:, :, nl:]
-        a_n = _pade_value(q_n, coefs, k, rows)
-        a_m = _pade_value(q_m, coefs, k - 1, rows)
+        a_n, a_m = _pade_pair(g_due, coefs, k, rows)
         err = np.max(np.abs(a_n - a_m), axis=1)
         ok = np.isfinite(err) & (err <= tol_pu)
         if at_limit and not ok.all():
@@ -587,6 +612,7 @@ def _solve_block(
             if not keep.any():
                 break
             active = active[keep]
+            j_buf = j_buf[: active.size]
             hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n = (
                 a_[keep]
                 for a_ in (hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n)
@@ -595,7 +621,7 @@ def _solve_block(
 
 
 def _pade_single(gram: np.ndarray, coefs: np.ndarray, n_last: int) -> np.ndarray:
-    """``_pade_value(_pade_denominator(...))`` for one scenario (2-D arrays, fewer calls)."""
+    """The [L/M] approximant of ``_pade_pair`` for one scenario (2-D arrays, fewer calls)."""
     m = n_last // 2
     el = n_last - m
     q = np.ones(m + 1, dtype=complex)

@@ -197,3 +197,12 @@ def test_with_loads_shares_network_cache_and_checks_input() -> None:
     assert feeder.bus_position(12) == 2
     with pytest.raises(ValueError, match="unknown bus"):
         feeder.bus_position(99)
+
+
+def test_t_model_leakage_split_and_parallel_trafos_match_nr(mixed_network) -> None:
+    net = mixed_network("lv", "Ratio", 0.0)
+    net.trafo["leakage_resistance_ratio_hv"] = 0.3
+    net.trafo["leakage_reactance_ratio_hv"] = 0.7
+    feeder = Feeder.from_pandapower(net)
+    assert feeder.trafos.leakage_resistance_ratio_hv.tolist() == [0.3]
+    assert_close_to_nr(feeder, net)

@@ -160,6 +160,7 @@ def compute_bands(
     margin_pu: float = 1e-5,
     use_polish: bool = True,
     warm_start: bool = True,
+    warm_from: BandResult | None = None,
     solver: VoltageSolver | None = None,
     progress: bool = False,
     blas_threads: int | None = 1,
@@ -170,24 +171,26 @@ def compute_bands(
     (max-min share of ``p_high``, then the sum). ``margin_pu`` tightens the limits inside the
     optimiser only; certification uses ``[v_low, v_high]``. ``solver`` replaces HELM (e.g. by a
     Newton-Raphson wrapper for benchmarks). Deterministic for a given ``seed``.
+    ``warm_from``: a previous result for the same flexibilities whose last step warm-starts the
+    first step here (for callers that compute one interval at a time, like the oracle loop).
     ``blas_threads``: BLAS threads while solving (1 is much faster for the many small batched
     solves on a shared machine; None leaves the BLAS default).
     """
     if blas_threads is None:
         return _compute_bands(
             feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-            n_random, ga, margin_pu, use_polish, warm_start, solver, progress,
+            n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
         )
     with threadpool_limits(limits=blas_threads):
         return _compute_bands(
             feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-            n_random, ga, margin_pu, use_polish, warm_start, solver, progress,
+            n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
         )
 
 
 def _compute_bands(
     feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-    n_random, ga, margin_pu, use_polish, warm_start, solver, progress,
+    n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
 ) -> BandResult:
     """The body of ``compute_bands`` (same arguments)."""
     if n_random < 0:
@@ -221,6 +224,11 @@ def _compute_bands(
 
         steps = tqdm(steps, desc=f"OCM {objective}", unit="step")
     warm: StepSolution | None = None
+    if warm_from is not None:
+        if tuple(warm_from.flexibilities) != flexibilities:
+            raise ValueError("warm_from was computed for other flexibilities")
+        a, b = warm_from.argmin_kw[-1], warm_from.argmax_kw[-1]
+        warm = StepSolution(a, b, a, b, a, True)
     for t in steps:
         started = time.perf_counter()
         problem = StepProblem(solver, incidence, p[t], q[t], float(vs[t]), v_low, v_high)

@@ -305,3 +305,17 @@ def test_many_and_fixed_flexibilities():
     assert np.all(np.abs(res.v_min_at_max_pu - 0.95) < 1e-3)
     # nearer devices are filled first by the sum objective
     assert np.all(np.diff(res.p_max_kw[:, :7], axis=1) <= 1e-6)
+
+
+def test_one_interval_at_a_time_with_warm_from_matches_the_batch():
+    p, q = base_loads()
+    batch = compute_bands(ToyFeeder(5), FLEX, p, q, solver=SOLVER, n_random=50)
+    prev = None
+    for t in range(p.shape[0]):
+        step = compute_bands(ToyFeeder(5), FLEX, p[t:t + 1], q[t:t + 1], solver=SOLVER,
+                             n_random=50, warm_from=prev)
+        np.testing.assert_allclose(step.p_max_kw[0], batch.p_max_kw[t], atol=1e-2)
+        np.testing.assert_allclose(step.p_min_kw[0], batch.p_min_kw[t], atol=1e-2)
+        prev = step
+    with pytest.raises(ValueError, match="other flexibilities"):
+        compute_bands(ToyFeeder(5), FLEX[:2], p[:1], q[:1], solver=SOLVER, warm_from=prev)

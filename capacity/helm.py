@@ -47,6 +47,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from capacity.grid import S_BASE_MVA, Feeder
+from capacity.pade import Wynn, pade_pair, pade_single
 
 DEFAULT_TOL_PU = 1e-10
 """Default agreement of successive Padé approximants (pu) for convergence."""
@@ -59,7 +60,6 @@ MISMATCH_TOL_PU = 1e-6
 
 _FIRST_CHECK = 6
 _CHECK_EVERY = 2
-_RIDGE = 1e-13  # relative regularisation of the Padé denominator's normal equations
 _DENSE_MAX_NODES = 1500  # up to this size the LU's inverse is applied as a dense matrix (BLAS)
 _SINGLE_DENSE_MAX_NODES = 160  # single solves of larger feeders use the sparse LU directly
 _MAX_PLANS = 32  # cached plans (sets of loaded nodes) per feeder
@@ -303,94 +303,6 @@ def _slack_voltages(model: _HelmModel, v_slack_pu: Any, n_scen: int) -> np.ndarr
     return vm * unit_angle
 
 
-class _Wynn:
-    """Wynn's epsilon table on partial sums, extended column by column.
-
-    Only the last two entries of every column are kept; vectorised over (S, n). Even columns
-    ``eps_2k^(m)`` are the Padé approximants [m+k / k] at a = 1.
-    """
-
-    def __init__(self) -> None:
-        self.tails: list[np.ndarray] = []
-        self.lens: list[int] = []
-
-    def extend(self, new_sums: np.ndarray) -> None:
-        """Append partial sums (d, S, n) and extend every column."""
-        if not self.tails:
-            self.tails.append(new_sums)
-            self.lens.append(new_sums.shape[0])
-        else:
-            self.tails[0] = np.concatenate([self.tails[0], new_sums])
-            self.lens[0] += new_sums.shape[0]
-        k = 0
-        with np.errstate(all="ignore"):
-            while True:
-                len_k = self.lens[k]
-                len_next = self.lens[k + 1] if k + 1 < len(self.lens) else 0
-                target = len_k - 1
-                if target <= len_next:
-                    break
-                ek = self.tails[k]
-                off_k = len_k - ek.shape[0]
-                a = ek[len_next - off_k : target - off_k + 1]
-                new = 1.0 / (a[1:] - a[:-1])
-                if k > 0:
-                    ep = self.tails[k - 1]
-                    off_p = self.lens[k - 1] - ep.shape[0]
-                    new += ep[len_next + 1 - off_p : target + 1 - off_p]
-                if k + 1 < len(self.tails):
-                    self.tails[k + 1] = np.concatenate([self.tails[k + 1], new])
-                    self.lens[k + 1] = target
-                else:
-                    self.tails.append(new)
-                    self.lens.append(target)
-                k += 1
-        for i, t in enumerate(self.tails):
-            if t.shape[0] > 2:
-                self.tails[i] = t[-2:]
-
-    def latest(self) -> tuple[np.ndarray, np.ndarray]:
-        """The two latest diagonal approximants: from all sums, and from all but the last."""
-        k_n = max(k for k in range(0, len(self.lens), 2) if self.lens[k] >= 1)
-        k_m = max(k for k in range(0, len(self.lens), 2) if self.lens[k] >= 2)
-        a_n = self.tails[k_n][-1]
-        a_m = self.tails[k_m][-2]
-        s_n = self.tails[0][-1]
-        s_m = self.tails[0][-2]
-        a_n = np.where(np.isfinite(a_n), a_n, s_n)
-        a_m = np.where(np.isfinite(a_m), a_m, s_m)
-        return a_n, a_m
-
-    def keep(self, rows: np.ndarray) -> None:
-        """Keep only the given scenarios (axis 1)."""
-        self.tails = [t[:, rows] for t in self.tails]
-
-
-_PADE_INDEX: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _pade_index(n_last: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays that sum the Gram matrix into the normal equations of [L/M], L+M=n_last."""
-    idx = _PADE_INDEX.get(n_last)
-    if idx is None:
-        m = n_last // 2
-        el = n_last - m
-        k = el + np.arange(1, m + 1)[:, None] - np.arange(m + 1)[None, :]  # (m, m+1)
-        idx = (k[:, :, None], k[:, None, :])
-        _PADE_INDEX[n_last] = idx
-    return idx
-
-
-_RIDGES: dict[int, np.ndarray] = {}
-
-
-def _ridge(m: int) -> np.ndarray:
-    eye = _RIDGES.get(m)
-    if eye is None:
-        eye = _RIDGES[m] = _RIDGE * np.eye(m)
-    return eye
-
-
 def _next_check(
     n_coef: int,
     err: np.ndarray,
@@ -435,66 +347,6 @@ def _first_check(
     first[ok] = np.clip(np.floor(1.7 * predicted[ok]), _FIRST_CHECK, max_coefficients)
     rate[ok] = -log_r[ok] / 1.9
     return first, rate
-
-
-def _normal_equations(
-    gram: np.ndarray, n_last: int, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jacobi-scaled normal equations (a, b, scaling d) of the common Padé denominator of
-    [L/M], L+M = n_last (see ``_pade_pair``), padded with identity rows to ``size`` unknowns."""
-    m = n_last // 2
-    n_scen = gram.shape[0]
-    a = np.empty((n_scen, size, size), dtype=complex)
-    b = np.zeros((n_scen, size), dtype=complex)
-    d = np.ones((n_scen, size))
-    if m:
-        ia, ib = _pade_index(n_last)
-        h = gram[:, ia, ib].sum(axis=1)  # (S, m+1, m+1)
-        dm = np.sqrt(np.abs(np.diagonal(h, axis1=1, axis2=2).real[:, 1:]))
-        dm[dm == 0] = 1.0
-        d[:, :m] = dm
-        a[:, :m, :m] = h[:, 1:, 1:] / (dm[:, :, None] * dm[:, None, :])
-        a[:, :m, :m] += _ridge(m)
-        b[:, :m] = h[:, 1:, 0] / dm
-    if m < size:
-        a[:, m:, :] = 0.0
-        a[:, :, m:] = 0.0
-        a[:, np.arange(m, size), np.arange(m, size)] = 1.0
-    return a, b, d
-
-
-def _pade_pair(
-    gram: np.ndarray, coefs: np.ndarray, k: int, rows: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The approximants from coefficients 0..k and 0..k-1 ([L/M] with L+M = k and k-1), as
-    with one batched solve and one product for both.
-
-    Each denominator q (q_0 = 1) minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over all buses
-    (one denominator per scenario: a matrix Padé approximant); the numerator's value at a = 1
-    is sum_i u_i c_i with u_i = sum_{j <= min(M, L-i)} q_j, so P(1)/Q(1) is one product with
-    the coefficient history ``coefs`` (S, N, n). ``rows`` selects scenarios (None: all)."""
-    m_n, m_m = k // 2, (k - 1) // 2
-    el_n, el_m = k - m_n, k - 1 - m_m
-    size = max(m_n, 1)
-    a_n, b_n, d_n = _normal_equations(gram, k, size)
-    a_m, b_m, d_m = _normal_equations(gram, k - 1, size)
-    n_scen = gram.shape[0]
-    y = np.linalg.solve(
-        np.concatenate([a_n, a_m]), np.concatenate([b_n, b_m])[:, :, None]
-    )[:, :, 0]
-    y /= -np.concatenate([d_n, d_m])
-    q = np.ones((2, n_scen, size + 1), dtype=complex)
-    q[:, :, 1:] = y.reshape(2, n_scen, size)
-    q_total = np.array([q[0, :, : m_n + 1].sum(axis=1), q[1, :, : m_m + 1].sum(axis=1)])
-    length = max(el_n, el_m) + 1
-    u = np.zeros((n_scen, 2, length), dtype=complex)
-    for i, (m, el) in enumerate(((m_n, el_n), (m_m, el_m))):
-        u[:, i, : el - m + 1] = q_total[i][:, None]
-        if m:
-            u[:, i, el - m + 1 : el + 1] = np.cumsum(q[i, :, : m + 1], axis=1)[:, m - 1 :: -1]
-    c = coefs[:, :length] if rows is None else coefs[rows, :length]
-    num = np.matmul(u, c)  # (S, 2, n)
-    return num[:, 0] / q_total[0][:, None], num[:, 1] / q_total[1][:, None]
 
 
 def _solve_block(
@@ -580,13 +432,13 @@ def _solve_block(
         rows = None if due.size == active.size else due
         g_due = gram if rows is None else gram[rows]
         coefs = hist[:, :, nl:]
-        a_n, a_m = _pade_pair(g_due, coefs, k, rows)
+        a_n, a_m = pade_pair(g_due, coefs, k, rows)
         err = np.max(np.abs(a_n - a_m), axis=1)
         ok = np.isfinite(err) & (err <= tol_pu)
         if at_limit and not ok.all():
             # last resort before declaring collapse: scalar Padé (Wynn's epsilon) per node
             rest = np.flatnonzero(~ok)
-            wynn = _Wynn()
+            wynn = Wynn()
             wynn.extend(np.moveaxis(np.cumsum(coefs[due[rest], : k + 1], axis=1), 1, 0))
             b_n, b_m = wynn.latest()
             err_w = np.max(np.abs(b_n - b_m), axis=1)
@@ -618,27 +470,6 @@ def _solve_block(
                 for a_ in (hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n)
             )
     return v_out, conv, n_used
-
-
-def _pade_single(gram: np.ndarray, coefs: np.ndarray, n_last: int) -> np.ndarray:
-    """The [L/M] approximant of ``_pade_pair`` for one scenario (2-D arrays, fewer calls)."""
-    m = n_last // 2
-    el = n_last - m
-    q = np.ones(m + 1, dtype=complex)
-    if m:
-        ia, ib = _pade_index(n_last)
-        h = gram[ia, ib].sum(axis=0)
-        d = np.sqrt(np.abs(h.diagonal().real[1:]))
-        d[d == 0] = 1.0
-        a = h[1:, 1:] / np.outer(d, d)
-        a += _ridge(m)
-        q[1:] = np.linalg.solve(a, h[1:, 0] / d) / -d
-    q_total = q.sum()
-    u = np.empty(el + 1, dtype=complex)
-    u[: el - m + 1] = q_total
-    if m:
-        u[el - m + 1 :] = np.cumsum(q)[m - 1 :: -1]
-    return (u @ coefs[: el + 1]) / q_total
 
 
 def _solve_single(
@@ -695,12 +526,12 @@ def _solve_single(
             continue
         c = hist[: k + 1, nl:]
         gram = c.conj() @ c.T
-        a_n = _pade_single(gram, c, k)
-        err = float(np.max(np.abs(a_n - _pade_single(gram, c, k - 1))))
+        a_n = pade_single(gram, c, k)
+        err = float(np.max(np.abs(a_n - pade_single(gram, c, k - 1))))
         if err <= tol_pu:  # False for NaN
             return a_n, True, n_coef
         if at_limit:
-            wynn = _Wynn()
+            wynn = Wynn()
             wynn.extend(np.cumsum(c, axis=0)[:, None, :])
             b_n, b_m = wynn.latest()
             err_w = float(np.max(np.abs(b_n - b_m)))

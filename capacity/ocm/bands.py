@@ -8,11 +8,11 @@ Band formation. On a radial LV feeder every bus voltage falls when any consumpti
 box ``[lo, hi]`` is safe when its all-max corner meets ``v_low`` and its all-min corner meets
 ``v_high``; certification checks this instead of assuming it. ``lo = argmin``, ``hi = argmax``
 is then safe. The paper's two vectors need not be ordered per device (forcing a charging station
-up can let a battery inject more); then two repaired boxes are computed and the wider one (by
-summed band width) is kept:
-  (1) keep ``hi = argmax`` and re-minimise over ``p_low <= x <= argmax`` -> ``lo``;
-  (2) keep ``lo = argmin`` and re-maximise over ``argmin <= x <= p_high`` -> ``hi``.
-Both are feasible problems (argmax resp. argmin lies in them), so a box always exists.
+up can let a battery inject more); then the box is split at ``s = b + theta (a - b)``:
+``hi = argmax over s <= x <= p_high``, ``lo = argmin over p_low <= x <= s`` (so lo <= s <= hi).
+``theta = 0`` keeps ``hi = argmax`` and ``theta = 1`` keeps ``lo = argmin`` (both restricted
+problems contain the kept vector, so they are feasible); a third split balances the two losses
+against the paper's sums, and the candidate with the smallest worse-side loss is kept.
 """
 
 from __future__ import annotations
@@ -113,22 +113,45 @@ class BandSolver:
         inverted = free & (a > b + _ORDER_TOL_KW)
         if not inverted.any():
             return np.minimum(a, b), np.maximum(a, b), a, ""
-        options = []
-        lower1 = np.where(free, self.p_low_kw, a)
-        upper1 = np.where(free, np.minimum(b, self.p_high_kw), a)
-        lo1 = self.extreme(problem, -1.0, lower1, upper1, [upper1, a], seed + 3)
-        if lo1.feasible and np.all(lo1.x_kw <= b + _ORDER_TOL_KW):
-            options.append((lo1.x_kw, b, lo1.x_kw))
-        lower2 = np.where(free, np.maximum(a, self.p_low_kw), b)
-        upper2 = np.where(free, self.p_high_kw, b)
-        hi2 = self.extreme(problem, +1.0, lower2, upper2, [lower2, b], seed + 4)
-        if hi2.feasible and np.all(a <= hi2.x_kw + _ORDER_TOL_KW):
-            options.append((a, hi2.x_kw, a))
+        total_kw = max(float(b.sum() - a.sum()), 1e-9)
+
+        def split(theta: float, seed_off: int):
+            """Split at ``s = b + theta (a - b)``: hi = max over x >= s, lo = min over x <= s."""
+            s = b + theta * (a - b)
+            lo, hi = a, b
+            if theta > 0.0:
+                lower = np.where(free, s, b)
+                upper = np.where(free, self.p_high_kw, b)
+                ext = self.extreme(problem, +1.0, lower, upper, [lower, b], seed + seed_off)
+                if not ext.feasible:
+                    return None
+                hi = ext.x_kw
+            if theta < 1.0:
+                lower = np.where(free, self.p_low_kw, a)
+                upper = np.where(free, s, a)
+                ext = self.extreme(problem, -1.0, lower, upper, [upper, a], seed + seed_off + 1)
+                if not ext.feasible:
+                    return None
+                lo = ext.x_kw
+            if not np.all(lo <= hi + _ORDER_TOL_KW):
+                return None
+            loss_max = float(b.sum() - hi.sum()) / total_kw
+            loss_min = float(lo.sum() - a.sum()) / total_kw
+            return (max(loss_max, loss_min), -float(np.sum(hi - lo)), loss_min, loss_max, lo, hi)
+
+        keep_b, keep_a = split(0.0, 3), split(1.0, 5)
+        options = [o for o in (keep_b, keep_a) if o is not None]
+        if keep_b is not None and keep_a is not None and keep_b[2] + keep_a[3] > 0:
+            theta = keep_b[2] / (keep_b[2] + keep_a[3])  # where the two losses cross (linear)
+            if 0.0 < theta < 1.0:
+                mid = split(theta, 7)
+                if mid is not None:
+                    options.append(mid)
         if not options:  # cannot happen for sum objective; keep b as a point on the free devices
             lo = np.where(free, b, np.minimum(a, b))
             return lo, np.maximum(lo, b), b, "order-fallback"
-        lo, hi, anchor = max(options, key=lambda o: float(np.sum(o[1] - o[0])))
-        return np.minimum(lo, hi), np.maximum(lo, hi), anchor, "reordered"
+        _, _, _, _, lo, hi = min(options, key=lambda o: (o[0], o[1]))
+        return np.minimum(lo, hi), np.maximum(lo, hi), lo, "reordered"
 
     def _infeasible(self, problem: StepProblem, candidates: list[np.ndarray]) -> StepSolution:
         """The least-violating candidate (ties: the first, i.e. everything at p_low)."""

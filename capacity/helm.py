@@ -20,10 +20,11 @@ per scenario.
 
 ``V(1)`` is evaluated by Padé approximants: per scenario one denominator common to all buses
 (a matrix/vector Padé approximant [L/M], L = M or M + 1, whose denominator minimises the
-Padé conditions' residual over all buses in least squares, from the Gram matrix of the
-coefficients), vectorised over buses and scenarios. A scenario has converged when its two
-latest approximants ([L/M] from N and from N - 1 coefficients) agree within ``tol_pu`` at
-every bus and the power mismatch of the result is below ``MISMATCH_TOL_PU``. Before declaring
+Padé conditions' residual in least squares over up to ``_MAX_PROBE`` probe buses, the
+electrically farthest from the slack, from the Gram matrix of their coefficients),
+vectorised over buses and scenarios. A scenario has converged when its two latest
+approximants ([L/M] from N and from N - 1 coefficients) agree within ``tol_pu`` at every bus
+and the power mismatch of the result is below ``MISMATCH_TOL_PU``. Before declaring
 a collapse at ``max_coefficients``, the scalar per-bus Padé approximants (Wynn's epsilon
 algorithm) are tried as well. Scenarios without an operable solution (voltage collapse: the
 approximants do not settle) are reported as not converged, with NaN voltages.
@@ -64,6 +65,7 @@ _DENSE_MAX_NODES = 1500  # up to this size the LU's inverse is applied as a dens
 _SINGLE_DENSE_MAX_NODES = 160  # single solves of larger feeders use the sparse LU directly
 _MAX_PLANS = 32  # cached plans (sets of loaded nodes) per feeder
 _MAX_SKIP = 6  # at most this many coefficients between two checks of a scenario
+_MAX_PROBE = 32
 _BLOCK_ELEMENTS = 1 << 13  # scenarios x PQ nodes per block (keeps the coefficients in cache)
 
 
@@ -148,6 +150,7 @@ class _HelmModel:
     slack_node: int
     bus_to_node: np.ndarray
     v_slack_pu: complex
+    probe: np.ndarray  # PQ nodes whose coefficients define the common Padé denominator
     plans: dict[bytes, _Plan]
 
 
@@ -165,6 +168,7 @@ class _Plan:
     n_load: int
     m: np.ndarray | None  # (n_load + n_pq, n_pq)
     zt: np.ndarray | None  # (n_pq, n_pq) Y_pp^-1 transposed, plan order
+    probe: np.ndarray  # plan-order positions of the feeder's probe nodes (Padé denominator)
     y_sh: np.ndarray  # (n_pq,) plan order
     v0_unit: np.ndarray  # (n_pq,) plan order
 
@@ -223,10 +227,23 @@ def _helm_model(feeder: Feeder) -> _HelmModel:
         slack_node=adm.slack_node,
         bus_to_node=adm.bus_to_node,
         v_slack_pu=adm.v_slack_pu,
+        probe=_probe_nodes(lu, n_pq, z_t),
         plans={},
     )
     feeder._cache["helm"] = model
     return model
+
+
+def _probe_nodes(lu: Any, n_pq: int, z_t: np.ndarray | None) -> np.ndarray:
+    """At most ``_MAX_PROBE`` PQ nodes, electrically farthest from the slack (largest |Z_ii|):
+    the buses whose series coefficients define the common Padé denominator."""
+    if n_pq <= _MAX_PROBE:
+        return np.arange(n_pq)
+    if z_t is not None:
+        z_diag = np.abs(np.diagonal(z_t))
+    else:
+        z_diag = np.abs(lu.solve(np.eye(n_pq, dtype=complex)).diagonal())
+    return np.sort(np.argsort(-z_diag, kind="stable")[:_MAX_PROBE])
 
 
 def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
@@ -244,8 +261,11 @@ def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
         zt = np.ascontiguousarray(model.z_t[np.ix_(order, order)])  # zt[i, j] = Z[o_j, o_i]
         # [i_load, V[n-1]] @ m = Z (i_load - Y_shunt V[n-1])  (row-vector form)
         m = np.ascontiguousarray(np.vstack([zt[:n_load], -y_sh[:, None] * zt]))
+    pos_in_plan = np.empty_like(order)
+    pos_in_plan[order] = np.arange(order.shape[0])
     plan = _Plan(
-        order=order, n_load=n_load, m=m, zt=zt, y_sh=y_sh, v0_unit=model.v0_unit[order]
+        order=order, n_load=n_load, m=m, zt=zt, probe=np.sort(pos_in_plan[model.probe]),
+        y_sh=y_sh, v0_unit=model.v0_unit[order],
     )
     if len(model.plans) >= _MAX_PLANS:
         model.plans.pop(next(iter(model.plans)))
@@ -384,8 +404,11 @@ def _solve_block(
     neg_w0 = -w[:, 0]
     np.conjugate(w[:, 0], out=hist[:, 0, :nl])
     hist[:, 0, :nl] *= cs
-    gram = np.zeros((n_scen, cap, cap), dtype=complex)  # gram[s, a, b] = <V[a], V[b]>
-    gram[:, 0, 0] = np.einsum("sl,sl->s", v0.conj(), v0)
+    probe = plan.probe
+    pc = np.empty((n_scen, cap, probe.shape[0]), dtype=complex)  # coefficients at the probes
+    pc[:, 0] = v0[:, probe]
+    gram = np.zeros((n_scen, cap, cap), dtype=complex)  # gram[s, a, b] = <V[a], V[b]>_probe
+    gram[:, 0, 0] = np.einsum("sl,sl->s", pc[:, 0].conj(), pc[:, 0])
     zt = plan.zt
     neg_y_sh = -plan.y_sh
     j_buf = np.empty((n_scen, n_pq), dtype=complex)  # current injections of the step
@@ -401,6 +424,7 @@ def _solve_block(
             grow = min(2 * cap, max_coefficients) - cap
             cap += grow
             hist = np.pad(hist, [(0, 0), (0, grow), (0, 0)])
+            pc = np.pad(pc, [(0, 0), (0, grow), (0, 0)])
             w = np.pad(w, [(0, 0), (0, grow), (0, 0)])
             gram = np.pad(gram, [(0, 0), (0, grow), (0, grow)])
         v_k = hist[:, k, nl:]
@@ -410,7 +434,8 @@ def _solve_block(
             np.matmul(j_buf, zt, out=v_k)
         else:
             plan.step(model, hist[:, k - 1], out=v_k)
-        g_row = np.matmul(hist[:, : k + 1, nl:], v_k.conj()[:, :, None])[:, :, 0]
+        pc[:, k] = v_k[:, probe]
+        g_row = np.matmul(pc[:, : k + 1], pc[:, k].conj()[:, :, None])[:, :, 0]
         gram[:, k, : k + 1] = g_row
         np.conjugate(g_row, out=gram[:, : k + 1, k])
         if nl:
@@ -465,9 +490,9 @@ def _solve_block(
                 break
             active = active[keep]
             j_buf = j_buf[: active.size]
-            hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n = (
+            hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n = (
                 a_[keep]
-                for a_ in (hist, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n)
+                for a_ in (hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n)
             )
     return v_out, conv, n_used
 
@@ -525,7 +550,8 @@ def _solve_single(
         if n_coef < next_chk and not at_limit:
             continue
         c = hist[: k + 1, nl:]
-        gram = c.conj() @ c.T
+        cp = c[:, plan.probe]
+        gram = cp.conj() @ cp.T
         a_n = pade_single(gram, c, k)
         err = float(np.max(np.abs(a_n - pade_single(gram, c, k - 1))))
         if err <= tol_pu:  # False for NaN

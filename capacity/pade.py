@@ -130,11 +130,12 @@ def _normal_equations(
 def pade_pair(
     gram: np.ndarray, coefs: np.ndarray, k: int, rows: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The approximants from coefficients 0..k and 0..k-1 ([L/M] with L+M = k and k-1), as
+    """The approximants at a = 1 from coefficients 0..k and 0..k-1 ([L/M], L+M = k and k-1),
     with one batched solve and one product for both.
 
-    Each denominator q (q_0 = 1) minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over all buses
-    (one denominator per scenario: a matrix Padé approximant); the numerator's value at a = 1
+    Each denominator q (q_0 = 1) minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over the buses
+    of ``gram`` (``capacity.helm`` uses probe buses), one denominator per scenario (a matrix
+    Padé approximant); the numerator's value at a = 1
     is sum_i u_i c_i with u_i = sum_{j <= min(M, L-i)} q_j, so P(1)/Q(1) is one product with
     the coefficient history ``coefs`` (S, N, n). ``rows`` selects scenarios (None: all)."""
     m_n, m_m = k // 2, (k - 1) // 2

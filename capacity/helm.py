@@ -543,17 +543,22 @@ def _solve_single(
             np.conjugate(w[k], out=hist[k, :nl])
             hist[k, :nl] *= conj_s
         n_coef = k + 1
-        if k == _FIRST_CHECK - 1:
-            first, rates = _first_check(hist[None, [1, k - 1, k], nl:], tol_pu, max_coefficients)
-            next_chk, rate0 = int(first[0]), float(rates[0])
+        if k == _FIRST_CHECK - 1:  # _first_check with numpy scalars (same IEEE semantics)
+            mag = np.max(np.abs(hist[[1, k - 1, k], nl:]), axis=1)
+            alpha_c = mag[1] / mag[2]
+            log_r = 2.0 * np.log(np.sqrt(alpha_c) + np.sqrt(alpha_c - 1.0))
+            predicted = np.log(mag[0] / tol_pu) / log_r
+            if np.isfinite(predicted) and alpha_c > 1.0 and log_r > 0:
+                next_chk = int(min(max(np.floor(1.7 * predicted), _FIRST_CHECK), max_coefficients))
+                rate0 = float(-log_r / 1.9)
         at_limit = n_coef >= max_coefficients
         if n_coef < next_chk and not at_limit:
             continue
         c = hist[: k + 1, nl:]
         cp = c[:, plan.probe]
         gram = cp.conj() @ cp.T
-        a_n = pade_single(gram, c, k)
-        err = float(np.max(np.abs(a_n - pade_single(gram, c, k - 1))))
+        a_n, a_m = pade_single(gram, c, k)
+        err = float(np.max(np.abs(a_n - a_m)))
         if err <= tol_pu:  # False for NaN
             return a_n, True, n_coef
         if at_limit:

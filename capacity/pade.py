@@ -162,22 +162,35 @@ def pade_pair(
     return num[:, 0] / q_total[0][:, None], num[:, 1] / q_total[1][:, None]
 
 
-def pade_single(gram: np.ndarray, coefs: np.ndarray, n_last: int) -> np.ndarray:
-    """The [L/M] approximant of ``pade_pair`` for one scenario (2-D arrays, fewer calls)."""
-    m = n_last // 2
-    el = n_last - m
-    q = np.ones(m + 1, dtype=complex)
-    if m:
-        ia, ib = _pade_index(n_last)
-        h = gram[ia, ib].sum(axis=0)
-        d = np.sqrt(np.abs(h.diagonal().real[1:]))
-        d[d == 0] = 1.0
-        a = h[1:, 1:] / np.outer(d, d)
-        a += _ridge(m)
-        q[1:] = np.linalg.solve(a, h[1:, 0] / d) / -d
-    q_total = q.sum()
-    u = np.empty(el + 1, dtype=complex)
-    u[: el - m + 1] = q_total
-    if m:
-        u[el - m + 1 :] = np.cumsum(q)[m - 1 :: -1]
-    return (u @ coefs[: el + 1]) / q_total
+def pade_single(gram: np.ndarray, coefs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pade_pair`` for one scenario: (S-less) ``gram`` (N, N) and ``coefs`` (N, n); the two
+    approximants from coefficients 0..k and 0..k-1, with one solve and one product."""
+    m_n, m_m = k // 2, (k - 1) // 2
+    el_n, el_m = k - m_n, k - 1 - m_m
+    size = max(m_n, 1)
+    a = np.zeros((2, size, size), dtype=complex)
+    b = np.zeros((2, size), dtype=complex)
+    d = np.ones((2, size))
+    for i, (n_last, m) in enumerate(((k, m_n), (k - 1, m_m))):
+        if m:
+            ia, ib = _pade_index(n_last)
+            h = gram[ia, ib].sum(axis=0)
+            dm = np.sqrt(np.abs(h.diagonal().real[1:]))
+            dm[dm == 0] = 1.0
+            d[i, :m] = dm
+            a[i, :m, :m] = h[1:, 1:] / (dm[:, None] * dm[None, :])
+            a[i, :m, :m] += _ridge(m)
+            b[i, :m] = h[1:, 0] / dm
+        a[i, range(m, size), range(m, size)] = 1.0
+    q = np.ones((2, size + 1), dtype=complex)
+    q[:, 1:] = np.linalg.solve(a, b[:, :, None])[:, :, 0] / -d
+    q_n, q_m = q[0, : m_n + 1], q[1, : m_m + 1]
+    totals = (q_n.sum(), q_m.sum())
+    length = max(el_n, el_m) + 1
+    u = np.zeros((2, length), dtype=complex)
+    for i, (qq, m, el) in enumerate(((q_n, m_n, el_n), (q_m, m_m, el_m))):
+        u[i, : el - m + 1] = totals[i]
+        if m:
+            u[i, el - m + 1 : el + 1] = np.cumsum(qq)[m - 1 :: -1]
+    num = u @ coefs[:length]
+    return num[0] / totals[0], num[1] / totals[1]

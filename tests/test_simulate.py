@@ -115,6 +115,7 @@ def test_aggregator_planned_each_hour_inside_the_bands(run):
     sim, result, _ = run
     hours = [a["hour"] for a in result.aggregator]
     assert hours == sorted(set(hours)) and len(hours) == 2  # 11:45 (hour 11) and 12:00
+    assert any(a["bounded_by_bands"] for a in result.aggregator)
     for a in result.aggregator:
         if not a["bounded_by_bands"]:
             continue

@@ -43,6 +43,34 @@ def test_station_delivers_at_most_what_is_needed_and_allowed():
     assert st.unmet_kwh(120) == pytest.approx(4.0)
 
 
+def test_station_fleet_energy_follows_deliveries():
+    st = StationState("CS01", [EvSession("CS01", 0, 30, 2.0, 11.0, 10.0),
+                               EvSession("CS01", 60, 120, 4.0, 11.0, 12.0)])
+    assert st.fleet_energy_kwh(0) == pytest.approx(10.0)
+    st.deliver(0, 15, 11.0)  # 2.75 kWh offered, the vehicle needs 2.0
+    assert st.fleet_energy_kwh(15) == pytest.approx(12.0)
+    assert st.fleet_energy_kwh(45) == pytest.approx(0.0)  # left with exactly its need
+    assert st.fleet_energy_kwh(60) == pytest.approx(0.0)  # arrives with the slot's flow
+    assert st.fleet_energy_kwh(75) == pytest.approx(12.0)
+
+
+def test_forced_station_charging_beyond_the_need_stays_feasible():
+    """A band can force a station to charge more than its vehicle needs: the fleet keeps room."""
+    profiles = day_profiles("heimschuh-like", seed=0)
+    sessions = [EvSession("CS01", 9 * 60, 10 * 60, 1.0, 11.0, 20.0),
+                EvSession("CS02", 9 * 60, 12 * 60, 1.0, 11.0, 20.0)]
+    case = community_case(
+        profiles.load_kw, profiles.pv_kw, battery_capacity_kwh=100, battery_soc_min_kwh=10,
+        battery_soc_max_kwh=90, battery_initial_kwh=50, battery_p_kw=50, battery_eff=0.95,
+        stations=STATIONS, sessions=sessions, retail_eur_per_kwh=0.30, feed_in_eur_per_kwh=0.08)
+    lo = np.zeros_like(case.cs.p_charge_max_kw)
+    lo[:, 36:40] = 8.0  # 8 kWh in the hour, far beyond the 1 kWh needed
+    banded = case.with_bands(None, None, lo, np.array(case.cs.p_charge_max_kw))
+    result = schedule_hour(banded, 9, e_init_kwh={"ess": np.array([50.0]),
+                                                  "cs": np.zeros(2)})
+    assert np.all(result.p_kw["cs_ch"] >= 8.0 - 1e-6)
+
+
 def test_bad_ev_session_is_refused():
     with pytest.raises(ValueError, match="arrive < depart"):
         EvSession("CS01", 100, 100, 1.0, 11.0, 10.0)

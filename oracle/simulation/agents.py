@@ -117,6 +117,21 @@ class StationState:
                 self.delivered_kwh[k] += take
                 energy -= take
 
+    def fleet_energy_kwh(self, minute: int, slot_min: int = 15) -> float:
+        """Energy the aggregator's station fleet holds at the slot boundary ``minute`` (kWh), as
+        ``oracle.simulation.community_case.cs_fleet`` accounts it: a vehicle enters with its
+        arrival energy at the start of its arrival slot and leaves with its need at the start of
+        the slot after its departure; what it took beyond its need stays in the fleet."""
+        t = minute // slot_min
+        total = 0.0
+        for k, s in enumerate(self.sessions):
+            a, d = s.arrive_min // slot_min, -(-s.depart_min // slot_min)
+            if (a < t or a == 0) and t <= d:
+                total += s.arrival_kwh + self.delivered_kwh[k]
+            elif t > d:
+                total += max(0.0, self.delivered_kwh[k] - s.energy_kwh)
+        return total
+
     def unmet_kwh(self, minute: int) -> float:
         """Energy still missing of the vehicles that left before ``minute`` (kWh)."""
         gone = np.array([s.depart_min <= minute for s in self.sessions], dtype=bool)

@@ -56,6 +56,9 @@ def cs_fleet(stations: Sequence[tuple[str, float]], sessions: Sequence[EvSession
                 flow[j, a] += s.arrival_kwh
             if d < n_slots:
                 flow[j, d] -= s.arrival_kwh + s.energy_kwh
+                # energy charged beyond the need (a band can force a station to charge) leaves
+                # with the vehicle; the fleet keeps room for it after the departure
+                cap[j, d:] += VEHICLE_BATTERY_KWH - s.arrival_kwh - s.energy_kwh
         p_ch[j] = np.minimum(p_ch[j], rated_kw)
     # a vehicle's required energy holds only at its departure slot; keep e_min <= e_max
     need = np.minimum(need, cap)

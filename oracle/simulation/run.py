@@ -272,6 +272,7 @@ class Simulation:
             battery_eff=cb.charge_efficiency_ppm / 1e6, stations=stations,
             sessions=self.sessions, retail_eur_per_kwh=self.retail_eur,
             feed_in_eur_per_kwh=self.feed_in_eur)
+        self.readings_receipts: list[Any] = []
         self.plan_kw: dict[str, np.ndarray] = {}
         self.aggregator_log: list[dict[str, Any]] = []
         self.timings["setup"] = time.perf_counter() - t0
@@ -297,6 +298,7 @@ class Simulation:
         batch = self.config.readings_batch_min
         for m0 in range(first, first + self.n_min, batch):
             receipts = self.meters.post(range(m0, m0 + batch))
+            self.readings_receipts.extend(receipts)
             if rec is not None:
                 rec.gas_readings += sum(int(r["gasUsed"]) for r in receipts)
         t0 = time.perf_counter()
@@ -326,7 +328,8 @@ class Simulation:
             cs_lo[j, slots] = np.minimum(max(float(w_to_kw(lo)), 0.0), cs_hi[j, slots])
             cs_hi[j, slots] = np.minimum(float(w_to_kw(hi)), cs_hi[j, slots])
         soc_kwh = self.soc_wh() / 1000.0
-        e_cs = np.array(case.day_ahead.cs_e_kwh[:, hour * sph]) if hour else None
+        e_cs = np.array([self.stations[n].fleet_energy_kwh(hour * 60)
+                         for n in self.station_names])
         entry: dict[str, Any] = {"hour": hour, "interval": interval, "soc_kwh": soc_kwh,
                                  "bands_w": {k: list(v) for k, v in bands.items()}}
         result = None
@@ -367,8 +370,8 @@ class Simulation:
     @staticmethod
     def _e_init(case: Any, hour: int, soc_kwh: float, e_cs: np.ndarray | None
                 ) -> dict[str, np.ndarray]:
-        """Initial energies for the hour: battery from the chain (inside the case's window),
-        stations from the day-ahead plan's path (their vehicles' energy is not metered)."""
+        """Initial energies for the hour, clipped into the case's feasible window: battery from
+        the chain, stations from their vehicles' energy (``StationState.fleet_energy_kwh``)."""
         sph = case.slots_per_hour
         first = hour * sph
         ess = np.clip([soc_kwh], case.ess_e_req_kwh[:, first], case.ess_e_cap_kwh[:, first])

@@ -169,6 +169,7 @@ class _Plan:
     m: np.ndarray | None  # (n_load + n_pq, n_pq)
     zt: np.ndarray | None  # (n_pq, n_pq) Y_pp^-1 transposed, plan order
     probe: np.ndarray  # plan-order positions of the feeder's probe nodes (Padé denominator)
+    nodes: np.ndarray  # node index of each PQ node in plan order
     y_sh: np.ndarray  # (n_pq,) plan order
     v0_unit: np.ndarray  # (n_pq,) plan order
 
@@ -248,7 +249,7 @@ def _probe_nodes(lu: Any, n_pq: int, z_t: np.ndarray | None) -> np.ndarray:
 
 def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
     """The (cached) plan for this set of loaded PQ nodes."""
-    key = np.packbits(loaded_mask).tobytes()
+    key = loaded_mask.tobytes()
     plan = model.plans.get(key)
     if plan is not None:
         return plan
@@ -265,6 +266,7 @@ def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
     pos_in_plan[order] = np.arange(order.shape[0])
     plan = _Plan(
         order=order, n_load=n_load, m=m, zt=zt, probe=np.sort(pos_in_plan[model.probe]),
+        nodes=model.pq_nodes[order],
         y_sh=y_sh, v0_unit=model.v0_unit[order],
     )
     if len(model.plans) >= _MAX_PLANS:
@@ -632,7 +634,7 @@ def _solve(
         p_pq, q_pq = p[:, cols], q[:, cols]
     else:
         p_pq, q_pq = p @ model.aggregate, q @ model.aggregate
-    loaded_mask = np.any(p_pq != 0, axis=0) | np.any(q_pq != 0, axis=0)
+    loaded_mask = np.any((p_pq != 0) | (q_pq != 0), axis=0)
     plan = _plan(model, loaded_mask)
     loaded = plan.order[: plan.n_load]
     conj_s = scale * (p_pq[:, loaded] - 1j * q_pq[:, loaded])  # conj(S) of the injections
@@ -655,7 +657,7 @@ def _solve(
 
     v_node = np.empty((n_scen, model.n_node), dtype=complex)
     v_node[:, model.slack_node] = v_slack
-    v_node[:, model.pq_nodes[plan.order]] = v_plan
+    v_node[:, plan.nodes] = v_plan
     if conv.any():
         # mismatch check: S_calc = V conj(Y V) must equal the specified injections
         ok = np.flatnonzero(conv)

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -260,7 +261,10 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
                  "v_random_stats_pu", "argmin_kw", "argmax_kw", "certified_points", "shrinks",
                  "n_evaluations", "seconds"):
         arrays[name] = np.concatenate([np.asarray(getattr(p, name)) for p in parts])
-    merged = BandResult(flexibilities=first.flexibilities, objective=first.objective,
+    by_id = {f"device-{v}": k for k, v in sim.flex_ids.items()}
+    named = tuple(dataclasses.replace(f, name=by_id.get(f.name, f.name))
+                  for f in first.flexibilities)
+    merged = BandResult(flexibilities=named, objective=first.objective,
                         v_low_pu=first.v_low_pu, v_high_pu=first.v_high_pu,
                         notes=[n for p in parts for n in p.notes], **arrays)
     return merged, np.asarray(hours), np.asarray(ul_kw), mismatches

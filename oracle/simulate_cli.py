@@ -30,7 +30,8 @@ def add_commands(subparsers: Any) -> None:
                    help="'embedded' (in-process chain, default) or a JSON-RPC URL such as "
                         "http://127.0.0.1:8545 (anvil, the docker-compose Besu devnet)")
     p.add_argument("--hours", type=float, default=24.0,
-                   help="simulated hours from midnight (default 24)")
+                   help="simulated hours from --start-hour (default 24; the first interval is the "
+                        "warm-up)")
     p.add_argument("--start-hour", type=float, default=0.0,
                    help="hour of day the run starts at (its first interval is the warm-up)")
     p.add_argument("--seed", type=int, default=0, help="seed of profiles, EVs and prices")
@@ -40,9 +41,10 @@ def add_commands(subparsers: Any) -> None:
                    help="minutes of readings per posting transaction (default 15: one post per "
                         "meter account and interval; 1 posts every minute)")
     p.add_argument("--nr-steps", type=int, default=12,
-                   help="sampled minutes checked with pandapower's Newton-Raphson (default 12)")
+                   help="intervals (at their OCM steps) and minutes of the day as operated checked "
+                        "with pandapower's Newton-Raphson (default 12 each)")
     p.add_argument("--nr-points", type=int, default=20,
-                   help="random operating points inside the bands per sampled minute")
+                   help="random operating points inside the bands per checked step")
     p.add_argument("--out", required=True, type=Path, help="directory for the report and data")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)

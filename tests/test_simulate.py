@@ -163,3 +163,22 @@ def test_the_command_runs_on_anvil(anvil, tmp_path, capsys):
     assert summary["chain_id"] == 31337 and summary["ok"] is True
     assert summary["intervals_settled"] == 1 and summary["audit_violations"] == 0
     assert "report:" in printed and (out / "index.html").is_file()
+
+
+def test_cli_exits_3_when_a_check_fails(run, tmp_path, monkeypatch, capsys):
+    """The command's exit code says whether every check held (here a replay differs)."""
+    import dataclasses
+
+    from gridshare.cli import main
+    from oracle.simulation import Simulation
+
+    _, result, _ = run
+    summary = {**result.summary, "ok": False,
+               "replay": {**result.summary["replay"], "equal": 0}}
+    failed = dataclasses.replace(result, summary=summary, timings_s=dict(result.timings_s))
+    monkeypatch.setattr(Simulation, "run", lambda self: failed)
+    code = main(["simulate", "--hours", "1", "--no-progress", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert "some check failed" in captured.err
+    assert "FAIL" in (tmp_path / "index.html").read_text()

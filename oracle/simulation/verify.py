@@ -351,7 +351,7 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
         "market_grid_import_kwh": sum(r.grid_import_wh for r in records) / 1000,
         "market_grid_export_kwh": sum(r.grid_export_wh for r in records) / 1000,
         "metered_transformer_import_kwh": float(np.clip(p_tr, 0, None).sum() / 60 / 1000),
-        "metered_transformer_export_kwh": float(-np.clip(p_tr, None, 0).sum() / 60 / 1000),
+        "metered_transformer_export_kwh": float(np.clip(-p_tr, 0, None).sum() / 60 / 1000),
         "ev_energy_delivered_kwh": float(sum(e["delivered_kwh"] for e in ev)),
         "ev_energy_missing_at_departure_kwh": float(sum(e["missing_kwh"] for e in ev
                                                         if e["departed"])),

@@ -5,9 +5,6 @@ variant, and Newton-Raphson safety of certified bands.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.optimize import linprog
@@ -15,8 +12,6 @@ from scipy.optimize import linprog
 from capacity.feeders import day_profiles, feeder_case, load_feeder, load_pandapower_net
 from capacity.helm import solve
 from capacity.ocm import compute_bands
-
-sys.path.insert(0, str(Path(__file__).parent))
 from tests.capacity.ocm_nr import NewtonRaphsonSolver
 from tests.capacity.test_ocm_paper import nr_safety_check
 

@@ -4,17 +4,12 @@ optimality against an exhaustive reference and safety checked with pandapower's 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from capacity.feeders import day_profiles, feeder_case, load_feeder, load_pandapower_net
 from capacity.helm import solve
 from capacity.ocm import compute_bands
-
-sys.path.insert(0, str(Path(__file__).parent))
 from tests.capacity.ocm_nr import NewtonRaphsonSolver
 
 NAME = "paper-test-feeder"

@@ -10,7 +10,7 @@ import pytest
 from capacity.feeders import day_profiles, feeder_case, load_feeder, load_pandapower_net
 from capacity.helm import solve
 from capacity.ocm import compute_bands
-from tests.capacity.ocm_nr import NewtonRaphsonSolver
+from tests.capacity.ocm_nr import NewtonRaphsonSolver, runpp_voltages
 
 NAME = "paper-test-feeder"
 
@@ -212,3 +212,20 @@ def test_fair_bands_are_safe_under_newton_raphson(setup):
     excess = nr_safety_check(nr, inc, prof.p_kw[m], prof.q_kvar[m], case.v_slack_pu,
                              fair.p_min_kw[0], fair.p_max_kw[0], 1000, np.random.default_rng(3))
     assert excess <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["paper-test-feeder", "heimschuh-like"])
+def test_newton_raphson_helper_matches_a_full_runpp(name):
+    """The fast NR helper (pandapower's newtonpf on the net's model) equals pandapower.runpp."""
+    feeder = load_feeder(name)
+    net = load_pandapower_net(name)
+    prof = day_profiles(name, seed=0)
+    nr = NewtonRaphsonSolver(net, feeder.bus_ids)
+    rng = np.random.default_rng(5)
+    p = prof.p_kw[[600, 1100]] + rng.normal(0.0, 5.0, (2, feeder.n_bus))
+    q = prof.q_kvar[[600, 1100]]
+    v, ok = nr(p, q, 1.01)
+    assert ok.all()
+    for i in range(2):
+        ref = runpp_voltages(net, feeder.bus_ids, p[i], q[i], 1.01)
+        np.testing.assert_allclose(v[i], ref, atol=1e-8)

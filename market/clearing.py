@@ -5,7 +5,7 @@ ascending; then by time of placement (``placed_seq``, earlier first); then by th
 EIP-712 digest (ascending bytes). Walking both sorted sides, the demand and supply curves are
 cut into segments at every order boundary (cumulative energies); a segment trades while its
 buyer's limit is at least its seller's limit. This is vectorised with numpy (no loop over
-orders), so 10,000 orders clear in a few milliseconds (``bench/market.py``).
+orders), so 10,000 orders clear in a few milliseconds (``bench/matcher.py``).
 
 Price rules:
 

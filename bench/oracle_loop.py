@@ -1,6 +1,6 @@
 """Oracle throughput and latency on the embedded chain and on anvil, 21 and 200 meters.
 
-One command: ``python bench/oracle.py [--intervals 4] [--no-anvil]``. For each chain and meter
+One command: ``python bench/oracle_loop.py [--intervals 4] [--no-anvil]``. For each chain and meter
 count: deploy heimschuh-like, register the meters (21 = its customers; 200 = meters spread over
 the customers' buses, each with an equal share of its customer's load), post ``--intervals``
 intervals of minute readings (one transaction per 15 minutes from the head-end), then measure

@@ -1,6 +1,6 @@
 """Market matcher benchmark: clearing time per order-book size, gas per trade at settlement.
 
-    python bench/market.py [--repeat 5] [--no-gas]
+    python bench/matcher.py [--repeat 5] [--no-gas]
 
 Clearing: random books of 100, 1,000 and 10,000 orders (half buys, half sells, prices in the
 market's bounds). Columns: ``clear_book`` (the vectorised auction on a built book), the whole

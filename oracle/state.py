@@ -419,12 +419,16 @@ def intersect_bands(p_min_kw: np.ndarray, p_max_kw: np.ndarray) -> tuple[np.ndar
                                                                           np.ndarray]:
     """One band per flexibility valid at every step: (lo, hi, empty) from (T, n_flex) bands.
 
-    lo = max over steps of P_min, hi = min over steps of P_max. Where they cross (``empty``),
-    the band collapses to the midpoint of the gap: the zero-width band closest (in the largest
-    distance) to every step's band.
+    lo = max over steps of P_min, hi = min over steps of P_max: a box inside every step's
+    certified box. Where they cross for any device (``empty``), no box lies inside all steps'
+    boxes, and a point made up between them would be certified by no step; the whole band of the
+    last step (the newest minute, certified as it stands) is published instead.
     """
-    lo = np.max(np.asarray(p_min_kw, dtype=float), axis=0)
-    hi = np.min(np.asarray(p_max_kw, dtype=float), axis=0)
+    p_min_kw = np.atleast_2d(np.asarray(p_min_kw, dtype=float))
+    p_max_kw = np.atleast_2d(np.asarray(p_max_kw, dtype=float))
+    lo = np.max(p_min_kw, axis=0)
+    hi = np.min(p_max_kw, axis=0)
     empty = lo > hi
-    mid = 0.5 * (lo + hi)
-    return np.where(empty, mid, lo), np.where(empty, mid, hi), empty
+    if empty.any():
+        return p_min_kw[-1].copy(), p_max_kw[-1].copy(), empty
+    return lo, hi, empty

@@ -78,10 +78,8 @@ ORDER_DEADLINE_S = 3600
 #: the battery, which serves unfilled buyers at the clearing price, keeps its energy for the
 #: forced discharge; sell orders go on (the battery charges from the surplus).
 #: The oracle's forecast steps (``oracle.state.forecast_steps``): "last" publishes exactly the
-#: band certified for the last minute of the source interval. "extremes" intersects the bands of
-#: three minutes and, where they do not overlap (at noon a station's band can be a single point
-#: that moves), collapses them to a midpoint that no step certified; Newton-Raphson then finds
-#: voltages outside the limits at those steps (docs/simulation.md).
+#: band certified for the last minute of the source interval; "extremes" costs three OCM steps
+#: per interval and, where their bands do not overlap, publishes the last step's band anyway.
 OCM_FORECAST = "last"
 EVENING_RESERVE_HOURS = (15, 23)
 EVENING_RESERVE_FRACTION = 0.75

@@ -164,11 +164,21 @@ def test_forecast_steps(registry, feeder, forecast) -> None:
         forecast_steps(state, "median")
 
 
-def test_intersect_bands() -> None:
-    lo, hi, empty = intersect_bands(np.array([[-50.0, 0.0], [-30.0, 5.0]]),
+def test_intersect_bands_is_inside_every_step() -> None:
+    lo, hi, empty = intersect_bands(np.array([[-50.0, 0.0], [-30.0, 2.0]]),
                                     np.array([[40.0, 22.0], [50.0, 3.0]]))
-    assert lo.tolist() == [-30.0, 4.0] and hi.tolist() == [40.0, 4.0]
-    assert empty.tolist() == [False, True]  # [5, 3] does not overlap: midpoint of the gap
+    assert lo.tolist() == [-30.0, 2.0] and hi.tolist() == [40.0, 3.0]
+    assert not empty.any()
+
+
+def test_intersect_bands_without_overlap_publishes_the_last_certified_band() -> None:
+    p_min = np.array([[-50.0, 0.0], [-30.0, 5.0]])
+    p_max = np.array([[40.0, 22.0], [50.0, 9.0]])
+    p_max[0, 1] = 3.0  # step 0 allows the station [0, 3] kW, step 1 [5, 9] kW: no overlap
+    lo, hi, empty = intersect_bands(p_min, p_max)
+    assert empty.tolist() == [False, True]
+    # not a made-up point between the steps: the last step's band, for every device
+    assert lo.tolist() == [-30.0, 5.0] and hi.tolist() == [50.0, 9.0]
 
 
 def test_minutes_per_interval() -> None:

@@ -26,6 +26,7 @@ from eth_utils import keccak
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
+from market.orders import EIP712_TYPES
 from oracle.artifacts import load_artifact
 
 INTERVAL_SECONDS = 900
@@ -39,17 +40,7 @@ N_BAND_DEVICES = 10
 GS_GAS_PER_ORDER = 151_000
 GS_GAS_PER_TRADE = 58_000
 
-ORDER_TYPES = {
-    "Order": [
-        {"name": "prosumer", "type": "address"},
-        {"name": "interval", "type": "uint64"},
-        {"name": "side", "type": "uint8"},
-        {"name": "energyWh", "type": "uint64"},
-        {"name": "priceMicroEurPerKwh", "type": "uint64"},
-        {"name": "nonce", "type": "uint64"},
-        {"name": "deadline", "type": "uint64"},
-    ]
-}
+ORDER_TYPES = {"Order": EIP712_TYPES["Order"]}
 
 
 @dataclass

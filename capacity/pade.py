@@ -8,6 +8,8 @@ as the last resort before declaring a voltage collapse.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 RIDGE = 1e-13
@@ -76,121 +78,124 @@ class Wynn:
         self.tails = [t[:, rows] for t in self.tails]
 
 
-_PADE_INDEX: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+@dataclass(frozen=True)
+class _PairPlan:
+    """Fixed index algebra of the two approximants [L/M] (L+M = k and k-1) of one check,
+    precomputed per k. ``idx`` gathers, from the flattened Gram matrix with a zero appended,
+    the M terms of every entry of both normal equations (h[a, b] = sum_{r=1..M}
+    G[L+r-a, L+r-b]; rows: both matrices' entries, then both right-hand sides h[a, 0]);
+    ``pos`` places the matrix entries in the block-diagonal (Mt, Mt) matrix of both systems;
+    ``r`` maps the two denominators (q_0 = 1 included) to the numerator weights u_i."""
+
+    m_n: int
+    m_m: int
+    length: int
+    idx: np.ndarray  # (M_n, n_entries + Mt) int, Mt = m_n + m_m (sums over axis 0)
+    pos: np.ndarray  # (n_entries,) flat positions in the (Mt, Mt) matrix
+    r: np.ndarray  # (2 * length, Mt + 2) real
+    ridge: np.ndarray  # (Mt, Mt)
 
 
-def _pade_index(n_last: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays that sum the Gram matrix into the normal equations of [L/M], L+M=n_last."""
-    idx = _PADE_INDEX.get(n_last)
-    if idx is None:
-        m = n_last // 2
-        el = n_last - m
-        k = el + np.arange(1, m + 1)[:, None] - np.arange(m + 1)[None, :]  # (m, m+1)
-        idx = (k[:, :, None], k[:, None, :])
-        _PADE_INDEX[n_last] = idx
-    return idx
+_PAIR_PLANS: dict[int, _PairPlan] = {}
 
 
-_RIDGE_CACHE: dict[int, np.ndarray] = {}
-
-
-def _ridge(m: int) -> np.ndarray:
-    eye = _RIDGE_CACHE.get(m)
-    if eye is None:
-        eye = _RIDGE_CACHE[m] = RIDGE * np.eye(m)
-    return eye
-
-
-def _normal_equations(
-    gram: np.ndarray, n_last: int, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jacobi-scaled normal equations (a, b, scaling d) of the common Padé denominator of
-    [L/M], L+M = n_last (see ``pade_pair``), padded with identity rows to ``size`` unknowns."""
-    m = n_last // 2
-    n_scen = gram.shape[0]
-    a = np.empty((n_scen, size, size), dtype=complex)
-    b = np.zeros((n_scen, size), dtype=complex)
-    d = np.ones((n_scen, size))
-    if m:
-        ia, ib = _pade_index(n_last)
-        h = gram[:, ia, ib].sum(axis=1)  # (S, m+1, m+1)
-        dm = np.sqrt(np.abs(np.diagonal(h, axis1=1, axis2=2).real[:, 1:]))
-        dm[dm == 0] = 1.0
-        d[:, :m] = dm
-        a[:, :m, :m] = h[:, 1:, 1:] / (dm[:, :, None] * dm[:, None, :])
-        a[:, :m, :m] += _ridge(m)
-        b[:, :m] = h[:, 1:, 0] / dm
-    if m < size:
-        a[:, m:, :] = 0.0
-        a[:, :, m:] = 0.0
-        a[:, np.arange(m, size), np.arange(m, size)] = 1.0
-    return a, b, d
+def _pair_plan(k: int) -> _PairPlan:
+    plan = _PAIR_PLANS.get(k)
+    if plan is not None:
+        return plan
+    n = k + 1
+    m_n, m_m = k // 2, (k - 1) // 2
+    systems = ((k - m_n, m_n, 0), (k - 1 - m_m, m_m, m_n))  # (L, M, offset in the unknowns)
+    mt = m_n + m_m
+    zero = n * n  # index of the appended zero (pads the shorter sums)
+    entries, rhs, pos = [], [], []
+    r_map = np.zeros((2, k - m_n + 1, mt + 2))
+    for i, (el, m, off) in enumerate(systems):
+        terms = np.arange(1, m + 1)
+        pad = [zero] * (m_n - m)
+        for a in range(1, m + 1):
+            for b in range(1, m + 1):
+                entries.append(list((el + terms - a) * n + el + terms - b) + pad)
+                pos.append((off + a - 1) * mt + off + b - 1)
+            rhs.append(list((el + terms - a) * n + el + terms) + pad)
+        q_cols = [mt + i] + [off + j for j in range(m)]  # z = [y (Mt), 1, 1]: q_0 at Mt + i
+        for row in range(el + 1):  # u_row = sum_{j <= min(M, L - row)} q_j
+            for j in range(min(m, el - row) + 1):
+                r_map[i, row, q_cols[j]] = 1.0
+    plan = _PairPlan(
+        m_n=m_n, m_m=m_m, length=k - m_n + 1,
+        idx=np.array(entries + rhs, dtype=np.intp).reshape(-1, m_n).T.copy(),
+        pos=np.array(pos, dtype=np.intp), r=r_map.reshape(2 * (k - m_n + 1), mt + 2),
+        ridge=RIDGE * np.eye(mt),
+    )
+    _PAIR_PLANS[k] = plan
+    return plan
 
 
 def pade_pair(
     gram: np.ndarray, coefs: np.ndarray, k: int, rows: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The approximants at a = 1 from coefficients 0..k and 0..k-1 ([L/M], L+M = k and k-1),
-    with one batched solve and one product for both.
+    for S scenarios: ``gram`` (S, >= k+1, >= k+1), ``coefs`` (S', N, n) with ``rows`` selecting
+    the S scenarios (None: all).
 
     Each denominator q (q_0 = 1) minimises sum_{r=1..M} ||sum_j q_j c[L+r-j]||^2 over the buses
     of ``gram`` (``capacity.helm`` uses probe buses), one denominator per scenario (a matrix
-    Padé approximant); the numerator's value at a = 1
-    is sum_i u_i c_i with u_i = sum_{j <= min(M, L-i)} q_j, so P(1)/Q(1) is one product with
-    the coefficient history ``coefs`` (S, N, n). ``rows`` selects scenarios (None: all)."""
-    m_n, m_m = k // 2, (k - 1) // 2
-    el_n, el_m = k - m_n, k - 1 - m_m
-    size = max(m_n, 1)
-    a_n, b_n, d_n = _normal_equations(gram, k, size)
-    a_m, b_m, d_m = _normal_equations(gram, k - 1, size)
+    Padé approximant): normal equations sum_r G[L+r-i, L+r-j] q_j = 0 (i = 1..M), Jacobi
+    scaled with a relative ridge ``RIDGE``. The numerator's value at a = 1 is sum_i u_i c_i
+    with u_i = sum_{j <= min(M, L-i)} q_j, so P(1)/Q(1) is one product with the coefficient
+    history. Per scenario the arithmetic is exactly that of ``pade_single``."""
+    plan = _pair_plan(k)
+    n = k + 1
     n_scen = gram.shape[0]
-    y = np.linalg.solve(
-        np.concatenate([a_n, a_m]), np.concatenate([b_n, b_m])[:, :, None]
-    )[:, :, 0]
-    y /= -np.concatenate([d_n, d_m])
-    q = np.ones((2, n_scen, size + 1), dtype=complex)
-    q[:, :, 1:] = y.reshape(2, n_scen, size)
-    q_total = np.array([q[0, :, : m_n + 1].sum(axis=1), q[1, :, : m_m + 1].sum(axis=1)])
-    length = max(el_n, el_m) + 1
-    u = np.zeros((n_scen, 2, length), dtype=complex)
-    for i, (m, el) in enumerate(((m_n, el_n), (m_m, el_m))):
-        u[:, i, : el - m + 1] = q_total[i][:, None]
-        if m:
-            u[:, i, el - m + 1 : el + 1] = np.cumsum(q[i, :, : m + 1], axis=1)[:, m - 1 :: -1]
-    c = coefs[:, :length] if rows is None else coefs[rows, :length]
+    mt = plan.m_n + plan.m_m
+    z = np.ones((n_scen, mt + 2), dtype=complex)
+    if mt:
+        g = np.zeros((n_scen, n * n + 1), dtype=complex)
+        g[:, :-1].reshape(n_scen, n, n)[:] = gram[:, :n, :n]
+        n_ent = plan.pos.shape[0]
+        a = np.zeros((n_scen, mt * mt), dtype=complex)
+        b = np.empty((n_scen, mt), dtype=complex)
+        chunk = max(1, (1 << 22) // plan.idx.size)  # bounds the gathered terms' memory
+        for lo in range(0, n_scen, chunk):
+            hv = g[lo : lo + chunk, plan.idx].sum(axis=1)  # in term order, as below
+            a[lo : lo + chunk, plan.pos] = hv[:, :n_ent]
+            b[lo : lo + chunk] = hv[:, n_ent:]
+        a = a.reshape(n_scen, mt, mt)
+        dm = np.sqrt(np.abs(np.diagonal(a, axis1=1, axis2=2).real))
+        dm[dm == 0] = 1.0
+        a /= dm[:, :, None] * dm[:, None, :]
+        a += plan.ridge
+        y = np.linalg.solve(a, (b / dm)[:, :, None])[:, :, 0]
+        z[:, :mt] = y / -dm
+    u = np.ascontiguousarray(np.matmul(plan.r, z.view(np.float64).reshape(n_scen, -1, 2)))
+    u = u.view(np.complex128).reshape(n_scen, 2, plan.length)
+    c = coefs[:, : plan.length] if rows is None else coefs[rows, : plan.length]
     num = np.matmul(u, c)  # (S, 2, n)
-    return num[:, 0] / q_total[0][:, None], num[:, 1] / q_total[1][:, None]
+    return num[:, 0] / u[:, 0, :1], num[:, 1] / u[:, 1, :1]
 
 
 def pade_single(gram: np.ndarray, coefs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``pade_pair`` for one scenario: (S-less) ``gram`` (N, N) and ``coefs`` (N, n); the two
-    approximants from coefficients 0..k and 0..k-1, with one solve and one product."""
-    m_n, m_m = k // 2, (k - 1) // 2
-    el_n, el_m = k - m_n, k - 1 - m_m
-    size = max(m_n, 1)
-    a = np.zeros((2, size, size), dtype=complex)
-    b = np.zeros((2, size), dtype=complex)
-    d = np.ones((2, size))
-    for i, (n_last, m) in enumerate(((k, m_n), (k - 1, m_m))):
-        if m:
-            ia, ib = _pade_index(n_last)
-            h = gram[ia, ib].sum(axis=0)
-            dm = np.sqrt(np.abs(h.diagonal().real[1:]))
-            dm[dm == 0] = 1.0
-            d[i, :m] = dm
-            a[i, :m, :m] = h[1:, 1:] / (dm[:, None] * dm[None, :])
-            a[i, :m, :m] += _ridge(m)
-            b[i, :m] = h[1:, 0] / dm
-        a[i, range(m, size), range(m, size)] = 1.0
-    q = np.ones((2, size + 1), dtype=complex)
-    q[:, 1:] = np.linalg.solve(a, b[:, :, None])[:, :, 0] / -d
-    q_n, q_m = q[0, : m_n + 1], q[1, : m_m + 1]
-    totals = (q_n.sum(), q_m.sum())
-    length = max(el_n, el_m) + 1
-    u = np.zeros((2, length), dtype=complex)
-    for i, (qq, m, el) in enumerate(((q_n, m_n, el_n), (q_m, m_m, el_m))):
-        u[i, : el - m + 1] = totals[i]
-        if m:
-            u[i, el - m + 1 : el + 1] = np.cumsum(qq)[m - 1 :: -1]
-    num = u @ coefs[:length]
-    return num[0] / totals[0], num[1] / totals[1]
+    """``pade_pair`` for one scenario with the same arithmetic and fewer numpy calls (latency
+    path): ``gram`` (>= k+1, >= k+1) and ``coefs`` (N, n)."""
+    plan = _pair_plan(k)
+    n = k + 1
+    mt = plan.m_n + plan.m_m
+    z = np.ones(mt + 2, dtype=complex)
+    if mt:
+        g = np.zeros(n * n + 1, dtype=complex)
+        g[:-1].reshape(n, n)[:] = gram[:n, :n]
+        n_ent = plan.pos.shape[0]
+        hv = g[plan.idx].sum(axis=0)  # in term order, as in pade_pair
+        a = np.zeros(mt * mt, dtype=complex)
+        a[plan.pos] = hv[:n_ent]
+        a = a.reshape(mt, mt)
+        dm = np.sqrt(np.abs(a.diagonal().real))
+        dm[dm == 0] = 1.0
+        a /= dm[:, None] * dm[None, :]
+        a += plan.ridge
+        z[:mt] = np.linalg.solve(a, hv[n_ent:] / dm) / -dm
+    u = np.ascontiguousarray(plan.r @ z.view(np.float64).reshape(-1, 2)).view(np.complex128)
+    u = u.reshape(2, plan.length)
+    num = u @ coefs[: plan.length]
+    return num[0] / u[0, 0], num[1] / u[1, 0]

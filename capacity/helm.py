@@ -140,6 +140,7 @@ class _HelmModel:
     n_node: int
     n_pq: int
     lu: Any  # scipy SuperLU of Y_pp (series part, PQ rows and columns): the one factorisation
+    y_pp: sp.csc_matrix  # Y_pp itself (single-scenario plans refactorise it in plan order)
     z_t: np.ndarray | None  # (n_pq, n_pq) transpose of Y_pp^-1 from that LU (dense path)
     v0_unit: np.ndarray  # (n_pq,) no-load voltages V[0] for a slack voltage of 1 pu
     y_shunt_pq: np.ndarray  # (n_pq,)
@@ -170,6 +171,7 @@ class _Plan:
     order: np.ndarray  # PQ node positions in plan order
     n_load: int
     m: np.ndarray | None  # (n_load + n_pq, n_pq)
+    lu_plan: Any  # SuperLU of Y_pp in plan order (single solves of large feeders), or None
     zt: np.ndarray | None  # (n_pq, n_pq) Y_pp^-1 transposed, plan order
     probe: np.ndarray  # plan-order positions of the feeder's probe nodes (Padé denominator)
     nodes: np.ndarray  # node index of each PQ node in plan order
@@ -226,6 +228,7 @@ def _helm_model(feeder: Feeder) -> _HelmModel:
         n_node=adm.n_node,
         n_pq=n_pq,
         lu=lu,
+        y_pp=y_pp,
         z_t=z_t,
         v0_unit=v0_unit,
         y_shunt_pq=adm.y_shunt[pq].copy(),
@@ -275,8 +278,12 @@ def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
         m = np.ascontiguousarray(np.vstack([zt[:n_load], -y_sh[:, None] * zt]))
     pos_in_plan = np.empty_like(order)
     pos_in_plan[order] = np.arange(order.shape[0])
+    lu_plan = None
+    if m is None or model.n_pq > _SINGLE_DENSE_MAX_NODES:  # single solves use sparse LU
+        lu_plan = spla.splu(model.y_pp[order][:, order].tocsc(), permc_spec="COLAMD")
     plan = _Plan(
-        order=order, n_load=n_load, m=m, zt=zt, probe=np.sort(pos_in_plan[model.probe]),
+        order=order, n_load=n_load, m=m, lu_plan=lu_plan, zt=zt,
+        probe=np.sort(pos_in_plan[model.probe]),
         nodes=model.pq_nodes[order],
         y_sh=y_sh, v0_unit=model.v0_unit[order],
     )
@@ -521,7 +528,7 @@ def _solve_single(
     """``_solve_block`` for one scenario with fewer, smaller numpy calls (the same arithmetic,
     check schedule and results): latency path of single solves."""
     nl = plan.n_load
-    cap = min(max_coefficients, 16)
+    cap = min(max_coefficients, 32)
     hist = np.empty((cap, nl + model.n_pq), dtype=complex)  # [i_load(n), V[n]]
     np.multiply(plan.v0_unit, v_slack, out=hist[0, nl:])
     w = np.empty((cap, nl), dtype=complex)
@@ -530,10 +537,10 @@ def _solve_single(
     np.conjugate(w[0], out=hist[0, :nl])
     hist[0, :nl] *= conj_s
     m = plan.m
-    use_lu = m is None or model.n_pq > _SINGLE_DENSE_MAX_NODES
+    lu = plan.lu_plan
+    use_lu = lu is not None
     if use_lu:  # SuperLU's triangular solves beat the dense product for one right-hand side
         neg_y_sh = -plan.y_sh
-        to_pq = np.argsort(plan.order)  # plan order -> PQ order
         j_buf = np.empty(model.n_pq, dtype=complex)
     next_chk, rate0, prev_err, prev_n = _FIRST_CHECK, np.nan, np.inf, 0
     k = 0
@@ -547,7 +554,7 @@ def _solve_single(
         if use_lu:
             np.multiply(hist[k - 1, nl:], neg_y_sh, out=j_buf)
             j_buf[:nl] += hist[k - 1, :nl]
-            hist[k, nl:] = model.lu.solve(j_buf[to_pq])[plan.order]
+            hist[k, nl:] = lu.solve(j_buf)
         else:
             np.matmul(hist[k - 1], m, out=hist[k, nl:])
         if nl:
@@ -557,7 +564,7 @@ def _solve_single(
             hist[k, :nl] *= conj_s
         n_coef = k + 1
         if k == _FIRST_CHECK - 1:  # _first_check with numpy scalars (same IEEE semantics)
-            mag = np.max(np.abs(hist[[1, k - 1, k], nl:]), axis=1)
+            mag = np.abs(hist[[1, k - 1, k], nl:]).max(axis=1)
             alpha_c = mag[1] / mag[2]
             log_r = 2.0 * np.log(np.sqrt(alpha_c) + np.sqrt(alpha_c - 1.0))
             predicted = np.log(mag[0] / tol_pu) / log_r
@@ -571,7 +578,7 @@ def _solve_single(
         cp = c[:, plan.probe]
         gram = cp.conj() @ cp.T
         a_n, a_m = pade_single(gram, c, k)
-        err = float(np.max(np.abs(a_n - a_m)))
+        err = float(abs(a_n - a_m).max())
         if err <= tol_pu:  # False for NaN
             return a_n, True, n_coef
         if at_limit:

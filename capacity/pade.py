@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.lapack import zgesv as _zgesv
 
 RIDGE = 1e-13
 """Relative regularisation of the denominators' normal equations (they are Jacobi-scaled)."""
@@ -194,7 +195,10 @@ def pade_single(gram: np.ndarray, coefs: np.ndarray, k: int) -> tuple[np.ndarray
         dm[dm == 0] = 1.0
         a /= dm[:, None] * dm[None, :]
         a += plan.ridge
-        z[:mt] = np.linalg.solve(a, hv[n_ent:] / dm) / -dm
+        # LAPACK zgesv, as np.linalg.solve in pade_pair (bitwise the same results, less
+        # call overhead); an exactly singular system gives NaN, i.e. no convergence
+        _, _, y, info = _zgesv(a, hv[n_ent:] / dm, overwrite_a=True, overwrite_b=True)
+        z[:mt] = y / -dm if info == 0 else np.nan
     u = np.ascontiguousarray(plan.r @ z.view(np.float64).reshape(-1, 2)).view(np.complex128)
     u = u.reshape(2, plan.length)
     num = u @ coefs[: plan.length]

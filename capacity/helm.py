@@ -422,7 +422,7 @@ def _solve_block(
     active = np.arange(n_scen)
     cs = conj_s
 
-    cap = min(max_coefficients, 16)
+    cap = min(max_coefficients, 24)
     # hist[:, n] = [i_load(n), V[n]] with i_load(n) = conj(S) * conj(W[n]) at the loaded nodes
     hist = np.empty((n_scen, cap, nl + n_pq), dtype=complex)
     v0 = hist[:, 0, nl:]
@@ -444,6 +444,7 @@ def _solve_block(
     rate0 = np.full(n_scen, np.nan)
     prev_err = np.full(n_scen, np.inf)
     prev_n = np.zeros(n_scen, dtype=np.int64)
+    done = np.zeros(n_scen, dtype=bool)  # converged rows not yet dropped from the active set
 
     k = 0
     while True:
@@ -477,7 +478,7 @@ def _solve_block(
             next_chk, rate0 = _first_check(hist[:, [1, k - 1, k], nl:], tol_pu, max_coefficients)
         at_limit = n_coef >= max_coefficients
         if at_limit:
-            due = np.arange(active.size)
+            due = np.flatnonzero(~done)
         else:
             due = np.flatnonzero(next_chk <= n_coef)
             if due.size == 0:
@@ -512,16 +513,21 @@ def _solve_block(
         prev_err[pending] = err[~ok]
         prev_n[pending] = n_coef
         if ok.any():
-            keep = np.ones(active.size, dtype=bool)
-            keep[due[ok]] = False
-            if not keep.any():
+            done[due[ok]] = True
+            next_chk[due[ok]] = np.iinfo(np.int64).max  # never due again
+            n_done = int(np.count_nonzero(done))
+            if n_done == active.size:
                 break
-            active = active[keep]
-            j_buf = j_buf[: active.size]
-            hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n = (
-                a_[keep]
-                for a_ in (hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n)
-            )
+            if 2 * n_done >= active.size:  # drop converged rows once they are half the block
+                keep = ~done
+                active = active[keep]
+                j_buf = j_buf[: active.size]
+                hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n, done = (
+                    a_[keep]
+                    for a_ in (
+                        hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n, done
+                    )
+                )
     return v_out, conv, n_used
 
 

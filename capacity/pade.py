@@ -84,17 +84,18 @@ class _PairPlan:
     """Fixed index algebra of the two approximants [L/M] (L+M = k and k-1) of one check,
     precomputed per k. ``idx`` gathers, from the flattened Gram matrix with a zero appended,
     the M terms of every entry of both normal equations (h[a, b] = sum_{r=1..M}
-    G[L+r-a, L+r-b]; rows: both matrices' entries, then both right-hand sides h[a, 0]);
-    ``pos`` places the matrix entries in the block-diagonal (Mt, Mt) matrix of both systems;
+    G[L+r-a, L+r-b]; rows: the entries of the first matrix, of the second, then both
+    right-hand sides h[a, 0]); ``diag`` picks both matrices' diagonals from those rows;
     ``r`` maps the two denominators (q_0 = 1 included) to the numerator weights u_i."""
 
     m_n: int
     m_m: int
     length: int
-    idx: np.ndarray  # (M_n, n_entries + Mt) int, Mt = m_n + m_m (sums over axis 0)
-    pos: np.ndarray  # (n_entries,) flat positions in the (Mt, Mt) matrix
-    r: np.ndarray  # (2 * length, Mt + 2) real
-    ridge: np.ndarray  # (Mt, Mt)
+    idx: np.ndarray  # (M_n, M_n^2 + M_m^2 + M_n + M_m) int (sums over axis 0)
+    diag: np.ndarray  # (M_n + M_m,) rows of the diagonal entries
+    r: np.ndarray  # (2 * length, M_n + M_m + 2) real
+    ridge_n: np.ndarray  # (M_n, M_n)
+    ridge_m: np.ndarray  # (M_m, M_m)
 
 
 _PAIR_PLANS: dict[int, _PairPlan] = {}
@@ -109,15 +110,15 @@ def _pair_plan(k: int) -> _PairPlan:
     systems = ((k - m_n, m_n, 0), (k - 1 - m_m, m_m, m_n))  # (L, M, offset in the unknowns)
     mt = m_n + m_m
     zero = n * n  # index of the appended zero (pads the shorter sums)
-    entries, rhs, pos = [], [], []
+    entries, rhs, diag = [], [], []
     r_map = np.zeros((2, k - m_n + 1, mt + 2))
     for i, (el, m, off) in enumerate(systems):
         terms = np.arange(1, m + 1)
         pad = [zero] * (m_n - m)
         for a in range(1, m + 1):
+            diag.append(len(entries) + a - 1)
             for b in range(1, m + 1):
                 entries.append(list((el + terms - a) * n + el + terms - b) + pad)
-                pos.append((off + a - 1) * mt + off + b - 1)
             rhs.append(list((el + terms - a) * n + el + terms) + pad)
         q_cols = [mt + i] + [off + j for j in range(m)]  # z = [y (Mt), 1, 1]: q_0 at Mt + i
         for row in range(el + 1):  # u_row = sum_{j <= min(M, L - row)} q_j
@@ -126,8 +127,8 @@ def _pair_plan(k: int) -> _PairPlan:
     plan = _PairPlan(
         m_n=m_n, m_m=m_m, length=k - m_n + 1,
         idx=np.array(entries + rhs, dtype=np.intp).reshape(-1, m_n).T.copy(),
-        pos=np.array(pos, dtype=np.intp), r=r_map.reshape(2 * (k - m_n + 1), mt + 2),
-        ridge=RIDGE * np.eye(mt),
+        diag=np.array(diag, dtype=np.intp), r=r_map.reshape(2 * (k - m_n + 1), mt + 2),
+        ridge_n=RIDGE * np.eye(m_n), ridge_m=RIDGE * np.eye(m_m),
     )
     _PAIR_PLANS[k] = plan
     return plan
@@ -149,26 +150,29 @@ def pade_pair(
     plan = _pair_plan(k)
     n = k + 1
     n_scen = gram.shape[0]
-    mt = plan.m_n + plan.m_m
+    m_n, m_m = plan.m_n, plan.m_m
+    mt = m_n + m_m
     z = np.ones((n_scen, mt + 2), dtype=complex)
     if mt:
         g = np.zeros((n_scen, n * n + 1), dtype=complex)
         g[:, :-1].reshape(n_scen, n, n)[:] = gram[:, :n, :n]
-        n_ent = plan.pos.shape[0]
-        a = np.zeros((n_scen, mt * mt), dtype=complex)
-        b = np.empty((n_scen, mt), dtype=complex)
+        hv = np.empty((n_scen, plan.idx.shape[1]), dtype=complex)
         chunk = max(1, (1 << 22) // plan.idx.size)  # bounds the gathered terms' memory
         for lo in range(0, n_scen, chunk):
-            hv = g[lo : lo + chunk, plan.idx].sum(axis=1)  # in term order, as below
-            a[lo : lo + chunk, plan.pos] = hv[:, :n_ent]
-            b[lo : lo + chunk] = hv[:, n_ent:]
-        a = a.reshape(n_scen, mt, mt)
-        dm = np.sqrt(np.abs(np.diagonal(a, axis1=1, axis2=2).real))
+            hv[lo : lo + chunk] = g[lo : lo + chunk, plan.idx].sum(axis=1)  # in term order
+        dm = np.sqrt(np.abs(hv[:, plan.diag].real))
         dm[dm == 0] = 1.0
-        a /= dm[:, :, None] * dm[:, None, :]
-        a += plan.ridge
-        y = np.linalg.solve(a, (b / dm)[:, :, None])[:, :, 0]
-        z[:, :mt] = y / -dm
+        b = hv[:, m_n * m_n + m_m * m_m :] / dm
+        systems = ((0, m_n, 0, plan.ridge_n), (m_n, m_m, m_n * m_n, plan.ridge_m))
+        for off, m, start, ridge in systems:  # (offset in z, M, first row in hv, ridge)
+            if m:
+                d = dm[:, off : off + m]
+                a = hv[:, start : start + m * m].reshape(n_scen, m, m) / (
+                    d[:, :, None] * d[:, None, :]
+                )
+                a += ridge
+                z[:, off : off + m] = np.linalg.solve(a, b[:, off : off + m, None])[:, :, 0]
+        z[:, :mt] /= -dm
     u = np.ascontiguousarray(np.matmul(plan.r, z.view(np.float64).reshape(n_scen, -1, 2)))
     u = u.view(np.complex128).reshape(n_scen, 2, plan.length)
     c = coefs[:, : plan.length] if rows is None else coefs[rows, : plan.length]
@@ -178,27 +182,30 @@ def pade_pair(
 
 def pade_single(gram: np.ndarray, coefs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``pade_pair`` for one scenario with the same arithmetic and fewer numpy calls (latency
-    path): ``gram`` (>= k+1, >= k+1) and ``coefs`` (N, n)."""
+    path): ``gram`` (>= k+1, >= k+1) and ``coefs`` (N, n). The systems are solved by LAPACK
+    zgesv directly, as np.linalg.solve does in ``pade_pair`` (bitwise the same results, less
+    call overhead); an exactly singular system gives NaN, i.e. no convergence."""
     plan = _pair_plan(k)
     n = k + 1
-    mt = plan.m_n + plan.m_m
+    m_n, m_m = plan.m_n, plan.m_m
+    mt = m_n + m_m
     z = np.ones(mt + 2, dtype=complex)
     if mt:
         g = np.zeros(n * n + 1, dtype=complex)
         g[:-1].reshape(n, n)[:] = gram[:n, :n]
-        n_ent = plan.pos.shape[0]
         hv = g[plan.idx].sum(axis=0)  # in term order, as in pade_pair
-        a = np.zeros(mt * mt, dtype=complex)
-        a[plan.pos] = hv[:n_ent]
-        a = a.reshape(mt, mt)
-        dm = np.sqrt(np.abs(a.diagonal().real))
+        dm = np.sqrt(np.abs(hv[plan.diag].real))
         dm[dm == 0] = 1.0
-        a /= dm[:, None] * dm[None, :]
-        a += plan.ridge
-        # LAPACK zgesv, as np.linalg.solve in pade_pair (bitwise the same results, less
-        # call overhead); an exactly singular system gives NaN, i.e. no convergence
-        _, _, y, info = _zgesv(a, hv[n_ent:] / dm, overwrite_a=True, overwrite_b=True)
-        z[:mt] = y / -dm if info == 0 else np.nan
+        b = hv[m_n * m_n + m_m * m_m :] / dm
+        systems = ((0, m_n, 0, plan.ridge_n), (m_n, m_m, m_n * m_n, plan.ridge_m))
+        for off, m, start, ridge in systems:  # (offset in z, M, first row in hv, ridge)
+            if m:
+                d = dm[off : off + m]
+                a = hv[start : start + m * m].reshape(m, m) / (d[:, None] * d[None, :])
+                a += ridge
+                _, _, y, info = _zgesv(a, b[off : off + m], overwrite_a=True)
+                z[off : off + m] = y if info == 0 else np.nan
+        z[:mt] /= -dm
     u = np.ascontiguousarray(plan.r @ z.view(np.float64).reshape(-1, 2)).view(np.complex128)
     u = u.reshape(2, plan.length)
     num = u @ coefs[: plan.length]

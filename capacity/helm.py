@@ -539,17 +539,21 @@ def _solve_single(
     tol_pu: float,
     max_coefficients: int,
 ) -> tuple[np.ndarray, bool, int]:
-    """``_solve_block`` for one scenario with fewer, smaller numpy calls (the same arithmetic,
-    check schedule and results): latency path of single solves."""
+    """``_solve_block`` for one scenario with fewer, smaller numpy calls (the same series,
+    check schedule and results to rounding): latency path of single solves.
+
+    The reciprocal series is carried as the load currents themselves: with i_load[n] =
+    conj(S) conj(W[n]), W V = 1 gives i_load[k] = -conj(W[0]) sum_{j<k} i_load[j]
+    conj(V[k-j]) at the loaded nodes, one conjugation and one einsum per coefficient."""
     nl = plan.n_load
     cap = min(max_coefficients, 32)
     hist = np.empty((cap, nl + model.n_pq), dtype=complex)  # [i_load(n), V[n]]
     np.multiply(plan.v0_unit, v_slack, out=hist[0, nl:])
-    w = np.empty((cap, nl), dtype=complex)
-    np.divide(1.0, hist[0, nl : 2 * nl], out=w[0])
-    neg_w0 = -w[0]
-    np.conjugate(w[0], out=hist[0, :nl])
-    hist[0, :nl] *= conj_s
+    conj_v = np.empty((cap, nl), dtype=complex)  # conj(V[n]) at the loaded nodes
+    np.conjugate(hist[0, nl : 2 * nl], out=conj_v[0])
+    conj_w0 = 1.0 / conj_v[0]
+    np.multiply(conj_w0, conj_s, out=hist[0, :nl])
+    neg_conj_w0 = -conj_w0
     m = plan.m
     lu = plan.lu_plan
     use_lu = lu is not None
@@ -564,7 +568,7 @@ def _solve_single(
             grow = min(2 * cap, max_coefficients) - cap
             cap += grow
             hist = np.pad(hist, [(0, grow), (0, 0)])
-            w = np.pad(w, [(0, grow), (0, 0)])
+            conj_v = np.pad(conj_v, [(0, grow), (0, 0)])
         if use_lu:
             np.multiply(hist[k - 1, nl:], neg_y_sh, out=j_buf)
             j_buf[:nl] += hist[k - 1, :nl]
@@ -572,10 +576,10 @@ def _solve_single(
         else:
             np.matmul(hist[k - 1], m, out=hist[k, nl:])
         if nl:
-            acc = np.einsum("jl,jl->l", w[:k], hist[k:0:-1, nl : 2 * nl])
-            np.multiply(acc, neg_w0, out=w[k])
-            np.conjugate(w[k], out=hist[k, :nl])
-            hist[k, :nl] *= conj_s
+            np.conjugate(hist[k, nl : 2 * nl], out=conj_v[k])
+            np.einsum(
+                "jl,jl,l->l", hist[:k, :nl], conj_v[k:0:-1], neg_conj_w0, out=hist[k, :nl]
+            )
         n_coef = k + 1
         if k == _FIRST_CHECK - 1:  # _first_check with numpy scalars (same IEEE semantics)
             mag = np.abs(hist[[1, k - 1, k], nl:]).max(axis=1)

@@ -113,20 +113,21 @@ def _pair_plan(k: int) -> _PairPlan:
     entries, rhs, diag = [], [], []
     r_map = np.zeros((2, k - m_n + 1, mt + 2))
     for i, (el, m, off) in enumerate(systems):
-        terms = np.arange(1, m + 1)
-        pad = [zero] * (m_n - m)
-        for a in range(1, m + 1):
-            diag.append(len(entries) + a - 1)
-            for b in range(1, m + 1):
-                entries.append(list((el + terms - a) * n + el + terms - b) + pad)
-            rhs.append(list((el + terms - a) * n + el + terms) + pad)
+        ab = np.arange(1, m + 1)
+        r = ab[None, None, :]  # terms r = 1..M on the last axis, padded to M_n terms
+        pad = np.full((m, m_n - m), zero)
+        ent = (el + r - ab[:, None, None]) * n + el + r - ab[None, :, None]  # [a, b, r]
+        diag.extend(sum(e.shape[0] for e in entries) + (ab - 1) * (m + 1))
+        entries.append(np.concatenate([ent.reshape(m * m, m), np.tile(pad, (m, 1))], axis=1))
+        h_a0 = (el + ab[None, :] - ab[:, None]) * n + el + ab[None, :]  # [a, r]
+        rhs.append(np.concatenate([h_a0, pad], axis=1))
         q_cols = [mt + i] + [off + j for j in range(m)]  # z = [y (Mt), 1, 1]: q_0 at Mt + i
         for row in range(el + 1):  # u_row = sum_{j <= min(M, L - row)} q_j
             for j in range(min(m, el - row) + 1):
                 r_map[i, row, q_cols[j]] = 1.0
     plan = _PairPlan(
         m_n=m_n, m_m=m_m, length=k - m_n + 1,
-        idx=np.array(entries + rhs, dtype=np.intp).reshape(-1, m_n).T.copy(),
+        idx=np.concatenate(entries + rhs or [np.empty((0, m_n))]).astype(np.intp).T.copy(),
         diag=np.array(diag, dtype=np.intp), r=r_map.reshape(2 * (k - m_n + 1), mt + 2),
         ridge_n=RIDGE * np.eye(m_n), ridge_m=RIDGE * np.eye(m_m),
     )
@@ -157,7 +158,7 @@ def pade_pair(
         g = np.zeros((n_scen, n * n + 1), dtype=complex)
         g[:, :-1].reshape(n_scen, n, n)[:] = gram[:, :n, :n]
         hv = np.empty((n_scen, plan.idx.shape[1]), dtype=complex)
-        chunk = max(1, (1 << 22) // plan.idx.size)  # bounds the gathered terms' memory
+        chunk = max(1, (1 << 18) // plan.idx.size)  # gathered terms stay in cache
         for lo in range(0, n_scen, chunk):
             hv[lo : lo + chunk] = g[lo : lo + chunk, plan.idx].sum(axis=1)  # in term order
         dm = np.sqrt(np.abs(hv[:, plan.diag].real))

@@ -12,11 +12,12 @@ Maclaurin coefficients of Eq. 11-12 follow from the recursion
 
     Y_pp V[n] = conj(S) * conj(W[n-1]) - Y_shunt * V[n-1],   W = 1 / V (series reciprocal).
 
-Linear algebra: ``Y_pp`` is factorised once per feeder (``scipy.sparse.linalg.splu``, cached on
-the feeder). For feeders up to ``_DENSE_MAX_NODES`` PQ nodes the factorisation's inverse is
-formed once (``lu.solve(I)``) and each coefficient of all scenarios is one BLAS product; larger
-feeders use SuperLU's multi-right-hand-side solve. Nothing is refactorised per coefficient or
-per scenario.
+Linear algebra: ``Y_pp`` is factorised once per feeder (``scipy.sparse.linalg.splu`` with a
+symmetric-pattern ordering, cached on the feeder). For feeders up to ``_DENSE_MAX_NODES`` PQ
+nodes the factorisation's inverse is formed once (``lu.solve(I)``) and each coefficient of all
+scenarios is one BLAS product; larger feeders use SuperLU's multi-right-hand-side solve, and
+single solves of feeders above ``_SINGLE_DENSE_MAX_NODES`` nodes SuperLU's triangular solves.
+Nothing is refactorised per coefficient or per scenario.
 
 ``V(1)`` is evaluated by Padé approximants: per scenario one denominator common to all buses
 (a matrix/vector Padé approximant [L/M], L = M or M + 1, whose denominator minimises the
@@ -32,7 +33,9 @@ approximants do not settle) are reported as not converged, with NaN voltages.
 Checks are scheduled per scenario (first check from the coefficients' decay, later ones by
 extrapolating the approximants' disagreement), so a scenario gives the same result alone or in
 any batch. Scenarios are processed in blocks of about ``_BLOCK_ELEMENTS`` (scenario x node)
-values, vectorised within a block; converged scenarios leave the active set.
+values, vectorised within a block; converged scenarios are never checked again and leave the
+block's arrays once half of them have converged. A single scenario takes a latency path with
+the same series, schedule and tests on 1-D arrays (``_solve_one``).
 """
 
 from __future__ import annotations
@@ -141,7 +144,6 @@ class _HelmModel:
     n_node: int
     n_pq: int
     lu: Any  # scipy SuperLU of Y_pp (series part, PQ rows and columns): the one factorisation
-    y_pp: sp.csc_matrix  # Y_pp itself (single-scenario plans refactorise it in plan order)
     z_t: np.ndarray | None  # (n_pq, n_pq) transpose of Y_pp^-1 from that LU (dense path)
     v0_unit: np.ndarray  # (n_pq,) no-load voltages V[0] for a slack voltage of 1 pu
     y_shunt_pq: np.ndarray  # (n_pq,)
@@ -166,13 +168,14 @@ class _Plan:
     PQ nodes are reordered as [loaded, the rest]. Dense path: with ``i_load = conj(S) *
     conj(W[n-1])`` at the loaded nodes, ``V[n] = [i_load, V[n-1]] @ m`` where ``m`` stacks
     Y_pp^-1 (loaded columns) and -Y_pp^-1 diag(Y_shunt), both from the cached LU. Sparse path
-    (large feeders): SuperLU's solve of the same right-hand side.
+    (large feeders, and single solves of feeders above ``_SINGLE_DENSE_MAX_NODES`` nodes):
+    SuperLU's solve of the same right-hand side (``to_pq`` maps plan order to PQ order).
     """
 
     order: np.ndarray  # PQ node positions in plan order
     n_load: int
     m: np.ndarray | None  # (n_load + n_pq, n_pq)
-    lu_plan: Any  # SuperLU of Y_pp in plan order (single solves of large feeders), or None
+    to_pq: np.ndarray | None  # plan order -> PQ order, when single solves use the sparse LU
     zt: np.ndarray | None  # (n_pq, n_pq) Y_pp^-1 transposed, plan order
     probe: np.ndarray  # plan-order positions of the feeder's probe nodes (Padé denominator)
     nodes: np.ndarray  # node index of each PQ node in plan order
@@ -201,7 +204,9 @@ def _helm_model(feeder: Feeder) -> _HelmModel:
     ys = adm.y_series.tocsc()
     y_pp = ys[pq][:, pq].tocsc()
     y_ps = ys[pq][:, [adm.slack_node]].toarray().reshape(-1)
-    lu = spla.splu(y_pp, permc_spec="COLAMD")
+    # symmetric-pattern ordering: SuperLU keeps the diagonal pivots of the (diagonally
+    # dominant) Y_pp; single-RHS solves are about 40 % faster than with COLAMD
+    lu = spla.splu(y_pp, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
     v0_unit = lu.solve(-y_ps.astype(complex))
     n_pq = pq.shape[0]
     node_of_pq = np.full(adm.n_node, -1, dtype=np.int64)
@@ -229,7 +234,6 @@ def _helm_model(feeder: Feeder) -> _HelmModel:
         n_node=adm.n_node,
         n_pq=n_pq,
         lu=lu,
-        y_pp=y_pp,
         z_t=z_t,
         v0_unit=v0_unit,
         y_shunt_pq=adm.y_shunt[pq].copy(),
@@ -279,16 +283,11 @@ def _plan(model: _HelmModel, loaded_mask: np.ndarray) -> _Plan:
         m = np.ascontiguousarray(np.vstack([zt[:n_load], -y_sh[:, None] * zt]))
     pos_in_plan = np.empty_like(order)
     pos_in_plan[order] = np.arange(order.shape[0])
-    lu_plan = None
-    if m is None or model.n_pq > _SINGLE_DENSE_MAX_NODES:  # single solves use sparse LU
-        # symmetric-pattern ordering: SuperLU keeps the diagonal pivots of the (diagonally
-        # dominant) Y_pp and each solve is about 40 % faster than with COLAMD
-        lu_plan = spla.splu(
-            model.y_pp[order][:, order].tocsc(), permc_spec="MMD_AT_PLUS_A",
-            options={"SymmetricMode": True},
-        )
+    to_pq = None
+    if m is None or model.n_pq > _SINGLE_DENSE_MAX_NODES:  # single solves use the sparse LU
+        to_pq = np.argsort(order)
     plan = _Plan(
-        order=order, n_load=n_load, m=m, lu_plan=lu_plan, zt=zt,
+        order=order, n_load=n_load, m=m, to_pq=to_pq, zt=zt,
         probe=np.sort(pos_in_plan[model.probe]),
         nodes=model.pq_nodes[order],
         y_sh=y_sh, v0_unit=model.v0_unit[order],
@@ -555,8 +554,9 @@ def _solve_single(
     np.multiply(conj_w0, conj_s, out=hist[0, :nl])
     neg_conj_w0 = -conj_w0
     m = plan.m
-    lu = plan.lu_plan
-    use_lu = lu is not None
+    lu = model.lu
+    to_pq = plan.to_pq
+    use_lu = to_pq is not None
     if use_lu:  # SuperLU's triangular solves beat the dense product for one right-hand side
         neg_y_sh = -plan.y_sh
         j_buf = np.empty(model.n_pq, dtype=complex)
@@ -572,7 +572,7 @@ def _solve_single(
         if use_lu:
             np.multiply(hist[k - 1, nl:], neg_y_sh, out=j_buf)
             j_buf[:nl] += hist[k - 1, :nl]
-            hist[k, nl:] = lu.solve(j_buf)
+            hist[k, nl:] = lu.solve(j_buf[to_pq])[plan.order]
         else:
             np.matmul(hist[k - 1], m, out=hist[k, nl:])
         if nl:

@@ -41,6 +41,11 @@ def add_customer(net: pp.pandapowerNet, customer: Customer, pf: float) -> None:
     p_mw = customer.annual_kwh / 8760.0 / 1000.0
     q_mvar = p_mw * ((1.0 / pf**2) - 1.0) ** 0.5
     pp.create_load(net, customer.bus_id, p_mw=p_mw, q_mvar=q_mvar, name=customer.name)
+    add_pv(net, customer)
+
+
+def add_pv(net: pp.pandapowerNet, customer: Customer) -> None:
+    """Add a customer's PV as an sgen (0 kW in the base case, rated ``pv_kwp``), if it has PV."""
     if customer.pv_kwp > 0:
         pp.create_sgen(
             net,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import pandapower as pp
 import pandapower.networks as pn
 
-from capacity.feeders._case import PV_SUFFIX, FeederCase, add_flexibility
+from capacity.feeders._case import FeederCase, add_flexibility, add_pv
 from capacity.flexibility import Flexibility, FlexibilityKind
 from capacity.profiles import Customer
 
@@ -91,16 +91,7 @@ def build_net() -> pp.pandapowerNet:
     """CIGRE LV with renamed loads, PV sgens (0 kW in the base case) and flexibility loads."""
     net = _cigre_net()
     for customer in CUSTOMERS:
-        if customer.pv_kwp > 0:
-            pp.create_sgen(
-                net,
-                customer.bus_id,
-                p_mw=0.0,
-                q_mvar=0.0,
-                sn_mva=customer.pv_kwp / 1000.0,
-                name=customer.name + PV_SUFFIX,
-                type="PV",
-            )
+        add_pv(net, customer)
     for flex in FLEXIBILITIES:
         add_flexibility(net, flex)
     net.ext_grid["vm_pu"] = V_SLACK_PU

@@ -128,6 +128,14 @@ def write_data(result: SimulationResult, out: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- figures
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write ``fig`` as PNG to ``path``, free it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def _step_x(result: SimulationResult) -> np.ndarray:
     """Interval start hours plus the end of the last interval (for step plots)."""
     n = result.minutes_per_interval
@@ -157,10 +165,7 @@ def fig_operation_in_bands(result: SimulationResult, path: Path) -> Path:
         ax.legend(loc="upper left", fontsize=7, ncol=3)
         ax.set_title(f"{name}: operation inside its band", fontsize=9)
     np.atleast_1d(axes)[-1].set_xlabel("hour of day")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fig_battery(result: SimulationResult, path: Path) -> Path:
@@ -184,10 +189,7 @@ def fig_battery(result: SimulationResult, path: Path) -> Path:
     a2.set_ylabel("kWh")
     a2.set_xlabel("hour of day")
     a2.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fig_prices(result: SimulationResult, path: Path, retail: float, feed_in: float) -> Path:
@@ -217,10 +219,7 @@ def fig_prices(result: SimulationResult, path: Path, retail: float, feed_in: flo
     a2.set_ylabel("kWh per interval")
     a2.set_xlabel("hour of day")
     a2.legend(loc="upper left", fontsize=7, ncol=5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fig_aggregator(result: SimulationResult, path: Path) -> Path:
@@ -245,10 +244,7 @@ def fig_aggregator(result: SimulationResult, path: Path) -> Path:
     ax.set_ylabel("kW (charging > 0)")
     ax.set_title("Hour-ahead aggregator schedule (H-ERM MILP, bands as bounds)")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fig_nr_boxplots(result: SimulationResult, path: Path, which: str = "steps") -> Path:
@@ -271,10 +267,7 @@ def fig_nr_boxplots(result: SimulationResult, path: Path, which: str = "steps") 
     ax.set_title("pandapower Newton-Raphson, all bus voltages: " + (
         "OCM steps, band corners and random points inside the bands" if which == "steps"
         else "the day as operated, and random points inside the bands"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_figures(result: SimulationResult, out: Path, retail: float, feed_in: float

@@ -17,13 +17,13 @@ from gridshare import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "capacity.cli",
     "capacity.ocm_cli",
-    "oracle.contracts_cli",
+    "gridshare.chain.contracts_cli",
+    "gridshare.chain.cli",
     "oracle.cli",
-    "oracle.oracle_cli",
     "market.aggregator_cli",
     "market.cli",
-    "market.api_cli",
-    "oracle.simulate_cli",
+    "gridshare.api.cli",
+    "gridshare.sim.cli",
 )
 
 

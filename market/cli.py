@@ -9,7 +9,7 @@
 Chain: ``--rpc URL``, else the deployment file's ``rpc``, else ``$GRIDSHARE_CHAIN``. The
 embedded chain lives inside one process, so these commands need an RPC node (anvil, Besu).
 Battery data: ``--battery FILE`` (JSON with the fields of ``market.battery.BatteryParams``),
-else the deployment's defaults (``oracle.settle.default_battery_params``).
+else the deployment's defaults (``market.chain.default_battery_params``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _chain_errors_as_exit(func: Any) -> Any:
     """Print a chain error (revert, unreachable node) as one line and return exit code 1."""
 
     def wrapped(args: argparse.Namespace) -> int:
-        from oracle.errors import ChainError
+        from gridshare.chain.errors import ChainError
 
         try:
             return int(func(args))
@@ -43,10 +43,10 @@ def _chain_errors_as_exit(func: Any) -> Any:
 
 
 def _market_chain(args: argparse.Namespace) -> Any:
-    from oracle import chain as chain_mod
-    from oracle.config import EMBEDDED, ChainConfig
-    from oracle.deploy import Deployment
-    from oracle.settle import MarketChain
+    from gridshare.chain import client as chain_mod
+    from gridshare.chain.config import EMBEDDED, ChainConfig
+    from gridshare.chain.deploy import Deployment
+    from market.chain import MarketChain
 
     deployment = Deployment.load(Path(args.deployment))
     rpc = args.rpc or (deployment.rpc if deployment.rpc != EMBEDDED else None)
@@ -134,7 +134,7 @@ def _statement(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``gridshare market settle|replay|statement``."""
-    from oracle.config import DEFAULT_DEPLOYMENT_FILE, ENV_DEPLOYMENT
+    from gridshare.chain.config import DEFAULT_DEPLOYMENT_FILE, ENV_DEPLOYMENT
 
     market = subparsers.add_parser("market", help="settle, replay and statements of the market")
     sub = market.add_subparsers(dest="market_command", metavar="ACTION", required=True)

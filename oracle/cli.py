@@ -1,111 +1,147 @@
-"""``gridshare deploy`` and ``gridshare devnet generate``."""
+"""``gridshare oracle run`` and ``gridshare oracle status``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-from oracle.config import (
-    DEFAULT_DEPLOYMENT_FILE,
-    DEFAULT_FEEDER,
-    ENV_CHAIN,
-    ENV_DEPLOYMENT,
-    GRIDSHARE_DEVNET_CHAIN_ID,
-    ChainConfig,
-)
-from oracle.errors import ChainError
+from gridshare.chain.config import DEFAULT_DEPLOYMENT_FILE, ENV_CHAIN, ENV_DEPLOYMENT, ChainConfig
+from gridshare.chain.errors import ChainError
+
+ENV_ORACLE_DB = "GRIDSHARE_ORACLE_DB"
 
 
-def _deploy(args: argparse.Namespace) -> int:
-    from oracle.chain import connect, wait_for_chain
-    from oracle.deploy import Deployment, DeployParams, deploy
+def _db_path(args: argparse.Namespace) -> Path:
+    if args.db:
+        return Path(args.db)
+    if os.environ.get(ENV_ORACLE_DB):
+        return Path(os.environ[ENV_ORACLE_DB])
+    deployment = Path(args.deployment)
+    return deployment.with_name(deployment.stem + ".oracle.sqlite")
 
-    out = Path(args.out)
-    config = ChainConfig.from_env(rpc=args.rpc)
-    try:
-        chain = wait_for_chain(config, args.wait_s) if args.wait_s > 0 else connect(config)
-        if args.if_missing and out.is_file():
-            existing = Deployment.load(out)
-            if existing.is_live(chain):
-                print(f"{out}: contracts already deployed on chain {chain.chain_id}; nothing to do")
-                return 0
-        params = DeployParams(
-            feeder=args.feeder,
-            interval_seconds=args.interval_seconds,
-            heartbeat_seconds=args.heartbeat_seconds,
+
+def _oracle(args: argparse.Namespace, read_only: bool = False, **overrides: Any):
+    from gridshare.chain.client import connect
+    from gridshare.chain.deploy import Deployment
+    from oracle.service import OcmSettings, Oracle, OracleConfig
+
+    deployment = Deployment.load(Path(args.deployment))
+    config = ChainConfig.from_env(rpc=args.rpc or (None if deployment.rpc == "embedded"
+                                                   else deployment.rpc))
+    if config.is_embedded:
+        raise ValueError(
+            "the embedded chain lives inside one process: the oracle needs a JSON-RPC node "
+            f"(--rpc URL or ${ENV_CHAIN}); `gridshare simulate` runs everything in one process"
         )
-        deployment = deploy(chain, params, log=lambda msg: print(msg, file=sys.stderr))
+    chain = connect(config)
+    ocm = OcmSettings(**{k: v for k, v in {
+        "forecast": getattr(args, "forecast", None), "n_random": getattr(args, "n_random", None),
+        "ga_population": getattr(args, "ga_population", None),
+        "ga_max_generations": getattr(args, "ga_generations", None),
+        "objective": getattr(args, "objective", None), "seed": getattr(args, "seed", None),
+    }.items() if v is not None})
+    oracle_config = OracleConfig(
+        db_path=str(_db_path(args)), confirmations=getattr(args, "confirmations", 0),
+        clock=getattr(args, "clock", "readings"), grace_s=getattr(args, "grace_seconds", 60),
+        poll_interval_s=getattr(args, "poll_seconds", 1.0),
+        explicit_gas=getattr(args, "explicit_gas", None), ocm=ocm, **overrides,
+    )
+    return Oracle(chain, deployment, oracle_config, read_only=read_only)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from oracle.service import OracleFatal
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stopping = {"flag": False}
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        oracle = _oracle(args)
+        code = oracle.run(once=args.once, stop=lambda: stopping["flag"])
+        print(json.dumps(oracle.status(), indent=2))
+        return code
+    except OracleFatal as exc:
+        print(f"gridshare oracle run: fatal: {exc}", file=sys.stderr)
+        return 3
     except ChainError as exc:
-        print(f"gridshare deploy: chain error: {exc}", file=sys.stderr)
+        print(f"gridshare oracle run: chain error: {exc}", file=sys.stderr)
         return 1
-    deployment.save(out)
-    for note in deployment.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {out} (chain id {deployment.chain_id}, block {deployment.deploy_block})")
-    return 0
 
 
-def _devnet_generate(args: argparse.Namespace) -> int:
-    from oracle.devnet import generate
-
-    out = Path(args.out)
-    if args.keep_existing and (out / "genesis.json").exists():
-        print(f"{out}: devnet files exist; kept")
-        return 0
+def _status(args: argparse.Namespace) -> int:
     try:
-        summary = generate(
-            out, n_validators=args.validators, chain_id=args.chain_id, seed=args.seed,
-            force=args.force,
-        )
-    except FileExistsError as exc:
-        print(f"gridshare devnet generate: error: {exc}", file=sys.stderr)
+        oracle = _oracle(args, read_only=True)
+        status = oracle.status()
+    except ChainError as exc:
+        print(f"gridshare oracle status: chain error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote Besu QBFT devnet to {out}: chain id {summary['chain_id']}, "
-          f"{len(summary['validators'])} validators, RPC {summary['rpc']['url_on_host']}")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    for key in ("feeder", "head_block", "processed_block", "lag_blocks", "confirmations",
+                "last_interval_on_chain", "next_interval", "intervals_written",
+                "intervals_skipped", "infeasible_steps", "readings", "late", "rejected",
+                "tx_failures", "median_latency_s"):
+        print(f"{key:24s} {status[key]}")
     return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpc", default=None,
+                        help=f"JSON-RPC URL (default: ${ENV_CHAIN}, else the deployment's rpc)")
+    parser.add_argument("--deployment",
+                        default=os.environ.get(ENV_DEPLOYMENT, DEFAULT_DEPLOYMENT_FILE),
+                        help=f"deployment file (default ${ENV_DEPLOYMENT} or "
+                        f"{DEFAULT_DEPLOYMENT_FILE})")
+    parser.add_argument("--db", default=None,
+                        help=f"oracle SQLite file (default ${ENV_ORACLE_DB} or "
+                        "<deployment>.oracle.sqlite)")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``deploy`` and ``devnet generate``."""
-    deploy_parser = subparsers.add_parser(
-        "deploy",
-        help="deploy the contracts, grant roles, register a feeder; write a deployment file",
-        description=f"Chain: --rpc URL, else ${ENV_CHAIN}, else the in-process embedded chain. "
-        "Keys: see docs/chain.md.",
-    )
-    deploy_parser.add_argument("--rpc", default=None,
-                               help="JSON-RPC URL (anvil, Besu); default: $GRIDSHARE_CHAIN "
-                               "or 'embedded'")
-    deploy_parser.add_argument("--feeder", default=DEFAULT_FEEDER,
-                               help=f"built-in feeder whose devices to register "
-                               f"(default {DEFAULT_FEEDER})")
-    deploy_parser.add_argument(
-        "--out", default=os.environ.get(ENV_DEPLOYMENT, DEFAULT_DEPLOYMENT_FILE),
-        help=f"deployment file to write (default ${ENV_DEPLOYMENT} or {DEFAULT_DEPLOYMENT_FILE})",
-    )
-    deploy_parser.add_argument("--interval-seconds", type=int, default=900,
-                               help="market/band interval length in s (default 900)")
-    deploy_parser.add_argument("--heartbeat-seconds", type=int, default=3600,
-                               help="band staleness limit in s (default 3600)")
-    deploy_parser.add_argument("--if-missing", action="store_true",
-                               help="do nothing when --out names a live deployment on this chain")
-    deploy_parser.add_argument("--wait-s", type=float, default=0.0,
-                               help="wait up to this many seconds for the node to answer and "
-                               "produce blocks (docker compose); default 0: fail at once")
-    deploy_parser.set_defaults(func=_deploy)
-
-    devnet = subparsers.add_parser("devnet", help="Besu QBFT devnet files for docker-compose")
-    sub = devnet.add_subparsers(dest="devnet_command", metavar="ACTION", required=True)
-    gen = sub.add_parser("generate", help="write genesis, node keys and static nodes")
-    gen.add_argument("--out", default="devnet", help="output directory (default devnet/)")
-    gen.add_argument("--validators", type=int, default=4, help="number of validators (1..9)")
-    gen.add_argument("--chain-id", type=int, default=GRIDSHARE_DEVNET_CHAIN_ID,
-                     help=f"chain id (default {GRIDSHARE_DEVNET_CHAIN_ID})")
-    gen.add_argument("--seed", type=int, default=None,
-                     help="derive node keys from this seed (reproducible); default random")
-    gen.add_argument("--force", action="store_true", help="replace an existing devnet")
-    gen.add_argument("--keep-existing", action="store_true",
-                     help="exit 0 without writing when the devnet already exists")
-    gen.set_defaults(func=_devnet_generate)
+    """Register ``oracle run`` and ``oracle status``."""
+    oracle = subparsers.add_parser("oracle", help="the oracle: meter readings in, OCM bands out")
+    sub = oracle.add_subparsers(dest="oracle_command", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="serve: ingest readings, write bands (see docs/oracle.md)")
+    _common(run)
+    run.add_argument("--once", action="store_true",
+                     help="process what is there and exit")
+    run.add_argument("--confirmations", type=int, default=0,
+                     help="blocks to wait before reading a block (0 on QBFT; more on chains "
+                     "that reorganise)")
+    run.add_argument("--clock", choices=("readings", "block"), default="readings",
+                     help="time source for closing intervals: the latest reading (sped-up "
+                     "meters) or the latest block (real time); default readings")
+    run.add_argument("--grace-seconds", type=int, default=60,
+                     help="wait this long after an interval's end for missing meters (default 60)")
+    run.add_argument("--forecast", choices=("all", "extremes", "last"), default=None,
+                     help="OCM steps from the source interval (default extremes)")
+    run.add_argument("--n-random", type=int, default=None,
+                     help="random certification points per step (default 200)")
+    run.add_argument("--ga-population", type=int, default=None, help="GA population size")
+    run.add_argument("--ga-generations", type=int, default=None, help="GA generations (max)")
+    run.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
+                     help="OCM objective (default sum)")
+    run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
+    run.add_argument("--poll-seconds", type=float, default=1.0,
+                     help="pause between polls when idle (default 1 s)")
+    run.add_argument("--explicit-gas", type=int, default=None,
+                     help="send band transactions with this gas limit instead of estimating")
+    run.set_defaults(func=_run)
+    status = sub.add_parser("status", help="processed block, lag, last interval, infeasible "
+                            "steps")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_status)

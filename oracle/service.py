@@ -46,14 +46,14 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 
 from capacity.flexibility import Flexibility, FlexibilityKind
-from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
-from oracle.deploy import Deployment
-from oracle.errors import (
+from gridshare.chain.deploy import Deployment
+from gridshare.chain.errors import (
     ChainUnavailable,
     ContractRevert,
     TransactionRejected,
     TransactionTimeout,
 )
+from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
 from oracle.ingest import Ingestor, PollReport
 from oracle.state import (
     FORECAST_MODES,

@@ -4,7 +4,7 @@
   loopback port, ``--hardfork cancun``, automine plus 1 s interval blocks (``--mixed-mining
   --block-time 1``); stopped at the end. Missing binary: the test skips locally and FAILS in CI
   (``CI`` set in the environment). ``GRIDSHARE_ANVIL`` may point to another anvil binary.
-* ``chain``: a connected ``oracle.chain.Chain``, parametrized on the embedded chain and anvil
+* ``chain``: a connected ``Chain`` (chain.client), parametrized on the embedded chain and anvil
   (the anvil case carries the ``anvil`` marker). Same code path as a Besu RPC node.
 * ``embedded_chain``: a fresh embedded chain only.
 * ``require_tool``: find an executable; skip locally, fail in CI when it is missing.
@@ -158,7 +158,7 @@ def unused_tcp_port() -> int:
 @pytest.fixture
 def embedded_chain():
     """A fresh embedded chain."""
-    from oracle.chain import connect
+    from gridshare.chain.client import connect
 
     return connect()
 
@@ -166,8 +166,8 @@ def embedded_chain():
 @pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
 def chain(request):
     """A connected chain: a fresh embedded one, or a new connection to the session's anvil."""
-    from oracle.chain import connect
-    from oracle.config import ChainConfig
+    from gridshare.chain.client import connect
+    from gridshare.chain.config import ChainConfig
 
     if request.param == "embedded":
         return connect()

@@ -1,4 +1,4 @@
-"""The committed contract artifacts equal a fresh compile with npm solc 0.8.28 (oracle/build.py).
+"""The committed contract artifacts equal a fresh compile with npm solc 0.8.28 (chain/build.py).
 
 Skipped only where no compiler is installed (no node or no ``npm ci``); under CI (environment
 variable CI set) a missing compiler fails instead of skipping.
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from eth_utils import keccak
 
-from oracle import build, contracts_cli
-from oracle.artifacts import CONTRACT_NAMES, load_artifact
+from gridshare.chain import build, contracts_cli
+from gridshare.chain.artifacts import CONTRACT_NAMES, load_artifact
 
 MISSING = build.compiler_missing_reason()
 

@@ -15,7 +15,7 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
-from oracle.artifacts import load_artifact
+from gridshare.chain.artifacts import load_artifact
 
 ORDER_TYPES = {
     "Order": [

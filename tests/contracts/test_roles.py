@@ -2,9 +2,9 @@
 
 Every role-protected function rejects the wrong caller; invalid bands, double settlement, battery
 power outside its band, replayed, expired and forged orders revert with the named custom error
-(surfaced as ``oracle.errors.ContractRevert``); the happy paths emit their events.
+(surfaced as ``gridshare.chain.errors.ContractRevert``); the happy paths emit their events.
 
-One deployment (``oracle.deploy``, feeder heimschuh-like: CB = device 1, CS01 = 2, CS02 = 3)
+One deployment (``chain.deploy``, feeder heimschuh-like: CB = device 1, CS01 = 2, CS02 = 3)
 per chain for the module; every test runs inside a snapshot that is reverted afterwards.
 """
 
@@ -19,11 +19,11 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
+from gridshare.chain.client import Chain, connect
+from gridshare.chain.config import ChainConfig, devnet_private_key, devnet_role_index
+from gridshare.chain.deploy import Deployment, deploy
+from gridshare.chain.errors import ContractRevert
 from market.orders import MarketDomain, Order, Side, sign_order
-from oracle.chain import Chain, connect
-from oracle.config import ChainConfig, devnet_private_key, devnet_role_index
-from oracle.deploy import Deployment, deploy
-from oracle.errors import ContractRevert
 
 BATTERY_ID = 1
 CS01_ID = 2
@@ -403,7 +403,7 @@ WRONG_CALLER_TESTED = {
 @pytest.mark.parametrize("contract_name", ["GridCapacity", "GridMarket"])
 def test_every_state_changing_function_is_covered(contract_name: str) -> None:
     """A new state-changing function fails this until it gets a wrong-caller test."""
-    from oracle.deploy import load
+    from gridshare.chain.deploy import load
 
     abi = load(contract_name).abi
     mutating = {e["name"] for e in abi if e.get("type") == "function"

@@ -14,7 +14,9 @@ from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gridshare.chain.errors import ContractRevert
 from market.battery import BatteryInfeasibleError, BatteryParams
+from market.chain import CommitRaceError, MarketChain, SettlementError, default_battery_params
 from market.orders import (
     IntervalClosedError,
     Order,
@@ -25,8 +27,6 @@ from market.orders import (
 )
 from market.settlement import GRID_ADDRESS, Trade
 from market.statements import member_statement
-from oracle.errors import ContractRevert
-from oracle.settle import CommitRaceError, MarketChain, SettlementError, default_battery_params
 
 from .test_settlement_example import EXAMPLE_ROWS
 
@@ -79,9 +79,9 @@ class Env:
 @pytest.fixture(scope="module",
                 params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
 def env(request) -> Env:
-    from oracle.chain import connect
-    from oracle.config import ChainConfig
-    from oracle.deploy import DeployParams, deploy
+    from gridshare.chain.client import connect
+    from gridshare.chain.config import ChainConfig
+    from gridshare.chain.deploy import DeployParams, deploy
 
     if request.param == "embedded":
         chain = connect()
@@ -243,14 +243,14 @@ def test_replay_detects_a_settlement_that_differs(env):
 def test_cli_settle_replay_statement(env, tmp_path, monkeypatch, capsys):
     import json
 
-    import oracle.chain
+    import gridshare.chain.client
     from gridshare.cli import main
 
     dep_file = env.deployment.save(tmp_path / "deployment.json")
     bat_file = tmp_path / "battery.json"
     bat_file.write_text(json.dumps(env.mc.battery.to_dict()))
     if env.chain.is_embedded:  # the embedded chain lives in this process: hand it to the CLI
-        monkeypatch.setattr(oracle.chain, "connect", lambda *a, **k: env.chain)
+        monkeypatch.setattr(gridshare.chain.client, "connect", lambda *a, **k: env.chain)
     common = ["--deployment", str(dep_file), "--battery", str(bat_file)]
     interval = env.next_interval()
     env.place([(2, Side.SELL, 700, 90_000), (8, Side.BUY, 400, 250_000)], interval)

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from oracle.chain import Chain
-from oracle.deploy import Deployment, DeployParams, deploy
-from oracle.meters import MeterSetup, MeterSimulator, register_meters
+from gridshare.chain.client import Chain
+from gridshare.chain.deploy import Deployment, DeployParams, deploy
+from gridshare.sim.meters import MeterSetup, MeterSimulator, register_meters
 from oracle.service import OcmSettings, Oracle, OracleConfig
 
 FEEDER = "heimschuh-like"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from capacity.feeders import load_feeder
-from oracle.chain import connect
-from oracle.config import ChainConfig
+from gridshare.chain.client import connect
+from gridshare.chain.config import ChainConfig
 from oracle.ingest import Ingestor
 from oracle.state import DeviceRegistry
 from oracle.store import Store

@@ -24,9 +24,9 @@ import pytest
 from eth_utils import keccak
 
 from capacity.ocm import GaSettings, compute_bands
+from gridshare.chain.client import connect
+from gridshare.chain.config import ChainConfig
 from gridshare.units import kw_to_w
-from oracle.chain import connect
-from oracle.config import ChainConfig
 from oracle.service import canonical_bytes
 from oracle.store import Store
 from tests.conftest import find_anvil, free_port, missing_tool
@@ -227,8 +227,8 @@ def test_anvil_oracle_process_killed_and_anvil_restarted_from_dump(tmp_path) -> 
 
 
 def test_oracle_run_refuses_the_embedded_chain(tmp_path, capsys) -> None:
+    from gridshare.chain.deploy import Deployment
     from gridshare.cli import main
-    from oracle.deploy import Deployment
 
     path = Deployment(
         chain_id=1, rpc="embedded", deploy_block=1, deployed_at_unix_s=0, interval_seconds=900,

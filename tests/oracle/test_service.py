@@ -11,8 +11,8 @@ import pytest
 from eth_utils import keccak
 
 from capacity.ocm import GaSettings, compute_bands
+from gridshare.chain.client import connect
 from gridshare.units import kw_to_w
-from oracle.chain import connect
 from oracle.service import Oracle, OracleFatal, canonical_bytes
 from tests.oracle.oracle_helpers import (
     FAST_OCM,

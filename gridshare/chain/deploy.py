@@ -1,0 +1,334 @@
+"""Deploy GridCapacity and GridMarket, grant the roles, register a feeder, write a deployment file.
+
+``deploy(chain, DeployParams(...))`` does, in order (every step a signed transaction checked by
+``gridshare.chain.client``):
+
+1. on a devnet, top up the role accounts (oracle, settler, meters, prosumers) from the deployer
+   (anvil prefunds only 10 accounts);
+2. deploy ``GridCapacity(admin=deployer, intervalSeconds, heartbeatSeconds)``;
+3. grant ``ORACLE_ROLE`` to the oracle account;
+4. register the feeder's flexibilities (device id = 1-based position in the feeder, rated range
+   converted with ``gridshare.units.kw_to_w``); each device's meter account ``meter_<i>`` gets
+   ``METER_ROLE`` from ``registerDevice``;
+5. deploy ``GridMarket(admin=deployer, capacity, batteryDeviceId, batteryAccount, tariffs, price
+   bounds)`` (prices via ``gridshare.units.eur_per_kwh_to_price``) and grant ``SETTLER_ROLE`` to
+   the settler account;
+6. register the feeder's customers as prosumers (account ``prosumer_<i>``).
+
+The result is a ``Deployment`` (JSON file, format ``gridshare-deployment/1``) that the other
+commands read: addresses, chain id, deploy block, roles/accounts, intervalSeconds, devices.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from web3.contract import Contract
+
+from gridshare.chain.client import Artifact, Chain
+from gridshare.chain.config import DEFAULT_FEEDER, is_devnet
+from gridshare.units import eur_per_kwh_to_price, kw_to_w
+
+DEPLOYMENT_FORMAT = "gridshare-deployment/1"
+#: Kind enum of GridCapacity (CommunityBattery, ChargingStation, Other).
+KIND_CODES: Mapping[str, int] = {"community_battery": 0, "charging_station": 1, "other": 2}
+#: Device id used as batteryDeviceId when the feeder has no community battery (never registered:
+#: device ids start at 1), so ``settle`` reverts UnknownDevice(0) on such a deployment.
+NO_BATTERY_DEVICE_ID = 0
+DEVNET_MIN_BALANCE_WEI = 10**18
+DEVNET_TOP_UP_WEI = 10 * 10**18
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One device to register: rated range in kW (consumption positive)."""
+
+    name: str
+    bus: int
+    kind: str
+    p_low_kw: float
+    p_high_kw: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in KIND_CODES:
+            raise ValueError(f"device {self.name!r}: unknown kind {self.kind!r}")
+        if self.bus < 0:
+            raise ValueError(f"device {self.name!r}: bus must be >= 0, got {self.bus}")
+        if self.p_low_kw > self.p_high_kw:
+            raise ValueError(
+                f"device {self.name!r}: p_low_kw={self.p_low_kw} > p_high_kw={self.p_high_kw}"
+            )
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """What to deploy. Times in seconds, prices in EUR/kWh."""
+
+    feeder: str = DEFAULT_FEEDER
+    interval_seconds: int = 900
+    heartbeat_seconds: int = 3600
+    retail_eur_per_kwh: float = 0.30
+    feed_in_eur_per_kwh: float = 0.08
+    min_price_eur_per_kwh: float = 0.0
+    max_price_eur_per_kwh: float = 1.0
+    register_prosumers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval_seconds <= 0 or self.heartbeat_seconds <= 0:
+            raise ValueError("interval_seconds and heartbeat_seconds must be positive")
+        if not (
+            0 <= self.min_price_eur_per_kwh <= self.max_price_eur_per_kwh
+            and self.min_price_eur_per_kwh <= self.retail_eur_per_kwh <= self.max_price_eur_per_kwh
+            and self.min_price_eur_per_kwh <= self.feed_in_eur_per_kwh
+            <= self.max_price_eur_per_kwh
+        ):
+            raise ValueError(
+                "prices must satisfy 0 <= min <= retail, feed-in <= max (EUR/kWh): got "
+                f"min={self.min_price_eur_per_kwh} retail={self.retail_eur_per_kwh} "
+                f"feed_in={self.feed_in_eur_per_kwh} max={self.max_price_eur_per_kwh}"
+            )
+
+
+@dataclass
+class Deployment:
+    """Everything other commands need to talk to a deployment (the deployment file)."""
+
+    chain_id: int
+    rpc: str
+    deploy_block: int
+    deployed_at_unix_s: int
+    interval_seconds: int
+    heartbeat_seconds: int
+    contracts: dict[str, str]  # name -> address
+    roles: dict[str, str]  # contract role -> address
+    accounts: dict[str, str]  # key-ring role name -> address
+    feeder: str
+    devices: list[dict[str, Any]]
+    battery_device_id: int | None
+    prosumers: list[dict[str, Any]]
+    prices_micro_eur_per_kwh: dict[str, int]
+    format: str = DEPLOYMENT_FORMAT
+    notes: list[str] = field(default_factory=list)
+
+    # ---- file
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
+        if data.get("format") != DEPLOYMENT_FORMAT:
+            raise ValueError(
+                f"not a gridshare deployment file (format {data.get('format')!r}, "
+                f"expected {DEPLOYMENT_FORMAT!r})"
+            )
+        known = set(cls.__dataclass_fields__)
+        missing = known - set(data) - {"notes"}
+        if missing:
+            raise ValueError(f"deployment file lacks {sorted(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        """Read a deployment file; ValueError/FileNotFoundError name the problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no deployment file at {path} (run `gridshare deploy`)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    # ---- contract handles
+    def check_chain(self, chain: Chain) -> None:
+        """Raise ValueError when ``chain`` is not the chain of this deployment."""
+        if chain.chain_id != self.chain_id:
+            raise ValueError(
+                f"deployment is on chain id {self.chain_id}, connected chain has {chain.chain_id}"
+            )
+
+    def capacity(self, chain: Chain) -> Contract:
+        """GridCapacity handle on ``chain``."""
+        self.check_chain(chain)
+        return chain.contract(self.contracts["GridCapacity"], load("GridCapacity").abi)
+
+    def market(self, chain: Chain) -> Contract:
+        """GridMarket handle on ``chain``."""
+        self.check_chain(chain)
+        return chain.contract(self.contracts["GridMarket"], load("GridMarket").abi)
+
+    def device_id(self, name: str) -> int:
+        """Capacity-contract id of the device called ``name``."""
+        for device in self.devices:
+            if device["name"] == name:
+                return int(device["device_id"])
+        raise KeyError(f"no device {name!r} in the deployment ({self.feeder})")
+
+    def is_live(self, chain: Chain) -> bool:
+        """True when ``chain`` is this deployment's chain and both contracts have code."""
+        if chain.chain_id != self.chain_id:
+            return False
+        return all(len(chain.w3.eth.get_code(a)) > 0 for a in self.contracts.values())
+
+
+def load(name: str) -> Artifact:
+    """The committed artifact of contract ``name`` (GridCapacity, GridMarket)."""
+    from gridshare.chain.artifacts import load_artifact
+
+    return Artifact.from_json(load_artifact(name), name=name)
+
+
+def feeder_devices(feeder: str) -> tuple[list[DeviceSpec], list[tuple[str, int]]]:
+    """Flexibilities (as DeviceSpec) and customers (name, bus) of a built-in feeder."""
+    from capacity.feeders import feeder_case
+
+    case = feeder_case(feeder)
+    devices = [
+        DeviceSpec(f.name, int(f.bus_id), f.kind.value, float(f.p_low_kw), float(f.p_high_kw))
+        for f in case.flexibilities
+    ]
+    customers = [(c.name, int(c.bus_id)) for c in case.customers]
+    return devices, customers
+
+
+def register_devices(
+    chain: Chain, capacity: Contract, devices: list[DeviceSpec], first_device_id: int = 1,
+    first_meter: int = 0, owners: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Register ``devices`` (DSO key) with ids ``first_device_id..`` and meters ``meter_<i>``.
+
+    ``owners`` maps a device name to its owner address (default: the DSO). Returns the device
+    records of the deployment file.
+    """
+    owners = dict(owners or {})
+    dso = chain.keys.address("deployer")
+    records = []
+    for offset, device in enumerate(devices):
+        device_id = first_device_id + offset
+        meter_role = f"meter_{first_meter + offset}"
+        meter = chain.keys.address(meter_role)
+        p_min_w, p_max_w = int(kw_to_w(device.p_low_kw)), int(kw_to_w(device.p_high_kw))
+        chain.transact(
+            capacity.functions.registerDevice(
+                device_id, device.bus, KIND_CODES[device.kind], owners.get(device.name, dso),
+                meter, p_min_w, p_max_w,
+            ),
+            "deployer",
+        )
+        records.append({
+            "name": device.name, "device_id": device_id, "bus": device.bus,
+            "kind": device.kind, "meter_role": meter_role, "meter": meter,
+            "owner": owners.get(device.name, dso),
+            "p_min_rated_w": p_min_w, "p_max_rated_w": p_max_w,
+        })
+    return records
+
+
+def _fund_devnet_accounts(chain: Chain, roles: list[str]) -> None:
+    for role in roles:
+        chain.ensure_funded(
+            chain.keys.address(role), DEVNET_MIN_BALANCE_WEI, "deployer", DEVNET_TOP_UP_WEI
+        )
+
+
+def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) -> Deployment:
+    """Deploy both contracts for ``params.feeder`` on ``chain`` (see module docstring)."""
+    params = params or DeployParams()
+    say = log or (lambda _msg: None)
+    devices, customers = feeder_devices(params.feeder)
+    keys = chain.keys
+    notes: list[str] = []
+    n_prosumers = len(customers) if params.register_prosumers else 0
+    meter_roles = [f"meter_{i}" for i in range(len(devices))]
+    prosumer_roles = [f"prosumer_{i}" for i in range(n_prosumers)]
+    if is_devnet(chain.chain_id):
+        say("funding devnet role accounts")
+        _fund_devnet_accounts(chain, ["oracle", "settler", *meter_roles, *prosumer_roles])
+
+    capacity_artifact, market_artifact = load("GridCapacity"), load("GridMarket")
+    capacity, receipt = chain.deploy(
+        capacity_artifact, "deployer", keys.address("deployer"), params.interval_seconds,
+        params.heartbeat_seconds,
+    )
+    deploy_block = int(receipt["blockNumber"])
+    say(f"GridCapacity at {capacity.address} (block {deploy_block})")
+    oracle_role = chain.call(capacity.functions.ORACLE_ROLE())
+    chain.transact(capacity.functions.grantRole(oracle_role, keys.address("oracle")), "deployer")
+
+    battery = [d for d in devices if d.kind == "community_battery"]
+    owners = {d.name: keys.address("battery") for d in battery}
+    device_records = register_devices(chain, capacity, devices, owners=owners)
+    say(f"registered {len(device_records)} devices of {params.feeder}")
+    battery_device_id = next(
+        (r["device_id"] for r in device_records if r["kind"] == "community_battery"), None
+    )
+    if battery_device_id is None:
+        notes.append(f"feeder {params.feeder} has no community battery: settle() reverts "
+                     f"UnknownDevice({NO_BATTERY_DEVICE_ID}) on this deployment")
+
+    prices = {
+        "retail": int(eur_per_kwh_to_price(params.retail_eur_per_kwh)),
+        "feed_in": int(eur_per_kwh_to_price(params.feed_in_eur_per_kwh)),
+        "min": int(eur_per_kwh_to_price(params.min_price_eur_per_kwh)),
+        "max": int(eur_per_kwh_to_price(params.max_price_eur_per_kwh)),
+    }
+    market, _ = chain.deploy(
+        market_artifact, "deployer", keys.address("deployer"), capacity.address,
+        battery_device_id if battery_device_id is not None else NO_BATTERY_DEVICE_ID,
+        keys.address("battery"), prices["retail"], prices["feed_in"], prices["min"],
+        prices["max"],
+    )
+    say(f"GridMarket at {market.address}")
+    settler_role = chain.call(market.functions.SETTLER_ROLE())
+    chain.transact(market.functions.grantRole(settler_role, keys.address("settler")), "deployer")
+
+    prosumers = []
+    for i, (name, bus) in enumerate(customers[:n_prosumers]):
+        address = keys.address(prosumer_roles[i])
+        chain.transact(market.functions.registerProsumer(address), "deployer")
+        prosumers.append({"name": name, "bus": bus, "role": prosumer_roles[i], "address": address})
+    if prosumers:
+        say(f"registered {len(prosumers)} prosumers")
+    if chain.is_embedded:
+        notes.append("embedded chain: in-process and gone when the process ends")
+
+    accounts = {role: keys.address(role)
+                for role in ["deployer", "oracle", "settler", "battery", *meter_roles,
+                             *prosumer_roles]}
+    return Deployment(
+        chain_id=chain.chain_id,
+        rpc=chain.config.chain,
+        deploy_block=deploy_block,
+        deployed_at_unix_s=int(time.time()),
+        interval_seconds=params.interval_seconds,
+        heartbeat_seconds=params.heartbeat_seconds,
+        contracts={"GridCapacity": capacity.address, "GridMarket": market.address},
+        roles={
+            "DEFAULT_ADMIN_ROLE": keys.address("deployer"),
+            "COMMUNITY_ADMIN_ROLE": keys.address("deployer"),
+            "ORACLE_ROLE": keys.address("oracle"),
+            "SETTLER_ROLE": keys.address("settler"),
+            "METER_ROLE": ",".join(r["meter"] for r in device_records),
+            "batteryAccount": keys.address("battery"),
+        },
+        accounts=accounts,
+        feeder=params.feeder,
+        devices=device_records,
+        battery_device_id=battery_device_id,
+        prosumers=prosumers,
+        prices_micro_eur_per_kwh=prices,
+        notes=notes,
+    )

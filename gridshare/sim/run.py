@@ -1,0 +1,542 @@
+"""The main job: one community day end to end on a chain (``gridshare simulate``).
+
+Time: minutes of the feeder's profile day; market and band intervals of ``interval_s`` (15 min by
+default, docs/simulation.md says why) with minute meter readings. The first interval (from
+``start_hour``, default midnight) is the warm-up: the meters post it with the flexibilities idle,
+so the oracle has a first source interval; the market trades the following ones. For every
+traded interval k, in this order:
+
+1. at the first interval of an hour, the aggregator (``market.aggregator.schedule_hour``)
+   plans the hour's four slots with the community battery's and stations' latest on-chain bands
+   as bounds (persistence over the hour) and the battery's state of charge from the chain;
+2. the stations' power for k: the plan clipped to the station's band of k and to what the
+   connected vehicles still need;
+3. households and station operators sign their orders for k (EIP-712) and hand them to the
+   REST API's order gateway (``market.gateway.gateway.OrderGateway.submit``: the code path of
+   ``POST /v1/orders``: validation, durable SQLite store, relay to
+   ``GridMarket.submitOrderSigned``);
+4. the gateway closes k, relays its orders, and the settler commits, clears and settles k
+   (``OrderGateway.settle_interval`` -> ``market.chain.MarketChain.settle_interval``);
+   the battery's power is the settled ``batteryPowerW`` (inside its band by construction);
+5. the meters post k's minutes (``gridshare.sim.meters.MeterSimulator``; flexibilities at their
+   executed powers) and the oracle (``oracle.service.Oracle``) ingests them and writes the
+   certified bands of k+1.
+
+At the end: every settled interval is replayed from chain data (``MarketChain.replay``), the DSO
+audit compares every metered flexibility reading with its band on-chain, and a sample of steps
+is checked with pandapower's Newton-Raphson (``gridshare.sim.verify``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridshare.chain.client import Chain, connect
+from gridshare.chain.config import ChainConfig
+from gridshare.chain.deploy import Deployment, DeployParams, deploy
+from gridshare.chain.errors import ChainError
+from gridshare.sim.agents import (
+    StationState,
+    ev_sessions,
+    interval_net_wh,
+    limit_prices_eur_per_kwh,
+)
+from gridshare.sim.community_case import SLOT_MIN, community_case
+from gridshare.sim.meters import MeterSimulator, register_meters
+from gridshare.units import (
+    eur_per_kwh_to_price,
+    kw_to_w,
+    price_to_eur_per_kwh,
+    w_to_kw,
+)
+from market.battery import BatteryInfeasibleError, energy_for_power
+from market.chain import MarketChain, SettlementError, default_battery_params
+from market.gateway.gateway import GatewaySettings, OrderGateway
+from market.gateway.store import OrderStore
+from market.orders import Order, OrderError, Side, sign_order
+from market.settlement import GRID_ADDRESS
+from oracle.service import OcmSettings, Oracle, OracleConfig
+from oracle.state import feeder_model, feeder_profiles
+
+log = logging.getLogger(__name__)
+
+#: The relayer of signed orders (the market operator's account; the REST API relays the same).
+RELAYER_ROLE = "settler"
+ORDER_DEADLINE_S = 3600
+#: Evening reserve of the community battery: on heimschuh-like the DSO's band forces the battery
+#: to discharge at the evening peak (OCM paper Fig. 11's highlighted region); an empty battery
+#: could not follow it. Between these hours, while the SoC is below the fraction of capacity,
+#: members place no buy orders (their supplier serves them outside the community market), so
+#: the battery, which serves unfilled buyers at the clearing price, keeps its energy for the
+#: forced discharge; sell orders go on (the battery charges from the surplus).
+#: The oracle's forecast steps (``oracle.state.forecast_steps``): "last" publishes exactly the
+#: band certified for the last minute of the source interval; "extremes" costs three OCM steps
+#: per interval and, where their bands do not overlap, publishes the last step's band anyway.
+OCM_FORECAST = "last"
+EVENING_RESERVE_HOURS = (15, 23)
+EVENING_RESERVE_FRACTION = 0.75
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. Times in hours / seconds / minutes as named."""
+
+    feeder: str = "heimschuh-like"
+    chain: str = "embedded"
+    hours: float = 24.0
+    start_hour: float = 0.0
+    seed: int = 0
+    interval_s: int = 900
+    readings_batch_min: int = 15
+    ocm: OcmSettings = field(default_factory=lambda: OcmSettings(forecast=OCM_FORECAST))
+    nr_steps: int = 12
+    nr_random_points: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.interval_s % 60 or (SLOT_MIN * 60) % self.interval_s:
+            raise ValueError(f"interval_s must be a multiple of 60 s dividing 15 min, got "
+                             f"{self.interval_s}")
+        n_min = self.interval_s // 60
+        if not 0 < self.hours <= 24 or round(self.hours * 60) < 2 * n_min:
+            raise ValueError(f"hours must lie in (0, 24] and cover at least two intervals "
+                             f"(warm-up and one traded), got {self.hours}")
+        start_min = round(self.start_hour * 60)
+        if start_min < 0 or start_min % n_min or start_min + round(self.hours * 60) > 1440:
+            raise ValueError(f"start_hour must be a whole number of intervals from midnight "
+                             f"with start_hour + hours <= 24, got {self.start_hour}")
+        if self.readings_batch_min < 1 or n_min % self.readings_batch_min:
+            raise ValueError(f"readings_batch_min must divide the {n_min} minutes of an "
+                             f"interval, got {self.readings_batch_min}")
+        if self.nr_steps < 0 or self.nr_random_points < 0:
+            raise ValueError("nr_steps and nr_random_points must be >= 0")
+
+
+@dataclass
+class IntervalRecord:
+    """What happened in one traded interval (on-chain units: W, Wh, micro-EUR/kWh)."""
+
+    index: int
+    interval: int
+    first_minute: int
+    n_orders: int = 0
+    n_rejected_orders: int = 0
+    settled: bool = False
+    note: str = ""
+    clearing_price_micro_eur_per_kwh: int | None = None
+    battery_power_w: int = 0
+    soc_after_wh: int = 0
+    local_wh: int = 0
+    battery_charge_wh: int = 0
+    battery_discharge_wh: int = 0
+    grid_import_wh: int = 0
+    grid_export_wh: int = 0
+    unmatched_wh: int = 0
+    flex_p_w: dict[str, int] = field(default_factory=dict)
+    band_w: dict[str, tuple[int, int]] = field(default_factory=dict)
+    plan_kw: dict[str, float] = field(default_factory=dict)
+    settle_tx: str = ""
+    gas_orders: int = 0
+    gas_settle: int = 0
+    gas_readings: int = 0
+    replay_equal: bool | None = None
+    reserve: bool = False
+
+
+@dataclass
+class SimulationResult:
+    """Everything the report and the summary need."""
+
+    config: SimulationConfig
+    deployment: Deployment
+    chain_id: int
+    day_start_s: int
+    minutes_per_interval: int
+    flex_names: list[str]
+    intervals: list[IntervalRecord]
+    aggregator: list[dict[str, Any]]
+    statements: list[dict[str, Any]]
+    audit: dict[str, Any]
+    nr_check: dict[str, Any]
+    nr_operated: dict[str, Any]
+    oracle_status: dict[str, Any]
+    ev: list[dict[str, Any]]
+    summary: dict[str, Any]
+    band_steps: Any = None  # capacity.ocm.BandResult of the recomputed OCM steps (report)
+    band_step_hours: np.ndarray | None = None
+    band_step_ul_kw: np.ndarray | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+class Simulation:
+    """Runs one simulated day (see module docstring)."""
+
+    def __init__(self, config: SimulationConfig, out_dir: Path,
+                 chain: Chain | None = None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.chain = chain if chain is not None else connect(ChainConfig(chain=config.chain))
+        self.timings: dict[str, float] = {}
+        self.n_min = config.interval_s // 60
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        """Deploy, register meters, station operators and battery shares; build the agents."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        chain = self.chain
+        from capacity.feeders import feeder_case
+
+        if not any(f.kind.value == "community_battery" for f in feeder_case(cfg.feeder)
+                   .flexibilities):
+            raise ValueError(f"feeder {cfg.feeder!r} has no community battery; the simulation "
+                             "settles the battery inside its band")
+        self.deployment = deploy(chain, DeployParams(feeder=cfg.feeder,
+                                                     interval_seconds=cfg.interval_s))
+        self.deployment.save(self.out_dir / "deployment.json")
+        self.case = feeder_case(cfg.feeder)
+        self.feeder = feeder_model(cfg.feeder)
+        self.profiles = feeder_profiles(cfg.feeder, cfg.seed)
+        self.flex = list(self.case.flexibilities)
+        self.flex_names = [f.name for f in self.flex]
+        self.flex_ids = {f.name: self.deployment.device_id(f.name) for f in self.flex}
+        self.battery_name = next(f.name for f in self.flex
+                                 if f.kind.value == "community_battery")
+        self.station_names = [f.name for f in self.flex if f.kind.value == "charging_station"]
+        self.meter_setup = register_meters(chain, self.deployment)
+        market = self.deployment.market(chain)
+        # members: households (deployed as prosumer_i) and one operator per charging station
+        self.members = [p["address"] for p in self.deployment.prosumers]
+        self.member_keys = [chain.keys.account(p["role"]) for p in self.deployment.prosumers]
+        self.member_names = [p["name"] for p in self.deployment.prosumers]
+        n_households = len(self.members)
+        for j, name in enumerate(self.station_names):
+            account = chain.keys.account(f"prosumer_{n_households + j}")
+            chain.transact(market.functions.registerProsumer(account.address), "deployer")
+            self.members.append(account.address)
+            self.member_keys.append(account)
+            self.member_names.append(f"{name} operator")
+        self.n_households = n_households
+        share_bps = 10_000 // n_households
+        shares = {}
+        for address in self.members[:n_households]:
+            chain.transact(market.functions.setBatteryShare(address, share_bps), "deployer")
+            shares[address] = share_bps
+        battery = dataclasses.replace(default_battery_params(self.deployment), shares_bps=shares)
+        self.mc = MarketChain(chain, self.deployment, battery)
+        self.market_params = self.mc.params()
+        prices = self.deployment.prices_micro_eur_per_kwh
+        self.retail_eur = float(price_to_eur_per_kwh(prices["retail"]))
+        self.feed_in_eur = float(price_to_eur_per_kwh(prices["feed_in"]))
+        self.buy_limit, self.sell_limit = limit_prices_eur_per_kwh(
+            n_households, self.retail_eur, self.feed_in_eur, cfg.seed)
+        orders_db = self.out_dir / "orders.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(orders_db) + suffix).unlink(missing_ok=True)
+        self.gateway = OrderGateway(self.mc, OrderStore(orders_db),
+                                    GatewaySettings(relayer=RELAYER_ROLE))
+        # oracle with a fresh store, and the meters
+        db = self.out_dir / "oracle.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        self.oracle = Oracle(chain, self.deployment,
+                             OracleConfig(db_path=str(db), ocm=cfg.ocm, forecast_seed=cfg.seed),
+                             feeder=self.feeder)
+        self.flex_kw = np.zeros((self.profiles.p_kw.shape[0], len(self.flex)))
+        self.meters = MeterSimulator(chain, self.deployment, self.meter_setup, seed=cfg.seed,
+                                     flex_p_kw=lambda m: self.flex_kw[np.asarray(m)])
+        self.day_start_s = self.meters.day_start_s
+        stations = [(f.name, float(f.p_high_kw)) for f in self.flex
+                    if f.name in self.station_names]
+        self.sessions = ev_sessions(stations, cfg.seed)
+        self.stations = {name: StationState(name, self.sessions) for name in self.station_names}
+        cb = self.mc.battery
+        cb_flex = self.flex[self.flex_names.index(self.battery_name)]
+        self.agg_case = community_case(
+            self.profiles.load_kw, self.profiles.pv_kw,
+            battery_capacity_kwh=cb.capacity_wh / 1000, battery_soc_min_kwh=cb.soc_min_wh / 1000,
+            battery_soc_max_kwh=cb.soc_max_wh / 1000,
+            battery_initial_kwh=cb.initial_soc_wh / 1000,
+            battery_p_kw=float(max(-cb_flex.p_low_kw, cb_flex.p_high_kw)),
+            battery_eff=cb.charge_efficiency_ppm / 1e6, stations=stations,
+            sessions=self.sessions, retail_eur_per_kwh=self.retail_eur,
+            feed_in_eur_per_kwh=self.feed_in_eur)
+        self.readings_receipts: list[Any] = []
+        self.plan_kw: dict[str, np.ndarray] = {}
+        self.aggregator_log: list[dict[str, Any]] = []
+        self.timings["setup"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ helpers
+    def interval_id(self, first_minute: int) -> int:
+        return self.meters.timestamp(first_minute) // self.config.interval_s
+
+    def band_w(self, interval: int) -> dict[str, tuple[int, int]]:
+        """Band (P_min, P_max) in W of every flexibility for ``interval`` (from the chain)."""
+        capacity = self.mc.capacity
+        out = {}
+        for name, device_id in self.flex_ids.items():
+            lo, hi, _ = self.chain.call(capacity.functions.bandOf(device_id, int(interval)))
+            out[name] = (int(lo), int(hi))
+        return out
+
+    def soc_wh(self) -> int:
+        return self.mc.soc_before(self.mc.settlements(), self.config.interval_s)
+
+    def post_minutes(self, first: int, rec: IntervalRecord | None) -> None:
+        """Post the minutes of one interval in batches, then let the oracle step."""
+        batch = self.config.readings_batch_min
+        for m0 in range(first, first + self.n_min, batch):
+            receipts = self.meters.post(range(m0, m0 + batch))
+            self.readings_receipts.extend(receipts)
+            if rec is not None:
+                rec.gas_readings += sum(int(r["gasUsed"]) for r in receipts)
+        t0 = time.perf_counter()
+        self.oracle.step()
+        self.timings["oracle"] = self.timings.get("oracle", 0.0) + time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ aggregator
+    def plan_hour(self, hour: int, interval: int) -> None:
+        """Schedule ``hour`` with the latest bands as bounds (see module docstring)."""
+        from market.aggregator import schedule_hour
+
+        t0 = time.perf_counter()
+        case = self.agg_case
+        sph = case.slots_per_hour
+        slots = np.arange(hour * sph, (hour + 1) * sph)
+        bands = self.band_w(interval)
+        ess_lo = np.tile(-case.ess.p_discharge_max_kw, 1)
+        ess_hi = np.array(case.ess.p_charge_max_kw)
+        cs_lo = np.zeros_like(case.cs.p_charge_max_kw)
+        cs_hi = np.array(case.cs.p_charge_max_kw)
+        lo_kw, hi_kw = (w_to_kw(np.array(bands[self.battery_name][0])),
+                        w_to_kw(np.array(bands[self.battery_name][1])))
+        ess_lo[0, slots] = np.clip(lo_kw, ess_lo[0, slots], ess_hi[0, slots])
+        ess_hi[0, slots] = np.clip(hi_kw, ess_lo[0, slots], ess_hi[0, slots])
+        for j, name in enumerate(self.station_names):
+            lo, hi = bands[name]
+            cs_lo[j, slots] = np.minimum(max(float(w_to_kw(lo)), 0.0), cs_hi[j, slots])
+            cs_hi[j, slots] = np.minimum(float(w_to_kw(hi)), cs_hi[j, slots])
+        soc_kwh = self.soc_wh() / 1000.0
+        e_cs = np.array([self.stations[n].fleet_energy_kwh(hour * 60)
+                         for n in self.station_names])
+        entry: dict[str, Any] = {"hour": hour, "interval": interval, "soc_kwh": soc_kwh,
+                                 "bands_w": {k: list(v) for k, v in bands.items()}}
+        result = None
+        try:
+            banded = case.with_bands(ess_lo, ess_hi, cs_lo, cs_hi)
+            result = schedule_hour(banded, hour, e_init_kwh=self._e_init(banded, hour, soc_kwh,
+                                                                          e_cs))
+            entry["bounded_by_bands"] = True
+        except (ValueError, RuntimeError) as exc:
+            # the bands make a vehicle's or the battery's targets unreachable (or the hour
+            # infeasible): plan without them; execution clips to the bands
+            entry["bounded_by_bands"] = False
+            entry["note"] = f"bands not usable as bounds ({exc}); plan clipped to the bands"
+            try:
+                result = schedule_hour(case, hour, e_init_kwh=self._e_init(case, hour, soc_kwh,
+                                                                            e_cs))
+            except (ValueError, RuntimeError) as exc2:
+                entry["note"] += f"; unbounded plan failed too ({exc2}): stations charge as " \
+                                 "needed, battery plan 0"
+        if result is not None:
+            p = result.p_kw
+            self.plan_kw = {self.battery_name: (p["ess_ch"] - p["ess_dis"])[0]}
+            for j, name in enumerate(self.station_names):
+                self.plan_kw[name] = (p["cs_ch"] - p["cs_dis"])[j]
+            entry.update(cost_eur=float(result.cost), solve_time_s=float(result.solve_time_s),
+                         cost_breakdown_eur=result.cost_breakdown_eur)
+        else:
+            rated = {f.name: float(f.p_high_kw) for f in self.flex}
+            self.plan_kw = {name: np.full(sph, rated[name] if name in self.station_names
+                                          else 0.0) for name in self.flex_names}
+            entry.update(cost_eur=float("nan"), solve_time_s=0.0, cost_breakdown_eur={})
+        self.plan_first_minute = hour * 60
+        entry["plan_kw"] = {k: [float(x) for x in v] for k, v in self.plan_kw.items()}
+        self.aggregator_log.append(entry)
+        self.timings["aggregator"] = self.timings.get("aggregator", 0.0) + \
+            time.perf_counter() - t0
+
+    @staticmethod
+    def _e_init(case: Any, hour: int, soc_kwh: float, e_cs: np.ndarray | None
+                ) -> dict[str, np.ndarray]:
+        """Initial energies for the hour, clipped into the case's feasible window: battery from
+        the chain, stations from their vehicles' energy (``StationState.fleet_energy_kwh``)."""
+        sph = case.slots_per_hour
+        first = hour * sph
+        ess = np.clip([soc_kwh], case.ess_e_req_kwh[:, first], case.ess_e_cap_kwh[:, first])
+        cs = np.array(case.cs.e_init_kwh) if e_cs is None else e_cs
+        cs = np.clip(cs, case.cs_e_req_kwh[:, first], case.cs_e_cap_kwh[:, first])
+        return {"ess": ess, "cs": cs}
+
+    # ------------------------------------------------------------------ orders
+    def submit(self, rec: IntervalRecord, member: int, side: Side, energy_wh: int,
+               price_eur_per_kwh: float, deadline_unix_s: int) -> None:
+        """Sign one order and hand it to the API's order gateway (validation, durable store,
+        relay to ``GridMarket.submitOrderSigned``): the code path of ``POST /v1/orders``."""
+        if energy_wh <= 0:
+            return
+        address = self.members[member]
+        order = Order(address, rec.interval, side, int(energy_wh),
+                      int(eur_per_kwh_to_price(price_eur_per_kwh)),
+                      self.gateway.expected_nonce(address), deadline_unix_s)
+        signature = sign_order(order, self.mc.domain, self.member_keys[member].key)
+        try:
+            self.gateway.submit(order, signature)
+        except OrderError as exc:
+            rec.n_rejected_orders += 1
+            log.warning("order of %s refused: %s", address, exc)
+            return
+        rec.n_orders += 1
+
+    def reserve_active(self, first_minute: int) -> bool:
+        """The community's evening reserve rule (see ``EVENING_RESERVE_*``): from
+        ``EVENING_RESERVE_HOURS[0]`` to ``[1]`` o'clock, while the battery holds less than
+        ``EVENING_RESERVE_FRACTION`` of its capacity, members place no buy orders, so the
+        battery keeps its energy for the DSO's forced-discharge bands."""
+        lo_h, hi_h = EVENING_RESERVE_HOURS
+        if not lo_h * 60 <= first_minute < hi_h * 60:
+            return False
+        return self.soc_wh() < EVENING_RESERVE_FRACTION * self.mc.battery.capacity_wh
+
+    def deadline_unix_s(self) -> int:
+        """Deadline of this interval's orders: an hour after now (wall clock or chain time,
+        whichever is later)."""
+        block_s = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        return max(block_s, int(time.time())) + ORDER_DEADLINE_S
+
+    # ------------------------------------------------------------------ one interval
+    def run_interval(self, index: int) -> IntervalRecord:
+        first = index * self.n_min
+        interval = self.interval_id(first)
+        rec = IntervalRecord(index=index, interval=interval, first_minute=first)
+        if first % 60 == 0 or not self.plan_kw:
+            self.plan_hour(first // 60, interval)
+        bands = self.band_w(interval)
+        rec.band_w = bands
+        slot = (first - self.plan_first_minute) // SLOT_MIN
+        # stations: plan clipped to the band and to the vehicles' needs
+        for name in self.station_names:
+            plan = float(self.plan_kw[name][min(slot, len(self.plan_kw[name]) - 1)])
+            rec.plan_kw[name] = plan
+            need = self.stations[name].max_power_kw(first, self.n_min)
+            lo, hi = bands[name]
+            p_w = int(np.clip(kw_to_w(min(plan, need)), lo, hi))
+            rec.flex_p_w[name] = p_w
+        rec.plan_kw[self.battery_name] = float(
+            self.plan_kw[self.battery_name][min(slot, len(self.plan_kw[self.battery_name]) - 1)])
+        # orders
+        minutes = np.arange(first, first + self.n_min)
+        net_wh = interval_net_wh(self.profiles.load_kw, self.profiles.pv_kw, minutes)
+        deadline = self.deadline_unix_s()
+        rec.reserve = self.reserve_active(first)
+        for i in range(self.n_households):
+            if net_wh[i] > 0 and not rec.reserve:
+                self.submit(rec, i, Side.BUY, int(net_wh[i]), float(self.buy_limit[i]), deadline)
+            elif net_wh[i] < 0:
+                self.submit(rec, i, Side.SELL, int(-net_wh[i]), float(self.sell_limit[i]),
+                            deadline)
+        for j, name in enumerate(self.station_names):
+            energy = int(energy_for_power(rec.flex_p_w[name], self.config.interval_s))
+            if not rec.reserve:
+                self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur,
+                            deadline)
+        # relay, commitment, clearing and settlement
+        t0 = time.perf_counter()
+        try:
+            result, receipt = self.gateway.settle_interval(interval)
+            rec.gas_orders = self._order_gas(interval)
+            rec.settled = True
+            rec.settle_tx = receipt["transactionHash"].to_0x_hex()
+            rec.gas_settle = int(receipt["gasUsed"])
+            rec.clearing_price_micro_eur_per_kwh = int(result.clearing_price_micro_eur_per_kwh)
+            rec.battery_power_w = int(result.battery_power_w)
+            self._account_trades(rec, result.trades)
+        except (SettlementError, BatteryInfeasibleError, ChainError) as exc:
+            lo, hi = bands[self.battery_name]
+            rec.battery_power_w = int(np.clip(0, lo, hi))
+            rec.note = f"not settled: {exc}"
+            log.warning("interval %d not settled: %s", interval, exc)
+        self.timings["settle"] = self.timings.get("settle", 0.0) + time.perf_counter() - t0
+        rec.flex_p_w[self.battery_name] = rec.battery_power_w
+        rec.soc_after_wh = self.soc_wh()
+        traded = {name: 0.0 for name in self.flex_names}
+        for name in self.flex_names:
+            traded[name] = float(w_to_kw(rec.flex_p_w[name]))
+        self.flex_kw[first:first + self.n_min] = [traded[n] for n in self.flex_names]
+        for name in self.station_names:
+            self.stations[name].deliver(first, self.n_min, traded[name])
+        # meters and oracle
+        self.post_minutes(first, rec)
+        return rec
+
+    def _order_gas(self, interval: int) -> int:
+        """Gas of the relayed orders of ``interval`` (from their receipts)."""
+        w3 = self.chain.w3
+        return sum(int(w3.eth.get_transaction_receipt(r.tx_hash)["gasUsed"])
+                   for r in self.gateway.store.of_interval(interval) if r.tx_hash)
+
+    def _account_trades(self, rec: IntervalRecord, trades: Any) -> None:
+        battery = self.mc.battery.account
+        for t in trades:
+            if t.buyer == GRID_ADDRESS:
+                rec.grid_export_wh += t.energy_wh
+            elif t.seller == GRID_ADDRESS:
+                rec.grid_import_wh += t.energy_wh
+            elif t.buyer == battery:
+                rec.battery_charge_wh += t.energy_wh
+            elif t.seller == battery:
+                rec.battery_discharge_wh += t.energy_wh
+            else:
+                rec.local_wh += t.energy_wh
+
+    # ------------------------------------------------------------------ the day
+    def run(self, on_interval: Callable[[IntervalRecord], None] | None = None
+            ) -> SimulationResult:
+        """Set up, run the day, verify; returns the result (the report is written by the CLI)."""
+        from gridshare.sim.verify import finish
+
+        self.setup()
+        n_intervals = round(self.config.hours * 60) // self.n_min
+        first_index = round(self.config.start_hour * 60) // self.n_min
+        t0 = time.perf_counter()
+        self.post_minutes(first_index * self.n_min, None)  # warm-up: flexibilities idle
+        records = []
+        bar = _progress(n_intervals - 1, self.config.progress, self.day_start_s, self.n_min)
+        try:
+            for index in range(first_index + 1, first_index + n_intervals):
+                rec = self.run_interval(index)
+                records.append(rec)
+                if bar is not None:
+                    bar.update(1)
+                    price = rec.clearing_price_micro_eur_per_kwh
+                    bar.set_postfix_str(
+                        f"{(rec.first_minute + self.n_min) // 60:02d}:"
+                        f"{(rec.first_minute + self.n_min) % 60:02d} "
+                        f"price {'-' if price is None else f'{price / 1e6:.3f}'} "
+                        f"CB {rec.battery_power_w / 1000:+.1f} kW", refresh=False)
+                if on_interval is not None:
+                    on_interval(rec)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.timings["day"] = time.perf_counter() - t0
+        return finish(self, records)
+
+
+def _progress(total: int, enabled: bool, day_start_s: int, n_min: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="interval", desc="simulated day", dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                           "[{elapsed}<{remaining}] {postfix}")

@@ -1,0 +1,393 @@
+"""After the day: replay every settlement, the DSO audit, Newton-Raphson checks, statements.
+
+* Replay: ``MarketChain.replay`` re-runs each settled interval's clearing from chain data only and
+  compares it with the settlement (interval, root, price, battery power, trades).
+* DSO audit: every accepted meter reading of a flexibility (read back from the chain by the
+  oracle's ingestion) against that device's band of the reading's interval, read with
+  ``GridCapacity.bandOf``. A reading outside ``[P_min, P_max]`` W is a violation.
+* Newton-Raphson (pandapower ``runpp``), the acceptance check (``nr_check_steps``): for
+  ``nr_steps`` traded intervals, at every OCM step the interval's band was certified for (the
+  oracle's stored inputs), the band's corners and ``nr_random_points`` random points inside it;
+  every bus must stay in ``[v_low - 1e-4, v_high + 1e-4]`` pu.
+* Newton-Raphson on the day as it happened (``nr_check``, reported, not a pass/fail check): at
+  ``nr_steps`` minutes, the feeder as operated (that minute's profiles, flexibilities at their
+  metered power) and random points inside the bands. The bands of interval k are computed from
+  the readings of k-1 (the oracle's persistence forecast), so a fast change of PV or load inside
+  k can put the realised feeder outside the limits: this measures that forecast error.
+* The OCM steps behind every band are recomputed from the oracle's stored canonical inputs
+  (``oracle.service.compute_from_inputs``) for the report's figures; the recomputed bands must
+  equal those on-chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gridshare.units import nano_eur_to_eur, w_to_kw
+from market.statements import member_statement
+
+if TYPE_CHECKING:
+    from gridshare.sim.run import IntervalRecord, Simulation, SimulationResult
+
+NR_TOLERANCE_PU = 1e-4
+
+
+def replay_all(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
+    """Replay every settled interval; returns counts and the differing intervals."""
+    differing = []
+    for rec in records:
+        if not rec.settled:
+            continue
+        report = sim.mc.replay(rec.interval)
+        rec.replay_equal = bool(report.equal)
+        if not report.equal:
+            differing.append({"interval": rec.interval, "differences": list(report.differences)})
+    n = sum(1 for r in records if r.settled)
+    return {"replayed": n, "equal": n - len(differing), "differing": differing}
+
+
+def audit(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
+    """The DSO audit of the REST API (``oracle.audit.CapacityAudit.compliance``): every
+    metered reading of a device with a band (``ReadingsPosted``) against its band
+    (``BandsWritten``), over the traded intervals.
+
+    The events are the ones in the receipts of the run's own transactions (the meters' posts
+    and the oracle's band writes, re-read by hash) instead of a ``get_logs`` scan of the whole
+    chain, which on the embedded chain reads every receipt of every block (minutes for a day);
+    the compliance rule is the API's, unchanged.
+    """
+    from oracle.audit import CapacityAudit
+
+    if not records:
+        return {"readings_checked": 0, "violations": [], "n_violations": 0,
+                "metered_range_w": {}}
+    capacity = sim.mc.capacity
+    chain = sim.chain
+    band_receipts = []
+    for row in sim.oracle.store.intervals("written"):
+        if row.tx_hash:
+            band_receipts.append(chain.w3.eth.get_transaction_receipt(row.tx_hash))
+    events = {
+        "ReadingsPosted": [e for r in sim.readings_receipts
+                           for e in chain.events(r, capacity, "ReadingsPosted")],
+        "BandsWritten": [e for r in band_receipts
+                         for e in chain.events(r, capacity, "BandsWritten")],
+    }
+
+    class ReceiptAudit(CapacityAudit):
+        def _logs(self, event: str) -> list[Any]:
+            return sorted(events[event], key=lambda e: (e["blockNumber"], e["logIndex"]))
+
+    auditor = ReceiptAudit(chain, capacity, sim.deployment.deploy_block, sim.config.interval_s)
+    report = auditor.compliance(records[0].interval, records[-1].interval)
+    names = {v: k for k, v in sim.flex_ids.items()}
+    violations = [{"interval": v["interval"], "device": names.get(v["device_id"],
+                                                                  str(v["device_id"])),
+                   "timestamp": v["timestamp_unix_s"], "p_w": v["p_w"],
+                   "p_min_w": v["band_p_min_w"], "p_max_w": v["band_p_max_w"]}
+                  for v in report.violations]
+    metered = {f"{r['interval']}:{names.get(r['device_id'], r['device_id'])}":
+               [r["metered_p_min_w"], r["metered_p_max_w"]] for r in report.rows
+               if r["n_readings"]}
+    expected = len(records) * sim.n_min * len(sim.flex_names)
+    return {"readings_checked": report.n_readings_checked, "readings_expected": expected,
+            "readings_without_band": report.n_readings_without_band,
+            "bands_audited": len(report.rows), "band_transactions": len(band_receipts),
+            "violations": violations, "n_violations": report.n_violations,
+            "metered_range_w": metered}
+
+
+def _runpp_voltages(net: Any) -> np.ndarray:
+    """Bus voltage magnitudes (pu) from pandapower's Newton-Raphson; NaN where it does not
+    converge (no operable state: counted as a violation)."""
+    import pandapower as pp
+
+    try:
+        pp.runpp(net, algorithm="nr", calculate_voltage_angles=True, numba=False)
+    except pp.LoadflowNotConverged:
+        return np.full(len(net.bus), np.nan)
+    return net.res_bus.vm_pu.to_numpy(dtype=float)
+
+
+def _n_violating(v: np.ndarray, v_low: float, v_high: float) -> int:
+    """Points (rows of ``v``) with a bus outside the limits or without a load-flow solution."""
+    outside = (np.nanmin(np.where(np.isnan(v), -np.inf, v), axis=1) < v_low - NR_TOLERANCE_PU) \
+        | (np.nanmax(np.where(np.isnan(v), np.inf, v), axis=1) > v_high + NR_TOLERANCE_PU)
+    return int(np.count_nonzero(outside))
+
+
+def nr_check(sim: Simulation, records: list[IntervalRecord], n_steps: int,
+             n_random: int) -> dict[str, Any]:
+    """Newton-Raphson voltages of the operated feeder and of random points inside the bands."""
+
+    from capacity.feeders import apply_minute, load_pandapower_net
+
+    if not records or n_steps == 0:
+        return {"steps": [], "n_violations": 0, "n_runs": 0}
+    rng = np.random.default_rng(np.random.SeedSequence([sim.config.seed, 9_090]))
+    minutes = np.unique(np.linspace(records[0].first_minute,
+                                    records[-1].first_minute + sim.n_min - 1,
+                                    n_steps).astype(int))
+    by_first = {r.first_minute: r for r in records}
+    v_low, v_high = sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu
+    steps = []
+    n_viol = 0
+    n_runs = 0
+    net = load_pandapower_net(sim.config.feeder)
+    for minute in minutes:
+        rec = by_first[int(minute) - int(minute) % sim.n_min]
+        operated = {n: float(w_to_kw(rec.flex_p_w[n])) for n in sim.flex_names}
+        points = [operated]
+        for _ in range(n_random):
+            points.append({n: float(rng.uniform(*w_to_kw(np.array(rec.band_w[n]))))
+                           for n in sim.flex_names})
+        v_all = []
+        for point in points:
+            apply_minute(net, sim.profiles, int(minute), point)
+            v_all.append(_runpp_voltages(net))
+            n_runs += 1
+        v = np.array(v_all)
+        bad = _n_violating(v, v_low, v_high)
+        n_viol += bad
+        steps.append({
+            "minute": int(minute), "interval": rec.interval,
+            "operated_v_min_pu": float(np.min(v[0])), "operated_v_max_pu": float(np.max(v[0])),
+            "random_v_min_pu": float(np.min(v[1:])) if n_random else None,
+            "random_v_max_pu": float(np.max(v[1:])) if n_random else None,
+            "n_points": len(points), "n_violating_points": bad,
+            "v_stats_pu": [float(x) for x in np.percentile(v, [0, 25, 50, 75, 100])],
+        })
+    return {"steps": steps, "n_violations": n_viol, "n_runs": n_runs, "v_low_pu": v_low,
+            "v_high_pu": v_high, "tolerance_pu": NR_TOLERANCE_PU}
+
+
+def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: int,
+                   n_random: int) -> dict[str, Any]:
+    """Newton-Raphson at the OCM steps the bands were certified for.
+
+    For ``n_intervals`` traded intervals spread over the run: every OCM step of the interval's
+    stored oracle inputs (per-bus uncontrollable P/Q and slack voltage in on-chain units), with
+    the flexibilities at the all-min and all-max corners of the published band and at
+    ``n_random`` random points inside it. Per-bus loads replace the customers' loads and PV.
+    """
+    import pandapower as pp
+
+    from capacity.feeders import load_pandapower_net
+
+    if not records or n_intervals == 0:
+        return {"steps": [], "n_violations": 0, "n_runs": 0}
+    rng = np.random.default_rng(np.random.SeedSequence([sim.config.seed, 9_191]))
+    net = load_pandapower_net(sim.config.feeder)
+    flex_rows = {n: int(net.load.index[net.load.name == n][0]) for n in sim.flex_names}
+    customer_rows = [i for i in net.load.index if i not in flex_rows.values()]
+    net.load.loc[customer_rows, ["p_mw", "q_mvar"]] = 0.0
+    if len(net.sgen):
+        net.sgen[["p_mw", "q_mvar"]] = 0.0
+    ul_rows = {int(b): int(pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"UL {b}"))
+               for b in sim.feeder.bus_ids}
+    v_low, v_high = sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu
+    picks = np.unique(np.linspace(0, len(records) - 1, n_intervals).astype(int))
+    steps, n_viol, n_runs = [], 0, 0
+    for k in picks:
+        rec = records[int(k)]
+        row = sim.oracle.store.interval(rec.interval)
+        if row is None or not row.inputs_json:
+            continue
+        inputs = row.inputs
+        lo = np.array([rec.band_w[n][0] for n in sim.flex_names], dtype=float) / 1000.0
+        hi = np.array([rec.band_w[n][1] for n in sim.flex_names], dtype=float) / 1000.0
+        points = [lo, hi] + [rng.uniform(lo, hi) for _ in range(n_random)]
+        p_w = np.asarray(inputs["p_w"], dtype=float)
+        q_var = np.asarray(inputs["q_var"], dtype=float)
+        v_slack = np.asarray(inputs["v_slack_micro_pu"], dtype=float) / 1e6
+        for j, t_s in enumerate(inputs["steps_unix_s"]):
+            for col, bus in enumerate(inputs["bus_ids"]):
+                net.load.at[ul_rows[int(bus)], "p_mw"] = p_w[j, col] / 1e6
+                net.load.at[ul_rows[int(bus)], "q_mvar"] = q_var[j, col] / 1e6
+            net.ext_grid["vm_pu"] = float(v_slack[j])
+            v_all = []
+            for point in points:
+                for name, p_kw in zip(sim.flex_names, point, strict=True):
+                    net.load.at[flex_rows[name], "p_mw"] = float(p_kw) / 1000.0
+                v_all.append(_runpp_voltages(net))
+                n_runs += 1
+            v = np.array(v_all)
+            bad = _n_violating(v, v_low, v_high)
+            n_viol += bad
+            minute = (int(t_s) - sim.day_start_s) // 60
+            steps.append({
+                "minute": int(minute), "interval": rec.interval, "n_points": len(points),
+                "v_min_pu": float(v.min()), "v_max_pu": float(v.max()),
+                "n_violating_points": bad,
+                "v_stats_pu": [float(x) for x in np.percentile(v, [0, 25, 50, 75, 100])],
+            })
+    return {"steps": steps, "n_violations": n_viol, "n_runs": n_runs, "v_low_pu": v_low,
+            "v_high_pu": v_high, "tolerance_pu": NR_TOLERANCE_PU}
+
+
+def recompute_bands(sim: Simulation, records: list[IntervalRecord]
+                    ) -> tuple[Any, np.ndarray, np.ndarray, int]:
+    """The OCM steps behind the traded intervals' bands, recomputed from the stored inputs.
+
+    Returns (concatenated BandResult, hour of day per step, summed uncontrollable net load per
+    step in kW, number of intervals whose recomputed bands differ from the chain).
+    """
+    from capacity.ocm import BandResult
+    from oracle.service import compute_from_inputs
+
+    parts, hours, ul_kw, mismatches = [], [], [], 0
+    for rec in records:
+        row = sim.oracle.store.interval(rec.interval)
+        if row is None or not row.inputs_json:
+            continue
+        inputs = row.inputs
+        out = compute_from_inputs(sim.feeder, inputs)
+        written = row.bands
+        if out["p_min_w"] != written.get("p_min_w") or out["p_max_w"] != written.get("p_max_w"):
+            mismatches += 1
+        parts.append(out["result"])
+        hours.extend((np.asarray(inputs["steps_unix_s"]) - sim.day_start_s) / 3600.0)
+        ul_kw.extend(np.asarray(inputs["p_w"], dtype=float).sum(axis=1) / 1000.0)
+    if not parts:
+        return None, np.zeros(0), np.zeros(0), mismatches
+    first = parts[0]
+    arrays = {}
+    for name in ("p_min_kw", "p_max_kw", "feasible", "violation_pu", "v_at_min_pu", "v_at_max_pu",
+                 "v_random_stats_pu", "argmin_kw", "argmax_kw", "certified_points", "shrinks",
+                 "n_evaluations", "seconds"):
+        arrays[name] = np.concatenate([np.asarray(getattr(p, name)) for p in parts])
+    by_id = {f"device-{v}": k for k, v in sim.flex_ids.items()}
+    named = tuple(dataclasses.replace(f, name=by_id.get(f.name, f.name))
+                  for f in first.flexibilities)
+    merged = BandResult(flexibilities=named, objective=first.objective,
+                        v_low_pu=first.v_low_pu, v_high_pu=first.v_high_pu,
+                        notes=[n for p in parts for n in p.notes], **arrays)
+    return merged, np.asarray(hours), np.asarray(ul_kw), mismatches
+
+
+def statements(sim: Simulation) -> list[dict[str, Any]]:
+    """Per-member statements over every settled interval (from the chain's events)."""
+    settled = [(s.interval, s.trades) for s in sim.mc.settlements()]
+    out = []
+    market = sim.mc.market
+    for name, address in zip(sim.member_names, sim.members, strict=True):
+        st = member_statement(address, settled, sim.mc.battery.account, sim.mc.battery.shares_bps)
+        row = {"name": name, **st.to_dict()}
+        row.pop("intervals", None)
+        row["balance_nano_eur"] = int(sim.chain.call(market.functions.balanceOf(address)))
+        row["net_eur"] = float(nano_eur_to_eur(st.net_nano_eur))
+        out.append(row)
+    return out
+
+
+def total_gas(sim: Simulation) -> int:
+    """Gas used by every block since the deployment (all transactions of the run)."""
+    w3 = sim.chain.w3
+    return sum(int(w3.eth.get_block(n)["gasUsed"])
+               for n in range(sim.deployment.deploy_block - 1, sim.chain.block_number + 1))
+
+
+def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
+    """Run the checks and assemble the result (summary included)."""
+    from gridshare.sim.run import SimulationResult
+
+    t0 = time.perf_counter()
+    replay = replay_all(sim, records)
+    sim.timings["replay"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dso = audit(sim, records)
+    sim.timings["audit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nr = nr_check_steps(sim, records, sim.config.nr_steps, sim.config.nr_random_points)
+    nr_operated = nr_check(sim, records, sim.config.nr_steps, sim.config.nr_random_points)
+    sim.timings["newton_raphson"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    band_steps, band_hours, band_ul_kw, band_mismatch = recompute_bands(sim, records)
+    sim.timings["recompute_bands"] = time.perf_counter() - t0
+    stmts = statements(sim)
+    status = sim.oracle.status()
+    t0 = time.perf_counter()
+    gas = total_gas(sim)
+    sim.timings["gas_scan"] = time.perf_counter() - t0
+    ev = []
+    end_minute = records[-1].first_minute + sim.n_min if records else 0
+    for name, station in sim.stations.items():
+        for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,
+                                strict=True):
+            if s.arrive_min >= end_minute:
+                continue
+            ev.append({"station": name, "arrive_min": s.arrive_min, "depart_min": s.depart_min,
+                       "energy_needed_kwh": s.energy_kwh, "delivered_kwh": float(got),
+                       "missing_kwh": float(left),
+                       "departed": bool(s.depart_min <= end_minute)})
+    transformer = [d.device_id for d in sim.meter_setup.devices if d.role == "transformer"]
+    n_min = sim.n_min
+    start_s = sim.meters.timestamp(records[0].first_minute) if records else 0
+    end_s = sim.meters.timestamp(records[-1].first_minute + n_min) if records else 0
+    p_tr = np.array([int(r["p_w"]) for r in sim.oracle.store.readings_between(start_s, end_s)
+                     if int(r["device_id"]) in transformer], dtype=float)
+    settled = [r for r in records if r.settled]
+    summary = {
+        "feeder": sim.config.feeder,
+        "chain": sim.config.chain,
+        "chain_id": sim.chain.chain_id,
+        "hours": sim.config.hours,
+        "interval_s": sim.config.interval_s,
+        "intervals_traded": len(records),
+        "intervals_settled": len(settled),
+        "intervals_not_settled": [r.interval for r in records if not r.settled],
+        "orders": sum(r.n_orders for r in records),
+        "orders_refused": sum(r.n_rejected_orders for r in records),
+        "energy_traded_locally_kwh": sum(r.local_wh for r in records) / 1000,
+        "battery_charge_kwh": sum(r.battery_charge_wh for r in records) / 1000,
+        "battery_discharge_kwh": sum(r.battery_discharge_wh for r in records) / 1000,
+        "battery_throughput_kwh": sum(r.battery_charge_wh + r.battery_discharge_wh
+                                      for r in records) / 1000,
+        "market_grid_import_kwh": sum(r.grid_import_wh for r in records) / 1000,
+        "market_grid_export_kwh": sum(r.grid_export_wh for r in records) / 1000,
+        "metered_transformer_import_kwh": float(np.clip(p_tr, 0, None).sum() / 60 / 1000),
+        "metered_transformer_export_kwh": float(np.clip(-p_tr, 0, None).sum() / 60 / 1000),
+        "ev_energy_delivered_kwh": float(sum(e["delivered_kwh"] for e in ev)),
+        "ev_energy_missing_at_departure_kwh": float(sum(e["missing_kwh"] for e in ev
+                                                        if e["departed"])),
+        "infeasible_ocm_steps": int(status.get("infeasible_steps", 0)),
+        "band_intervals_written": int(status.get("intervals_written", 0)),
+        "replay": replay,
+        "audit_violations": dso["n_violations"],
+        "audit_readings_checked": dso["readings_checked"],
+        "nr_steps_checked": len(nr["steps"]),
+        "nr_runs": nr["n_runs"],
+        "nr_violations": nr["n_violations"],
+        "nr_operated_minutes_checked": len(nr_operated["steps"]),
+        "nr_operated_runs": nr_operated["n_runs"],
+        "nr_operated_violations": nr_operated["n_violations"],
+        "nr_operated_violating_minutes": [s["minute"] for s in nr_operated["steps"]
+                                          if s["n_violating_points"]],
+        "recomputed_band_mismatches": band_mismatch,
+        "aggregator_hours": len(sim.aggregator_log),
+        "aggregator_hours_unbounded": sum(1 for a in sim.aggregator_log
+                                          if not a.get("bounded_by_bands", True)),
+        "gas_used_total": gas,
+        "gas_used_orders": sum(r.gas_orders for r in records),
+        "gas_used_settlement": sum(r.gas_settle for r in records),
+        "gas_used_readings": sum(r.gas_readings for r in records),
+    }
+    summary["ok"] = bool(replay["equal"] == replay["replayed"] and dso["n_violations"] == 0
+                         and nr["n_violations"] == 0 and band_mismatch == 0
+                         and len(settled) == len(records))
+    sim.timings["verify"] = sum(sim.timings.get(k, 0.0) for k in
+                                ("replay", "audit", "newton_raphson", "recompute_bands"))
+    return SimulationResult(
+        config=sim.config, deployment=sim.deployment, chain_id=sim.chain.chain_id,
+        day_start_s=sim.day_start_s, minutes_per_interval=n_min, flex_names=sim.flex_names,
+        intervals=records, aggregator=sim.aggregator_log, statements=stmts, audit=dso,
+        nr_check=nr, nr_operated=nr_operated,
+        oracle_status=json.loads(json.dumps(status, default=str)), ev=ev,
+        summary=summary, band_steps=band_steps, band_step_hours=band_hours,
+        band_step_ul_kw=band_ul_kw,
+        timings_s=dict(sim.timings))

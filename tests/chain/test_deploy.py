@@ -1,0 +1,155 @@
+"""``gridshare deploy``: contracts, roles, devices, prosumers and the deployment file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from eth_utils import keccak
+
+from capacity.feeders import feeder_case
+from gridshare.chain import cli as chain_cli
+from gridshare.chain.client import Chain, connect
+from gridshare.chain.config import ChainConfig
+from gridshare.chain.deploy import Deployment, DeployParams, deploy
+from gridshare.units import eur_per_kwh_to_price, kw_to_w
+
+ADMIN = b"\x00" * 32
+
+
+@pytest.fixture(scope="module")
+def deployed() -> tuple[Chain, Deployment]:
+    chain = connect()
+    return chain, deploy(chain, DeployParams(feeder="heimschuh-like", interval_seconds=600))
+
+
+def test_roles_are_granted_to_the_configured_accounts(deployed) -> None:
+    chain, dep = deployed
+    capacity, market = dep.capacity(chain), dep.market(chain)
+    has = lambda c, role, who: chain.call(c.functions.hasRole(role, who))  # noqa: E731
+    keys = chain.keys
+    assert has(capacity, ADMIN, keys.address("deployer"))
+    assert has(capacity, keccak(text="ORACLE_ROLE"), keys.address("oracle"))
+    assert not has(capacity, keccak(text="ORACLE_ROLE"), keys.address("settler"))
+    for device in dep.devices:
+        assert has(capacity, keccak(text="METER_ROLE"), device["meter"])
+        assert device["meter"] == keys.address(device["meter_role"])
+    assert has(market, ADMIN, keys.address("deployer"))
+    assert has(market, keccak(text="COMMUNITY_ADMIN_ROLE"), keys.address("deployer"))
+    assert has(market, keccak(text="SETTLER_ROLE"), keys.address("settler"))
+    assert not has(market, keccak(text="SETTLER_ROLE"), keys.address("oracle"))
+
+
+def test_feeder_devices_registered_with_rated_ranges_in_w(deployed) -> None:
+    chain, dep = deployed
+    capacity = dep.capacity(chain)
+    flexibilities = feeder_case("heimschuh-like").flexibilities
+    assert chain.call(capacity.functions.deviceCount()) == len(flexibilities) == len(dep.devices)
+    for flex in flexibilities:
+        device = chain.call(capacity.functions.deviceOf(dep.device_id(flex.name)))
+        registered, kind, _, bus, p_min_w, p_max_w, _, meter = device
+        assert registered and bus == flex.bus_id
+        assert meter == chain.keys.address(f"meter_{dep.device_id(flex.name) - 1}")
+        assert (p_min_w, p_max_w) == (kw_to_w(flex.p_low_kw), kw_to_w(flex.p_high_kw))
+        assert kind == {"community_battery": 0, "charging_station": 1, "other": 2}[
+            flex.kind.value]
+    assert dep.battery_device_id == dep.device_id("CB")
+    with pytest.raises(KeyError, match="CS99"):
+        dep.device_id("CS99")
+
+
+def test_market_parameters_and_prosumers(deployed) -> None:
+    chain, dep = deployed
+    market, capacity = dep.market(chain), dep.capacity(chain)
+    assert chain.call(market.functions.batteryDeviceId()) == dep.battery_device_id
+    assert chain.call(market.functions.batteryAccount()) == chain.keys.address("battery")
+    assert chain.call(market.functions.capacity()) == capacity.address
+    assert chain.call(market.functions.intervalSeconds()) == 600 == dep.interval_seconds
+    assert chain.call(capacity.functions.intervalSeconds()) == 600
+    assert chain.call(market.functions.retailTariffMicroEurPerKwh()) == eur_per_kwh_to_price(0.30)
+    customers = feeder_case("heimschuh-like").customers
+    assert [p["name"] for p in dep.prosumers] == [c.name for c in customers]
+    for prosumer in dep.prosumers:
+        assert chain.call(market.functions.isProsumer(prosumer["address"]))
+    assert dep.deploy_block >= 1 and dep.chain_id == chain.chain_id
+
+
+def test_deployment_file_round_trip_and_errors(deployed, tmp_path: Path) -> None:
+    chain, dep = deployed
+    path = dep.save(tmp_path / "sub" / "deployment.json")
+    loaded = Deployment.load(path)
+    assert loaded == dep
+    assert loaded.is_live(chain)
+    assert not loaded.is_live(connect())  # a fresh embedded chain has no code there
+    with pytest.raises(FileNotFoundError, match="gridshare deploy"):
+        Deployment.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not JSON"):
+        Deployment.load(tmp_path / "bad.json")
+    data = json.loads(path.read_text())
+    with pytest.raises(ValueError, match="format"):
+        Deployment.from_dict({**data, "format": "other/1"})
+    del data["contracts"]
+    with pytest.raises(ValueError, match="contracts"):
+        Deployment.from_dict(data)
+
+
+def test_deployment_refuses_another_chain(deployed) -> None:
+    _, dep = deployed
+    other = Deployment.from_dict({**json.loads(dep.to_json()), "chain_id": 31337})
+    with pytest.raises(ValueError, match="chain id"):
+        other.capacity(connect())
+
+
+def test_feeder_without_battery_is_noted() -> None:
+    dep = deploy(connect(), DeployParams(feeder="paper-test-feeder", register_prosumers=False))
+    assert dep.battery_device_id is None and dep.prosumers == []
+    assert any("no community battery" in note for note in dep.notes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"interval_seconds": 0}, "positive"), ({"retail_eur_per_kwh": 2.0}, "prices"),
+     ({"min_price_eur_per_kwh": 0.5, "feed_in_eur_per_kwh": 0.1}, "prices")],
+)
+def test_deploy_params_validation(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        DeployParams(**kwargs)
+
+
+def test_unknown_feeder_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown feeder"):
+        deploy(connect(), DeployParams(feeder="atlantis"))
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    chain_cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.mark.anvil
+def test_cli_deploys_to_anvil_once(anvil, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "deployment.json"
+    assert _run_cli(["deploy", "--rpc", anvil.url, "--out", str(out),
+                     "--interval-seconds", "300"]) == 0
+    first = out.read_text()
+    dep = Deployment.load(out)
+    assert (dep.rpc, dep.chain_id, dep.interval_seconds) == (anvil.url, 31337, 300)
+    chain = connect(ChainConfig(chain=anvil.url))
+    assert dep.is_live(chain)
+    capsys.readouterr()
+    assert _run_cli(["deploy", "--rpc", anvil.url, "--out", str(out), "--if-missing"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert out.read_text() == first
+
+
+def test_cli_dead_node_is_a_clean_error(tmp_path: Path, unused_tcp_port: int, capsys) -> None:
+    out = tmp_path / "deployment.json"
+    code = _run_cli(["deploy", "--rpc", f"http://127.0.0.1:{unused_tcp_port}", "--out", str(out)])
+    assert code == 1
+    assert "unavailable" in capsys.readouterr().err
+    assert not out.exists()

@@ -23,7 +23,7 @@ What runs (a bounded run, about a minute, that stops by itself):
    limit passes; its duration is reported for information;
 5. the peer, measured in the same run on the same node: one client placing orders with its
    own ``submitOrderSigned`` transaction each, waiting for the receipt (web3 via
-   ``oracle.chain.Chain.transact``), i.e. what a prosumer does without the API.
+   ``gridshare.chain.client.Chain.transact``), i.e. what a prosumer does without the API.
 
 Targets: >= 500 accepted orders/s at saturation, p99 <= 100 ms at 500 orders/s offered by 50
 clients. The machine is shared: numbers vary from run to run with the other load on it.
@@ -50,11 +50,11 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gridshare.chain.client import connect  # noqa: E402
+from gridshare.chain.config import ChainConfig  # noqa: E402
+from gridshare.chain.deploy import DeployParams, deploy  # noqa: E402
+from market.chain import MarketChain  # noqa: E402
 from market.orders import MarketDomain, Order, Side, sign_order  # noqa: E402
-from oracle.chain import connect  # noqa: E402
-from oracle.config import ChainConfig  # noqa: E402
-from oracle.deploy import DeployParams, deploy  # noqa: E402
-from oracle.settle import MarketChain  # noqa: E402
 
 TARGET_ORDERS_PER_S = 500.0
 TARGET_P99_MS = 100.0

@@ -26,8 +26,8 @@ from eth_utils import keccak
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
+from gridshare.chain.artifacts import load_artifact
 from market.orders import EIP712_TYPES
-from oracle.artifacts import load_artifact
 
 INTERVAL_SECONDS = 900
 HEARTBEAT_SECONDS = 3600

@@ -103,8 +103,8 @@ def bench_clearing(repeat: int) -> None:
 
 
 def bench_gas() -> None:
-    from oracle.chain import connect
-    from oracle.deploy import deploy
+    from gridshare.chain.client import connect
+    from gridshare.chain.deploy import deploy
 
     chain = connect()
     deployment = deploy(chain)

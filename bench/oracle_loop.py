@@ -30,11 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oracle.chain import Chain, connect
-from oracle.config import ChainConfig
-from oracle.deploy import DeployParams, deploy
+from gridshare.chain.client import Chain, connect
+from gridshare.chain.config import ChainConfig
+from gridshare.chain.deploy import DeployParams, deploy
+from gridshare.sim.meters import MeterDevice, MeterSimulator, register_meters
 from oracle.ingest import Ingestor, decode_readings
-from oracle.meters import MeterDevice, MeterSimulator, register_meters
 from oracle.service import Oracle, OracleConfig
 from oracle.state import DeviceRegistry
 from oracle.store import Store

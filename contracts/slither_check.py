@@ -1,7 +1,7 @@
 """Run slither on the contracts, offline, through its Python API and the npm solc wrapper.
 
 Usage (repo root): ``python contracts/slither_check.py``. Compiles the same standard-JSON input as
-``oracle/build.py`` with ``contracts/solc-wrapper.js`` (crytic-compile's ``SolcStandardJson``
+``gridshare.chain.build`` with ``contracts/solc-wrapper.js`` (crytic-compile's ``SolcStandardJson``
 platform, so slither never downloads a compiler), runs every detector and prints the findings of
 impact High and Medium. Exit 1 when a High finding is not in ``EXPLAINED_HIGH`` (each explained in
 docs/contracts.md), 0 otherwise.

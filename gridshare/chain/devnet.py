@@ -13,7 +13,7 @@
 * ``devnet.json``: a summary (chain id, validators, enodes, RPC URL, funded dev accounts).
 
 Node keys are random, or derived from ``seed`` (reproducible). The IP layout must match the
-``gridshare`` network of docker-compose.yml (``tests/oracle/test_devnet.py`` checks it).
+``gridshare`` network of docker-compose.yml (``tests/chain/test_devnet.py`` checks it).
 """
 
 from __future__ import annotations

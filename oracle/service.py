@@ -54,19 +54,10 @@ from gridshare.chain.errors import (
     TransactionTimeout,
 )
 from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
+from oracle.forecast import FORECAST_MODES, ProfileForecast, forecast_steps, intersect_bands
 from oracle.ingest import Ingestor, PollReport
-from oracle.state import (
-    FORECAST_MODES,
-    KIND_NAMES,
-    DeviceRegistry,
-    ProfileForecast,
-    build_state,
-    feeder_model,
-    feeder_profiles,
-    forecast_steps,
-    intersect_bands,
-    minutes_per_interval,
-)
+from oracle.registry import KIND_NAMES, DeviceRegistry
+from oracle.state import build_state, feeder_model, feeder_profiles, minutes_per_interval
 from oracle.store import Store
 
 log = logging.getLogger(__name__)

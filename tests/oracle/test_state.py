@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 
 from capacity.feeders import load_feeder
+from oracle.forecast import ProfileForecast, forecast_steps, intersect_bands
 from oracle.ingest import decode_readings, encode_readings
-from oracle.state import (
-    READING_FIELDS,
-    DeviceRegistry,
-    ProfileForecast,
-    build_state,
-    forecast_steps,
-    intersect_bands,
-    minutes_per_interval,
-    rejection_mask,
-    rejection_reason,
-)
+from oracle.registry import READING_FIELDS, DeviceRegistry, rejection_mask, rejection_reason
+from oracle.state import build_state, minutes_per_interval
 
 INTERVAL_S = 900
 INTERVAL = 2_000_000  # any id; its start is INTERVAL * 900 s

@@ -9,8 +9,8 @@ transaction is signed locally with a private key and sent raw:
 * gas is estimated first, so a revert surfaces before a nonce is used; with an explicit ``gas`` a
   reverted transaction is mined with status 0, which ``Chain.transact`` turns into the same
   ``ContractRevert`` by replaying the call with ``eth_call`` on the state before its block;
-* connection errors are retried with exponential backoff; a dead node raises
-  ``ChainUnavailable``.
+* failed requests are retried by web3's own ``ExceptionRetryConfiguration`` (exponential
+  backoff, ``http_provider``); a dead node raises ``ChainUnavailable``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ from web3.exceptions import TimeExhausted
 from web3.logs import DISCARD
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.rpc import HTTPProvider
-from web3.types import RPCEndpoint, TxReceipt
+from web3.providers.rpc.utils import (
+    REQUEST_RETRY_ALLOWLIST,
+    ExceptionRetryConfiguration,
+    check_if_retry_on_failure,
+)
+from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
+from gridshare.chain.backoff import Backoff, sleep
 from gridshare.chain.config import (
     DEVNET_BALANCE_WEI,
     ChainConfig,
@@ -63,47 +69,63 @@ MAX_SEND_ATTEMPTS = 2
 #: Gas limit of every embedded-chain transaction (one transaction per block there).
 EMBEDDED_TX_GAS = 25_000_000
 EXTRA_DATA_PLAIN_BYTES = 32
+#: Failures web3 retries: no connection, a timeout, HTTP 5xx (4xx never gets that far).
+RETRIED_ERRORS = (requests.ConnectionError, requests.Timeout, requests.HTTPError)
+#: Methods web3 retries (a prefix such as "evm" covers its namespace).
+RETRY_METHODS = (*REQUEST_RETRY_ALLOWLIST, "eth_feeHistory")
 
 Sender = LocalAccount | str
 
 
 # --------------------------------------------------------------------------- providers
-class RetryingHTTPProvider(HTTPProvider):
-    """HTTP JSON-RPC provider that retries connection failures, then raises ChainUnavailable.
+def _refuse_client_errors(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+    """``requests`` response hook: an HTTP 4xx answer raises ``ChainError`` at once (a wrong URL
+    or credentials do not heal by retrying); 5xx is left to web3's retries."""
+    if 400 <= response.status_code < 500:
+        body = response.text[:500]
+        response.close()
+        raise ChainError(f"RPC node at {response.url} answered HTTP {response.status_code} "
+                         f"{response.reason}: {body}")
 
-    Retries ``retries`` times after the first attempt with a delay of ``backoff_s * 2**i``
-    seconds. Re-sending ``eth_sendRawTransaction`` is safe: the same signed bytes have the same
-    hash, and ``Chain.send`` treats "already known" as success.
+
+class ChainHTTPProvider(HTTPProvider):
+    """web3's ``HTTPProvider`` with its own ``ExceptionRetryConfiguration``; a request that still
+    fails after the retries raises ``ChainUnavailable`` (see :func:`http_provider`)."""
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except RETRIED_ERRORS as exc:
+            raise ChainUnavailable(str(self.endpoint_uri), self.attempts(method), exc) from exc
+
+    def attempts(self, method: RPCEndpoint) -> int:
+        """How many times ``method`` is sent before giving up (1 outside the allow-list)."""
+        retry = self.exception_retry_configuration
+        if not check_if_retry_on_failure(method, retry.method_allowlist):
+            return 1
+        return int(retry.retries)
+
+
+def http_provider(config: ChainConfig) -> ChainHTTPProvider:
+    """The JSON-RPC provider of ``config``: web3 retries a failed request (refused, timed out,
+    HTTP 5xx) ``config.retries`` times after ``backoff_s * 2**i`` seconds, each attempt with the
+    ``request_timeout_s`` connect/read timeout, then ``ChainUnavailable``; HTTP 4xx is a
+    ``ChainError`` at once.
+
+    Retried methods: web3's allow-list (reads, ``evm_*`` and ``eth_sendRawTransaction``, which is
+    idempotent: the same signed bytes have the same hash and ``Chain.send`` takes "already known"
+    as success) plus ``eth_feeHistory``; any other method is sent once.
     """
-
-    def __init__(self, url: str, timeout_s: float, retries: int, backoff_s: float) -> None:
-        super().__init__(
-            url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
-        )
-        self.retries = retries
-        self.backoff_s = backoff_s
-
-    def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
-        last: BaseException | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                return super()._make_request(method, request_data)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = exc
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
-                if status < 500:
-                    body = exc.response.text[:500] if exc.response is not None else ""
-                    raise ChainError(
-                        f"RPC node at {self.endpoint_uri} answered {exc}: {body}"
-                    ) from exc
-                last = exc
-            if attempt < self.retries:
-                delay_s = self.backoff_s * 2**attempt
-                log.warning("RPC %s to %s failed (%s); retry in %.2f s", method,
-                            self.endpoint_uri, type(last).__name__, delay_s)
-                time.sleep(delay_s)
-        raise ChainUnavailable(str(self.endpoint_uri), self.retries + 1, last)
+    retry = ExceptionRetryConfiguration(
+        errors=RETRIED_ERRORS, retries=config.retries + 1, backoff_factor=config.backoff_s,
+        method_allowlist=RETRY_METHODS,
+    )
+    return ChainHTTPProvider(
+        config.chain,
+        request_kwargs={"timeout": config.request_timeout_s,
+                        "hooks": {"response": [_refuse_client_errors]}},
+        exception_retry_configuration=retry,
+    )
 
 
 class LockedEthereumTesterProvider(EthereumTesterProvider):
@@ -510,10 +532,7 @@ def connect(config: ChainConfig | None = None, keys: KeyRing | None = None) -> C
     config = config or ChainConfig()
     if config.is_embedded:
         return Chain(embedded_web3(), config, keys)
-    provider = RetryingHTTPProvider(
-        config.chain, config.request_timeout_s, config.retries, config.backoff_s
-    )
-    w3 = Web3(provider)
+    w3 = Web3(http_provider(config))
     poa = config.poa if config.poa is not None else needs_poa_middleware(w3)
     if poa:
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
@@ -530,6 +549,7 @@ def wait_for_chain(
     its validators produce blocks. Raises ``ChainUnavailable`` after ``timeout_s`` seconds.
     """
     deadline = time.monotonic() + timeout_s
+    polls = Backoff(poll_s, factor=1.0)
     while True:
         problem: BaseException
         try:
@@ -539,6 +559,7 @@ def wait_for_chain(
             problem = ChainError(f"block {chain.block_number} < {min_block}: no blocks yet")
         except ChainUnavailable as exc:
             problem = exc.cause or exc
-        if time.monotonic() + poll_s > deadline:
-            raise ChainUnavailable(config.chain, -1, problem)
-        time.sleep(poll_s)
+        delay_s = polls.next_delay_s()
+        if time.monotonic() + delay_s > deadline:
+            raise ChainUnavailable(config.chain, ChainUnavailable.WAIT_TIMED_OUT, problem)
+        sleep(delay_s)

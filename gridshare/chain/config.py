@@ -86,6 +86,11 @@ class ChainConfig:
     ``chain`` is ``"embedded"`` or an ``http(s)://`` JSON-RPC URL. Times in seconds.
     ``poa`` forces (True) or disables (False) web3's ``ExtraDataToPOAMiddleware``; ``None``
     detects it from the genesis block's extraData (longer than 32 bytes on QBFT/clique chains).
+
+    JSON-RPC requests (``gridshare.chain.client.http_provider``, web3's own
+    ``ExceptionRetryConfiguration``): each attempt has ``request_timeout_s`` to connect and to
+    answer; a refused, timed-out or HTTP 5xx request is sent again up to ``retries`` times, after
+    ``backoff_s``, ``2 * backoff_s``, ``4 * backoff_s``... seconds; then ``ChainUnavailable``.
     """
 
     chain: str = EMBEDDED

@@ -49,14 +49,28 @@ class ChainError(RuntimeError):
 
 
 class ChainUnavailable(ChainError):  # noqa: N818 (names fixed by the brief)
-    """The chain cannot be reached (dead RPC node, refused connection, timeouts after retries)."""
+    """The chain node is down: the project's one error for it (the REST API answers 503).
+
+    Raised for a dead RPC node, a refused connection or timeouts after the retries
+    (``attempts`` requests failed), by callers that know the node is down from a recent failure
+    and do not ask it again (``attempts == KNOWN_DOWN``), and by ``wait_for_chain`` when its
+    wait ran out (``attempts == WAIT_TIMED_OUT``). ``cause`` is the underlying failure.
+    """
+
+    KNOWN_DOWN = 0
+    WAIT_TIMED_OUT = -1
 
     def __init__(self, url: str, attempts: int, cause: BaseException | None = None) -> None:
         self.url = url
         self.attempts = attempts
         self.cause = cause
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        tries = f"after {attempts} attempt(s)" if attempts >= 0 else "(wait timed out)"
+        if attempts > 0:
+            tries = f"after {attempts} attempt(s)"
+        elif attempts == self.KNOWN_DOWN:
+            tries = "(known down from a recent failure)"
+        else:
+            tries = "(wait timed out)"
         super().__init__(f"chain RPC node at {url} is unavailable {tries}{detail}")
 
 

@@ -200,6 +200,83 @@ def _one_trade(buy: int, sell: int, energy_wh: int, price: int) -> _TradeArrays:
             np.array([energy_wh], np.int64), np.array([price], np.int64))
 
 
+def _clearable_book(
+    interval: int, orders: list[PlacedOrder], inactive: Collection[str]
+) -> tuple[bytes, OrderBook, tuple[PlacedOrder, ...]]:
+    """The commitment root of all ``orders``, the book of the clearable ones and the
+    excluded ones (above ``MAX_CLEARING_ENERGY_WH`` Wh or of an ``inactive`` prosumer)."""
+    root = merkle_root(p.digest for p in orders)
+    gone = {to_checksum_address(a) for a in inactive}
+    out = [p.order.energy_wh > MAX_CLEARING_ENERGY_WH or p.order.prosumer in gone
+           for p in orders]
+    excluded = tuple(p for p, x in zip(orders, out, strict=True) if x)
+    book = OrderBook.from_orders(interval, [p for p, x in zip(orders, out, strict=True) if not x])
+    return root, book, excluded
+
+
+def _local_trades(local: LocalClearing) -> _TradeArrays:
+    """Step 1: the local auction's order-level trades (buy, sell, Wh, micro-EUR/kWh) as int64."""
+    return (local.trade_buy.astype(np.int64), local.trade_sell.astype(np.int64),
+            local.trade_energy_wh.astype(np.int64),
+            local.trade_price_micro_eur_per_kwh.astype(np.int64))
+
+
+def _battery_trades(
+    book: OrderBook, local: LocalClearing, residual: np.ndarray, params: MarketParams,
+    battery: BatteryParams, soc_wh: int, band_w: tuple[int, int],
+) -> tuple[BatteryDispatch, list[_TradeArrays], np.ndarray]:
+    """Steps 2-3: the battery's dispatch for the residual (Wh per book row) at ``p*``, its
+    trades with the members in auction priority and with the grid (what the band forces beyond
+    the residual); returns (dispatch, trades, residual Wh left per book row)."""
+    p_star = local.clearing_price_micro_eur_per_kwh
+    price = book.price_micro_eur_per_kwh
+    surplus_ok = ~book.is_buy & (price <= p_star)
+    short_ok = book.is_buy & (price >= p_star)
+    surplus_wh = int(residual[surplus_ok].sum())
+    short_wh = int(residual[short_ok].sum())
+    dispatched = dispatch(battery, soc_wh, band_w, surplus_wh - short_wh, params.interval_s)
+    e_batt = dispatched.energy_wh
+    trades: list[_TradeArrays] = []
+    if e_batt > 0:
+        with_members = min(e_batt, surplus_wh)
+        sells = local.sell_priority
+        take = _take_in_priority(sells, np.where(surplus_ok, residual, 0), with_members)
+        trades.append(_order_trades_from(sells, take, BATTERY_REF, p_star, Side.SELL))
+        residual = residual - take
+        if e_batt > with_members:
+            trades.append(_one_trade(BATTERY_REF, GRID_REF, e_batt - with_members,
+                                     params.retail_price_micro_eur_per_kwh))
+    elif e_batt < 0:
+        with_members = min(-e_batt, short_wh)
+        buys = local.buy_priority
+        take = _take_in_priority(buys, np.where(short_ok, residual, 0), with_members)
+        trades.append(_order_trades_from(buys, take, BATTERY_REF, p_star, Side.BUY))
+        residual = residual - take
+        if -e_batt > with_members:
+            trades.append(_one_trade(GRID_REF, BATTERY_REF, -e_batt - with_members,
+                                     params.feed_in_price_micro_eur_per_kwh))
+    return dispatched, trades, residual
+
+
+def _grid_trades(
+    book: OrderBook, local: LocalClearing, residual: np.ndarray, params: MarketParams
+) -> tuple[list[_TradeArrays], np.ndarray]:
+    """Step 4: unfilled sellers asking <= feed-in sell to the grid, unfilled buyers bidding
+    >= retail buy from it; returns (their trades, residual Wh left per book row)."""
+    price = book.price_micro_eur_per_kwh
+    to_grid = np.where(~book.is_buy & (price <= params.feed_in_price_micro_eur_per_kwh),
+                       residual, 0)
+    from_grid = np.where(book.is_buy & (price >= params.retail_price_micro_eur_per_kwh),
+                         residual, 0)
+    trades = [
+        _order_trades_from(local.sell_priority, to_grid, GRID_REF,
+                           params.feed_in_price_micro_eur_per_kwh, Side.SELL),
+        _order_trades_from(local.buy_priority, from_grid, GRID_REF,
+                           params.retail_price_micro_eur_per_kwh, Side.BUY),
+    ]
+    return trades, residual - to_grid - from_grid
+
+
 def clear_interval(
     interval: int,
     orders: Sequence[PlacedOrder],
@@ -218,68 +295,26 @@ def clear_interval(
     """
     if battery is not None and (soc_wh is None or band_w is None):
         raise ValueError("a battery needs its SoC (Wh) and its band (W) for the interval")
-    orders = list(orders)
-    root = merkle_root(p.digest for p in orders)
-    gone = {to_checksum_address(a) for a in inactive}
-    out = [p.order.energy_wh > MAX_CLEARING_ENERGY_WH or p.order.prosumer in gone
-           for p in orders]
-    excluded = tuple(p for p, x in zip(orders, out, strict=True) if x)
-    book = OrderBook.from_orders(interval, [p for p, x in zip(orders, out, strict=True) if not x])
+    root, book, excluded = _clearable_book(interval, list(orders), inactive)
     local = clear_book(book, params.reference_price_micro_eur_per_kwh, params.rule)
-    p_star = local.clearing_price_micro_eur_per_kwh
-    price = book.price_micro_eur_per_kwh
     residual = book.energy_wh - local.filled_wh
-    sells, buys = local.sell_priority, local.buy_priority
-    surplus_ok = ~book.is_buy & (price <= p_star)
-    short_ok = book.is_buy & (price >= p_star)
-    surplus_wh = int(residual[surplus_ok].sum())
-    short_wh = int(residual[short_ok].sum())
-
-    trades: list[_TradeArrays] = [
-        (local.trade_buy.astype(np.int64), local.trade_sell.astype(np.int64),
-         local.trade_energy_wh.astype(np.int64),
-         local.trade_price_micro_eur_per_kwh.astype(np.int64))
-    ]
+    trades = [_local_trades(local)]
     dispatched: BatteryDispatch | None = None
     if battery is not None:
         assert soc_wh is not None and band_w is not None
-        dispatched = dispatch(battery, soc_wh, band_w, surplus_wh - short_wh, params.interval_s)
-        e_batt = dispatched.energy_wh
-        if e_batt > 0:
-            with_members = min(e_batt, surplus_wh)
-            take = _take_in_priority(sells, np.where(surplus_ok, residual, 0), with_members)
-            trades.append(_order_trades_from(sells, take, BATTERY_REF, p_star, Side.SELL))
-            residual = residual - take
-            if e_batt > with_members:
-                trades.append(_one_trade(BATTERY_REF, GRID_REF, e_batt - with_members,
-                                         params.retail_price_micro_eur_per_kwh))
-        elif e_batt < 0:
-            with_members = min(-e_batt, short_wh)
-            take = _take_in_priority(buys, np.where(short_ok, residual, 0), with_members)
-            trades.append(_order_trades_from(buys, take, BATTERY_REF, p_star, Side.BUY))
-            residual = residual - take
-            if -e_batt > with_members:
-                trades.append(_one_trade(GRID_REF, BATTERY_REF, -e_batt - with_members,
-                                         params.feed_in_price_micro_eur_per_kwh))
-
-    to_grid = np.where(~book.is_buy & (price <= params.feed_in_price_micro_eur_per_kwh),
-                       residual, 0)
-    from_grid = np.where(book.is_buy & (price >= params.retail_price_micro_eur_per_kwh),
-                         residual, 0)
-    trades.append(_order_trades_from(sells, to_grid, GRID_REF,
-                                     params.feed_in_price_micro_eur_per_kwh, Side.SELL))
-    trades.append(_order_trades_from(buys, from_grid, GRID_REF,
-                                     params.retail_price_micro_eur_per_kwh, Side.BUY))
+        dispatched, with_battery, residual = _battery_trades(book, local, residual, params,
+                                                             battery, soc_wh, band_w)
+        trades += with_battery
+    with_grid, residual = _grid_trades(book, local, residual, params)
+    trades += with_grid
     t_buy, t_sell, t_energy, t_price = (np.concatenate(col) for col in zip(*trades, strict=True))
-    residual = residual - to_grid - from_grid
-
     result = IntervalClearing(
         interval=int(interval),
         params=params,
         book=book,
         local=local,
         orders_root=root,
-        clearing_price_micro_eur_per_kwh=p_star,
+        clearing_price_micro_eur_per_kwh=local.clearing_price_micro_eur_per_kwh,
         battery_account=None if battery is None else battery.account,
         battery=dispatched,
         trade_buy=t_buy,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 from web3.contract import Contract
 
 from gridshare.chain.client import Artifact, Chain
-from gridshare.chain.config import DEFAULT_FEEDER, is_devnet
+from gridshare.chain.config import DEFAULT_FEEDER, KeyRing, is_devnet
 from gridshare.units import eur_per_kwh_to_price, kw_to_w
 
 DEPLOYMENT_FORMAT = "gridshare-deployment/1"
@@ -244,6 +244,90 @@ def _fund_devnet_accounts(chain: Chain, roles: list[str]) -> None:
         )
 
 
+def _deploy_capacity(chain: Chain, artifact: Artifact, params: DeployParams,
+                     say: Callable[[str], None]) -> tuple[Contract, int]:
+    """Steps 2-3: deploy GridCapacity (interval and heartbeat in s), grant ORACLE_ROLE to the
+    oracle account; returns (contract, deploy block)."""
+    keys = chain.keys
+    capacity, receipt = chain.deploy(
+        artifact, "deployer", keys.address("deployer"), params.interval_seconds,
+        params.heartbeat_seconds,
+    )
+    deploy_block = int(receipt["blockNumber"])
+    say(f"GridCapacity at {capacity.address} (block {deploy_block})")
+    oracle_role = chain.call(capacity.functions.ORACLE_ROLE())
+    chain.transact(capacity.functions.grantRole(oracle_role, keys.address("oracle")), "deployer")
+    return capacity, deploy_block
+
+
+def _register_flexibilities(chain: Chain, capacity: Contract, devices: list[DeviceSpec],
+                            feeder: str, say: Callable[[str], None]
+                            ) -> tuple[list[dict[str, Any]], int | None]:
+    """Step 4: register the feeder's flexibilities (the battery owned by the battery account);
+    returns (device records, the community battery's device id or None)."""
+    owners = {d.name: chain.keys.address("battery") for d in devices
+              if d.kind == "community_battery"}
+    device_records = register_devices(chain, capacity, devices, owners=owners)
+    say(f"registered {len(device_records)} devices of {feeder}")
+    battery_device_id = next(
+        (r["device_id"] for r in device_records if r["kind"] == "community_battery"), None
+    )
+    return device_records, battery_device_id
+
+
+def _prices(params: DeployParams) -> dict[str, int]:
+    """Tariffs and price bounds in micro-EUR/kWh (``gridshare.units.eur_per_kwh_to_price``)."""
+    return {
+        "retail": int(eur_per_kwh_to_price(params.retail_eur_per_kwh)),
+        "feed_in": int(eur_per_kwh_to_price(params.feed_in_eur_per_kwh)),
+        "min": int(eur_per_kwh_to_price(params.min_price_eur_per_kwh)),
+        "max": int(eur_per_kwh_to_price(params.max_price_eur_per_kwh)),
+    }
+
+
+def _deploy_market(chain: Chain, artifact: Artifact, capacity: Contract,
+                   battery_device_id: int | None, prices: Mapping[str, int],
+                   say: Callable[[str], None]) -> Contract:
+    """Step 5: deploy GridMarket (prices in micro-EUR/kWh), grant SETTLER_ROLE to the settler."""
+    keys = chain.keys
+    market, _ = chain.deploy(
+        artifact, "deployer", keys.address("deployer"), capacity.address,
+        battery_device_id if battery_device_id is not None else NO_BATTERY_DEVICE_ID,
+        keys.address("battery"), prices["retail"], prices["feed_in"], prices["min"],
+        prices["max"],
+    )
+    say(f"GridMarket at {market.address}")
+    settler_role = chain.call(market.functions.SETTLER_ROLE())
+    chain.transact(market.functions.grantRole(settler_role, keys.address("settler")), "deployer")
+    return market
+
+
+def _register_prosumers(chain: Chain, market: Contract, customers: list[tuple[str, int]],
+                        roles: list[str], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Step 6: register the first ``len(roles)`` customers as prosumers (account = role);
+    returns their records of the deployment file."""
+    prosumers = []
+    for (name, bus), role in zip(customers, roles, strict=False):
+        address = chain.keys.address(role)
+        chain.transact(market.functions.registerProsumer(address), "deployer")
+        prosumers.append({"name": name, "bus": bus, "role": role, "address": address})
+    if prosumers:
+        say(f"registered {len(prosumers)} prosumers")
+    return prosumers
+
+
+def _contract_roles(keys: KeyRing, device_records: list[dict[str, Any]]) -> dict[str, str]:
+    """The deployment file's contract role -> address (meters comma-separated)."""
+    return {
+        "DEFAULT_ADMIN_ROLE": keys.address("deployer"),
+        "COMMUNITY_ADMIN_ROLE": keys.address("deployer"),
+        "ORACLE_ROLE": keys.address("oracle"),
+        "SETTLER_ROLE": keys.address("settler"),
+        "METER_ROLE": ",".join(r["meter"] for r in device_records),
+        "batteryAccount": keys.address("battery"),
+    }
+
+
 def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) -> Deployment:
     """Deploy both contracts for ``params.feeder`` on ``chain`` (see module docstring)."""
     params = params or DeployParams()
@@ -257,54 +341,18 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
     if is_devnet(chain.chain_id):
         say("funding devnet role accounts")
         _fund_devnet_accounts(chain, ["oracle", "settler", *meter_roles, *prosumer_roles])
-
     capacity_artifact, market_artifact = load("GridCapacity"), load("GridMarket")
-    capacity, receipt = chain.deploy(
-        capacity_artifact, "deployer", keys.address("deployer"), params.interval_seconds,
-        params.heartbeat_seconds,
-    )
-    deploy_block = int(receipt["blockNumber"])
-    say(f"GridCapacity at {capacity.address} (block {deploy_block})")
-    oracle_role = chain.call(capacity.functions.ORACLE_ROLE())
-    chain.transact(capacity.functions.grantRole(oracle_role, keys.address("oracle")), "deployer")
-
-    battery = [d for d in devices if d.kind == "community_battery"]
-    owners = {d.name: keys.address("battery") for d in battery}
-    device_records = register_devices(chain, capacity, devices, owners=owners)
-    say(f"registered {len(device_records)} devices of {params.feeder}")
-    battery_device_id = next(
-        (r["device_id"] for r in device_records if r["kind"] == "community_battery"), None
-    )
+    capacity, deploy_block = _deploy_capacity(chain, capacity_artifact, params, say)
+    device_records, battery_device_id = _register_flexibilities(chain, capacity, devices,
+                                                                params.feeder, say)
     if battery_device_id is None:
         notes.append(f"feeder {params.feeder} has no community battery: settle() reverts "
                      f"UnknownDevice({NO_BATTERY_DEVICE_ID}) on this deployment")
-
-    prices = {
-        "retail": int(eur_per_kwh_to_price(params.retail_eur_per_kwh)),
-        "feed_in": int(eur_per_kwh_to_price(params.feed_in_eur_per_kwh)),
-        "min": int(eur_per_kwh_to_price(params.min_price_eur_per_kwh)),
-        "max": int(eur_per_kwh_to_price(params.max_price_eur_per_kwh)),
-    }
-    market, _ = chain.deploy(
-        market_artifact, "deployer", keys.address("deployer"), capacity.address,
-        battery_device_id if battery_device_id is not None else NO_BATTERY_DEVICE_ID,
-        keys.address("battery"), prices["retail"], prices["feed_in"], prices["min"],
-        prices["max"],
-    )
-    say(f"GridMarket at {market.address}")
-    settler_role = chain.call(market.functions.SETTLER_ROLE())
-    chain.transact(market.functions.grantRole(settler_role, keys.address("settler")), "deployer")
-
-    prosumers = []
-    for i, (name, bus) in enumerate(customers[:n_prosumers]):
-        address = keys.address(prosumer_roles[i])
-        chain.transact(market.functions.registerProsumer(address), "deployer")
-        prosumers.append({"name": name, "bus": bus, "role": prosumer_roles[i], "address": address})
-    if prosumers:
-        say(f"registered {len(prosumers)} prosumers")
+    prices = _prices(params)
+    market = _deploy_market(chain, market_artifact, capacity, battery_device_id, prices, say)
+    prosumers = _register_prosumers(chain, market, customers, prosumer_roles, say)
     if chain.is_embedded:
         notes.append("embedded chain: in-process and gone when the process ends")
-
     accounts = {role: keys.address(role)
                 for role in ["deployer", "oracle", "settler", "battery", *meter_roles,
                              *prosumer_roles]}
@@ -316,14 +364,7 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
         interval_seconds=params.interval_seconds,
         heartbeat_seconds=params.heartbeat_seconds,
         contracts={"GridCapacity": capacity.address, "GridMarket": market.address},
-        roles={
-            "DEFAULT_ADMIN_ROLE": keys.address("deployer"),
-            "COMMUNITY_ADMIN_ROLE": keys.address("deployer"),
-            "ORACLE_ROLE": keys.address("oracle"),
-            "SETTLER_ROLE": keys.address("settler"),
-            "METER_ROLE": ",".join(r["meter"] for r in device_records),
-            "batteryAccount": keys.address("battery"),
-        },
+        roles=_contract_roles(keys, device_records),
         accounts=accounts,
         feeder=params.feeder,
         devices=device_records,

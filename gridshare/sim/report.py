@@ -44,16 +44,9 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
     return path
 
 
-def _hours(result: SimulationResult, minutes: Iterable[int] | np.ndarray) -> np.ndarray:
-    return np.asarray(list(minutes), dtype=float) / 60.0
-
-
-def write_data(result: SimulationResult, out: Path) -> list[Path]:
-    """The CSV and JSON files (see module docstring)."""
-    recs = result.intervals
-    names = result.flex_names
-    files = []
-    files.append(_write_csv(
+def _write_intervals_csv(result: SimulationResult, out: Path) -> Path:
+    """``intervals.csv``: one row per traded interval (on-chain units: W, Wh, micro-EUR/kWh)."""
+    return _write_csv(
         out / "intervals.csv",
         ["interval", "start_unix_s", "hour", "settled", "orders", "orders_refused",
          "clearing_price_micro_eur_per_kwh", "battery_power_w", "battery_soc_after_wh",
@@ -64,48 +57,72 @@ def write_data(result: SimulationResult, out: Path) -> list[Path]:
           r.n_orders, r.n_rejected_orders, r.clearing_price_micro_eur_per_kwh, r.battery_power_w,
           r.soc_after_wh, r.local_wh, r.battery_charge_wh, r.battery_discharge_wh,
           r.grid_import_wh, r.grid_export_wh, r.replay_equal, r.settle_tx, r.gas_orders,
-          r.gas_settle, r.gas_readings, r.note] for r in recs)))
+          r.gas_settle, r.gas_readings, r.note] for r in result.intervals))
+
+
+def _write_bands_csv(result: SimulationResult, out: Path) -> Path:
+    """``bands.csv``: per interval and flexibility its band, executed power and plan (W) and the
+    metered range of the DSO audit (W)."""
     metered = result.audit.get("metered_range_w", {})
-    files.append(_write_csv(
+    return _write_csv(
         out / "bands.csv",
         ["interval", "device", "p_min_w", "p_max_w", "executed_w", "plan_w",
          "metered_min_w", "metered_max_w"],
         ([r.interval, n, r.band_w[n][0], r.band_w[n][1], r.flex_p_w.get(n),
           round(r.plan_kw.get(n, float("nan")) * 1000) if n in r.plan_kw else "",
-          *(metered.get(f"{r.interval}:{n}", ["", ""]))] for r in recs for n in names)))
-    if result.statements:
-        keys = list(result.statements[0])
-        files.append(_write_csv(out / "statements.csv", keys,
-                                ([s[k] for k in keys] for s in result.statements)))
-    files.append(_write_csv(
+          *(metered.get(f"{r.interval}:{n}", ["", ""]))]
+         for r in result.intervals for n in result.flex_names))
+
+
+def _write_aggregator_csv(result: SimulationResult, out: Path) -> Path:
+    """``aggregator.csv``: one row per planned hour, flexibility and slot (plan in kW)."""
+    return _write_csv(
         out / "aggregator.csv",
         ["hour", "interval", "soc_kwh", "bounded_by_bands", "cost_eur", "solve_time_s", "device",
          "slot", "plan_kw"],
         ([a["hour"], a["interval"], a["soc_kwh"], a.get("bounded_by_bands"), a["cost_eur"],
           a["solve_time_s"], dev, k, p]
          for a in result.aggregator for dev, plan in a["plan_kw"].items()
-         for k, p in enumerate(plan))))
-    files.append(_write_csv(
-        out / "nr_check.csv",
-        ["minute", "interval", "v_min_pu", "v_max_pu", "n_points", "n_violating_points"],
-        ([s["minute"], s["interval"], s["v_min_pu"], s["v_max_pu"], s["n_points"],
-          s["n_violating_points"]] for s in result.nr_check.get("steps", []))))
-    files.append(_write_csv(
-        out / "nr_operated.csv",
-        ["minute", "interval", "operated_v_min_pu", "operated_v_max_pu", "random_v_min_pu",
-         "random_v_max_pu", "n_points", "n_violating_points"],
-        ([s["minute"], s["interval"], s["operated_v_min_pu"], s["operated_v_max_pu"],
-          s["random_v_min_pu"], s["random_v_max_pu"], s["n_points"], s["n_violating_points"]]
-         for s in result.nr_operated.get("steps", []))))
-    if result.ev:
-        keys = list(result.ev[0])
-        files.append(_write_csv(out / "ev_sessions.csv", keys,
-                                ([e[k] for k in keys] for e in result.ev)))
-    viol = result.audit.get("violations", [])
-    files.append(_write_csv(out / "audit_violations.csv",
-                            ["interval", "device", "timestamp", "p_w", "p_min_w", "p_max_w"],
-                            ([v["interval"], v["device"], v["timestamp"], v["p_w"], v["p_min_w"],
-                              v["p_max_w"]] for v in viol)))
+         for k, p in enumerate(plan)))
+
+
+def _write_nr_csvs(result: SimulationResult, out: Path) -> list[Path]:
+    """``nr_check.csv`` (OCM steps) and ``nr_operated.csv`` (the day as operated), voltages in
+    pu."""
+    return [
+        _write_csv(
+            out / "nr_check.csv",
+            ["minute", "interval", "v_min_pu", "v_max_pu", "n_points", "n_violating_points"],
+            ([s["minute"], s["interval"], s["v_min_pu"], s["v_max_pu"], s["n_points"],
+              s["n_violating_points"]] for s in result.nr_check.get("steps", []))),
+        _write_csv(
+            out / "nr_operated.csv",
+            ["minute", "interval", "operated_v_min_pu", "operated_v_max_pu", "random_v_min_pu",
+             "random_v_max_pu", "n_points", "n_violating_points"],
+            ([s["minute"], s["interval"], s["operated_v_min_pu"], s["operated_v_max_pu"],
+              s["random_v_min_pu"], s["random_v_max_pu"], s["n_points"],
+              s["n_violating_points"]] for s in result.nr_operated.get("steps", []))),
+    ]
+
+
+def _write_dict_rows_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> list[Path]:
+    """``rows`` as CSV with the first row's keys as header; nothing written without rows."""
+    if not rows:
+        return []
+    keys = list(rows[0])
+    return [_write_csv(path, keys, ([row[k] for k in keys] for row in rows))]
+
+
+def _write_audit_violations_csv(result: SimulationResult, out: Path) -> Path:
+    """``audit_violations.csv``: readings outside their band (W)."""
+    return _write_csv(out / "audit_violations.csv",
+                      ["interval", "device", "timestamp", "p_w", "p_min_w", "p_max_w"],
+                      ([v["interval"], v["device"], v["timestamp"], v["p_w"], v["p_min_w"],
+                        v["p_max_w"]] for v in result.audit.get("violations", [])))
+
+
+def _write_json(result: SimulationResult, out: Path) -> list[Path]:
+    """``summary.json`` (the summary with the timings) and ``result.json`` (everything)."""
     summary = {**result.summary, "timings_s": result.timings_s}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     full = {
@@ -113,7 +130,7 @@ def write_data(result: SimulationResult, out: Path) -> list[Path]:
         "config": {k: getattr(result.config, k) for k in result.config.__dataclass_fields__
                    if k != "ocm"} | {"ocm": vars(result.config.ocm)},
         "contracts": result.deployment.contracts if result.deployment is not None else {},
-        "intervals": [vars(r) for r in recs],
+        "intervals": [vars(r) for r in result.intervals],
         "aggregator": result.aggregator,
         "statements": result.statements,
         "audit": {k: v for k, v in result.audit.items() if k != "metered_range_w"},
@@ -123,8 +140,21 @@ def write_data(result: SimulationResult, out: Path) -> list[Path]:
         "oracle_status": result.oracle_status,
     }
     (out / "result.json").write_text(json.dumps(full, indent=1, default=str) + "\n")
-    files += [out / "summary.json", out / "result.json"]
-    return files
+    return [out / "summary.json", out / "result.json"]
+
+
+def write_data(result: SimulationResult, out: Path) -> list[Path]:
+    """The CSV and JSON files (see module docstring)."""
+    return [
+        _write_intervals_csv(result, out),
+        _write_bands_csv(result, out),
+        *_write_dict_rows_csv(out / "statements.csv", result.statements),
+        _write_aggregator_csv(result, out),
+        *_write_nr_csvs(result, out),
+        *_write_dict_rows_csv(out / "ev_sessions.csv", result.ev),
+        _write_audit_violations_csv(result, out),
+        *_write_json(result, out),
+    ]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -352,9 +382,9 @@ def _check(ok: bool, text: str) -> str:
     return f'<li><span class="{cls}">{word}</span> {html.escape(text)}</li>'
 
 
-def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
-    """The report page (figures referenced by relative file name)."""
-    s = result.summary
+def _checks_html(s: Mapping[str, Any]) -> str:
+    """The pass/fail checks of the summary ``s`` and the as-operated information, as list
+    items."""
     rep = s["replay"]
     checks = "".join([
         _check(s["intervals_settled"] == s["intervals_traded"],
@@ -374,11 +404,16 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
                f"bands on-chain equal OCM recomputed from the oracle's inputs "
                f"({s['recomputed_band_mismatches']} mismatches)"),
     ])
-    checks += ("<li><em>information</em> Newton-Raphson on the day as operated: "
-               f"{s['nr_operated_runs']} load flows at {s['nr_operated_minutes_checked']} minutes, "
-               f"{s['nr_operated_violations']} outside the limits (persistence-forecast error; "
-               "see the figure)</li>")
-    summary_rows = [
+    return checks + ("<li><em>information</em> Newton-Raphson on the day as operated: "
+                     f"{s['nr_operated_runs']} load flows at {s['nr_operated_minutes_checked']} "
+                     f"minutes, {s['nr_operated_violations']} outside the limits "
+                     "(persistence-forecast error; see the figure)</li>")
+
+
+def _summary_rows(result: SimulationResult) -> list[tuple[str, Any]]:
+    """(quantity, value) rows of the summary table (kWh, gas, s)."""
+    s = result.summary
+    return [
         ("energy traded locally", f"{s['energy_traded_locally_kwh']:.2f} kWh"),
         ("battery throughput (charge + discharge)",
          f"{s['battery_throughput_kwh']:.2f} kWh ({s['battery_charge_kwh']:.2f} + "
@@ -401,7 +436,12 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
          f"{s['gas_used_readings']:,})"),
         ("wall-clock time", f"{result.timings_s.get('total', float('nan')):.0f} s"),
     ]
-    parts = [
+
+
+def _head_html(result: SimulationResult) -> list[str]:
+    """The page's head, title, checks and summary table."""
+    s = result.summary
+    return [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>gridshare simulation: {html.escape(s['feeder'])}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -409,32 +449,45 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
         f"<p>{s['hours']:g} simulated hours, {s['interval_s'] // 60}-minute market and band "
         f"intervals with minute meter readings, chain {html.escape(str(s['chain']))} "
         f"(id {s['chain_id']}), seed {result.config.seed}.</p>",
-        f"<h2>Checks</h2><ul>{checks}</ul>",
-        "<h2>Summary</h2>", _table(["quantity", "value"], summary_rows),
+        f"<h2>Checks</h2><ul>{_checks_html(s)}</ul>",
+        "<h2>Summary</h2>", _table(["quantity", "value"], _summary_rows(result)),
     ]
-    for key, title, caption in _FIGURES:
-        if key in figs:
-            parts.append(f"<figure id='fig-{key}'><h3>{html.escape(title)}</h3>"
-                         f"<img src='{html.escape(figs[key].name)}' alt='{html.escape(title)}'>"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.append("<h2>Per-member statements</h2>")
+
+
+def _figures_html(figs: Mapping[str, Path]) -> list[str]:
+    """One ``<figure>`` per figure of ``_FIGURES`` that was drawn."""
+    return [f"<figure id='fig-{key}'><h3>{html.escape(title)}</h3>"
+            f"<img src='{html.escape(figs[key].name)}' alt='{html.escape(title)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            for key, title, caption in _FIGURES if key in figs]
+
+
+def _statements_table(statements: Sequence[Mapping[str, Any]]) -> str:
+    """Per-member statements (energy in kWh, money in EUR, battery share in %)."""
     member_rows = [
         [st["name"], st["member"][:10] + "...", f"{st['bought_local_wh'] / 1000:.2f}",
          f"{st['sold_local_wh'] / 1000:.2f}", f"{st['from_battery_wh'] / 1000:.2f}",
          f"{st['to_battery_wh'] / 1000:.2f}", f"{st['from_grid_wh'] / 1000:.2f}",
          f"{st['to_grid_wh'] / 1000:.2f}", f"{st['net_eur']:+.3f}",
-         f"{st['battery_share_bps'] / 100:.2f}"] for st in result.statements]
-    parts.append(_table(
+         f"{st['battery_share_bps'] / 100:.2f}"] for st in statements]
+    return _table(
         ["member", "address", "bought local kWh", "sold local kWh", "from battery kWh",
          "to battery kWh", "from grid kWh", "to grid kWh", "net EUR", "battery share %"],
-        member_rows, left=2))
-    if result.ev:
-        ev_rows = [[e["station"], _clock(e["arrive_min"]), _clock(e["depart_min"]),
-                    f"{e['energy_needed_kwh']:.2f}", f"{e['delivered_kwh']:.2f}",
-                    f"{e['missing_kwh']:.2f}"] for e in result.ev]
-        parts.append("<h2>Charging sessions</h2>")
-        parts.append(_table(["station", "arrives", "departs", "needs kWh", "delivered kWh",
-                             "missing kWh"], ev_rows))
+        member_rows, left=2)
+
+
+def _ev_table(ev: Sequence[Mapping[str, Any]]) -> str:
+    """Charging sessions (clock times, energy in kWh)."""
+    ev_rows = [[e["station"], _clock(e["arrive_min"]), _clock(e["depart_min"]),
+                f"{e['energy_needed_kwh']:.2f}", f"{e['delivered_kwh']:.2f}",
+                f"{e['missing_kwh']:.2f}"] for e in ev]
+    return _table(["station", "arrives", "departs", "needs kWh", "delivered kWh",
+                   "missing kWh"], ev_rows)
+
+
+def _tail_html(result: SimulationResult) -> list[str]:
+    """Contracts, links to the data files and the timings (s), closing the page."""
+    parts = []
     if result.deployment is not None:
         parts.append("<h2>Contracts</h2>")
         parts.append(_table(["contract", "address"], result.deployment.contracts.items()))
@@ -445,7 +498,16 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
          "audit_violations.csv", "deployment.json")) + "</ul>")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
     parts.append(f"<p><small>timings: {html.escape(timings)}</small></p></body></html>")
-    return "\n".join(parts)
+    return parts
+
+
+def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
+    """The report page (figures referenced by relative file name)."""
+    parts = [*_head_html(result), *_figures_html(figs), "<h2>Per-member statements</h2>",
+             _statements_table(result.statements)]
+    if result.ev:
+        parts += ["<h2>Charging sessions</h2>", _ev_table(result.ev)]
+    return "\n".join([*parts, *_tail_html(result)])
 
 
 def write_report(result: SimulationResult, out_dir: Path) -> Path:

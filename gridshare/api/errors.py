@@ -2,7 +2,8 @@
 
 Status codes: 400 malformed JSON; 413 body too large; 422 wrong or missing fields and order
 validation failures; 403 unknown prosumer; 409 replayed nonce or closed interval; 404 unknown
-path or object; 503 chain node unreachable (nothing stored).
+path or object; 503 chain node unreachable (``ChainUnavailable``: code ``chain_unavailable``,
+nothing stored) or another chain failure (``chain_error``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gridshare.chain.errors import ChainError
-from market.gateway.gateway import ChainDown
+from gridshare.chain.errors import ChainError, ChainUnavailable
 from market.orders import OrderError
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _order(_request: Request, exc: OrderError) -> JSONResponse:
         return error_response(ORDER_ERROR_STATUS.get(exc.code, 422), exc.code, str(exc))
 
-    @app.exception_handler(ChainDown)
-    async def _down(_request: Request, exc: ChainDown) -> JSONResponse:
+    @app.exception_handler(ChainUnavailable)
+    async def _down(_request: Request, exc: ChainUnavailable) -> JSONResponse:
         return error_response(503, "chain_unavailable", str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(ChainError)

@@ -4,7 +4,7 @@
 its own process. The REST API (``gridshare.api``) mounts the gateway; the simulation drives it.
 """
 
-from market.gateway.gateway import ChainDown, GatewaySettings, OrderGateway
+from market.gateway.gateway import GatewaySettings, OrderGateway
 from market.gateway.store import OrderStore
 
-__all__ = ["ChainDown", "GatewaySettings", "OrderGateway", "OrderStore"]
+__all__ = ["GatewaySettings", "OrderGateway", "OrderStore"]

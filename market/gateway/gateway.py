@@ -23,8 +23,10 @@ in-process callers (the day simulation):
    Merkle root, clear, settle).
 
 Node down: while the last probe (every ``probe_interval_s``) or a read failed, ``submit`` raises
-:class:`ChainDown` and nothing is stored (HTTP 503). An order acknowledged just before the node
-went away stays in SQLite as ``pending``/``sent`` and is relayed when the node answers again.
+:class:`~gridshare.chain.errors.ChainUnavailable` and nothing is stored (HTTP 503). An order
+acknowledged just before the node went away stays in SQLite as ``pending``/``sent`` and is
+relayed when the node answers again. While the node is down the relay loop waits
+``probe_interval_s`` between probes (:class:`~gridshare.chain.backoff.Backoff`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import anyio.to_thread
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
+from gridshare.chain.backoff import Backoff
 from gridshare.chain.errors import ChainError, ChainUnavailable, ContractRevert
 from market.chain import MarketChain
 from market.orders import (
@@ -55,10 +58,6 @@ from market.orders import (
 from .store import DuplicateOrderError, OrderStore, StoredOrder
 
 log = logging.getLogger(__name__)
-
-
-class ChainDown(RuntimeError):  # noqa: N818 (a state, reported as HTTP 503)
-    """The chain node cannot be reached: nothing was stored."""
 
 
 class ReplayedOrderError(OrderError):
@@ -225,30 +224,34 @@ class OrderGateway:
         self.last_block: int | None = None
         self.last_probe_monotonic = 0.0
         self.last_error: str | None = None
+        self._down_cause: BaseException | None = None
+        self._down_wait = Backoff(self.settings.probe_interval_s, factor=1.0)
 
     # ---- chain mirror
     def _read(self, fn: Callable[[], Any]) -> Any:
-        """A chain read; an unreachable node marks the chain down and raises ChainDown."""
+        """A chain read; a failure other than a revert marks the chain down and raises
+        ChainUnavailable."""
         try:
             return fn()
-        except ChainUnavailable as exc:
-            self._set_down(exc)
-            raise ChainDown(str(exc)) from exc
         except ContractRevert:
             raise
-        except ChainError as exc:
+        except (ChainError, OSError) as exc:  # OSError: a socket error past the retries
             self._set_down(exc)
-            raise ChainDown(str(exc)) from exc
-        except OSError as exc:  # a socket error that escaped the provider's retries
-            self._set_down(exc)
-            raise ChainDown(f"chain read failed: {exc}") from exc
+            if isinstance(exc, ChainUnavailable):
+                raise
+            raise self._unavailable(exc) from exc
 
     def _set_down(self, exc: BaseException) -> None:
         if self.chain_ok:
             log.warning("chain node unreachable, orders are refused with 503: %s", exc)
         self.chain_ok = False
         self.last_error = f"{type(exc).__name__}: {exc}"
+        self._down_cause = exc
         self.last_probe_monotonic = time.monotonic()
+
+    def _unavailable(self, exc: BaseException) -> ChainUnavailable:
+        """The node counts as down after ``exc`` (one failed request)."""
+        return ChainUnavailable(self.chain.config.chain, 1, exc)
 
     def is_registered(self, prosumer: str) -> bool:
         f = self.mc.market.functions
@@ -300,7 +303,8 @@ class OrderGateway:
     def _check_up(self) -> None:
         if not self.chain_ok and time.monotonic() - self.last_probe_monotonic < \
                 self.settings.probe_interval_s:
-            raise ChainDown(f"chain node is down ({self.last_error}); order not stored")
+            raise ChainUnavailable(self.chain.config.chain, ChainUnavailable.KNOWN_DOWN,
+                                   self._down_cause)
 
     def _accept(self, order: Order, signature: bytes,
                 on_done: Callable[[], None] | None = None) -> tuple[bytes, Any]:
@@ -346,7 +350,8 @@ class OrderGateway:
         return Accepted(digest, seq, order)
 
     def submit(self, order: Order, signature: bytes) -> Accepted:
-        """Validate and store ``order``; raises OrderError (refused) or ChainDown (503)."""
+        """Validate and store ``order``; raises OrderError (refused) or ChainUnavailable
+        (503)."""
         self._check_up()
         digest, pending = self._accept(order, signature)
         return self._committed(order, digest, pending)
@@ -449,14 +454,12 @@ class OrderGateway:
                 self.store.mark_many([(row.seq, "sent", {"tx_hash": h.to_0x_hex()})
                                       for row, h, _ in sent])
                 self._await(sent, report)
-            except ChainError as exc:
+            except (ChainError, OSError) as exc:
                 self.chain.nonces.resync(relayer.address)
                 self._set_down(exc)
-                raise ChainDown(str(exc)) from exc
-            except OSError as exc:
-                self.chain.nonces.resync(relayer.address)
-                self._set_down(exc)
-                raise ChainDown(f"relay failed: {exc}") from exc
+                if isinstance(exc, ChainUnavailable):
+                    raise
+                raise self._unavailable(exc) from exc
         return report
 
     def _await(self, sent: list[tuple[StoredOrder, HexBytes, dict[str, Any]]],
@@ -507,8 +510,8 @@ class OrderGateway:
             report.relayed += 1
 
     def flush(self, interval: int | None = None, timeout_s: float = 120.0) -> None:
-        """Relay until no order (of ``interval``, or at all) is waiting; ChainDown if the node
-        stays away, TimeoutError after ``timeout_s``."""
+        """Relay until no order (of ``interval``, or at all) is waiting; ChainUnavailable if
+        the node stays away, TimeoutError after ``timeout_s``."""
         end = time.monotonic() + timeout_s
         while True:
             rows = [r for r in self.store.unfinished(10**9)
@@ -546,7 +549,7 @@ class OrderGateway:
             budget = self.settings.refresh_per_tick  # chain reads per tick, all caches
             for cache in self._caches:
                 budget = cache.refresh(budget)
-        except (ChainDown, ContractRevert) as exc:
+        except (ChainUnavailable, ContractRevert) as exc:
             log.debug("cache refresh stopped: %s", exc)
 
     def run(self, relay: bool = True) -> None:
@@ -557,7 +560,7 @@ class OrderGateway:
         while not self._stop.is_set():
             due = time.monotonic() - self.last_probe_monotonic >= wait_s
             if (due or not self.chain_ok) and not self.probe():
-                self._stop.wait(wait_s)
+                self._down_wait.sleep(self._stop)
                 continue
             if due:
                 self.refresh_caches()
@@ -566,12 +569,13 @@ class OrderGateway:
                 continue
             try:
                 report = self.relay_once()
-            except ChainDown:
-                self._stop.wait(wait_s)
+            except ChainUnavailable:
+                self._down_wait.sleep(self._stop)
                 continue
             except Exception:  # keep relaying whatever one batch did
                 log.exception("relay round failed")
                 report = RelayReport()
+            self._down_wait.reset()
             if report.sent == 0 and report.relayed == 0 and report.failed == 0:
                 self._wake.wait(self.settings.idle_sleep_s)
                 self._wake.clear()

@@ -396,6 +396,29 @@ def test_gateway_submit_is_the_path_of_post_orders(env):
     assert env.client.get("/v1/orders/0x" + accepted.digest.hex()).json()["status"] == "pending"
 
 
+def test_failed_chain_read_is_503_chain_unavailable_and_stores_nothing(env, monkeypatch):
+    """A chain read that fails (not a revert) marks the node down: that order and the next one
+    (refused without a read while the failure is recent) get 503 ``chain_unavailable``."""
+
+    def broken_call(*_args, **_kwargs):
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(env.chain, "call", broken_call)
+    n = _stored(env)
+    for _ in range(2):
+        body = env.signer.body(0, next(env.signer.intervals), advance=False)  # uncached read
+        refused = env.client.post("/v1/orders", json=body)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "chain_unavailable"
+        assert "OSError: connection reset by peer" in error["message"]
+    assert "known down" in error["message"]
+    assert _stored(env) == n and not env.gw.chain_ok
+    monkeypatch.undo()
+    assert env.gw.probe() and env.gw.chain_ok
+
+
 def test_serve_reports_a_dead_node(unused_tcp_port, tmp_path, capsys):
     from gridshare.cli import main
 

@@ -1,21 +1,22 @@
 """Event ingestion: ``ReadingsPosted`` logs of the capacity contract -> the oracle's store.
 
-One ``Ingestor.poll()``:
+The logs come from ``gridshare.chain.events.EventReader`` (all of the contract's logs, none kept
+in memory), whose windows, confirmations and reorg policy are those of the whole code base
+(docs/chain.md, "Reading events"). The store keeps the cursor and the recorded block hashes, so
+ingestion resumes after a restart. One ``Ingestor.poll()``:
 
-1. head = latest block, safe head = head - ``confirmations`` (0 on QBFT, which has instant
-   finality; more on chains that reorganise: anvil with reorgs, clique, PoW-like devnets);
-2. hash continuity: the stored cursor block must still have the stored hash. If not, the chain
-   reorganised: walk back over the stored block hashes (every cursor block and every block that
-   had events) to the newest one still on the chain, forget every reading and rejection above it
-   and continue from there (nothing stored: from the deployment block);
-3. read logs over ``[cursor + 1, min(safe head, cursor + max_blocks_per_poll)]`` in windows of
-   ``window_blocks`` blocks (eth-tester's get_logs slows sharply over wide ranges; RPC nodes cap
-   ranges too), then check again that the range's last block hash did not change and that the
-   first block's parent is the cursor block (else retry on the next poll);
-4. decode the packed 24-byte records (layout in ``GridCapacity.postReadings``), validate them
+1. the reader is set to the store's cursor (block number and hash) and its recorded block hashes
+   whenever it stands elsewhere (first poll, a store rewound or edited by hand);
+2. it reads the next range: ``[cursor + 1, min(head - confirmations, cursor +
+   max_blocks_per_poll)]`` in windows of ``window_blocks`` blocks. If the cursor block changed
+   hash, the chain reorganised: the reader goes back to the newest recorded block still on the
+   chain and the store forgets every reading and rejection above it (nothing recorded still on
+   the chain: back to the deployment block). A range the chain changed under while it was read
+   is read again on the next poll (``PollReport.retry``);
+3. decode the packed 24-byte records (layout in ``GridCapacity.postReadings``), validate them
    (``oracle.state.rejection_reason``; a timestamp more than ``MAX_AHEAD_S`` after its block's
-   time; duplicates of an accepted (device, timestamp)) and store
-   readings, rejections and the new cursor in one SQLite transaction.
+   time; duplicates of an accepted (device, timestamp)) and store readings, rejections, the
+   range's recorded block hashes and the new cursor in one SQLite transaction.
 
 Readings are keyed by (tx hash, log index, position in the blob): reading a log twice is
 harmless. Registry events (DeviceRegistered, RatedRangeSet, DeviceMeterSet) mark the registry
@@ -30,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 
+from gridshare.chain.events import EventReader, Reorg
 from oracle.state import READING_FIELDS, DeviceRegistry, rejection_mask, rejection_reason
 from oracle.store import Cursor, Store
 
@@ -112,117 +113,81 @@ class Ingestor:
         late_before_s: Callable[[], int | None] = lambda: None,
         refresh_registry: Callable[[], None] = lambda: None,
     ) -> None:
-        if confirmations < 0 or window_blocks < 1 or max_blocks_per_poll < 1:
-            raise ValueError("confirmations must be >= 0, window_blocks and "
-                             "max_blocks_per_poll >= 1")
-        self.chain = chain
+        if max_blocks_per_poll < 1:
+            raise ValueError(f"max_blocks_per_poll must be >= 1, got {max_blocks_per_poll}")
         self.w3 = chain.w3
         self.capacity = capacity
         self.store = store
         self.registry = registry
         self.refresh_registry = refresh_registry
         self.start_block = int(start_block)
-        self.confirmations = int(confirmations)
-        self.window_blocks = int(window_blocks)
         self.max_blocks_per_poll = int(max_blocks_per_poll)
         self.late_before_s = late_before_s
-        abi = {e["name"]: e for e in capacity.abi if e.get("type") == "event"}
-        self._readings_topic = HexBytes(event_abi_to_log_topic(abi["ReadingsPosted"]))
-        self._registry_topics = {HexBytes(event_abi_to_log_topic(abi[n])) for n in REGISTRY_EVENTS}
-        self._readings_event = capacity.events.ReadingsPosted()
+        self.reader = EventReader(chain, capacity, self.start_block, window_blocks=window_blocks,
+                                  confirmations=confirmations, keep_logs=False)
 
-    # ---- chain helpers
-    def _hash(self, number: int) -> str | None:
-        try:
-            block = self.w3.eth.get_block(number)
-        except Exception as exc:  # BlockNotFound and node-specific errors beyond the head
-            if "not found" in str(exc).lower() or type(exc).__name__ == "BlockNotFound":
-                return None
-            raise
-        if block is None:
-            return None
-        return HexBytes(block["hash"]).to_0x_hex()
+    # ---- the reader and the store
+    def _sync_reader(self) -> None:
+        """Set the reader to the store's cursor and recorded hashes if it stands elsewhere."""
+        cursor = self.store.cursor()
+        if cursor is None:
+            if self.reader.position() != (self.start_block - 1, None):
+                self.reader.seek(None, {})
+        elif self.reader.position() != (cursor.block_number, cursor.block_hash):
+            hashes = dict(self.store.block_hashes_desc(cursor.block_number))
+            hashes[cursor.block_number] = cursor.block_hash
+            self.reader.seek(cursor.block_number, hashes)
 
-    def _logs(self, start: int, end: int) -> list[Any]:
-        out: list[Any] = []
-        while start <= end:
-            stop = min(start + self.window_blocks - 1, end)
-            out.extend(self.w3.eth.get_logs({"address": self.capacity.address,
-                                             "fromBlock": start, "toBlock": stop}))
-            start = stop + 1
-        return out
+    def _rewind(self, reorg: Reorg) -> int:
+        """Forget what the store holds above the reorg's ancestor; returns readings forgotten."""
+        ancestor = (None if reorg.ancestor_hash is None
+                    else Cursor(reorg.ancestor_block, reorg.ancestor_hash))
+        n_read, n_rej = self.store.rewind(ancestor)
+        log.warning(
+            "reorg: block %d changed; rewound to %s, forgot %d readings and %d rejections",
+            reorg.old_head_block,
+            f"block {reorg.ancestor_block}" if ancestor else "the deployment block", n_read, n_rej,
+        )
+        return n_read
 
-    # ---- reorgs
     def check_continuity(self) -> tuple[Cursor | None, int, int]:
         """Rewind the store if the cursor block is no longer on the chain.
 
         Returns (cursor after the check, reorg depth in blocks, readings forgotten).
         """
-        cursor = self.store.cursor()
-        if cursor is None or self._hash(cursor.block_number) == cursor.block_hash:
-            return cursor, 0, 0
-        ancestor = None
-        for number, stored in self.store.block_hashes_desc(cursor.block_number):
-            if self._hash(number) == stored:
-                ancestor = Cursor(number, stored)
-                break
-        n_read, n_rej = self.store.rewind(ancestor)
-        depth = cursor.block_number - (ancestor.block_number if ancestor else self.start_block - 1)
-        log.warning(
-            "reorg: block %d is no longer %s; rewound to %s, forgot %d readings and %d "
-            "rejections", cursor.block_number, cursor.block_hash[:10],
-            f"block {ancestor.block_number}" if ancestor else "the deployment block", n_read, n_rej,
-        )
-        return ancestor, depth, n_read
+        self._sync_reader()
+        reorg = self.reader.check()
+        if reorg is None:
+            return self.store.cursor(), 0, 0
+        forgotten = self._rewind(reorg)
+        return self.store.cursor(), reorg.depth, forgotten
 
     # ---- one poll
     def poll(self) -> PollReport:
         """Ingest the next confirmed block range (see module docstring)."""
         report = PollReport()
-        cursor, report.reorg_depth, report.forgotten_readings = self.check_continuity()
-        head = int(self.w3.eth.block_number)
-        safe = head - self.confirmations
-        start = self.start_block if cursor is None else cursor.block_number + 1
-        if start > safe:
-            report.from_block, report.to_block = start, start - 1
-            return report
-        end = min(safe, start + self.max_blocks_per_poll - 1)
-        end_hash = self._hash(end)
-        logs = self._logs(start, end)
-        if cursor is not None:
-            parent = self.w3.eth.get_block(start)["parentHash"]
-            if HexBytes(parent).to_0x_hex() != cursor.block_hash:
-                report.retry = True
-                return report
-        block_hashes: dict[int, str] = {}
-        for entry in logs:
-            number = int(entry["blockNumber"])
-            if number not in block_hashes:
-                block_hashes[number] = HexBytes(entry["blockHash"]).to_0x_hex()
-        block_times: dict[int, int] = {}
-        for number, log_hash in block_hashes.items():
-            block = self.w3.eth.get_block(number)
-            if HexBytes(block["hash"]).to_0x_hex() != log_hash:
-                report.retry = True
-                return report
-            block_times[number] = int(block["timestamp"])
-        if end_hash is None or self._hash(end) != end_hash:
+        self._sync_reader()
+        result = self.reader.read(max_blocks=self.max_blocks_per_poll)
+        if result.reorg is not None:
+            report.reorg_depth = result.reorg.depth
+            report.forgotten_readings = self._rewind(result.reorg)
+        if result.retry:
             report.retry = True  # the range changed under us: read it again next time
             return report
-
-        topics = [HexBytes(e["topics"][0]) if e["topics"] else HexBytes(b"") for e in logs]
-        if any(t in self._registry_topics for t in topics):
+        report.from_block, report.to_block = result.from_block, result.to_block
+        if not result.advanced:
+            return report
+        if any(e["event"] in REGISTRY_EVENTS for e in result.logs):
             report.registry_changed = True
             self.refresh_registry()  # once per range, before its readings are validated
-        events = [(entry, self._readings_event.process_log(entry))
-                  for entry, topic0 in zip(logs, topics, strict=True)
-                  if topic0 == self._readings_topic]
+        events = [e for e in result.logs if e["event"] == "ReadingsPosted"]
         report.logs = len(events)
+        block_times = {n: int(self.w3.eth.get_block(n)["timestamp"])
+                       for n in sorted({int(e["blockNumber"]) for e in events})}
         readings, rejected = self._decode(events, block_times)
         n_new, n_rej = self.store.commit_range(
-            Cursor(end, end_hash), block_hashes, readings, rejected
+            Cursor(result.to_block, str(result.to_hash)), result.block_hashes, readings, rejected
         )
-        report.from_block, report.to_block = start, end
         report.readings, report.rejected = n_new, n_rej
         report.reasons = [r[-1] for r in rejected]
         for row in rejected:
@@ -230,20 +195,21 @@ class Ingestor:
                         row[5], row[6], row[0][:10], row[1], row[2], row[-1])
         return report
 
-    def _decode(self, events: list[tuple[Any, Any]], block_times: dict[int, int]
+    def _decode(self, events: list[Any], block_times: dict[int, int]
                 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Decode and validate the readings of ``events`` (vectorised); returns the rows of
-        ``readings`` and ``rejected`` in the store's column order."""
+        """Decode and validate the readings of the ``ReadingsPosted`` logs ``events``
+        (vectorised); returns the rows of ``readings`` and ``rejected`` in the store's column
+        order."""
         if not events:
             return [], []
-        blobs = [decode_readings(event["args"]["packed"]) for _, event in events]
+        blobs = [decode_readings(e["args"]["packed"]) for e in events]
         records = np.concatenate(blobs)
         sizes = [len(b) for b in blobs]
         event_of = np.repeat(np.arange(len(events)), sizes)
         position = np.concatenate([np.arange(n) for n in sizes])
         meta = [(HexBytes(e["transactionHash"]).to_0x_hex(), int(e["logIndex"]),
                  int(e["blockNumber"]), HexBytes(e["blockHash"]).to_0x_hex(),
-                 str(ev["args"]["meter"])) for e, ev in events]
+                 str(e["args"]["meter"])) for e in events]
         registry = self.registry()
         if not np.isin(np.unique(records["device_id"]), list(registry.devices)).all():
             self.refresh_registry()  # a device registered since the last refresh

@@ -172,6 +172,24 @@ def test_reorg_forgets_dropped_readings_and_reads_the_new_ones(deployed: Deploye
     assert store.cursor().block_number == d.chain.block_number
 
 
+def test_restarted_ingestor_sees_a_reorg_from_the_stored_hashes(deployed: Deployed,
+                                                                feeder) -> None:
+    """A new Ingestor on the same store (an oracle restart) resumes its reader from the stored
+    cursor and block hashes, so a reorg that happened while it was down is still found."""
+    d = deployed
+    d.sim.post([0])
+    store = Store(":memory:")
+    drain(make_ingestor(d, feeder, store))
+    snapshot = d.chain.snapshot()
+    d.sim.post([1])
+    drain(make_ingestor(d, feeder, store))
+    d.chain.revert(snapshot)
+    d.sim.post([4])
+    reports = drain(make_ingestor(d, feeder, store))
+    assert reports[0].reorg_depth > 0 and reports[0].forgotten_readings == 25
+    assert stored(store) == sorted(expected(d, range(0, 1)) + expected(d, range(4, 5)))
+
+
 def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
     d = deployed
     capacity = d.deployment.capacity(d.chain)

@@ -292,10 +292,23 @@ def total_gas(sim: Simulation) -> int:
                for n in range(sim.deployment.deploy_block - 1, sim.chain.block_number + 1))
 
 
-def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
-    """Run the checks and assemble the result (summary included)."""
-    from gridshare.sim.run import SimulationResult
+@dataclasses.dataclass
+class _Checks:
+    """The results of the checks after the day (see module docstring)."""
 
+    replay: dict[str, Any]
+    audit: dict[str, Any]
+    nr: dict[str, Any]
+    nr_operated: dict[str, Any]
+    band_steps: Any
+    band_hours: np.ndarray
+    band_ul_kw: np.ndarray
+    band_mismatches: int
+
+
+def _run_checks(sim: Simulation, records: list[IntervalRecord]) -> _Checks:
+    """Replay, DSO audit, Newton-Raphson and the recomputed bands, each timed into
+    ``sim.timings`` (s)."""
     t0 = time.perf_counter()
     replay = replay_all(sim, records)
     sim.timings["replay"] = time.perf_counter() - t0
@@ -309,11 +322,13 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
     t0 = time.perf_counter()
     band_steps, band_hours, band_ul_kw, band_mismatch = recompute_bands(sim, records)
     sim.timings["recompute_bands"] = time.perf_counter() - t0
-    stmts = statements(sim)
-    status = sim.oracle.status()
-    t0 = time.perf_counter()
-    gas = total_gas(sim)
-    sim.timings["gas_scan"] = time.perf_counter() - t0
+    return _Checks(replay, dso, nr, nr_operated, band_steps, band_hours, band_ul_kw,
+                   band_mismatch)
+
+
+def _charging_sessions(sim: Simulation, records: list[IntervalRecord]) -> list[dict[str, Any]]:
+    """The charging sessions that arrived before the end of the run (energy in kWh, minutes of
+    the day)."""
     ev = []
     end_minute = records[-1].first_minute + sim.n_min if records else 0
     for name, station in sim.stations.items():
@@ -325,24 +340,39 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
                        "energy_needed_kwh": s.energy_kwh, "delivered_kwh": float(got),
                        "missing_kwh": float(left),
                        "departed": bool(s.depart_min <= end_minute)})
+    return ev
+
+
+def _transformer_p_w(sim: Simulation, records: list[IntervalRecord]) -> np.ndarray:
+    """The transformer meter's P readings over the traded intervals (W, one per minute)."""
     transformer = [d.device_id for d in sim.meter_setup.devices if d.role == "transformer"]
-    n_min = sim.n_min
     start_s = sim.meters.timestamp(records[0].first_minute) if records else 0
-    end_s = sim.meters.timestamp(records[-1].first_minute + n_min) if records else 0
-    p_tr = np.array([int(r["p_w"]) for r in sim.oracle.store.readings_between(start_s, end_s)
+    end_s = sim.meters.timestamp(records[-1].first_minute + sim.n_min) if records else 0
+    return np.array([int(r["p_w"]) for r in sim.oracle.store.readings_between(start_s, end_s)
                      if int(r["device_id"]) in transformer], dtype=float)
-    settled = [r for r in records if r.settled]
-    summary = {
+
+
+def _run_summary(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
+    """What ran: feeder, chain, hours, interval (s), intervals and orders."""
+    return {
         "feeder": sim.config.feeder,
         "chain": sim.config.chain,
         "chain_id": sim.chain.chain_id,
         "hours": sim.config.hours,
         "interval_s": sim.config.interval_s,
         "intervals_traded": len(records),
-        "intervals_settled": len(settled),
+        "intervals_settled": sum(1 for r in records if r.settled),
         "intervals_not_settled": [r.interval for r in records if not r.settled],
         "orders": sum(r.n_orders for r in records),
         "orders_refused": sum(r.n_rejected_orders for r in records),
+    }
+
+
+def _energy_summary(records: list[IntervalRecord], p_tr_w: np.ndarray,
+                    ev: list[dict[str, Any]]) -> dict[str, Any]:
+    """Energy in kWh: settled in the market, metered at the transformer (minute readings
+    ``p_tr_w`` in W), delivered to and missing from the vehicles."""
+    return {
         "energy_traded_locally_kwh": sum(r.local_wh for r in records) / 1000,
         "battery_charge_kwh": sum(r.battery_charge_wh for r in records) / 1000,
         "battery_discharge_kwh": sum(r.battery_discharge_wh for r in records) / 1000,
@@ -350,16 +380,23 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
                                       for r in records) / 1000,
         "market_grid_import_kwh": sum(r.grid_import_wh for r in records) / 1000,
         "market_grid_export_kwh": sum(r.grid_export_wh for r in records) / 1000,
-        "metered_transformer_import_kwh": float(np.clip(p_tr, 0, None).sum() / 60 / 1000),
-        "metered_transformer_export_kwh": float(np.clip(-p_tr, 0, None).sum() / 60 / 1000),
+        "metered_transformer_import_kwh": float(np.clip(p_tr_w, 0, None).sum() / 60 / 1000),
+        "metered_transformer_export_kwh": float(np.clip(-p_tr_w, 0, None).sum() / 60 / 1000),
         "ev_energy_delivered_kwh": float(sum(e["delivered_kwh"] for e in ev)),
         "ev_energy_missing_at_departure_kwh": float(sum(e["missing_kwh"] for e in ev
                                                         if e["departed"])),
+    }
+
+
+def _checks_summary(checks: _Checks, status: dict[str, Any]) -> dict[str, Any]:
+    """The counts of the oracle (``status``) and of the checks."""
+    nr, nr_operated = checks.nr, checks.nr_operated
+    return {
         "infeasible_ocm_steps": int(status.get("infeasible_steps", 0)),
         "band_intervals_written": int(status.get("intervals_written", 0)),
-        "replay": replay,
-        "audit_violations": dso["n_violations"],
-        "audit_readings_checked": dso["readings_checked"],
+        "replay": checks.replay,
+        "audit_violations": checks.audit["n_violations"],
+        "audit_readings_checked": checks.audit["readings_checked"],
         "nr_steps_checked": len(nr["steps"]),
         "nr_runs": nr["n_runs"],
         "nr_violations": nr["n_violations"],
@@ -368,7 +405,14 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
         "nr_operated_violations": nr_operated["n_violations"],
         "nr_operated_violating_minutes": [s["minute"] for s in nr_operated["steps"]
                                           if s["n_violating_points"]],
-        "recomputed_band_mismatches": band_mismatch,
+        "recomputed_band_mismatches": checks.band_mismatches,
+    }
+
+
+def _aggregator_gas_summary(sim: Simulation, records: list[IntervalRecord],
+                            gas: int) -> dict[str, Any]:
+    """Aggregator hours (and those planned without band bounds) and gas used."""
+    return {
         "aggregator_hours": len(sim.aggregator_log),
         "aggregator_hours_unbounded": sum(1 for a in sim.aggregator_log
                                           if not a.get("bounded_by_bands", True)),
@@ -377,17 +421,35 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
         "gas_used_settlement": sum(r.gas_settle for r in records),
         "gas_used_readings": sum(r.gas_readings for r in records),
     }
-    summary["ok"] = bool(replay["equal"] == replay["replayed"] and dso["n_violations"] == 0
-                         and nr["n_violations"] == 0 and band_mismatch == 0
-                         and len(settled) == len(records))
+
+
+def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
+    """Run the checks and assemble the result (summary included)."""
+    from gridshare.sim.run import SimulationResult
+
+    checks = _run_checks(sim, records)
+    stmts = statements(sim)
+    status = sim.oracle.status()
+    t0 = time.perf_counter()
+    gas = total_gas(sim)
+    sim.timings["gas_scan"] = time.perf_counter() - t0
+    ev = _charging_sessions(sim, records)
+    summary = {**_run_summary(sim, records),
+               **_energy_summary(records, _transformer_p_w(sim, records), ev),
+               **_checks_summary(checks, status), **_aggregator_gas_summary(sim, records, gas)}
+    replay = checks.replay
+    summary["ok"] = bool(replay["equal"] == replay["replayed"]
+                         and checks.audit["n_violations"] == 0
+                         and checks.nr["n_violations"] == 0 and checks.band_mismatches == 0
+                         and summary["intervals_settled"] == len(records))
     sim.timings["verify"] = sum(sim.timings.get(k, 0.0) for k in
                                 ("replay", "audit", "newton_raphson", "recompute_bands"))
     return SimulationResult(
         config=sim.config, deployment=sim.deployment, chain_id=sim.chain.chain_id,
-        day_start_s=sim.day_start_s, minutes_per_interval=n_min, flex_names=sim.flex_names,
-        intervals=records, aggregator=sim.aggregator_log, statements=stmts, audit=dso,
-        nr_check=nr, nr_operated=nr_operated,
+        day_start_s=sim.day_start_s, minutes_per_interval=sim.n_min, flex_names=sim.flex_names,
+        intervals=records, aggregator=sim.aggregator_log, statements=stmts, audit=checks.audit,
+        nr_check=checks.nr, nr_operated=checks.nr_operated,
         oracle_status=json.loads(json.dumps(status, default=str)), ev=ev,
-        summary=summary, band_steps=band_steps, band_step_hours=band_hours,
-        band_step_ul_kw=band_ul_kw,
+        summary=summary, band_steps=checks.band_steps, band_step_hours=checks.band_hours,
+        band_step_ul_kw=checks.band_ul_kw,
         timings_s=dict(sim.timings))

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from web3.contract import Contract
 
 from gridshare.chain.client import Chain, connect
 from gridshare.chain.config import ChainConfig
@@ -71,16 +72,16 @@ log = logging.getLogger(__name__)
 #: The relayer of signed orders (the market operator's account; the REST API relays the same).
 RELAYER_ROLE = "settler"
 ORDER_DEADLINE_S = 3600
+#: The oracle's forecast steps (``oracle.forecast.forecast_steps``): "last" publishes exactly the
+#: band certified for the last minute of the source interval; "extremes" costs three OCM steps
+#: per interval and, where their bands do not overlap, publishes the last step's band anyway.
+OCM_FORECAST = "last"
 #: Evening reserve of the community battery: on heimschuh-like the DSO's band forces the battery
 #: to discharge at the evening peak (OCM paper Fig. 11's highlighted region); an empty battery
 #: could not follow it. Between these hours, while the SoC is below the fraction of capacity,
 #: members place no buy orders (their supplier serves them outside the community market), so
 #: the battery, which serves unfilled buyers at the clearing price, keeps its energy for the
 #: forced discharge; sell orders go on (the battery charges from the surplus).
-#: The oracle's forecast steps (``oracle.state.forecast_steps``): "last" publishes exactly the
-#: band certified for the last minute of the source interval; "extremes" costs three OCM steps
-#: per interval and, where their bands do not overlap, publishes the last step's band anyway.
-OCM_FORECAST = "last"
 EVENING_RESERVE_HOURS = (15, 23)
 EVENING_RESERVE_FRACTION = 0.75
 
@@ -192,18 +193,33 @@ class Simulation:
     def setup(self) -> None:
         """Deploy, register meters, station operators and battery shares; build the agents."""
         t0 = time.perf_counter()
-        cfg = self.config
-        chain = self.chain
+        self._deploy()
+        self.meter_setup = register_meters(self.chain, self.deployment)
+        market = self.deployment.market(self.chain)
+        self._register_members(market)
+        self._open_market(market)
+        self.gateway = OrderGateway(self.mc, OrderStore(_fresh_db(self.out_dir / "orders.sqlite")),
+                                    GatewaySettings(relayer=RELAYER_ROLE))
+        self._start_oracle_and_meters()
+        self._build_agents()
+        self.readings_receipts: list[Any] = []
+        self.plan_kw: dict[str, np.ndarray] = {}
+        self.aggregator_log: list[dict[str, Any]] = []
+        self.timings["setup"] = time.perf_counter() - t0
+
+    def _deploy(self) -> None:
+        """Deploy the contracts for the feeder (it needs a community battery), write
+        ``deployment.json``; load the feeder model, its profiles and its flexibilities."""
         from capacity.feeders import feeder_case
 
-        if not any(f.kind.value == "community_battery" for f in feeder_case(cfg.feeder)
-                   .flexibilities):
+        cfg = self.config
+        self.case = feeder_case(cfg.feeder)
+        if not any(f.kind.value == "community_battery" for f in self.case.flexibilities):
             raise ValueError(f"feeder {cfg.feeder!r} has no community battery; the simulation "
                              "settles the battery inside its band")
-        self.deployment = deploy(chain, DeployParams(feeder=cfg.feeder,
-                                                     interval_seconds=cfg.interval_s))
+        self.deployment = deploy(self.chain, DeployParams(feeder=cfg.feeder,
+                                                          interval_seconds=cfg.interval_s))
         self.deployment.save(self.out_dir / "deployment.json")
-        self.case = feeder_case(cfg.feeder)
         self.feeder = feeder_model(cfg.feeder)
         self.profiles = feeder_profiles(cfg.feeder, cfg.seed)
         self.flex = list(self.case.flexibilities)
@@ -212,52 +228,57 @@ class Simulation:
         self.battery_name = next(f.name for f in self.flex
                                  if f.kind.value == "community_battery")
         self.station_names = [f.name for f in self.flex if f.kind.value == "charging_station"]
-        self.meter_setup = register_meters(chain, self.deployment)
-        market = self.deployment.market(chain)
-        # members: households (deployed as prosumer_i) and one operator per charging station
+
+    def _register_members(self, market: Contract) -> None:
+        """The members: the deployed households (``prosumer_i``) and one operator per charging
+        station, registered as a prosumer now."""
+        chain = self.chain
         self.members = [p["address"] for p in self.deployment.prosumers]
         self.member_keys = [chain.keys.account(p["role"]) for p in self.deployment.prosumers]
         self.member_names = [p["name"] for p in self.deployment.prosumers]
-        n_households = len(self.members)
+        self.n_households = len(self.members)
         for j, name in enumerate(self.station_names):
-            account = chain.keys.account(f"prosumer_{n_households + j}")
+            account = chain.keys.account(f"prosumer_{self.n_households + j}")
             chain.transact(market.functions.registerProsumer(account.address), "deployer")
             self.members.append(account.address)
             self.member_keys.append(account)
             self.member_names.append(f"{name} operator")
-        self.n_households = n_households
-        share_bps = 10_000 // n_households
+
+    def _open_market(self, market: Contract) -> None:
+        """Equal battery shares (bps) for the households, the market adapter, the tariffs
+        (EUR/kWh) and the households' limit prices."""
+        share_bps = 10_000 // self.n_households
         shares = {}
-        for address in self.members[:n_households]:
-            chain.transact(market.functions.setBatteryShare(address, share_bps), "deployer")
+        for address in self.members[:self.n_households]:
+            self.chain.transact(market.functions.setBatteryShare(address, share_bps), "deployer")
             shares[address] = share_bps
         battery = dataclasses.replace(default_battery_params(self.deployment), shares_bps=shares)
-        self.mc = MarketChain(chain, self.deployment, battery)
+        self.mc = MarketChain(self.chain, self.deployment, battery)
         self.market_params = self.mc.params()
         prices = self.deployment.prices_micro_eur_per_kwh
         self.retail_eur = float(price_to_eur_per_kwh(prices["retail"]))
         self.feed_in_eur = float(price_to_eur_per_kwh(prices["feed_in"]))
         self.buy_limit, self.sell_limit = limit_prices_eur_per_kwh(
-            n_households, self.retail_eur, self.feed_in_eur, cfg.seed)
-        orders_db = self.out_dir / "orders.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(orders_db) + suffix).unlink(missing_ok=True)
-        self.gateway = OrderGateway(self.mc, OrderStore(orders_db),
-                                    GatewaySettings(relayer=RELAYER_ROLE))
-        # oracle with a fresh store, and the meters
-        db = self.out_dir / "oracle.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(db) + suffix).unlink(missing_ok=True)
-        self.oracle = Oracle(chain, self.deployment,
+            self.n_households, self.retail_eur, self.feed_in_eur, self.config.seed)
+
+    def _start_oracle_and_meters(self) -> None:
+        """The oracle with a fresh store, and the meters (flexibilities at ``flex_kw``, kW per
+        minute of the day)."""
+        cfg = self.config
+        db = _fresh_db(self.out_dir / "oracle.sqlite")
+        self.oracle = Oracle(self.chain, self.deployment,
                              OracleConfig(db_path=str(db), ocm=cfg.ocm, forecast_seed=cfg.seed),
                              feeder=self.feeder)
         self.flex_kw = np.zeros((self.profiles.p_kw.shape[0], len(self.flex)))
-        self.meters = MeterSimulator(chain, self.deployment, self.meter_setup, seed=cfg.seed,
+        self.meters = MeterSimulator(self.chain, self.deployment, self.meter_setup, seed=cfg.seed,
                                      flex_p_kw=lambda m: self.flex_kw[np.asarray(m)])
         self.day_start_s = self.meters.day_start_s
+
+    def _build_agents(self) -> None:
+        """The charging sessions and stations, and the aggregator's community case (kW, kWh)."""
         stations = [(f.name, float(f.p_high_kw)) for f in self.flex
                     if f.name in self.station_names]
-        self.sessions = ev_sessions(stations, cfg.seed)
+        self.sessions = ev_sessions(stations, self.config.seed)
         self.stations = {name: StationState(name, self.sessions) for name in self.station_names}
         cb = self.mc.battery
         cb_flex = self.flex[self.flex_names.index(self.battery_name)]
@@ -270,10 +291,6 @@ class Simulation:
             battery_eff=cb.charge_efficiency_ppm / 1e6, stations=stations,
             sessions=self.sessions, retail_eur_per_kwh=self.retail_eur,
             feed_in_eur_per_kwh=self.feed_in_eur)
-        self.readings_receipts: list[Any] = []
-        self.plan_kw: dict[str, np.ndarray] = {}
-        self.aggregator_log: list[dict[str, Any]] = []
-        self.timings["setup"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ helpers
     def interval_id(self, first_minute: int) -> int:
@@ -530,6 +547,14 @@ class Simulation:
                 bar.close()
         self.timings["day"] = time.perf_counter() - t0
         return finish(self, records)
+
+
+def _fresh_db(path: Path) -> Path:
+    """``path`` of an SQLite database with the files of an earlier run (and its -wal/-shm)
+    removed."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return path
 
 
 def _progress(total: int, enabled: bool, day_start_s: int, n_min: int) -> Any:

@@ -35,6 +35,7 @@ from web3.contract import Contract
 from gridshare.chain.client import Chain
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import ContractRevert
+from gridshare.chain.events import EventReader
 from market.battery import BatteryParams, energy_for_power
 from market.merkle import merkle_root
 from market.orders import MarketDomain, Order, PlacedOrder, Side, chain_seq
@@ -128,7 +129,7 @@ class MarketChain:
             )
         self.battery_device_id = int(chain.call(self.market.functions.batteryDeviceId()))
         self.domain = MarketDomain(chain.chain_id, self.market.address)
-        self._log_cache: dict[str, tuple[int, list[Any]]] = {}
+        self.reader = EventReader(chain, self.market, deployment.deploy_block)
 
     # ---- reads
     def params(self, block: int | str = "latest") -> MarketParams:
@@ -146,18 +147,12 @@ class MarketChain:
               filters: dict[str, Any] | None = None) -> list[Any]:
         """``event`` logs of the market up to ``to_block`` in chain order, filtered by args.
 
-        Logs are fetched once per block range and cached (the chains used here, embedded,
-        anvil and QBFT, have final blocks), so repeated reads cost only the new blocks.
+        Read through the market's ``EventReader``: repeated reads cost only the new blocks, and
+        after a reorg the logs are those of the new branch.
         """
-        last = self.chain.block_number if to_block is None else int(to_block)
-        scanned, cached = self._log_cache.get(event, (self.deployment.deploy_block - 1, []))
-        if last > scanned:
-            new = self.chain.get_logs(self.market.events[event](), scanned + 1, last)
-            cached = cached + sorted(new, key=lambda e: (e["blockNumber"], e["logIndex"]))
-            self._log_cache[event] = (last, cached)
         wanted = dict(filters or {})
-        return [e for e in cached if e["blockNumber"] <= last
-                and all(e["args"][k] == v for k, v in wanted.items())]
+        return [e for e in self.reader.logs(event, to_block)
+                if all(e["args"][k] == v for k, v in wanted.items())]
 
     def placed_orders(self, interval: int, to_block: int | None = None) -> list[PlacedOrder]:
         """The interval's orders from ``OrderPlaced`` events, in placement order.

@@ -240,6 +240,27 @@ def test_replay_detects_a_settlement_that_differs(env):
         env.mc.replay(10**9)
 
 
+def test_after_a_reorg_the_market_reads_the_new_branch(env):
+    """Orders and a settlement that a reorg drops leave MarketChain's reads; the new branch's
+    orders are read, settled and replayed (its logs come from the reorg-aware EventReader)."""
+    interval = env.next_interval()
+    nonces = dict(env.nonces)
+    snapshot = env.chain.snapshot()
+    dropped = env.place([(0, Side.SELL, 600, 90_000), (1, Side.BUY, 600, 200_000)], interval)
+    env.mc.settle_interval(interval)
+    assert sorted(p.digest for p in env.mc.placed_orders(interval)) == sorted(dropped)
+    assert env.mc.settlements()[-1].interval == interval
+    env.chain.revert(snapshot)
+    env.nonces = nonces  # the dropped orders' nonces are free again on the new branch
+    kept = env.place([(2, Side.BUY, 300, 150_000)], interval)
+    assert [p.digest for p in env.mc.placed_orders(interval)] == kept
+    assert interval not in [s.interval for s in env.mc.settlements()]
+    result, _ = env.mc.settle_interval(interval)
+    assert sorted(p.digest for p in result.book.orders) == kept
+    assert [s.interval for s in env.mc.settlements()].count(interval) == 1
+    assert env.mc.replay(interval).equal
+
+
 def test_cli_settle_replay_statement(env, tmp_path, monkeypatch, capsys):
     import json
 

@@ -46,6 +46,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 
 from capacity.flexibility import Flexibility, FlexibilityKind
+from gridshare.chain.backoff import Backoff, sleep, stop_requested
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import (
     ChainUnavailable,
@@ -384,6 +385,7 @@ class Oracle:
         """Compute and write the bands of ``target``; returns "written" or "skipped"."""
         closed_at = time.time()
         last_error = ""
+        backoff = Backoff(self.config.backoff_s, self.config.max_backoff_s)
         for attempt in range(1, self.config.max_tx_attempts + 1):
             inputs, state = self.build_inputs(target)
             h = inputs_hash(inputs)
@@ -436,8 +438,7 @@ class Oracle:
                     raise OracleFatal(f"interval {target}: {exc}") from exc
                 if action == "refresh":
                     self.refresh_registry()
-                time.sleep(min(self.config.backoff_s * 2 ** (attempt - 1),
-                               self.config.max_backoff_s))
+                backoff.sleep()
                 continue
             except RPC_ERRORS as exc:
                 self.store.record_failure(target, attempt, f"{type(exc).__name__}: {exc}",
@@ -506,28 +507,31 @@ class Oracle:
         return report
 
     def run(self, once: bool = False, stop: Callable[[], bool] | None = None) -> int:
-        """Serve until ``stop()`` (or, with ``once``, until nothing is left to do)."""
-        backoff = self.config.backoff_s
-        while stop is None or not stop():
+        """Serve until ``stop()`` (or, with ``once``, until nothing is left to do). RPC failures
+        back off from ``backoff_s`` doubling up to ``max_backoff_s``; ``stop()`` ends a backoff
+        or idle wait at once (polled every ``gridshare.chain.backoff.STOP_POLL_S``)."""
+        backoff = Backoff(self.config.backoff_s, self.config.max_backoff_s)
+        while not stop_requested(stop):
             try:
                 report = self.step()
             except RPC_ERRORS as exc:
-                log.warning("chain unavailable (%s); retry in %.1f s", exc, backoff)
+                delay_s = backoff.next_delay_s()
+                log.warning("chain unavailable (%s); retry in %.1f s", exc, delay_s)
                 if once:
                     raise
-                time.sleep(backoff)
-                backoff = min(2 * backoff, self.config.max_backoff_s)
+                if sleep(delay_s, stop):
+                    break
                 try:
                     self.chain.nonces.resync()
                     self.reconcile()
                 except RPC_ERRORS:
                     pass
                 continue
-            backoff = self.config.backoff_s
+            backoff.reset()
             if once and not report.progressed:
                 return 0
             if not report.progressed:
-                time.sleep(self.config.poll_interval_s)
+                sleep(self.config.poll_interval_s, stop)
         return 0
 
     # ---- status

@@ -1,7 +1,7 @@
 """The one backoff helper of the service loops (oracle, order relay, ``wait_for_chain``).
 
 ``Backoff(initial_s, max_s, factor)`` hands out the delays ``initial_s``, ``initial_s * factor``,
-``initial_s * factor**2``... capped at ``max_s`` (``factor=1`` gives a fixed poll interval);
+``initial_s * factor**2``... each capped at ``max_s`` (``factor=1`` gives a fixed poll interval);
 ``reset()`` starts over after a success. ``sleep(delay_s, stop)`` waits but wakes early once the
 stop flag is set (a ``threading.Event``, or a callable polled every ``STOP_POLL_S``), so SIGTERM
 handlers that set a flag stop a loop promptly even during a long backoff.
@@ -47,13 +47,13 @@ def sleep(delay_s: float, stop: Stop = None) -> bool:
 
 
 class Backoff:
-    """Exponential backoff delays in seconds: ``initial_s * factor**n``, capped at ``max_s``."""
+    """Exponential backoff delays in seconds: ``min(initial_s * factor**n, max_s)``."""
 
     def __init__(self, initial_s: float, max_s: float = math.inf, factor: float = 2.0) -> None:
-        if initial_s < 0 or max_s < initial_s or factor < 1:
-            raise ValueError(f"need 0 <= initial_s <= max_s and factor >= 1, got initial_s="
+        if min(initial_s, max_s) < 0 or factor < 1:
+            raise ValueError(f"need initial_s, max_s >= 0 and factor >= 1, got initial_s="
                              f"{initial_s}, max_s={max_s}, factor={factor}")
-        self.initial_s = float(initial_s)
+        self.initial_s = min(float(initial_s), float(max_s))
         self.max_s = float(max_s)
         self.factor = float(factor)
         self._next_s = self.initial_s

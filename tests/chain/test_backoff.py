@@ -24,8 +24,13 @@ def test_factor_one_is_a_fixed_poll_and_other_factors_scale() -> None:
     assert [triple.next_delay_s() for _ in range(4)] == pytest.approx([0.1, 0.3, 0.9, 1.0])
 
 
+def test_initial_delay_above_the_cap_is_capped() -> None:
+    backoff = Backoff(60.0, max_s=30.0)
+    assert [backoff.next_delay_s() for _ in range(2)] == [30.0, 30.0]
+
+
 @pytest.mark.parametrize(("initial_s", "max_s", "factor"),
-                         [(-0.1, 1.0, 2.0), (2.0, 1.0, 2.0), (0.1, 1.0, 0.5)])
+                         [(-0.1, 1.0, 2.0), (0.1, -1.0, 2.0), (0.1, 1.0, 0.5)])
 def test_bad_parameters_are_refused(initial_s: float, max_s: float, factor: float) -> None:
     with pytest.raises(ValueError, match="initial_s"):
         Backoff(initial_s, max_s, factor)

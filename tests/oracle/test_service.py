@@ -4,6 +4,8 @@ bad readings, restart after a crash, every revert rule."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,8 +14,9 @@ from eth_utils import keccak
 
 from capacity.ocm import GaSettings, compute_bands
 from gridshare.chain.client import connect
+from gridshare.chain.errors import ChainUnavailable
 from gridshare.units import kw_to_w
-from oracle.service import Oracle, OracleFatal, canonical_bytes
+from oracle.service import Oracle, OracleFatal, StepReport, canonical_bytes
 from tests.oracle.oracle_helpers import (
     FAST_OCM,
     Deployed,
@@ -254,6 +257,38 @@ def test_run_once_processes_what_is_there_and_returns(d: Deployed, tmp_path) -> 
     status = oracle.status()
     assert status["last_interval_on_chain"] == i0 + 2 and status["next_interval"] == i0 + 3
     assert status["lag_blocks"] == 0 and status["readings"] == 30 * 25
+
+
+def _chain_down() -> StepReport:
+    raise ChainUnavailable("http://node", 5)
+
+
+def test_run_backs_off_on_rpc_failures_and_starts_over_after_a_step(d: Deployed, tmp_path,
+                                                                    monkeypatch) -> None:
+    oracle = d.oracle(tmp_path / "o.sqlite", backoff_s=0.5, max_backoff_s=2.0,
+                      poll_interval_s=0.25)
+    outcomes = [_chain_down] * 4 + [StepReport] + [_chain_down]
+    monkeypatch.setattr(oracle, "step", lambda: outcomes.pop(0)())
+    waits: list[float] = []
+
+    def record_sleep(delay_s: float, _stop: object) -> bool:
+        waits.append(delay_s)
+        return not outcomes  # stop once every outcome was served
+
+    monkeypatch.setattr("oracle.service.sleep", record_sleep)
+    assert oracle.run(stop=lambda: False) == 0
+    assert waits == [0.5, 1.0, 2.0, 2.0, 0.25, 0.5]
+
+
+def test_stop_ends_a_long_backoff_at_once(d: Deployed, tmp_path, monkeypatch) -> None:
+    """SIGTERM sets the flag that ``stop`` reads; the oracle must not sleep out its backoff."""
+    oracle = d.oracle(tmp_path / "o.sqlite", backoff_s=30.0, max_backoff_s=30.0)
+    monkeypatch.setattr(oracle, "step", _chain_down)
+    flag = threading.Event()
+    threading.Timer(0.2, flag.set).start()
+    started = time.monotonic()
+    assert oracle.run(stop=flag.is_set) == 0
+    assert time.monotonic() - started < 5.0
 
 
 def test_reorg_dropping_readings_and_bands_is_read_and_written_again(d: Deployed,

@@ -17,12 +17,12 @@ intervals without a band are counted, not judged.
 from __future__ import annotations
 
 import struct
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from gridshare.chain.events import DEFAULT_WINDOW_BLOCKS, EventReader
 from oracle.ingest import decode_readings
 
 BAND_RECORD = struct.Struct(">Iqq")
@@ -57,35 +57,23 @@ class ComplianceReport:
 
 
 class CapacityAudit:
-    """Event reads of one GridCapacity contract, cached per block range."""
+    """Event reads of one GridCapacity contract through a reorg-aware ``EventReader`` (which
+    keeps the logs read so far and is safe for several threads)."""
 
     def __init__(self, chain: Any, capacity: Any, start_block: int, interval_seconds: int,
-                 max_range_blocks: int = 2000) -> None:
+                 max_range_blocks: int = DEFAULT_WINDOW_BLOCKS) -> None:
         self.chain = chain
         self.capacity = capacity
         self.start_block = int(start_block)
         self.interval_seconds = int(interval_seconds)
-        self.max_range_blocks = int(max_range_blocks)
-        self._cache: dict[str, tuple[int, list[Any]]] = {}
-        self._lock = threading.Lock()
-
-    def _logs(self, event: str) -> list[Any]:
-        """All ``event`` logs from the deployment block to the head, in chain order."""
-        with self._lock:
-            head = int(self.chain.block_number)
-            scanned, cached = self._cache.get(event, (self.start_block - 1, []))
-            if head > scanned:
-                new = self.chain.get_logs(self.capacity.events[event](), scanned + 1, head,
-                                          max_range=self.max_range_blocks)
-                cached = cached + sorted(new, key=lambda e: (e["blockNumber"], e["logIndex"]))
-                self._cache[event] = (head, cached)
-            return cached
+        self.reader = EventReader(chain, capacity, self.start_block,
+                                  window_blocks=max_range_blocks)
 
     def bands(self, from_interval: int, to_interval: int,
               device_id: int | None = None) -> list[BandRecord]:
         """Bands written for intervals in ``[from_interval, to_interval]`` (one device or all)."""
         out = []
-        for e in self._logs("BandsWritten"):
+        for e in self.reader.logs("BandsWritten"):
             a = e["args"]
             interval = int(a["interval"])
             if not from_interval <= interval <= to_interval:
@@ -102,7 +90,8 @@ class CapacityAudit:
 
     def readings(self, from_interval: int, to_interval: int) -> np.ndarray:
         """Decoded readings whose interval lies in ``[from_interval, to_interval]``."""
-        blobs = [decode_readings(bytes(e["args"]["packed"])) for e in self._logs("ReadingsPosted")]
+        blobs = [decode_readings(bytes(e["args"]["packed"]))
+                 for e in self.reader.logs("ReadingsPosted")]
         if not blobs:
             return decode_readings(b"\0" * 24)[:0]
         arr = np.concatenate(blobs)

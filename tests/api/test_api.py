@@ -288,6 +288,29 @@ def test_bands_and_compliance_audit(env):
     assert clean["compliant"] and clean["n_readings_checked"] == 0
 
 
+def test_audit_judges_the_new_branch_after_a_reorg(env):
+    """A band and a reading that a reorg drops leave the audit; the new branch's band and
+    readings are judged (the audit reads its logs through the reorg-aware EventReader)."""
+    interval = next(env.signer.intervals)
+    cap = env.api.mc.capacity
+    dev = int(env.deployment.devices[0]["device_id"])
+    t0 = interval * env.deployment.interval_seconds
+    params = {"from": interval, "to": interval}
+    snapshot = env.chain.snapshot()
+    write_bands(env.chain, cap, interval, {dev: (-1000, 1000)})
+    post_readings(env.chain, cap, env.deployment, [(dev, t0 + 60, 1500)])
+    before = env.client.get("/v1/audit/compliance", params=params).json()
+    assert before["n_violations"] == 1 and before["n_readings_checked"] == 1
+    env.chain.revert(snapshot)
+    receipt = write_bands(env.chain, cap, interval, {dev: (-2000, 2000)})
+    post_readings(env.chain, cap, env.deployment, [(dev, t0 + 60, 1500), (dev, t0 + 120, 500)])
+    bands = env.client.get("/v1/bands", params=params).json()["bands"]
+    assert [(b["p_min_w"], b["p_max_w"], b["block_number"]) for b in bands] == [
+        (-2000, 2000, receipt["blockNumber"])]
+    after = env.client.get("/v1/audit/compliance", params=params).json()
+    assert after["compliant"] and after["n_readings_checked"] == 2
+
+
 def test_healthz_reports_chain_and_oracle_lag(env):
     h = env.client.get("/healthz")
     assert h.status_code == 200

@@ -17,22 +17,37 @@ Tables (all integers on-chain units: W, var, micro-pu, micro-rad, unix s):
   ``skipped`` (with the reason; see docs/oracle.md for when).
 * ``tx_failures``: every failed band transaction (revert or RPC error) and what was done.
 
-Writes happen in short transactions; the connection is opened with ``isolation_level=None`` and
-explicit ``BEGIN IMMEDIATE`` so a crash leaves either all or none of one ingestion step.
+Writes happen in short transactions (``gridshare.chain.sqlite.transaction``: ``BEGIN
+IMMEDIATE`` .. ``COMMIT``) so a crash leaves either all or none of one ingestion step.
+
+Schema version: ``PRAGMA user_version`` (``SCHEMA``, ``MIGRATIONS``; see
+``gridshare.chain.sqlite``). Version 1 is the layout above; step 0 -> 1 adopts a file of the code
+before schema versions (these tables and ``meta`` ``schema`` = "1", which the version replaces).
+
+Integers are SQLite INTEGER (signed 64-bit) and stay below 2**63 by construction: the readings'
+fields are 32-bit in the packed layout, interval ids are unix seconds // interval length, block
+numbers and counts are small. A larger value (say a uint64 interval id >= 2**63) is refused by
+sqlite3 with ``OverflowError`` and its transaction rolls back: never stored rounded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1"
+from gridshare.chain.sqlite import (
+    Migration,
+    Schema,
+    UnknownLayoutError,
+    expect_tables,
+    open_store,
+    transaction,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +89,26 @@ CREATE TABLE IF NOT EXISTS tx_failures (
     attempt INTEGER NOT NULL, error TEXT NOT NULL, tx_hash TEXT, action TEXT NOT NULL
 );
 """
+
+_TABLES = ("meta", "cursor", "blocks", "readings", "rejected", "intervals", "tx_failures")
+
+
+def _adopt_unversioned(db: sqlite3.Connection) -> None:
+    """Version 0 -> 1: a file of the code before schema versions (the tables of version 1 and
+    ``meta`` ``schema`` = "1"); the ``schema`` row goes, ``user_version`` replaces it."""
+    expect_tables(db, _TABLES)
+    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if row is None or row[0] != "1":
+        raise UnknownLayoutError(f"meta schema = {None if row is None else row[0]!r}, "
+                                 "expected '1'")
+    db.execute("DELETE FROM meta WHERE key='schema'")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("adopt the layout of the unversioned oracle store", _adopt_unversioned),
+)
+SCHEMA = Schema("oracle store", application_id=0x47536F72,  # "GSor"
+                create=_SCHEMA, migrations=MIGRATIONS)
 
 READING_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "block_hash", "meter",
                    "device_id", "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad",
@@ -132,35 +167,16 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db = open_store(self.path, SCHEMA)
         self.db.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        with self.transaction():
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         self.db.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
     # ---- meta
     def bind(self, values: Mapping[str, str]) -> None:
         """Record ``values`` on first use; later, raise StoreMismatchError if any differs."""
-        with self.transaction():
+        with transaction(self.db):
             for key, value in values.items():
                 row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
                 if row is None:
@@ -200,7 +216,7 @@ class Store:
         ``readings`` / ``rejected`` are rows in ``READING_COLUMNS`` / ``REJECTED_COLUMNS``
         order. Rows whose key exists are ignored (re-reading a log is harmless).
         """
-        with self.transaction():
+        with transaction(self.db):
             n_new = self.db.executemany(
                 f"INSERT OR IGNORE INTO readings ({','.join(READING_COLUMNS)}) "
                 f"VALUES ({','.join('?' * len(READING_COLUMNS))})", readings,
@@ -222,7 +238,7 @@ class Store:
         """Forget everything above ``ancestor`` (None: everything); returns (readings, rejected)
         deleted."""
         above = -1 if ancestor is None else ancestor.block_number
-        with self.transaction():
+        with transaction(self.db):
             n_read = self.db.execute("DELETE FROM readings WHERE block_number > ?",
                                      (above,)).rowcount
             n_rej = self.db.execute("DELETE FROM rejected WHERE block_number > ?",
@@ -317,7 +333,7 @@ class Store:
     def save_interval(self, **fields: Any) -> None:
         """Insert or replace one interval row (``fields`` named as the columns)."""
         columns = list(fields)
-        with self.transaction():
+        with transaction(self.db):
             self.db.execute(
                 f"INSERT OR REPLACE INTO intervals ({','.join(columns)}) "
                 f"VALUES ({','.join('?' * len(columns))})",
@@ -326,14 +342,14 @@ class Store:
 
     def update_interval(self, interval: int, **fields: Any) -> None:
         sets = ",".join(f"{c}=?" for c in fields)
-        with self.transaction():
+        with transaction(self.db):
             self.db.execute(f"UPDATE intervals SET {sets} WHERE interval=?",
                             (*fields.values(), interval))
 
     def forget_intervals_after(self, interval: int | None) -> list[int]:
         """Delete interval rows above ``interval`` (None: all); returns the deleted ids."""
         above = -1 if interval is None else interval
-        with self.transaction():
+        with transaction(self.db):
             ids = [int(r[0]) for r in self.db.execute(
                 "SELECT interval FROM intervals WHERE interval > ?", (above,)).fetchall()]
             self.db.execute("DELETE FROM intervals WHERE interval > ?", (above,))
@@ -341,7 +357,7 @@ class Store:
 
     def record_failure(self, interval: int, attempt: int, error: str, tx_hash: str | None,
                        action: str) -> None:
-        with self.transaction():
+        with transaction(self.db):
             self.db.execute(
                 "INSERT INTO tx_failures (interval, at, attempt, error, tx_hash, action) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

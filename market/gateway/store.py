@@ -13,7 +13,16 @@ A partial unique index on ``(prosumer, nonce)`` over rows that did not fail make
 nonce impossible to store twice, whatever the caller checked before. Intervals closed by the
 gateway (``closed_intervals``) take no more orders; the table survives restarts.
 
-Units: energy Wh, prices micro-euro per kWh, times unix seconds (ints).
+Units: energy Wh, prices micro-euro per kWh, times unix seconds (ints). The ``uint64`` fields
+of an order (interval, energy, price, nonce, deadline) and closed interval ids are stored as the
+TEXT of the decimal (``gridshare.chain.sqlite.uint64_text``), so 2**64 - 1 round-trips exactly
+(SQLite INTEGER is signed 64-bit); they are only compared for equality in SQL.
+
+Schema version: ``PRAGMA user_version`` (``SCHEMA``, ``MIGRATIONS``; see
+``gridshare.chain.sqlite``). Step 0 -> 1 adopts a file of the code before schema versions (the
+same tables, uint64 fields in INTEGER columns); step 1 -> 2 rewrites those fields as TEXT. A
+value >= 2**63 that the old code stored became a rounded REAL: it keeps the value the old code
+read back (precision already lost).
 """
 
 from __future__ import annotations
@@ -21,27 +30,36 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridshare.chain.sqlite import (
+    Migration,
+    Schema,
+    connect,
+    expect_tables,
+    open_store,
+    run_script,
+    transaction,
+    uint64_text,
+)
 from market.orders import Order, Side
 
 STATUSES = ("pending", "sent", "relayed", "failed")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS orders (
+CREATE TABLE orders (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     digest TEXT NOT NULL UNIQUE,
     prosumer TEXT NOT NULL,
-    interval INTEGER NOT NULL,
+    interval TEXT NOT NULL,
     side INTEGER NOT NULL,
-    energy_wh INTEGER NOT NULL,
-    price_micro_eur_per_kwh INTEGER NOT NULL,
-    nonce INTEGER NOT NULL,
-    deadline_unix_s INTEGER NOT NULL,
+    energy_wh TEXT NOT NULL,
+    price_micro_eur_per_kwh TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    deadline_unix_s TEXT NOT NULL,
     signature BLOB NOT NULL,
     received_unix_s REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
@@ -49,23 +67,57 @@ CREATE TABLE IF NOT EXISTS orders (
     block_number INTEGER,
     error TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS orders_live_nonce ON orders (prosumer, nonce)
-    WHERE status != 'failed';
-CREATE INDEX IF NOT EXISTS orders_status ON orders (status, seq);
-CREATE INDEX IF NOT EXISTS orders_interval ON orders (interval);
-CREATE TABLE IF NOT EXISTS closed_intervals (
-    interval INTEGER PRIMARY KEY,
+CREATE UNIQUE INDEX orders_live_nonce ON orders (prosumer, nonce) WHERE status != 'failed';
+CREATE INDEX orders_status ON orders (status, seq);
+CREATE INDEX orders_interval ON orders (interval);
+CREATE TABLE closed_intervals (
+    interval TEXT PRIMARY KEY,
     closed_unix_s REAL NOT NULL
 );
 """
 
-# SQLite INTEGER is a signed 64-bit int; uint64 fields above 2^63 - 1 are stored as text.
-_I64_MAX = 2**63 - 1
+_COLUMNS = ("seq", "digest", "prosumer", "interval", "side", "energy_wh",
+            "price_micro_eur_per_kwh", "nonce", "deadline_unix_s", "signature", "received_unix_s",
+            "status", "tx_hash", "block_number", "error")
+_UINT64_COLUMNS = ("interval", "energy_wh", "price_micro_eur_per_kwh", "nonce", "deadline_unix_s")
 
 
-def _int_col(value: int) -> int | str:
-    return value if value <= _I64_MAX else str(value)
+def _adopt_unversioned(db: sqlite3.Connection) -> None:
+    """Version 0 -> 1: a file of the code before schema versions (``orders`` and
+    ``closed_intervals``); nothing to change."""
+    expect_tables(db, ("orders", "closed_intervals"))
 
+
+def _uint64_as_text(db: sqlite3.Connection) -> None:
+    """Version 1 -> 2: the uint64 fields move from INTEGER (REAL above 2**63) to TEXT columns;
+    rebuilt tables keep every row, its ``seq`` and the AUTOINCREMENT counter."""
+    counter = db.execute("SELECT seq FROM sqlite_sequence WHERE name='orders'").fetchone()
+    for index in ("orders_live_nonce", "orders_status", "orders_interval"):
+        db.execute(f"DROP INDEX {index}")
+    db.execute("ALTER TABLE orders RENAME TO orders_v1")
+    db.execute("ALTER TABLE closed_intervals RENAME TO closed_intervals_v1")
+    run_script(db, _SCHEMA)
+    columns = ",".join(_COLUMNS)
+    as_text = [c in _UINT64_COLUMNS for c in _COLUMNS]
+    rows = [tuple(str(int(v)) if t else v for t, v in zip(as_text, r, strict=True))
+            for r in db.execute(f"SELECT {columns} FROM orders_v1")]
+    db.executemany(f"INSERT INTO orders ({columns}) VALUES ({','.join('?' * len(_COLUMNS))})",
+                   rows)
+    db.execute("INSERT INTO closed_intervals SELECT CAST(interval AS TEXT), closed_unix_s "
+               "FROM closed_intervals_v1")
+    db.execute("DROP TABLE orders_v1")
+    db.execute("DROP TABLE closed_intervals_v1")
+    if counter is not None:
+        db.execute("DELETE FROM sqlite_sequence WHERE name='orders'")
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('orders', ?)", counter)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("adopt the layout of the unversioned order store", _adopt_unversioned),
+    Migration("uint64 order fields as exact TEXT", _uint64_as_text),
+)
+SCHEMA = Schema("order store", application_id=0x47536F64,  # "GSod"
+                create=_SCHEMA, migrations=MIGRATIONS)
 
 _INSERT = ("INSERT INTO orders (digest, prosumer, interval, side, energy_wh, "
            "price_micro_eur_per_kwh, nonce, deadline_unix_s, signature, received_unix_s) "
@@ -84,34 +136,10 @@ def _duplicate(order: Order, digest: bytes) -> DuplicateOrderError:
 
 
 def _row(order: Order, digest: bytes, signature: bytes, received_unix_s: float) -> tuple:
-    return ("0x" + digest.hex(), order.prosumer, _int_col(order.interval), int(order.side),
-            _int_col(order.energy_wh), _int_col(order.price_micro_eur_per_kwh),
-            _int_col(order.nonce), _int_col(order.deadline_unix_s), bytes(signature),
+    return ("0x" + digest.hex(), order.prosumer, uint64_text(order.interval), int(order.side),
+            uint64_text(order.energy_wh), uint64_text(order.price_micro_eur_per_kwh),
+            uint64_text(order.nonce), uint64_text(order.deadline_unix_s), bytes(signature),
             float(received_unix_s))
-
-
-LOCK_WAIT_S = 30.0
-LOCK_RETRY_S = 0.0005
-
-
-def _begin_immediate(db: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE``, retrying every 0.5 ms while another process holds the write lock.
-
-    SQLite's own busy handler backs off in steps up to 100 ms, which would show as latency
-    spikes of the order requests whenever the relay process updates statuses; its
-    transactions take about a millisecond, so a short fixed retry is enough.
-    """
-    end = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            if time.monotonic() > end:
-                raise
-            time.sleep(LOCK_RETRY_S)
 
 
 @dataclass
@@ -147,24 +175,16 @@ class OrderStore:
 
     def __init__(self, path: str | Path, durable_status: bool = True) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=LOCK_WAIT_S)
+        # inserts go through the writer connection (FULL); status updates may use NORMAL (a
+        # lost update is re-derived from the chain by the relayer). No busy timeout: the
+        # relay process's transactions take about a millisecond, and transaction() retries
+        # BEGIN IMMEDIATE every 0.5 ms, where SQLite's busy handler would back off to 100 ms.
+        self._db = open_store(self.path, SCHEMA, busy_timeout_s=0.0,
+                              synchronous="FULL" if durable_status else "NORMAL")
         self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # inserts go through the writer connection (FULL); status updates may use NORMAL
-            # (a lost update is re-derived from the chain by the relayer)
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable_status else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("PRAGMA busy_timeout=0")  # see _begin_immediate
         self._wdb: sqlite3.Connection | None = None
         if self.path != ":memory:":
-            self._wdb = sqlite3.connect(self.path, check_same_thread=False,
-                                        isolation_level=None, timeout=0.0)
-            self._wdb.execute("PRAGMA synchronous=FULL")
-            self._wdb.execute("PRAGMA busy_timeout=0")
+            self._wdb = connect(self.path, synchronous="FULL", busy_timeout_s=0.0)
         self._group = threading.Condition()
         self._queue: list[_Pending] = []
         self._writer: threading.Thread | None = None
@@ -183,14 +203,8 @@ class OrderStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            _begin_immediate(self._db)
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, transaction(self._db) as db:
+            yield db
 
     @contextmanager
     def _write_tx(self) -> Iterator[sqlite3.Connection]:
@@ -200,13 +214,8 @@ class OrderStore:
             with self._tx() as db:
                 yield db
             return
-        _begin_immediate(self._wdb)
-        try:
-            yield self._wdb
-        except BaseException:
-            self._wdb.execute("ROLLBACK")
-            raise
-        self._wdb.execute("COMMIT")
+        with transaction(self._wdb) as db:
+            yield db
 
     # ---- writes
     def insert(self, order: Order, digest: bytes, signature: bytes, received_unix_s: float) -> int:
@@ -300,7 +309,7 @@ class OrderStore:
         """Take no more orders for ``interval`` (idempotent)."""
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO closed_intervals VALUES (?, ?)",
-                       (_int_col(int(interval)), float(now_unix_s)))
+                       (uint64_text(interval), float(now_unix_s)))
 
     # ---- reads
     def closed_intervals(self) -> list[int]:
@@ -310,7 +319,7 @@ class OrderStore:
     def is_closed(self, interval: int) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM closed_intervals WHERE interval = ?",
-                                   (_int_col(int(interval)),)).fetchone()
+                                   (uint64_text(interval),)).fetchone()
         return row is not None
 
     def next_nonce(self, prosumer: str) -> int | None:
@@ -331,11 +340,11 @@ class OrderStore:
         return rows[0] if rows else None
 
     def of_interval(self, interval: int) -> list[StoredOrder]:
-        return self._select("WHERE interval = ? ORDER BY seq", (_int_col(int(interval)),))
+        return self._select("WHERE interval = ? ORDER BY seq", (uint64_text(interval),))
 
     def counts(self, interval: int | None = None) -> dict[str, int]:
         """Number of orders per status (of one interval, or of all)."""
-        where, args = ("WHERE interval = ?", (_int_col(int(interval)),)) if interval is not None \
+        where, args = ("WHERE interval = ?", (uint64_text(interval),)) if interval is not None \
             else ("", ())
         with self._lock:
             rows = self._db.execute(

@@ -60,6 +60,7 @@ from gridshare.chain.errors import (
     TransactionTimeout,
     to_chain_error,
 )
+from gridshare.chain.events import block_windows
 
 log = logging.getLogger(__name__)
 
@@ -478,18 +479,16 @@ class Chain:
         argument_filters: Mapping[str, Any] | None = None,
     ) -> list[Any]:
         """Logs of a contract event over [from_block, to_block] in windows of ``max_range``
-        blocks (eth-tester slows sharply over wide ranges; RPC nodes cap ranges)."""
+        blocks (eth-tester slows sharply over wide ranges; RPC nodes cap ranges). A one-off
+        read without reorg checks: repeated reads go through ``gridshare.chain.events``."""
         if from_block > to_block:
             raise ValueError(f"from_block {from_block} > to_block {to_block}")
         if max_range < 1:
             raise ValueError(f"max_range must be >= 1, got {max_range}")
         out: list[Any] = []
-        start = from_block
-        while start <= to_block:
-            end = min(start + max_range - 1, to_block)
+        for start, end in block_windows(from_block, to_block, max_range):
             out.extend(event.get_logs(from_block=start, to_block=end,
                                       argument_filters=dict(argument_filters or {})))
-            start = end + 1
         return out
 
     # ---- devnet helpers (embedded and anvil; Besu has no time travel)

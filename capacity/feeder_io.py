@@ -166,8 +166,8 @@ def _column(records: list[dict[str, Any]], key: str, where: str) -> np.ndarray:
     return np.array([_float(r[key], f"{where}[{i}].{key}") for i, r in enumerate(records)])
 
 
-def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
-    """Build a ``Feeder`` from the plain-data form (see docs/feeder-format.md)."""
+def _check_header(data: Any) -> None:
+    """Top level: a mapping with the right format, version and only known keys."""
     if not isinstance(data, Mapping):
         raise ValueError("feeder file: top level must be a mapping")
     if data.get("format") != FORMAT_NAME:
@@ -177,35 +177,17 @@ def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ValueError(f"feeder file: unknown top-level key(s) {unknown}")
-    buses = [_record(b, _BUS_KEYS, f"buses[{i}]") for i, b in enumerate(_entries(data, "buses"))]
-    if not buses:
-        raise ValueError("feeder file: 'buses' must list at least one bus")
-    if "slack" not in data:
-        raise ValueError("no slack: feeder file has no 'slack' entry")
-    slack_rec = _record(data["slack"], _SLACK_KEYS, "slack")
-    lines = [_record(x, _LINE_KEYS, f"lines[{i}]") for i, x in enumerate(_entries(data, "lines"))]
-    trafos = [
-        _record(x, _TRAFO_KEYS, f"trafos[{i}]") for i, x in enumerate(_entries(data, "trafos"))
-    ]
-    taps = [
-        _record(t["tap"], _TAP_KEYS, f"trafos[{i}].tap") if t["tap"] is not None else None
-        for i, t in enumerate(trafos)
-    ]
-    shunts = [
-        _record(x, _SHUNT_KEYS, f"shunts[{i}]") for i, x in enumerate(_entries(data, "shunts"))
-    ]
-    flexes = [
-        _record(x, _FLEX_KEYS, f"flexibilities[{i}]")
-        for i, x in enumerate(_entries(data, "flexibilities"))
-    ]
 
-    def tap_value(key: str, default: float) -> np.ndarray:
-        return np.array(
-            [default if t is None else _float(t[key], f"trafos[{i}].tap.{key}")
-             for i, t in enumerate(taps)]
-        )
 
-    line_table = LineTable(
+def _records(data: Mapping[str, Any], key: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entries of list ``key``, each checked against ``spec`` (defaults filled in)."""
+    return [_record(x, spec, f"{key}[{i}]") for i, x in enumerate(_entries(data, key))]
+
+
+def _line_table(lines: list[dict[str, Any]]) -> LineTable:
+    if not lines:
+        return LineTable.empty()
+    return LineTable(
         from_bus=_column(lines, "from_bus", "lines"), to_bus=_column(lines, "to_bus", "lines"),
         length_km=_column(lines, "length_km", "lines"),
         r_ohm_per_km=_column(lines, "r_ohm_per_km", "lines"),
@@ -214,8 +196,24 @@ def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
         g_us_per_km=_column(lines, "g_us_per_km", "lines"),
         parallel=_column(lines, "parallel", "lines"),
         names=tuple(str(x["name"]) for x in lines),
-    ) if lines else LineTable.empty()
-    trafo_table = TrafoTable(
+    )
+
+
+def _trafo_table(trafos: list[dict[str, Any]]) -> TrafoTable:
+    if not trafos:
+        return TrafoTable.empty()
+    taps = [
+        _record(t["tap"], _TAP_KEYS, f"trafos[{i}].tap") if t["tap"] is not None else None
+        for i, t in enumerate(trafos)
+    ]
+
+    def tap_value(key: str, default: float) -> np.ndarray:
+        return np.array(
+            [default if t is None else _float(t[key], f"trafos[{i}].tap.{key}")
+             for i, t in enumerate(taps)]
+        )
+
+    return TrafoTable(
         hv_bus=_column(trafos, "hv_bus", "trafos"), lv_bus=_column(trafos, "lv_bus", "trafos"),
         sn_mva=_column(trafos, "sn_mva", "trafos"),
         vn_hv_kv=_column(trafos, "vn_hv_kv", "trafos"),
@@ -235,17 +233,29 @@ def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
         leakage_resistance_ratio_hv=_column(trafos, "leakage_resistance_ratio_hv", "trafos"),
         leakage_reactance_ratio_hv=_column(trafos, "leakage_reactance_ratio_hv", "trafos"),
         names=tuple(str(x["name"]) for x in trafos),
-    ) if trafos else TrafoTable.empty()
-    shunt_table = ShuntTable(
+    )
+
+
+def _shunt_table(shunts: list[dict[str, Any]]) -> ShuntTable:
+    if not shunts:
+        return ShuntTable.empty()
+    return ShuntTable(
         bus=_column(shunts, "bus", "shunts"), p_kw=_column(shunts, "p_kw", "shunts"),
         q_kvar=_column(shunts, "q_kvar", "shunts"),
-    ) if shunts else ShuntTable.empty()
+    )
+
+
+def _bus_links(data: Mapping[str, Any]) -> np.ndarray:
     links = data.get("bus_links") or []
     if not isinstance(links, list) or any(
         not isinstance(x, list | tuple) or len(x) != 2 for x in links
     ):
         raise ValueError("feeder file: 'bus_links' must be a list of [bus, bus] pairs")
-    flexibilities = tuple(
+    return np.array(links, dtype=float).reshape(-1, 2)
+
+
+def _flexibilities(flexes: list[dict[str, Any]]) -> tuple[Flexibility, ...]:
+    return tuple(
         Flexibility(
             name=str(f["name"]), bus_id=int(_float(f["bus"], f"flexibilities[{i}].bus")),
             p_low_kw=_float(f["p_low_kw"], f"flexibilities[{i}].p_low_kw"),
@@ -254,6 +264,21 @@ def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
         )
         for i, f in enumerate(flexes)
     )
+
+
+def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
+    """Build a ``Feeder`` from the plain-data form (see docs/feeder-format.md)."""
+    _check_header(data)
+    buses = _records(data, "buses", _BUS_KEYS)
+    if not buses:
+        raise ValueError("feeder file: 'buses' must list at least one bus")
+    if "slack" not in data:
+        raise ValueError("no slack: feeder file has no 'slack' entry")
+    slack_rec = _record(data["slack"], _SLACK_KEYS, "slack")
+    lines = _line_table(_records(data, "lines", _LINE_KEYS))
+    trafos = _trafo_table(_records(data, "trafos", _TRAFO_KEYS))
+    shunts = _shunt_table(_records(data, "shunts", _SHUNT_KEYS))
+    flexibilities = _flexibilities(_records(data, "flexibilities", _FLEX_KEYS))
     return Feeder(
         name=str(data.get("name", "")),
         bus_ids=_column(buses, "id", "buses"),
@@ -264,12 +289,12 @@ def feeder_from_dict(data: Mapping[str, Any]) -> Feeder:
             vm_pu=_float(slack_rec["vm_pu"], "slack.vm_pu"),
             va_degree=_float(slack_rec["va_degree"], "slack.va_degree"),
         ),
-        lines=line_table,
-        trafos=trafo_table,
-        shunts=shunt_table,
+        lines=lines,
+        trafos=trafos,
+        shunts=shunts,
         p_kw=_column(buses, "p_kw", "buses"),
         q_kvar=_column(buses, "q_kvar", "buses"),
-        bus_links=np.array(links, dtype=float).reshape(-1, 2),
+        bus_links=_bus_links(data),
         flexibilities=flexibilities,
         f_hz=_float(data.get("f_hz", 50.0), "f_hz"),
     )

@@ -25,213 +25,32 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from capacity.flexibility import Flexibility
+from capacity.tables import (
+    TAP_CHANGER_TYPES,
+    LineTable,
+    ShuntTable,
+    Slack,
+    TrafoTable,
+    as_float_array,
+    as_int_array,
+    element_names,
+)
+
+__all__ = [
+    "S_BASE_MVA",
+    "TAP_CHANGER_TYPES",
+    "AdmittanceModel",
+    "Feeder",
+    "LineTable",
+    "ShuntTable",
+    "Slack",
+    "TrafoTable",
+    "feeder_summary",
+    "trafo_branch_pu",
+]
 
 S_BASE_MVA = 1.0
 """Power base of the per-unit system (MVA)."""
-
-TAP_CHANGER_TYPES = ("", "ratio", "symmetrical", "ideal")
-"""Supported tap changer types ('' = no tap changer), as pandapower's ``tap_changer_type``."""
-
-SUPPORTED_PANDAPOWER_ELEMENTS = frozenset(
-    {"bus", "line", "trafo", "ext_grid", "load", "sgen", "storage", "shunt", "switch"}
-)
-"""pandapower element tables imported by ``Feeder.from_pandapower``; any other table with
-in-service rows is rejected (``controller`` is ignored: ``runpp`` does not run controllers)."""
-
-_IGNORED_PANDAPOWER_TABLES = frozenset({"controller"})
-
-
-def _float_array(values: Any, name: str, n: int | None = None) -> np.ndarray:
-    arr = np.array(values, dtype=float).reshape(-1)
-    if n is not None and arr.shape != (n,):
-        raise ValueError(f"{name} must have {n} entries, got {arr.shape[0]}")
-    return arr
-
-
-def _int_array(values: Any, name: str, n: int | None = None) -> np.ndarray:
-    arr = np.array(values).reshape(-1)
-    if arr.size and not np.all(np.isfinite(arr.astype(float))):
-        raise ValueError(f"{name} must be integers, got non-finite values")
-    if arr.size and np.any(arr.astype(float) != np.round(arr.astype(float))):
-        raise ValueError(f"{name} must be integers")
-    arr = arr.astype(np.int64)
-    if n is not None and arr.shape != (n,):
-        raise ValueError(f"{name} must have {n} entries, got {arr.shape[0]}")
-    return arr
-
-
-def _names(values: Sequence[Any] | None, n: int, prefix: str) -> tuple[str, ...]:
-    if values is None:
-        return tuple(f"{prefix} {i}" for i in range(n))
-    names = tuple("" if v is None else str(v) for v in values)
-    if len(names) != n:
-        raise ValueError(f"{prefix} names must have {n} entries, got {len(names)}")
-    return names
-
-
-@dataclass(frozen=True, eq=False)
-class LineTable:
-    """Lines (cables or overhead lines) as pi sections; per-km data times length / parallel.
-
-    ``r_ohm_per_km``, ``x_ohm_per_km`` series impedance; ``c_nf_per_km`` shunt capacitance and
-    ``g_us_per_km`` shunt conductance (both split half to each end); ``parallel`` identical
-    systems in parallel.
-    """
-
-    from_bus: np.ndarray
-    to_bus: np.ndarray
-    length_km: np.ndarray
-    r_ohm_per_km: np.ndarray
-    x_ohm_per_km: np.ndarray
-    c_nf_per_km: np.ndarray
-    g_us_per_km: np.ndarray
-    parallel: np.ndarray
-    names: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        n = np.asarray(self.from_bus).reshape(-1).shape[0]
-        set_ = object.__setattr__
-        set_(self, "from_bus", _int_array(self.from_bus, "line from_bus", n))
-        set_(self, "to_bus", _int_array(self.to_bus, "line to_bus", n))
-        for col in ("length_km", "r_ohm_per_km", "x_ohm_per_km", "c_nf_per_km", "g_us_per_km"):
-            arr = _float_array(getattr(self, col), f"line {col}", n)
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"line {col} must be finite")
-            set_(self, col, arr)
-        set_(self, "parallel", _int_array(self.parallel, "line parallel", n))
-        set_(self, "names", _names(self.names or None, n, "line"))
-        if np.any(self.parallel < 1):
-            raise ValueError("line parallel must be >= 1")
-        if np.any(self.length_km < 0):
-            raise ValueError("line length_km must be >= 0")
-
-    def __len__(self) -> int:
-        return int(self.from_bus.shape[0])
-
-    @classmethod
-    def empty(cls) -> LineTable:
-        z = np.zeros(0)
-        return cls(z, z, z, z, z, z, z, z)
-
-
-@dataclass(frozen=True, eq=False)
-class TrafoTable:
-    """Two-winding transformers with pandapower's parameters (percent on the rated power).
-
-    ``tap_side`` is 'hv', 'lv' or '' (no tap changer), ``tap_changer_type`` one of
-    ``TAP_CHANGER_TYPES``. ``shift_degree`` is the vector group's phase shift (LV lags HV).
-    """
-
-    hv_bus: np.ndarray
-    lv_bus: np.ndarray
-    sn_mva: np.ndarray
-    vn_hv_kv: np.ndarray
-    vn_lv_kv: np.ndarray
-    vk_percent: np.ndarray
-    vkr_percent: np.ndarray
-    pfe_kw: np.ndarray
-    i0_percent: np.ndarray
-    shift_degree: np.ndarray
-    tap_side: tuple[str, ...]
-    tap_changer_type: tuple[str, ...]
-    tap_pos: np.ndarray
-    tap_neutral: np.ndarray
-    tap_step_percent: np.ndarray
-    tap_step_degree: np.ndarray
-    parallel: np.ndarray
-    leakage_resistance_ratio_hv: np.ndarray
-    leakage_reactance_ratio_hv: np.ndarray
-    names: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        n = np.asarray(self.hv_bus).reshape(-1).shape[0]
-        set_ = object.__setattr__
-        set_(self, "hv_bus", _int_array(self.hv_bus, "trafo hv_bus", n))
-        set_(self, "lv_bus", _int_array(self.lv_bus, "trafo lv_bus", n))
-        for col in (
-            "sn_mva", "vn_hv_kv", "vn_lv_kv", "vk_percent", "vkr_percent", "pfe_kw",
-            "i0_percent", "shift_degree", "leakage_resistance_ratio_hv",
-            "leakage_reactance_ratio_hv",
-        ):
-            arr = _float_array(getattr(self, col), f"trafo {col}", n)
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"trafo {col} must be finite")
-            set_(self, col, arr)
-        for col in ("tap_pos", "tap_neutral", "tap_step_percent", "tap_step_degree"):
-            # NaN means "not set", as in pandapower
-            set_(self, col, _float_array(getattr(self, col), f"trafo {col}", n))
-        set_(self, "parallel", _int_array(self.parallel, "trafo parallel", n))
-        sides = tuple("" if s is None else str(s).lower() for s in self.tap_side)
-        types = tuple("" if t is None else str(t).lower() for t in self.tap_changer_type)
-        if len(sides) != n or len(types) != n:
-            raise ValueError(f"trafo tap_side and tap_changer_type must have {n} entries")
-        for s in sides:
-            if s not in ("", "hv", "lv"):
-                raise ValueError(f"trafo tap_side must be 'hv', 'lv' or empty, got {s!r}")
-        for t in types:
-            if t not in TAP_CHANGER_TYPES:
-                raise ValueError(
-                    f"trafo tap_changer_type {t!r} not supported (one of {TAP_CHANGER_TYPES})"
-                )
-        set_(self, "tap_side", sides)
-        set_(self, "tap_changer_type", types)
-        set_(self, "names", _names(self.names or None, n, "trafo"))
-        if np.any(self.parallel < 1):
-            raise ValueError("trafo parallel must be >= 1")
-        if np.any(self.sn_mva <= 0) or np.any(self.vn_hv_kv <= 0) or np.any(self.vn_lv_kv <= 0):
-            raise ValueError("trafo sn_mva, vn_hv_kv and vn_lv_kv must be > 0")
-        if np.any(self.vk_percent <= 0):
-            raise ValueError("trafo vk_percent must be > 0 (zero-impedance transformer)")
-        if np.any(self.vkr_percent < 0) or np.any(self.vkr_percent > self.vk_percent):
-            raise ValueError("trafo vkr_percent must lie in [0, vk_percent]")
-
-    def __len__(self) -> int:
-        return int(self.hv_bus.shape[0])
-
-    @classmethod
-    def empty(cls) -> TrafoTable:
-        z = np.zeros(0)
-        return cls(z, z, z, z, z, z, z, z, z, z, (), (), z, z, z, z, z, z, z)
-
-
-@dataclass(frozen=True, eq=False)
-class ShuntTable:
-    """Constant-admittance shunts: ``p_kw`` / ``q_kvar`` consumed at 1 pu voltage."""
-
-    bus: np.ndarray
-    p_kw: np.ndarray
-    q_kvar: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = np.asarray(self.bus).reshape(-1).shape[0]
-        object.__setattr__(self, "bus", _int_array(self.bus, "shunt bus", n))
-        for col in ("p_kw", "q_kvar"):
-            arr = _float_array(getattr(self, col), f"shunt {col}", n)
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"shunt {col} must be finite")
-            object.__setattr__(self, col, arr)
-
-    def __len__(self) -> int:
-        return int(self.bus.shape[0])
-
-    @classmethod
-    def empty(cls) -> ShuntTable:
-        z = np.zeros(0)
-        return cls(z, z, z)
-
-
-@dataclass(frozen=True)
-class Slack:
-    """The slack (external grid / transformer reference) bus and its voltage phasor."""
-
-    bus_id: int
-    vm_pu: float = 1.0
-    va_degree: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.vm_pu) and self.vm_pu > 0 and math.isfinite(self.va_degree)):
-            raise ValueError(f"slack voltage must be finite and > 0, got {self.vm_pu} pu")
-
 
 @dataclass(frozen=True, eq=False)
 class AdmittanceModel:
@@ -284,20 +103,20 @@ class Feeder:
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        bus_ids = _int_array(self.bus_ids, "bus_ids")
+        bus_ids = as_int_array(self.bus_ids, "bus_ids")
         n = bus_ids.shape[0]
         if n == 0:
             raise ValueError("feeder has no buses")
         if np.unique(bus_ids).shape[0] != n:
             raise ValueError("bus_ids must be unique")
         set_(self, "bus_ids", bus_ids)
-        vn = _float_array(self.bus_vn_kv, "bus_vn_kv", n)
+        vn = as_float_array(self.bus_vn_kv, "bus_vn_kv", n)
         if not np.all(np.isfinite(vn) & (vn > 0)):
             raise ValueError("bus_vn_kv must be finite and > 0")
         set_(self, "bus_vn_kv", vn)
-        set_(self, "bus_names", _names(self.bus_names or None, n, "bus"))
-        p = np.zeros(n) if self.p_kw is None else _float_array(self.p_kw, "p_kw", n)
-        q = np.zeros(n) if self.q_kvar is None else _float_array(self.q_kvar, "q_kvar", n)
+        set_(self, "bus_names", element_names(self.bus_names or None, n, "bus"))
+        p = np.zeros(n) if self.p_kw is None else as_float_array(self.p_kw, "p_kw", n)
+        q = np.zeros(n) if self.q_kvar is None else as_float_array(self.q_kvar, "q_kvar", n)
         if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
             raise ValueError("p_kw and q_kvar must be finite (NaN or infinite load)")
         p.flags.writeable = False
@@ -306,7 +125,7 @@ class Feeder:
         set_(self, "p_kw", p)
         set_(self, "q_kvar", q)
         links = np.zeros((0, 2), dtype=np.int64) if self.bus_links is None else self.bus_links
-        links = _int_array(links, "bus_links").reshape(-1, 2)
+        links = as_int_array(links, "bus_links").reshape(-1, 2)
         set_(self, "bus_links", links)
         if not (math.isfinite(self.f_hz) and self.f_hz > 0):
             raise ValueError("f_hz must be > 0")
@@ -369,8 +188,8 @@ class Feeder:
 
     def with_loads(self, p_kw: Any, q_kvar: Any) -> Feeder:
         """A copy with another base case (kW / kvar per bus), sharing the network caches."""
-        p = _float_array(p_kw, "p_kw", self.n_bus)
-        q = _float_array(q_kvar, "q_kvar", self.n_bus)
+        p = as_float_array(p_kw, "p_kw", self.n_bus)
+        q = as_float_array(q_kvar, "q_kvar", self.n_bus)
         if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
             raise ValueError("p_kw and q_kvar must be finite (NaN or infinite load)")
         new = object.__new__(Feeder)
@@ -410,7 +229,7 @@ class Feeder:
         models it). Out-of-service elements and buses are ignored; any other element table with
         in-service rows raises ValueError naming it.
         """
-        from capacity.pandapower_import import feeder_kwargs_from_pandapower
+        from capacity.pandapower_import import feeder_kwargs_from_pandapower  # pandas: lazily
 
         kwargs = feeder_kwargs_from_pandapower(net)
         return cls(name=name or str(getattr(net, "name", "") or "pandapower"), **kwargs)
@@ -505,48 +324,55 @@ def trafo_branch_pu(
     return y_s, y_hv, y_lv, tap
 
 
-def _build_admittance(feeder: Feeder) -> AdmittanceModel:
-    """Assemble the node-space series and shunt admittances and check connectivity."""
-    n_bus = feeder.n_bus
-    pos = {int(b): i for i, b in enumerate(feeder.bus_ids.tolist())}
-    to_pos = np.vectorize(pos.__getitem__, otypes=[np.int64])
+def line_pi_pu(
+    lines: LineTable, vn_from_kv: np.ndarray, f_hz: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pi sections of the lines (pu on ``S_BASE_MVA`` and the from bus's ``vn_kv``): series
+    admittance ``1 / ((r + jx) length / parallel)`` and total shunt admittance
+    ``(g + j 2 pi f c) length parallel`` (half at each end)."""
+    base_z = np.square(vn_from_kv) / S_BASE_MVA
+    par = lines.parallel.astype(float)
+    z = (lines.r_ohm_per_km + 1j * lines.x_ohm_per_km) * lines.length_km / base_z / par
+    y_c = (
+        lines.g_us_per_km * 1e-6
+        + 1j * 2 * math.pi * f_hz * lines.c_nf_per_km * 1e-9
+    ) * base_z * lines.length_km * par
+    return 1.0 / z, y_c
 
-    def positions(ids: np.ndarray) -> np.ndarray:
-        return to_pos(ids) if ids.size else np.zeros(0, dtype=np.int64)
 
-    link_pos = positions(feeder.bus_links.reshape(-1)).reshape(-1, 2)
-    bus_to_node = _union_find_nodes(n_bus, link_pos)
-    n_node = int(bus_to_node.max()) + 1
-    vn = feeder.bus_vn_kv
+def _bus_positions(feeder: Feeder, ids: np.ndarray) -> np.ndarray:
+    """Positions in ``bus_ids`` order of the (known) bus ids ``ids``."""
+    if not ids.size:
+        return np.zeros(0, dtype=np.int64)
+    feeder.bus_position(int(ids[0]))  # builds the cached id -> position map
+    pos = feeder._cache["bus_position"]
+    return np.fromiter((pos[int(b)] for b in ids.tolist()), dtype=np.int64, count=ids.size)
 
+
+def _branch_stamps(
+    feeder: Feeder, bus_to_node: np.ndarray, y_shunt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of the series admittances of lines and transformers in node space;
+    adds line charging, magnetising branches and shunts to ``y_shunt`` (in place)."""
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
-    y_shunt = np.zeros(n_node, dtype=complex)
-
+    vn = feeder.bus_vn_kv
     lines = feeder.lines
     if len(lines):
-        f = positions(lines.from_bus)
-        t = positions(lines.to_bus)
-        base_z = np.square(vn[f]) / S_BASE_MVA
-        par = lines.parallel.astype(float)
-        z = (lines.r_ohm_per_km + 1j * lines.x_ohm_per_km) * lines.length_km / base_z / par
-        y_s = 1.0 / z
-        y_c = (
-            lines.g_us_per_km * 1e-6
-            + 1j * 2 * math.pi * feeder.f_hz * lines.c_nf_per_km * 1e-9
-        ) * base_z * lines.length_km * par
+        f = _bus_positions(feeder, lines.from_bus)
+        t = _bus_positions(feeder, lines.to_bus)
+        y_s, y_c = line_pi_pu(lines, vn[f], feeder.f_hz)
         fn, tn = bus_to_node[f], bus_to_node[t]
         rows += [fn, fn, tn, tn]
         cols += [fn, tn, fn, tn]
         vals += [y_s, -y_s, -y_s, y_s]
         np.add.at(y_shunt, fn, y_c / 2)
         np.add.at(y_shunt, tn, y_c / 2)
-
     trafos = feeder.trafos
     if len(trafos):
-        h = positions(trafos.hv_bus)
-        lo = positions(trafos.lv_bus)
+        h = _bus_positions(feeder, trafos.hv_bus)
+        lo = _bus_positions(feeder, trafos.lv_bus)
         y_s, y_hv, y_lv, tap = trafo_branch_pu(trafos, vn[h], vn[lo])
         hn, ln = bus_to_node[h], bus_to_node[lo]
         tap2 = np.abs(tap) ** 2
@@ -555,26 +381,22 @@ def _build_admittance(feeder: Feeder) -> AdmittanceModel:
         vals += [y_s / tap2, -y_s / np.conj(tap), -y_s / tap, y_s]
         np.add.at(y_shunt, hn, y_hv / tap2)
         np.add.at(y_shunt, ln, y_lv)
-
     shunts = feeder.shunts
     if len(shunts):
-        sn = bus_to_node[positions(shunts.bus)]
+        sn = bus_to_node[_bus_positions(feeder, shunts.bus)]
         np.add.at(y_shunt, sn, (shunts.p_kw - 1j * shunts.q_kvar) * 1e-3 / S_BASE_MVA)
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=complex)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
-    if rows:
-        r_all = np.concatenate(rows)
-        c_all = np.concatenate(cols)
-        v_all = np.concatenate(vals)
-    else:
-        r_all = c_all = np.zeros(0, dtype=np.int64)
-        v_all = np.zeros(0, dtype=complex)
-    y_series = sp.coo_matrix((v_all, (r_all, c_all)), shape=(n_node, n_node)).tocsc()
-    y_series.sum_duplicates()
 
-    slack_node = int(bus_to_node[pos[feeder.slack.bus_id]])
-    graph = sp.coo_matrix(
-        (np.ones(r_all.shape[0]), (r_all, c_all)), shape=(n_node, n_node)
-    )
+def _check_connected(
+    feeder: Feeder, rows: np.ndarray, cols: np.ndarray, bus_to_node: np.ndarray, slack_node: int
+) -> None:
+    """ValueError naming the buses without a path to the slack."""
+    n_node = int(bus_to_node.max()) + 1
+    graph = sp.coo_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(n_node, n_node))
     _, labels = connected_components(graph, directed=False)
     islanded_nodes = labels != labels[slack_node]
     if islanded_nodes.any():
@@ -583,14 +405,26 @@ def _build_admittance(feeder: Feeder) -> AdmittanceModel:
             f"islanded bus(es) without a path to the slack: {islanded[:20].tolist()}"
             + (" ..." if islanded.shape[0] > 20 else "")
         )
-    pq_nodes = np.flatnonzero(np.arange(n_node) != slack_node)
+
+
+def _build_admittance(feeder: Feeder) -> AdmittanceModel:
+    """Assemble the node-space series and shunt admittances and check connectivity."""
+    link_pos = _bus_positions(feeder, feeder.bus_links.reshape(-1)).reshape(-1, 2)
+    bus_to_node = _union_find_nodes(feeder.n_bus, link_pos)
+    n_node = int(bus_to_node.max()) + 1
+    y_shunt = np.zeros(n_node, dtype=complex)
+    rows, cols, vals = _branch_stamps(feeder, bus_to_node, y_shunt)
+    y_series = sp.coo_matrix((vals, (rows, cols)), shape=(n_node, n_node)).tocsc()
+    y_series.sum_duplicates()
+    slack_node = int(bus_to_node[feeder.bus_position(feeder.slack.bus_id)])
+    _check_connected(feeder, rows, cols, bus_to_node, slack_node)
     slack = feeder.slack
     v_slack = slack.vm_pu * complex(np.exp(1j * math.radians(slack.va_degree)))
     return AdmittanceModel(
         n_node=n_node,
         bus_to_node=bus_to_node,
         slack_node=slack_node,
-        pq_nodes=pq_nodes,
+        pq_nodes=np.flatnonzero(np.arange(n_node) != slack_node),
         y_series=y_series,
         y_shunt=y_shunt,
         v_slack_pu=v_slack,

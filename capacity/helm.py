@@ -396,6 +396,146 @@ def _first_check(
     return first, rate
 
 
+@dataclass(eq=False)
+class _BlockSeries:
+    """The running series of one block of scenarios (the state of ``_solve_block``).
+
+    ``hist[:, n] = [i_load(n), V[n]]`` with i_load(n) = conj(S) * conj(W[n]) at the loaded
+    nodes, ``w`` the reciprocal series W = 1/V there, ``pc`` the coefficients at the probe
+    nodes and ``gram[s, a, b] = <V[a], V[b]>_probe`` (for the common Padé denominator); per
+    scenario the schedule of its checks. Rows are the block's active scenarios (``active``).
+    """
+
+    nl: int
+    cap: int
+    hist: np.ndarray
+    w: np.ndarray
+    pc: np.ndarray
+    gram: np.ndarray
+    cs: np.ndarray
+    neg_w0: np.ndarray
+    neg_y_sh: np.ndarray
+    j_buf: np.ndarray  # current injections of the step
+    next_chk: np.ndarray
+    rate0: np.ndarray
+    prev_err: np.ndarray
+    prev_n: np.ndarray
+    done: np.ndarray  # converged rows not yet dropped from the active set
+    active: np.ndarray
+
+    @classmethod
+    def start(
+        cls, plan: _Plan, conj_s: np.ndarray, v_slack: np.ndarray, n_pq: int, max_coef: int
+    ) -> _BlockSeries:
+        """The series' first coefficient V[0] (no-load voltages) and its reciprocal."""
+        n_scen = conj_s.shape[0]
+        nl = plan.n_load
+        cap = min(max_coef, 24)
+        hist = np.empty((n_scen, cap, nl + n_pq), dtype=complex)
+        v0 = hist[:, 0, nl:]
+        np.multiply(v_slack[:, None], plan.v0_unit[None, :], out=v0)
+        w = np.empty((n_scen, cap, nl), dtype=complex)
+        np.divide(1.0, v0[:, :nl], out=w[:, 0])
+        neg_w0 = -w[:, 0]
+        np.conjugate(w[:, 0], out=hist[:, 0, :nl])
+        hist[:, 0, :nl] *= conj_s
+        pc = np.empty((n_scen, cap, plan.probe.shape[0]), dtype=complex)
+        pc[:, 0] = v0[:, plan.probe]
+        gram = np.zeros((n_scen, cap, cap), dtype=complex)
+        gram[:, 0, 0] = np.einsum("sl,sl->s", pc[:, 0].conj(), pc[:, 0])
+        return cls(
+            nl=nl, cap=cap, hist=hist, w=w, pc=pc, gram=gram, cs=conj_s, neg_w0=neg_w0,
+            neg_y_sh=-plan.y_sh, j_buf=np.empty((n_scen, n_pq), dtype=complex),
+            next_chk=np.full(n_scen, _FIRST_CHECK, dtype=np.int64),
+            rate0=np.full(n_scen, np.nan), prev_err=np.full(n_scen, np.inf),
+            prev_n=np.zeros(n_scen, dtype=np.int64), done=np.zeros(n_scen, dtype=bool),
+            active=np.arange(n_scen),
+        )
+
+    def grow(self, max_coef: int) -> None:
+        """Room for more coefficients (doubling, at most ``max_coef``)."""
+        grow = min(2 * self.cap, max_coef) - self.cap
+        self.cap += grow
+        self.hist = np.pad(self.hist, [(0, 0), (0, grow), (0, 0)])
+        self.pc = np.pad(self.pc, [(0, 0), (0, grow), (0, 0)])
+        self.w = np.pad(self.w, [(0, 0), (0, grow), (0, 0)])
+        self.gram = np.pad(self.gram, [(0, 0), (0, grow), (0, grow)])
+
+    def advance(self, model: _HelmModel, plan: _Plan, k: int) -> None:
+        """Coefficient k: V[k] (Eq. 10's recursion), its Gram row and W[k] at loaded nodes."""
+        nl, hist = self.nl, self.hist
+        v_k = hist[:, k, nl:]
+        if plan.zt is not None:  # V[k] = (i_load - Y_shunt V[k-1]) Z^T, one BLAS product
+            np.multiply(hist[:, k - 1, nl:], self.neg_y_sh, out=self.j_buf)
+            self.j_buf[:, :nl] += hist[:, k - 1, :nl]
+            np.matmul(self.j_buf, plan.zt, out=v_k)
+        else:
+            plan.step(model, hist[:, k - 1], out=v_k)
+        pc = self.pc
+        pc[:, k] = v_k[:, plan.probe]
+        g_row = np.matmul(pc[:, : k + 1], pc[:, k].conj()[:, :, None])[:, :, 0]
+        self.gram[:, k, : k + 1] = g_row
+        np.conjugate(g_row, out=self.gram[:, : k + 1, k])
+        if nl:
+            acc = np.einsum("sjl,sjl->sl", self.w[:, :k], hist[:, k:0:-1, nl : 2 * nl])
+            np.multiply(acc, self.neg_w0, out=self.w[:, k])
+            np.conjugate(self.w[:, k], out=hist[:, k, :nl])
+            hist[:, k, :nl] *= self.cs
+
+    def approximants(
+        self, due: np.ndarray, k: int, tol_pu: float, at_limit: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Padé approximants of the ``due`` rows from k + 1 coefficients: (V(1) (D, n_pq),
+        disagreement of the two latest (D,), converged (D,)). At the series limit the scalar
+        per-node Padé (Wynn's epsilon) is the last resort before declaring collapse."""
+        rows = None if due.size == self.active.size else due
+        g_due = self.gram if rows is None else self.gram[rows]
+        coefs = self.hist[:, :, self.nl :]
+        a_n, a_m = pade_pair(g_due, coefs, k, rows)
+        err = np.max(np.abs(a_n - a_m), axis=1)
+        ok = np.isfinite(err) & (err <= tol_pu)
+        if at_limit and not ok.all():
+            rest = np.flatnonzero(~ok)
+            wynn = Wynn()
+            wynn.extend(np.moveaxis(np.cumsum(coefs[due[rest], : k + 1], axis=1), 1, 0))
+            b_n, b_m = wynn.latest()
+            err_w = np.max(np.abs(b_n - b_m), axis=1)
+            ok_w = np.isfinite(err_w) & (err_w <= tol_pu)
+            a_n[rest[ok_w]] = b_n[ok_w]
+            ok[rest[ok_w]] = True
+        return a_n, err, ok
+
+    def reschedule(
+        self, due: np.ndarray, ok: np.ndarray, err: np.ndarray, n_coef: int, tol_pu: float
+    ) -> None:
+        """Next check of the due rows that did not converge."""
+        pending = due[~ok]
+        self.next_chk[pending] = _next_check(
+            n_coef, err[~ok], self.prev_err[pending], self.prev_n[pending], self.rate0[pending],
+            tol_pu,
+        )
+        self.prev_err[pending] = err[~ok]
+        self.prev_n[pending] = n_coef
+
+    def retire(self, rows: np.ndarray) -> bool:
+        """Mark converged rows; drop them once they are half the block. True if all are done."""
+        self.done[rows] = True
+        self.next_chk[rows] = np.iinfo(np.int64).max  # never due again
+        n_done = int(np.count_nonzero(self.done))
+        if n_done == self.active.size:
+            return True
+        if 2 * n_done >= self.active.size:
+            keep = ~self.done
+            self.active = self.active[keep]
+            self.j_buf = self.j_buf[: self.active.size]
+            for name in (
+                "hist", "pc", "w", "gram", "cs", "neg_w0", "next_chk", "rate0", "prev_err",
+                "prev_n", "done",
+            ):
+                setattr(self, name, getattr(self, name)[keep])
+        return False
+
+
 def _solve_block(
     model: _HelmModel,
     plan: _Plan,
@@ -413,121 +553,81 @@ def _solve_block(
     two latest approximants are compared; converged scenarios leave the active set.
     """
     n_scen = conj_s.shape[0]
-    nl = plan.n_load
-    n_pq = model.n_pq
-    v_out = np.full((n_scen, n_pq), np.nan + 0j)
+    v_out = np.full((n_scen, model.n_pq), np.nan + 0j)
     conv = np.zeros(n_scen, dtype=bool)
     n_used = np.full(n_scen, max_coefficients, dtype=np.int64)
-    active = np.arange(n_scen)
-    cs = conj_s
-
-    cap = min(max_coefficients, 24)
-    # hist[:, n] = [i_load(n), V[n]] with i_load(n) = conj(S) * conj(W[n]) at the loaded nodes
-    hist = np.empty((n_scen, cap, nl + n_pq), dtype=complex)
-    v0 = hist[:, 0, nl:]
-    np.multiply(v_slack[:, None], plan.v0_unit[None, :], out=v0)
-    w = np.empty((n_scen, cap, nl), dtype=complex)
-    np.divide(1.0, v0[:, :nl], out=w[:, 0])
-    neg_w0 = -w[:, 0]
-    np.conjugate(w[:, 0], out=hist[:, 0, :nl])
-    hist[:, 0, :nl] *= cs
-    probe = plan.probe
-    pc = np.empty((n_scen, cap, probe.shape[0]), dtype=complex)  # coefficients at the probes
-    pc[:, 0] = v0[:, probe]
-    gram = np.zeros((n_scen, cap, cap), dtype=complex)  # gram[s, a, b] = <V[a], V[b]>_probe
-    gram[:, 0, 0] = np.einsum("sl,sl->s", pc[:, 0].conj(), pc[:, 0])
-    zt = plan.zt
-    neg_y_sh = -plan.y_sh
-    j_buf = np.empty((n_scen, n_pq), dtype=complex)  # current injections of the step
-    next_chk = np.full(n_scen, _FIRST_CHECK, dtype=np.int64)
-    rate0 = np.full(n_scen, np.nan)
-    prev_err = np.full(n_scen, np.inf)
-    prev_n = np.zeros(n_scen, dtype=np.int64)
-    done = np.zeros(n_scen, dtype=bool)  # converged rows not yet dropped from the active set
-
+    st = _BlockSeries.start(plan, conj_s, v_slack, model.n_pq, max_coefficients)
     k = 0
     while True:
         k += 1
-        if k >= cap:
-            grow = min(2 * cap, max_coefficients) - cap
-            cap += grow
-            hist = np.pad(hist, [(0, 0), (0, grow), (0, 0)])
-            pc = np.pad(pc, [(0, 0), (0, grow), (0, 0)])
-            w = np.pad(w, [(0, 0), (0, grow), (0, 0)])
-            gram = np.pad(gram, [(0, 0), (0, grow), (0, grow)])
-        v_k = hist[:, k, nl:]
-        if zt is not None:  # V[k] = (i_load - Y_shunt V[k-1]) Z^T, one BLAS product
-            np.multiply(hist[:, k - 1, nl:], neg_y_sh, out=j_buf)
-            j_buf[:, :nl] += hist[:, k - 1, :nl]
-            np.matmul(j_buf, zt, out=v_k)
-        else:
-            plan.step(model, hist[:, k - 1], out=v_k)
-        pc[:, k] = v_k[:, probe]
-        g_row = np.matmul(pc[:, : k + 1], pc[:, k].conj()[:, :, None])[:, :, 0]
-        gram[:, k, : k + 1] = g_row
-        np.conjugate(g_row, out=gram[:, : k + 1, k])
-        if nl:
-            acc = np.einsum("sjl,sjl->sl", w[:, :k], hist[:, k:0:-1, nl : 2 * nl])
-            np.multiply(acc, neg_w0, out=w[:, k])
-            np.conjugate(w[:, k], out=hist[:, k, :nl])
-            hist[:, k, :nl] *= cs
-
+        if k >= st.cap:
+            st.grow(max_coefficients)
+        st.advance(model, plan, k)
         n_coef = k + 1
         if k == _FIRST_CHECK - 1:
-            next_chk, rate0 = _first_check(hist[:, [1, k - 1, k], nl:], tol_pu, max_coefficients)
+            st.next_chk, st.rate0 = _first_check(
+                st.hist[:, [1, k - 1, k], st.nl :], tol_pu, max_coefficients
+            )
         at_limit = n_coef >= max_coefficients
         if at_limit:
-            due = np.flatnonzero(~done)
+            due = np.flatnonzero(~st.done)
         else:
-            due = np.flatnonzero(next_chk <= n_coef)
+            due = np.flatnonzero(st.next_chk <= n_coef)
             if due.size == 0:
                 continue
-        rows = None if due.size == active.size else due
-        g_due = gram if rows is None else gram[rows]
-        coefs = hist[:, :, nl:]
-        a_n, a_m = pade_pair(g_due, coefs, k, rows)
-        err = np.max(np.abs(a_n - a_m), axis=1)
-        ok = np.isfinite(err) & (err <= tol_pu)
-        if at_limit and not ok.all():
-            # last resort before declaring collapse: scalar Padé (Wynn's epsilon) per node
-            rest = np.flatnonzero(~ok)
-            wynn = Wynn()
-            wynn.extend(np.moveaxis(np.cumsum(coefs[due[rest], : k + 1], axis=1), 1, 0))
-            b_n, b_m = wynn.latest()
-            err_w = np.max(np.abs(b_n - b_m), axis=1)
-            ok_w = np.isfinite(err_w) & (err_w <= tol_pu)
-            a_n[rest[ok_w]] = b_n[ok_w]
-            ok[rest[ok_w]] = True
+        a_n, err, ok = st.approximants(due, k, tol_pu, at_limit)
         if ok.any():
-            idx = active[due[ok]]
+            idx = st.active[due[ok]]
             v_out[idx] = a_n[ok]
             conv[idx] = True
             n_used[idx] = n_coef
         if at_limit:
             break
-        pending = due[~ok]
-        next_chk[pending] = _next_check(
-            n_coef, err[~ok], prev_err[pending], prev_n[pending], rate0[pending], tol_pu
-        )
-        prev_err[pending] = err[~ok]
-        prev_n[pending] = n_coef
-        if ok.any():
-            done[due[ok]] = True
-            next_chk[due[ok]] = np.iinfo(np.int64).max  # never due again
-            n_done = int(np.count_nonzero(done))
-            if n_done == active.size:
-                break
-            if 2 * n_done >= active.size:  # drop converged rows once they are half the block
-                keep = ~done
-                active = active[keep]
-                j_buf = j_buf[: active.size]
-                hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n, done = (
-                    a_[keep]
-                    for a_ in (
-                        hist, pc, w, gram, cs, neg_w0, next_chk, rate0, prev_err, prev_n, done
-                    )
-                )
+        st.reschedule(due, ok, err, n_coef, tol_pu)
+        if ok.any() and st.retire(due[ok]):
+            break
     return v_out, conv, n_used
+
+
+def _first_check_single(
+    hist: np.ndarray, nl: int, k: int, tol_pu: float, max_coefficients: int
+) -> tuple[int, float]:
+    """``_first_check`` for one scenario with numpy scalars (same IEEE semantics): the first
+    check's coefficient count and the predicted rate (``_FIRST_CHECK``, NaN if unpredictable)."""
+    mag = np.abs(hist[[1, k - 1, k], nl:]).max(axis=1)
+    alpha_c = mag[1] / mag[2]
+    log_r = 2.0 * np.log(np.sqrt(alpha_c) + np.sqrt(alpha_c - 1.0))
+    predicted = np.log(mag[0] / tol_pu) / log_r
+    if np.isfinite(predicted) and alpha_c > 1.0 and log_r > 0:
+        first = np.floor(_FIRST_FACTOR * predicted)
+        return int(min(max(first, _FIRST_CHECK), max_coefficients)), float(-log_r / 1.9)
+    return _FIRST_CHECK, np.nan
+
+
+def _next_check_single(
+    n_coef: int, err: float, prev_err: float, prev_n: int, rate0: float, tol_pu: float
+) -> int:
+    """``_next_check`` for one scenario, in scalar arithmetic."""
+    rate = (
+        math.log(err / prev_err) / (n_coef - prev_n)
+        if math.isfinite(prev_err) and prev_err > 0 and err > 0
+        else rate0
+    )
+    step = _CHECK_EVERY
+    if err > tol_pu and math.isfinite(rate) and rate < -0.05 and math.isfinite(err):
+        step = min(max(math.ceil(math.log(tol_pu / err) / rate), 1), _MAX_SKIP)
+    return n_coef + step
+
+
+def _wynn_single(c: np.ndarray, tol_pu: float) -> np.ndarray | None:
+    """Scalar per-node Padé (Wynn's epsilon) of the coefficients ``c`` (N, n_pq): V(1) if its
+    two latest approximants agree within ``tol_pu``, else None (collapse)."""
+    wynn = Wynn()
+    wynn.extend(np.cumsum(c, axis=0)[:, None, :])
+    b_n, b_m = wynn.latest()
+    if float(np.max(np.abs(b_n - b_m))) <= tol_pu:
+        return b_n[0]
+    return None
 
 
 def _solve_single(
@@ -553,9 +653,7 @@ def _solve_single(
     conj_w0 = 1.0 / conj_v[0]
     np.multiply(conj_w0, conj_s, out=hist[0, :nl])
     neg_conj_w0 = -conj_w0
-    m = plan.m
-    lu = model.lu
-    to_pq = plan.to_pq
+    m, lu, to_pq = plan.m, model.lu, plan.to_pq
     use_lu = to_pq is not None
     if use_lu:  # SuperLU's triangular solves beat the dense product for one right-hand side
         neg_y_sh = -plan.y_sh
@@ -581,43 +679,23 @@ def _solve_single(
                 "jl,jl,l->l", hist[:k, :nl], conj_v[k:0:-1], neg_conj_w0, out=hist[k, :nl]
             )
         n_coef = k + 1
-        if k == _FIRST_CHECK - 1:  # _first_check with numpy scalars (same IEEE semantics)
-            mag = np.abs(hist[[1, k - 1, k], nl:]).max(axis=1)
-            alpha_c = mag[1] / mag[2]
-            log_r = 2.0 * np.log(np.sqrt(alpha_c) + np.sqrt(alpha_c - 1.0))
-            predicted = np.log(mag[0] / tol_pu) / log_r
-            if np.isfinite(predicted) and alpha_c > 1.0 and log_r > 0:
-                first = np.floor(_FIRST_FACTOR * predicted)
-                next_chk = int(min(max(first, _FIRST_CHECK), max_coefficients))
-                rate0 = float(-log_r / 1.9)
+        if k == _FIRST_CHECK - 1:
+            next_chk, rate0 = _first_check_single(hist, nl, k, tol_pu, max_coefficients)
         at_limit = n_coef >= max_coefficients
         if n_coef < next_chk and not at_limit:
             continue
         c = hist[: k + 1, nl:]
         cp = c[:, plan.probe]
-        gram = cp.conj() @ cp.T
-        a_n, a_m = pade_single(gram, c, k)
+        a_n, a_m = pade_single(cp.conj() @ cp.T, c, k)
         err = float(abs(a_n - a_m).max())
         if err <= tol_pu:  # False for NaN
             return a_n, True, n_coef
         if at_limit:
-            wynn = Wynn()
-            wynn.extend(np.cumsum(c, axis=0)[:, None, :])
-            b_n, b_m = wynn.latest()
-            err_w = float(np.max(np.abs(b_n - b_m)))
-            if err_w <= tol_pu:
-                return b_n[0], True, n_coef
+            v = _wynn_single(c, tol_pu)
+            if v is not None:
+                return v, True, n_coef
             return np.full(model.n_pq, np.nan + 0j), False, n_coef
-        # next check: same rule as _next_check, in scalar arithmetic
-        rate = (
-            math.log(err / prev_err) / (n_coef - prev_n)
-            if math.isfinite(prev_err) and prev_err > 0 and err > 0
-            else rate0
-        )
-        step = _CHECK_EVERY
-        if err > tol_pu and math.isfinite(rate) and rate < -0.05 and math.isfinite(err):
-            step = min(max(math.ceil(math.log(tol_pu / err) / rate), 1), _MAX_SKIP)
-        next_chk = n_coef + step
+        next_chk = _next_check_single(n_coef, err, prev_err, prev_n, rate0, tol_pu)
         prev_err, prev_n = err, n_coef
 
 

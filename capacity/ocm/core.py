@@ -188,21 +188,9 @@ def compute_bands(
         )
 
 
-def _compute_bands(
-    feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-    n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
-) -> BandResult:
-    """The body of ``compute_bands`` (same arguments)."""
-    if n_random < 0:
-        raise ValueError(f"n_random must be >= 0, got {n_random}")
-    flexibilities, incidence, p, q, vs = _validate(
-        feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective
-    )
-    solver = solver or helm_voltage_solver(feeder)
-    band_solver = BandSolver(flexibilities, objective, ga, margin_pu, use_polish)
-    n_steps, n_bus = p.shape
-    n_flex = len(flexibilities)
-    out = {
+def _empty_outputs(n_steps: int, n_bus: int, n_flex: int) -> dict[str, np.ndarray]:
+    """Zeroed per-step arrays of a ``BandResult``."""
+    return {
         "p_min_kw": np.zeros((n_steps, n_flex)),
         "p_max_kw": np.zeros((n_steps, n_flex)),
         "argmin_kw": np.zeros((n_steps, n_flex)),
@@ -217,6 +205,58 @@ def _compute_bands(
         "n_evaluations": np.zeros(n_steps, dtype=np.int64),
         "seconds": np.zeros(n_steps),
     }
+
+
+def _certify_step(
+    problem: StepProblem,
+    sol: StepSolution,
+    n_random: int,
+    rng: np.random.Generator,
+    out: dict[str, np.ndarray],
+    t: int,
+) -> str:
+    """Certify step ``t``'s box (shrinking it if needed; paper Eq. 14), write its row of
+    ``out`` and return its note. Infeasible steps publish their safest setting."""
+    note = sol.note
+    if sol.feasible:
+        lo, hi, cert, shrinks = certify_or_shrink(
+            problem, sol.lo_kw, sol.hi_kw, sol.anchor_kw, n_random, rng
+        )
+        if cert.ok:
+            out["feasible"][t] = True
+        else:  # even the anchor point fails against the true limits
+            lo = hi = sol.anchor_kw
+            out["violation_pu"][t] = cert.violation_pu
+            note = "certification-failed"
+        out["shrinks"][t] = shrinks
+        if shrinks:
+            note = (note + " shrunk").strip()
+    else:
+        lo = hi = sol.lo_kw
+        cert = certify(problem, lo, hi, 0, rng)
+        out["violation_pu"][t] = max(sol.violation_pu, cert.violation_pu)
+    out["p_min_kw"][t], out["p_max_kw"][t] = lo, hi
+    out["argmin_kw"][t], out["argmax_kw"][t] = sol.argmin_kw, sol.argmax_kw
+    out["v_at_min_pu"][t], out["v_at_max_pu"][t] = cert.v_at_lo_pu, cert.v_at_hi_pu
+    out["v_random_stats_pu"][t] = cert.v_stats_pu
+    out["certified_points"][t] = cert.n_points
+    return note
+
+
+def _compute_bands(
+    feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
+    n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
+) -> BandResult:
+    """The body of ``compute_bands`` (same arguments)."""
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0, got {n_random}")
+    flexibilities, incidence, p, q, vs = _validate(
+        feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective
+    )
+    solver = solver or helm_voltage_solver(feeder)
+    band_solver = BandSolver(flexibilities, objective, ga, margin_pu, use_polish)
+    n_steps, n_bus = p.shape
+    out = _empty_outputs(n_steps, n_bus, len(flexibilities))
     notes: list[str] = []
     steps: Any = range(n_steps)
     if progress:
@@ -234,30 +274,7 @@ def _compute_bands(
         problem = StepProblem(solver, incidence, p[t], q[t], float(vs[t]), v_low, v_high)
         s = step_seed(seed, t)
         sol = band_solver.solve_step(problem, warm if warm_start else None, s)
-        rng = np.random.default_rng(s)
-        note = sol.note
-        if sol.feasible:
-            lo, hi, cert, shrinks = certify_or_shrink(
-                problem, sol.lo_kw, sol.hi_kw, sol.anchor_kw, n_random, rng
-            )
-            if cert.ok:
-                out["feasible"][t] = True
-            else:  # even the anchor point fails against the true limits
-                lo = hi = sol.anchor_kw
-                out["violation_pu"][t] = cert.violation_pu
-                note = "certification-failed"
-            out["shrinks"][t] = shrinks
-            if shrinks:
-                note = (note + " shrunk").strip()
-        else:
-            lo = hi = sol.lo_kw
-            cert = certify(problem, lo, hi, 0, rng)
-            out["violation_pu"][t] = max(sol.violation_pu, cert.violation_pu)
-        out["p_min_kw"][t], out["p_max_kw"][t] = lo, hi
-        out["argmin_kw"][t], out["argmax_kw"][t] = sol.argmin_kw, sol.argmax_kw
-        out["v_at_min_pu"][t], out["v_at_max_pu"][t] = cert.v_at_lo_pu, cert.v_at_hi_pu
-        out["v_random_stats_pu"][t] = cert.v_stats_pu
-        out["certified_points"][t] = cert.n_points
+        note = _certify_step(problem, sol, n_random, np.random.default_rng(s), out, t)
         out["n_evaluations"][t] = problem.n_evaluations
         out["seconds"][t] = time.perf_counter() - started
         notes.append(note)

@@ -106,14 +106,7 @@ def run_ga(
         viol, _ = problem.evaluate(lower_kw[None, :], margin_pu)
         return Extreme(lower_kw.copy(), float(viol[0]), 0)
 
-    rng = np.random.default_rng(seed)
-    starts = [np.zeros(n_free), np.ones(n_free)]
-    for s in seeds_kw:
-        s = np.clip(np.asarray(s, dtype=float), lower_kw, upper_kw)
-        starts.append((s[free] - lower_kw[free]) / span)
-    starts = starts[: settings.population]
-    n_random = settings.population - len(starts)
-    genes0 = np.vstack([np.array(starts), rng.random((n_random, n_free))])
+    genes0 = _initial_genes(lower_kw, upper_kw, free, seeds_kw, settings.population, seed)
 
     saved_state = random.getstate()
     random.seed(seed)
@@ -123,21 +116,7 @@ def run_ga(
         stall, generations = 0, 0
         for generation in range(1, settings.max_generations + 1):
             generations = generation
-            elites = [_clone(ind) for ind in tools.selBest(pop, settings.n_elite)]
-            offspring = [
-                _clone(ind)
-                for ind in tools.selTournament(pop, len(pop) - settings.n_elite, tournsize=2)
-            ]
-            for c1, c2 in zip(offspring[::2], offspring[1::2], strict=False):
-                if random.random() < settings.crossover_prob:
-                    tools.cxSimulatedBinaryBounded(c1, c2, settings.eta_crossover, 0.0, 1.0)
-                    del c1.fitness.values, c2.fitness.values
-            for ind in offspring:
-                if random.random() < settings.mutation_prob:
-                    tools.mutPolynomialBounded(
-                        ind, settings.eta_mutation, 0.0, 1.0, indpb=max(1.0 / n_free, 0.25)
-                    )
-                    del ind.fitness.values
+            elites, offspring = _next_generation(pop, settings, n_free)
             fresh = [ind for ind in offspring if not ind.fitness.valid]
             if not fresh:
                 stall += 1
@@ -158,6 +137,48 @@ def run_ga(
     finally:
         random.setstate(saved_state)
     return Extreme(best_x, best_viol, generations)
+
+
+def _initial_genes(
+    lower_kw: np.ndarray,
+    upper_kw: np.ndarray,
+    free: np.ndarray,
+    seeds_kw: list[np.ndarray],
+    population: int,
+    seed: int,
+) -> np.ndarray:
+    """First population (population, n_free) in [0, 1]: the all-low and all-high corners, the
+    warm-start settings (clipped into the box), then uniform random individuals."""
+    n_free = int(free.sum())
+    span = (upper_kw - lower_kw)[free]
+    rng = np.random.default_rng(seed)
+    starts = [np.zeros(n_free), np.ones(n_free)]
+    for s in seeds_kw:
+        s = np.clip(np.asarray(s, dtype=float), lower_kw, upper_kw)
+        starts.append((s[free] - lower_kw[free]) / span)
+    starts = starts[:population]
+    n_random = population - len(starts)
+    return np.vstack([np.array(starts), rng.random((n_random, n_free))])
+
+
+def _next_generation(pop: list, settings: GaSettings, n_free: int) -> tuple[list, list]:
+    """(elites, offspring): the best ``n_elite`` kept, the rest by binary tournament, SBX
+    crossover and polynomial mutation (fitness deleted where genes changed)."""
+    elites = [_clone(ind) for ind in tools.selBest(pop, settings.n_elite)]
+    offspring = [
+        _clone(ind) for ind in tools.selTournament(pop, len(pop) - settings.n_elite, tournsize=2)
+    ]
+    for c1, c2 in zip(offspring[::2], offspring[1::2], strict=False):
+        if random.random() < settings.crossover_prob:
+            tools.cxSimulatedBinaryBounded(c1, c2, settings.eta_crossover, 0.0, 1.0)
+            del c1.fitness.values, c2.fitness.values
+    for ind in offspring:
+        if random.random() < settings.mutation_prob:
+            tools.mutPolynomialBounded(
+                ind, settings.eta_mutation, 0.0, 1.0, indpb=max(1.0 / n_free, 0.25)
+            )
+            del ind.fitness.values
+    return elites, offspring
 
 
 def _clone(ind: list) -> list:

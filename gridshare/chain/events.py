@@ -21,9 +21,11 @@ still on the chain (a binary search: when a block is on the chain, so are all be
 every log above that ancestor, reports them in a :class:`Reorg` and reads on from the block
 after it. Since every block holding a log is recorded, the dropped logs are exactly those no
 longer on the chain. A reorganisation that would take the stream back more than
-``max_reorg_depth`` blocks raises :class:`ReorgTooDeepError` (the caller has to start over). A read
-during which the chain changed (the block before the range or the range's last block changed
-hash) is discarded and reported as ``ReadResult.retry``; ``logs()`` retries it itself.
+``max_reorg_depth`` blocks raises :class:`ReorgTooDeepError`; the stream then starts over from
+``start_block`` on its next read (a caller that keeps its own cursor, like the ingestion, decides
+for itself). A read during which the chain changed (the block before the range or the range's
+last block changed hash) is discarded and reported as ``ReadResult.retry``; ``logs()`` retries
+it itself.
 
 Callers that persist what they read (the oracle's ingestion) keep their own cursor and restore a
 stream with :meth:`EventReader.seek`. One lock per reader makes it safe for several threads.
@@ -186,6 +188,7 @@ class EventReader:
         nothing scanned), with the recorded ``block_hashes`` (which must include
         ``scanned_to``'s). Cached logs of the stream are forgotten."""
         with self._lock:
+            self._stream(event)  # a known event name
             top = self.start_block - 1 if scanned_to is None else int(scanned_to)
             if top >= self.start_block and top not in block_hashes:
                 raise ValueError(f"the hash of block {top} is needed to resume from it")
@@ -234,10 +237,12 @@ class EventReader:
                 hi = mid
         ancestor = numbers[lo - 1] if lo else self.start_block - 1
         if head - ancestor > self.max_reorg_depth:
-            raise ReorgTooDeepError(
-                f"block {head} of {self.address} is no longer {stream.hashes[head][:10]} and no "
-                f"recorded block within {self.max_reorg_depth} blocks below it is on the chain "
-                f"(newest one still on it: {ancestor}); start the reader over")
+            message = (f"block {head} of {self.address} is no longer {stream.hashes[head][:10]} "
+                       f"and no recorded block within {self.max_reorg_depth} blocks below it is "
+                       f"on the chain (newest one still on it: {ancestor})")
+            stream.scanned_to, stream.hashes, stream.logs = self.start_block - 1, {}, []
+            raise ReorgTooDeepError(message + "; the stream starts over from block "
+                                    f"{self.start_block} on its next read")
         cut = bisect.bisect_right(stream.logs, ancestor, key=_block_of)
         reorg = Reorg(head, ancestor, stream.hashes.get(ancestor), tuple(stream.logs[cut:]))
         del stream.logs[cut:]

@@ -125,6 +125,7 @@ def test_reorg_deeper_than_the_limit_raises(chain: Chain, probe) -> None:
     store(chain, contract, 9)
     with pytest.raises(ReorgTooDeepError, match="within 2 blocks"):
         reader.logs("Stored")
+    assert values(reader.logs("Stored")) == [9]  # the stream started over
 
 
 def test_seek_resumes_from_a_callers_record_and_checks_it(chain: Chain, probe) -> None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from eth_utils import to_checksum_address
 
-from gridshare.units import nano_eur_to_eur
+from gridshare.units import nano_eur_to_eur, wh_to_kwh
 from market.battery import split_by_shares
 from market.settlement import GRID_ADDRESS, Trade
 
@@ -64,7 +64,7 @@ class MemberStatement:
 
         def row(label: str, wh: int, paid: int, received: int) -> str:
             eur = nano_eur_to_eur(received - paid)
-            return f"  {label:<22}{wh / 1000:>12.3f} kWh {eur:>+12.4f} EUR"
+            return f"  {label:<22}{wh_to_kwh(wh):>12.3f} kWh {eur:>+12.4f} EUR"
 
         lines = [
             f"statement of {self.member}, intervals {span}",
@@ -79,8 +79,8 @@ class MemberStatement:
         if self.battery_share_bps:
             lines.append(
                 f"  battery share {self.battery_share_bps / 100:.2f} %: charged "
-                f"{self.battery_share_charge_wh / 1000:.3f} kWh, discharged "
-                f"{self.battery_share_discharge_wh / 1000:.3f} kWh, net "
+                f"{wh_to_kwh(self.battery_share_charge_wh):.3f} kWh, discharged "
+                f"{wh_to_kwh(self.battery_share_discharge_wh):.3f} kWh, net "
                 f"{nano_eur_to_eur(self.battery_share_net_nano_eur):+.4f} EUR"
             )
         return "\n".join(lines)

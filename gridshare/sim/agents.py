@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridshare.units import kwh_to_wh
+
 MINUTES_PER_DAY = 1440
 BUY_DISCOUNT_EUR_PER_KWH = 0.10
 SELL_MARKUP_EUR_PER_KWH = 0.10
@@ -149,6 +151,6 @@ def limit_prices_eur_per_kwh(n_members: int, retail_eur_per_kwh: float,
 
 
 def interval_net_wh(load_kw: np.ndarray, pv_kw: np.ndarray, minutes: np.ndarray) -> np.ndarray:
-    """Net energy (Wh, int) per customer over ``minutes``: sum of (load - PV) kW / 60 * 1000."""
+    """Net energy (Wh, int) per customer over ``minutes``: sum of (load - PV) kW / 60, in Wh."""
     net_kwh = (load_kw[minutes] - pv_kw[minutes]).sum(axis=0) / 60.0
-    return np.rint(net_kwh * 1000.0).astype(np.int64)
+    return kwh_to_wh(net_kwh)

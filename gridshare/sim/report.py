@@ -29,6 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from gridshare.units import kw_to_w, price_to_eur_per_kwh, w_to_kw, wh_to_kwh
+
 if TYPE_CHECKING:
     from gridshare.sim.run import SimulationResult
 
@@ -69,7 +71,7 @@ def _write_bands_csv(result: SimulationResult, out: Path) -> Path:
         ["interval", "device", "p_min_w", "p_max_w", "executed_w", "plan_w",
          "metered_min_w", "metered_max_w"],
         ([r.interval, n, r.band_w[n][0], r.band_w[n][1], r.flex_p_w.get(n),
-          round(r.plan_kw.get(n, float("nan")) * 1000) if n in r.plan_kw else "",
+          kw_to_w(r.plan_kw[n]) if n in r.plan_kw else "",
           *(metered.get(f"{r.interval}:{n}", ["", ""]))]
          for r in result.intervals for n in result.flex_names))
 
@@ -183,9 +185,9 @@ def fig_operation_in_bands(result: SimulationResult, path: Path) -> Path:
     x = _step_x(result)
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.3 * len(names)), sharex=True)
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
-        lo = _stairs(r.band_w[name][0] / 1000 for r in result.intervals)
-        hi = _stairs(r.band_w[name][1] / 1000 for r in result.intervals)
-        p = _stairs(r.flex_p_w[name] / 1000 for r in result.intervals)
+        lo = _stairs(w_to_kw(r.band_w[name][0]) for r in result.intervals)
+        hi = _stairs(w_to_kw(r.band_w[name][1]) for r in result.intervals)
+        p = _stairs(w_to_kw(r.flex_p_w[name]) for r in result.intervals)
         ax.stairs(hi, x, baseline=lo, fill=True, alpha=0.3, label=f"{name} band (on-chain)")
         ax.stairs(p, x, color="black", lw=1.3, label="metered power")
         if any(name in r.plan_kw for r in result.intervals):
@@ -205,10 +207,10 @@ def fig_battery(result: SimulationResult, path: Path) -> Path:
     for n in result.flex_names:
         if n.upper().startswith("CB"):
             name = n
-    p = _stairs(r.battery_power_w / 1000 for r in result.intervals)
-    lo = _stairs(r.band_w[name][0] / 1000 for r in result.intervals)
-    hi = _stairs(r.band_w[name][1] / 1000 for r in result.intervals)
-    soc = np.asarray([r.soc_after_wh / 1000 for r in result.intervals])
+    p = _stairs(w_to_kw(r.battery_power_w) for r in result.intervals)
+    lo = _stairs(w_to_kw(r.band_w[name][0]) for r in result.intervals)
+    hi = _stairs(w_to_kw(r.band_w[name][1]) for r in result.intervals)
+    soc = wh_to_kwh(np.asarray([r.soc_after_wh for r in result.intervals]))
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
     a1.stairs(hi, x, baseline=lo, fill=True, alpha=0.25, label="band")
     a1.stairs(p, x, color="tab:blue", lw=1.4, label="battery power (settled), charging > 0")
@@ -226,7 +228,8 @@ def fig_prices(result: SimulationResult, path: Path, retail: float, feed_in: flo
     """Clearing price per interval and where the energy went (local, battery, grid)."""
     x = _step_x(result)
     price = _stairs(np.nan if r.clearing_price_micro_eur_per_kwh is None
-                    else r.clearing_price_micro_eur_per_kwh / 1e6 for r in result.intervals)
+                    else price_to_eur_per_kwh(r.clearing_price_micro_eur_per_kwh)
+                    for r in result.intervals)
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     a1.stairs(price, x, color="tab:purple", lw=1.5, label="clearing price")
     a1.axhline(retail, color="tab:red", ls="--", lw=0.8, label=f"retail {retail:.2f}")
@@ -235,11 +238,11 @@ def fig_prices(result: SimulationResult, path: Path, retail: float, feed_in: flo
     a1.legend(loc="upper left", fontsize=8, ncol=3)
     mid = 0.5 * (x[:-1] + x[1:])
     width = np.diff(x) * 0.9
-    local = np.array([r.local_wh for r in result.intervals]) / 1000
-    ch = np.array([r.battery_charge_wh for r in result.intervals]) / 1000
-    dis = np.array([r.battery_discharge_wh for r in result.intervals]) / 1000
-    imp = np.array([r.grid_import_wh for r in result.intervals]) / 1000
-    exp = np.array([r.grid_export_wh for r in result.intervals]) / 1000
+    local = wh_to_kwh(np.array([r.local_wh for r in result.intervals]))
+    ch = wh_to_kwh(np.array([r.battery_charge_wh for r in result.intervals]))
+    dis = wh_to_kwh(np.array([r.battery_discharge_wh for r in result.intervals]))
+    imp = wh_to_kwh(np.array([r.grid_import_wh for r in result.intervals]))
+    exp = wh_to_kwh(np.array([r.grid_export_wh for r in result.intervals]))
     a2.bar(mid, local, width, label="traded locally", color="tab:purple")
     a2.bar(mid, dis, width, bottom=local, label="from battery", color="tab:blue")
     a2.bar(mid, imp, width, bottom=local + dis, label="from grid", color="tab:red")
@@ -465,10 +468,10 @@ def _figures_html(figs: Mapping[str, Path]) -> list[str]:
 def _statements_table(statements: Sequence[Mapping[str, Any]]) -> str:
     """Per-member statements (energy in kWh, money in EUR, battery share in %)."""
     member_rows = [
-        [st["name"], st["member"][:10] + "...", f"{st['bought_local_wh'] / 1000:.2f}",
-         f"{st['sold_local_wh'] / 1000:.2f}", f"{st['from_battery_wh'] / 1000:.2f}",
-         f"{st['to_battery_wh'] / 1000:.2f}", f"{st['from_grid_wh'] / 1000:.2f}",
-         f"{st['to_grid_wh'] / 1000:.2f}", f"{st['net_eur']:+.3f}",
+        [st["name"], st["member"][:10] + "...", f"{wh_to_kwh(st['bought_local_wh']):.2f}",
+         f"{wh_to_kwh(st['sold_local_wh']):.2f}", f"{wh_to_kwh(st['from_battery_wh']):.2f}",
+         f"{wh_to_kwh(st['to_battery_wh']):.2f}", f"{wh_to_kwh(st['from_grid_wh']):.2f}",
+         f"{wh_to_kwh(st['to_grid_wh']):.2f}", f"{st['net_eur']:+.3f}",
          f"{st['battery_share_bps'] / 100:.2f}"] for st in statements]
     return _table(
         ["member", "address", "bought local kWh", "sold local kWh", "from battery kWh",
@@ -512,7 +515,6 @@ def render_html(result: SimulationResult, figs: Mapping[str, Path]) -> str:
 
 def write_report(result: SimulationResult, out_dir: Path) -> Path:
     """Write figures, data and ``index.html`` into ``out_dir``; returns the page's path."""
-    from gridshare.units import price_to_eur_per_kwh
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,7 @@ from gridshare.units import (
     kw_to_w,
     price_to_eur_per_kwh,
     w_to_kw,
+    wh_to_kwh,
 )
 from market.battery import BatteryInfeasibleError, energy_for_power
 from market.chain import MarketChain, SettlementError, default_battery_params
@@ -284,9 +285,10 @@ class Simulation:
         cb_flex = self.flex[self.flex_names.index(self.battery_name)]
         self.agg_case = community_case(
             self.profiles.load_kw, self.profiles.pv_kw,
-            battery_capacity_kwh=cb.capacity_wh / 1000, battery_soc_min_kwh=cb.soc_min_wh / 1000,
-            battery_soc_max_kwh=cb.soc_max_wh / 1000,
-            battery_initial_kwh=cb.initial_soc_wh / 1000,
+            battery_capacity_kwh=wh_to_kwh(cb.capacity_wh),
+            battery_soc_min_kwh=wh_to_kwh(cb.soc_min_wh),
+            battery_soc_max_kwh=wh_to_kwh(cb.soc_max_wh),
+            battery_initial_kwh=wh_to_kwh(cb.initial_soc_wh),
             battery_p_kw=float(max(-cb_flex.p_low_kw, cb_flex.p_high_kw)),
             battery_eff=cb.charge_efficiency_ppm / 1e6, stations=stations,
             sessions=self.sessions, retail_eur_per_kwh=self.retail_eur,
@@ -342,7 +344,7 @@ class Simulation:
             lo, hi = bands[name]
             cs_lo[j, slots] = np.minimum(max(float(w_to_kw(lo)), 0.0), cs_hi[j, slots])
             cs_hi[j, slots] = np.minimum(float(w_to_kw(hi)), cs_hi[j, slots])
-        soc_kwh = self.soc_wh() / 1000.0
+        soc_kwh = wh_to_kwh(self.soc_wh())
         e_cs = np.array([self.stations[n].fleet_energy_kwh(hour * 60)
                          for n in self.station_names])
         entry: dict[str, Any] = {"hour": hour, "interval": interval, "soc_kwh": soc_kwh,
@@ -538,8 +540,8 @@ class Simulation:
                     bar.set_postfix_str(
                         f"{(rec.first_minute + self.n_min) // 60:02d}:"
                         f"{(rec.first_minute + self.n_min) % 60:02d} "
-                        f"price {'-' if price is None else f'{price / 1e6:.3f}'} "
-                        f"CB {rec.battery_power_w / 1000:+.1f} kW", refresh=False)
+                        f"price {'-' if price is None else f'{price_to_eur_per_kwh(price):.3f}'} "
+                        f"CB {w_to_kw(rec.battery_power_w):+.1f} kW", refresh=False)
                 if on_interval is not None:
                     on_interval(rec)
         finally:

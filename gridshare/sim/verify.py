@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gridshare.units import nano_eur_to_eur, w_to_kw
+from gridshare.units import nano_eur_to_eur, w_to_kw, wh_to_kwh
 from market.statements import member_statement
 
 if TYPE_CHECKING:
@@ -373,15 +373,15 @@ def _energy_summary(records: list[IntervalRecord], p_tr_w: np.ndarray,
     """Energy in kWh: settled in the market, metered at the transformer (minute readings
     ``p_tr_w`` in W), delivered to and missing from the vehicles."""
     return {
-        "energy_traded_locally_kwh": sum(r.local_wh for r in records) / 1000,
-        "battery_charge_kwh": sum(r.battery_charge_wh for r in records) / 1000,
-        "battery_discharge_kwh": sum(r.battery_discharge_wh for r in records) / 1000,
-        "battery_throughput_kwh": sum(r.battery_charge_wh + r.battery_discharge_wh
-                                      for r in records) / 1000,
-        "market_grid_import_kwh": sum(r.grid_import_wh for r in records) / 1000,
-        "market_grid_export_kwh": sum(r.grid_export_wh for r in records) / 1000,
-        "metered_transformer_import_kwh": float(np.clip(p_tr_w, 0, None).sum() / 60 / 1000),
-        "metered_transformer_export_kwh": float(np.clip(-p_tr_w, 0, None).sum() / 60 / 1000),
+        "energy_traded_locally_kwh": wh_to_kwh(sum(r.local_wh for r in records)),
+        "battery_charge_kwh": wh_to_kwh(sum(r.battery_charge_wh for r in records)),
+        "battery_discharge_kwh": wh_to_kwh(sum(r.battery_discharge_wh for r in records)),
+        "battery_throughput_kwh": wh_to_kwh(sum(r.battery_charge_wh + r.battery_discharge_wh
+                                                for r in records)),
+        "market_grid_import_kwh": wh_to_kwh(sum(r.grid_import_wh for r in records)),
+        "market_grid_export_kwh": wh_to_kwh(sum(r.grid_export_wh for r in records)),
+        "metered_transformer_import_kwh": wh_to_kwh(np.clip(p_tr_w, 0, None).sum() / 60),
+        "metered_transformer_export_kwh": wh_to_kwh(np.clip(-p_tr_w, 0, None).sum() / 60),
         "ev_energy_delivered_kwh": float(sum(e["delivered_kwh"] for e in ev)),
         "ev_energy_missing_at_departure_kwh": float(sum(e["missing_kwh"] for e in ev
                                                         if e["departed"])),

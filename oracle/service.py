@@ -140,6 +140,19 @@ def interval_seed(base_seed: int, interval: int) -> int:
     return int((int(base_seed) * 1_000_003 + int(interval)) % (2**31 - 1))
 
 
+def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
+    """The ``ocm`` part of the canonical inputs of ``interval``: the settings in on-chain units
+    and the interval's seed (also used by ``gridshare fleet`` to get the same bands)."""
+    return {
+        "objective": ocm.objective, "seed": interval_seed(ocm.seed, interval),
+        "n_random": ocm.n_random, "forecast": ocm.forecast,
+        "v_low_micro_pu": int(pu_to_micro_pu(ocm.v_low_pu)),
+        "v_high_micro_pu": int(pu_to_micro_pu(ocm.v_high_pu)),
+        "margin_nano_pu": round(ocm.margin_pu * 1e9),
+        "ga_population": ocm.ga_population, "ga_max_generations": ocm.ga_max_generations,
+    }
+
+
 def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
     """The flexibilities named in canonical inputs (rated range W -> kW)."""
     return [
@@ -351,7 +364,6 @@ class Oracle:
             self.store.last_readings_before(start_s), self.forecast,
         )
         steps = forecast_steps(state, self.config.ocm.forecast)
-        ocm = self.config.ocm
         devices = [[d.device_id, d.bus, d.p_min_rated_w, d.p_max_rated_w, d.kind]
                    for d in self.registry.of_role("flexibility")]
         if not devices:
@@ -370,14 +382,7 @@ class Oracle:
             "q_var": state.q_var[steps].tolist(),
             "v_slack_micro_pu": state.v_slack_micro_pu[steps].tolist(),
             "devices": devices,
-            "ocm": {
-                "objective": ocm.objective, "seed": interval_seed(ocm.seed, target),
-                "n_random": ocm.n_random, "forecast": ocm.forecast,
-                "v_low_micro_pu": int(pu_to_micro_pu(ocm.v_low_pu)),
-                "v_high_micro_pu": int(pu_to_micro_pu(ocm.v_high_pu)),
-                "margin_nano_pu": round(ocm.margin_pu * 1e9),
-                "ga_population": ocm.ga_population, "ga_max_generations": ocm.ga_max_generations,
-            },
+            "ocm": ocm_inputs(self.config.ocm, target),
         }
         return inputs, state
 
@@ -572,4 +577,4 @@ class Oracle:
 
 
 __all__ = ["KIND_NAMES", "OcmSettings", "Oracle", "OracleConfig", "OracleFatal",
-           "compute_from_inputs", "inputs_hash"]
+           "compute_from_inputs", "inputs_hash", "ocm_inputs"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oracle import build
+from gridshare.chain import build
 
 #: (detector, contract.function) of High findings reviewed and explained in docs/contracts.md.
 EXPLAINED_HIGH: frozenset[tuple[str, str]] = frozenset(

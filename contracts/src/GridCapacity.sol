@@ -1,31 +1,39 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 
-/// @title GridCapacity: the DSO's flexibility registry, meter readings and operating bands
+/// @title GridCapacity: the DSO's device registry, meter readings, operating bands and the
+/// oracle's per-interval meter totals
 /// @notice Units (see docs/interfaces.md): power W (int), reactive power var (int), voltage
-/// micro-pu (1e-6 pu), voltage angle micro-rad (1e-6 rad), time unix seconds. Sign convention:
-/// consumption positive, injection negative. An interval id is `t / intervalSeconds` for the
-/// interval starting at unix time t.
-/// @dev Roles: DEFAULT_ADMIN_ROLE = the DSO (registry, heartbeat, role admin); ORACLE_ROLE writes
-/// bands; METER_ROLE is held by every registered meter address. Bands are packed two per storage
-/// slot by the device's registration index (see `_encodeBand`) to meet the gas budget.
-contract GridCapacity is AccessControl {
-    /// @notice Role of the oracle that writes the operating bands.
+/// micro-pu (1e-6 pu), voltage angle micro-rad (1e-6 rad), energy Wh (int64, consumption
+/// positive), time unix seconds. Sign convention: consumption positive, injection negative. An
+/// interval id is `t / intervalSeconds` for the interval starting at unix time t.
+/// @dev Roles: DEFAULT_ADMIN_ROLE = the DSO (registry, heartbeat, role admin; handed over in two
+/// steps with a delay, OpenZeppelin AccessControlDefaultAdminRules); ORACLE_ROLE writes bands and
+/// meter totals; METER_ROLE is held by every registered meter address. No account may hold two of
+/// the three roles (`RoleConflict`). Bands are stored densely: per interval a bitmap over the
+/// devices' registration indices says which devices have a band, and the bands themselves fill
+/// the slots two by two in registration-index order (see `writeBands`).
+contract GridCapacity is AccessControlDefaultAdminRules {
+    /// @notice Role of the oracle that writes the operating bands and the meter totals.
     bytes32 public constant ORACLE_ROLE = keccak256("ORACLE_ROLE");
-    /// @notice Role of a meter address allowed to post readings for its devices.
+    /// @notice Role of a meter address allowed to post readings.
     bytes32 public constant METER_ROLE = keccak256("METER_ROLE");
 
     /// @notice Bytes per meter reading in `postReadings`.
     uint256 public constant READING_BYTES = 24;
     /// @notice Bytes per band record in the `BandsWritten` event.
     uint256 public constant BAND_RECORD_BYTES = 20;
-    /// @notice Largest |rated power| in W a device may register (2^62 W; keeps band packing exact).
+    /// @notice Bytes per record of `writeMeterTotals`.
+    uint256 public constant TOTAL_RECORD_BYTES = 12;
+    /// @notice Largest |rated power| in W a device may register (2^62 W): power times interval
+    /// seconds then stays far inside the market's int256 energy arithmetic.
     int64 public constant MAX_ABS_RATED_W = int64(1) << 62;
 
     /// @notice Kind of a registered device. `Other` also covers plain metering points
-    /// (uncontrollable loads) that post readings but get no band.
+    /// (uncontrollable loads, a member's connection meter) that post readings but get no band.
     enum Kind {
         CommunityBattery,
         ChargingStation,
@@ -53,9 +61,12 @@ contract GridCapacity is AccessControl {
 
     /// @notice Interval length in seconds (shared with the market contract).
     uint64 public immutable intervalSeconds;
-    /// @notice Seconds after `updatedAt` during which the latest band counts as fresh.
+    /// @notice How many intervals after the current one bands (and the market's orders) may be
+    /// written for; earlier intervals than the current one are refused.
+    uint64 public immutable maxIntervalsAhead;
+    /// @notice Seconds after `updatedAt` during which a band counts as fresh (`latestBand`).
     uint64 public heartbeatSeconds;
-    /// @notice The last interval written by the oracle (valid when `anyIntervalWritten`).
+    /// @notice The highest interval written by the oracle (valid when `anyIntervalWritten`).
     uint64 public lastInterval;
     /// @notice Whether any interval has been written yet.
     bool public anyIntervalWritten;
@@ -63,8 +74,14 @@ contract GridCapacity is AccessControl {
     mapping(uint32 deviceId => Device) private _devices;
     uint32[] private _deviceIds;
     mapping(uint64 interval => IntervalRecord) private _intervals;
-    /// interval => (device index / 2) => two packed bands (low 128 bits: even index).
-    mapping(uint64 interval => mapping(uint256 word => uint256)) private _bandWords;
+    /// interval => word => bit i set when the device with registration index 256 * word + i has
+    /// a band in the interval.
+    mapping(uint64 interval => mapping(uint256 word => uint256)) private _bandBits;
+    /// interval => slot => two bands, in registration-index order of the banded devices (rank r
+    /// in slot r / 2, low 128 bits for even r); a band is uint64(pMinW) << 64 | uint64(pMaxW).
+    mapping(uint64 interval => mapping(uint256 slot => uint256)) private _bandSlots;
+    /// interval => keccak256 of the meter totals written by the oracle (0 = none written).
+    mapping(uint64 interval => bytes32) private _meterTotalsHash;
 
     /// @notice A device was added to the registry.
     event DeviceRegistered(
@@ -90,6 +107,8 @@ contract GridCapacity is AccessControl {
     /// band, in the order written, big-endian: uint32 deviceId | int64 pMinW | int64 pMaxW
     /// (`abi.encodePacked(uint32,int64,int64)`).
     event BandsWritten(uint64 indexed interval, bytes32 inputsHash, uint64 updatedAt, bytes bands);
+    /// @notice The oracle wrote the meter totals of an interval (layout in `writeMeterTotals`).
+    event MeterTotalsWritten(uint64 indexed interval, bytes32 totalsHash, bytes totals);
 
     /// @notice pMinW > pMaxW.
     error InvalidBand(uint32 deviceId, int64 pMinW, int64 pMaxW);
@@ -97,8 +116,12 @@ contract GridCapacity is AccessControl {
     error OutsideRatedRange(uint32 deviceId, int64 pMinW, int64 pMaxW);
     /// @notice The interval already has bands.
     error IntervalAlreadyWritten(uint64 interval);
-    /// @notice The interval is not greater than the last written one.
-    error IntervalNotMonotonic(uint64 interval, uint64 lastInterval);
+    /// @notice The interval lies before the current one (`currentInterval`).
+    error IntervalInPast(uint64 interval, uint64 currentInterval);
+    /// @notice The interval lies more than `maxIntervalsAhead` after the current one.
+    error IntervalTooFarAhead(uint64 interval, uint64 lastAllowed);
+    /// @notice The interval has not ended yet (meter totals are written after it).
+    error IntervalNotOver(uint64 interval, uint64 currentInterval);
     /// @notice The device id is not registered.
     error UnknownDevice(uint32 deviceId);
     /// @notice The device id is already registered.
@@ -111,29 +134,44 @@ contract GridCapacity is AccessControl {
     error EmptyBatch();
     /// @notice A readings blob whose length is not a positive multiple of READING_BYTES.
     error InvalidReadingsLength(uint256 length);
-    /// @notice A meter posted a reading for a device that is not registered to it.
-    error MeterNotForDevice(uint32 deviceId, address meter);
     /// @notice The same device twice in one band batch.
     error DuplicateDevice(uint32 deviceId);
+    /// @notice A band batch not in ascending registration-index order.
+    error DevicesNotAscending(uint32 deviceId);
     /// @notice No band for the device in the interval.
     error NoBand(uint32 deviceId, uint64 interval);
-    /// @notice The latest band is older than the heartbeat allows.
+    /// @notice The band is older than the heartbeat allows.
     error StaleBand(uint64 interval, uint64 updatedAt, uint64 heartbeatSeconds);
     /// @notice The zero address where an account is required.
     error ZeroAddress();
     /// @notice intervalSeconds or heartbeatSeconds of zero.
     error InvalidSeconds();
+    /// @notice The account already holds a role that excludes the requested one.
+    error RoleConflict(address account, bytes32 heldRole, bytes32 requestedRole);
+    /// @notice A meter-totals blob whose length is not a multiple of TOTAL_RECORD_BYTES.
+    error InvalidTotalsLength(uint256 length);
+    /// @notice Meter totals not in strictly ascending device id order.
+    error TotalsNotAscending(uint32 deviceId);
+    /// @notice The interval's meter totals are already written.
+    error MeterTotalsAlreadyWritten(uint64 interval);
 
     /// @notice Deploy with the DSO as admin.
     /// @param admin the DSO account (DEFAULT_ADMIN_ROLE)
+    /// @param adminDelaySeconds delay of a DEFAULT_ADMIN_ROLE hand-over or renouncement, s
     /// @param intervalSeconds_ interval length in s (> 0)
     /// @param heartbeatSeconds_ staleness limit of `latestBand` in s (> 0)
-    constructor(address admin, uint64 intervalSeconds_, uint64 heartbeatSeconds_) {
-        if (admin == address(0)) revert ZeroAddress();
+    /// @param maxIntervalsAhead_ intervals after the current one that bands and orders may target
+    constructor(
+        address admin,
+        uint48 adminDelaySeconds,
+        uint64 intervalSeconds_,
+        uint64 heartbeatSeconds_,
+        uint64 maxIntervalsAhead_
+    ) AccessControlDefaultAdminRules(adminDelaySeconds, admin) {
         if (intervalSeconds_ == 0 || heartbeatSeconds_ == 0) revert InvalidSeconds();
         intervalSeconds = intervalSeconds_;
+        maxIntervalsAhead = maxIntervalsAhead_;
         heartbeatSeconds = heartbeatSeconds_;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
         emit HeartbeatSet(heartbeatSeconds_);
     }
 
@@ -143,7 +181,7 @@ contract GridCapacity is AccessControl {
     /// @param deviceId the DSO's id of the device
     /// @param bus the feeder bus the device is connected to
     /// @param kind community battery, charging station or other
-    /// @param owner the device's owner
+    /// @param deviceOwner the device's owner
     /// @param meter the meter address that posts its readings
     /// @param pMinRatedW lowest rated power in W (injection negative)
     /// @param pMaxRatedW highest rated power in W
@@ -151,13 +189,13 @@ contract GridCapacity is AccessControl {
         uint32 deviceId,
         uint32 bus,
         Kind kind,
-        address owner,
+        address deviceOwner,
         address meter,
         int64 pMinRatedW,
         int64 pMaxRatedW
     ) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (_devices[deviceId].registered) revert DeviceExists(deviceId);
-        if (owner == address(0) || meter == address(0)) revert ZeroAddress();
+        if (deviceOwner == address(0) || meter == address(0)) revert ZeroAddress();
         _checkRatedRange(pMinRatedW, pMaxRatedW);
         uint32 index = uint32(_deviceIds.length);
         _devices[deviceId] = Device({
@@ -167,12 +205,12 @@ contract GridCapacity is AccessControl {
             bus: bus,
             pMinRatedW: pMinRatedW,
             pMaxRatedW: pMaxRatedW,
-            owner: owner,
+            owner: deviceOwner,
             meter: meter
         });
         _deviceIds.push(deviceId);
         _grantRole(METER_ROLE, meter);
-        emit DeviceRegistered(deviceId, index, bus, kind, owner, meter, pMinRatedW, pMaxRatedW);
+        emit DeviceRegistered(deviceId, index, bus, kind, deviceOwner, meter, pMinRatedW, pMaxRatedW);
     }
 
     /// @notice Change a device's rated range (bands already written stay as they are).
@@ -221,33 +259,26 @@ contract GridCapacity is AccessControl {
     ///   bytes 12..15  int32  Q in var
     ///   bytes 16..19  uint32 V in micro-pu
     ///   bytes 20..23  int32  voltage angle in micro-rad
-    /// Every deviceId must be registered with msg.sender as its meter.
+    /// The sender must hold METER_ROLE. Which devices it may speak for is checked by every
+    /// consumer, not here: a reading counts only when the event's `meter` is the device's meter
+    /// in the registry (docs/contracts.md, "Readings": a storage read per device would cost
+    /// 2,100 gas per distinct device and break the 1,500 gas per reading budget).
     /// @param packed the readings
     function postReadings(bytes calldata packed) external onlyRole(METER_ROLE) {
         uint256 length = packed.length;
         if (length == 0 || length % READING_BYTES != 0) revert InvalidReadingsLength(length);
-        uint256 checkedDevice = type(uint256).max; // no device checked yet
-        for (uint256 offset = 0; offset < length; offset += READING_BYTES) {
-            uint256 deviceId;
-            assembly ("memory-safe") {
-                deviceId := shr(224, calldataload(add(packed.offset, offset)))
-            }
-            if (deviceId != checkedDevice) {
-                if (_devices[uint32(deviceId)].meter != msg.sender) {
-                    revert MeterNotForDevice(uint32(deviceId), msg.sender);
-                }
-                checkedDevice = deviceId;
-            }
-        }
         emit ReadingsPosted(msg.sender, length / READING_BYTES, packed);
     }
 
     // ------------------------------------------------------------------ bands (oracle)
 
-    /// @notice Write the operating bands of one interval, once, in increasing interval order.
-    /// @param interval the interval id; strictly greater than the last written one
+    /// @notice Write the operating bands of one interval, once.
+    /// @dev The interval must lie in [currentInterval, currentInterval + maxIntervalsAhead], so
+    /// no write can block another interval. Devices must come in strictly ascending registration
+    /// index (the order of `deviceIdAt`); each band inside the device's rated range.
+    /// @param interval the interval id
     /// @param inputsHash hash of the inputs the oracle used (readings, feeder, parameters)
-    /// @param deviceIds registered devices
+    /// @param deviceIds registered devices, ascending registration index
     /// @param pMinW lower band limit per device in W
     /// @param pMaxW upper band limit per device in W
     function writeBands(
@@ -260,40 +291,50 @@ contract GridCapacity is AccessControl {
         uint256 n = deviceIds.length;
         if (n == 0) revert EmptyBatch();
         if (pMinW.length != n || pMaxW.length != n) revert LengthMismatch();
+        _checkWindow(interval);
         IntervalRecord storage rec = _intervals[interval];
         if (rec.updatedAt != 0) revert IntervalAlreadyWritten(interval);
-        if (anyIntervalWritten && interval <= lastInterval) {
-            revert IntervalNotMonotonic(interval, lastInterval);
-        }
-        mapping(uint256 => uint256) storage words = _bandWords[interval];
-        bytes memory packed = new bytes(n * BAND_RECORD_BYTES);
-        for (uint256 i = 0; i < n; ++i) {
-            uint32 deviceId = deviceIds[i];
-            int64 lo = pMinW[i];
-            int64 hi = pMaxW[i];
-            Device storage d = _devices[deviceId];
-            if (!d.registered) revert UnknownDevice(deviceId);
-            if (lo > hi) revert InvalidBand(deviceId, lo, hi);
-            if (lo < d.pMinRatedW || hi > d.pMaxRatedW) revert OutsideRatedRange(deviceId, lo, hi);
-            uint256 index = d.index;
-            uint256 shift = (index & 1) * 128;
-            uint256 word = words[index >> 1];
-            if ((word >> shift) & type(uint128).max != 0) revert DuplicateDevice(deviceId);
-            words[index >> 1] = word | (_encodeBand(lo, hi) << shift);
-            // record i: deviceId (4 bytes) | pMinW (8) | pMaxW (8); written as one left-aligned word
-            uint256 record = (uint256(deviceId) << 224) | (uint256(uint64(lo)) << 160)
-                | (uint256(uint64(hi)) << 96);
-            assembly ("memory-safe") {
-                mstore(add(add(packed, 32), mul(i, 20)), record)
-            }
-        }
+        bytes memory packed = _storeBands(interval, deviceIds, pMinW, pMaxW);
         uint64 nowSeconds = uint64(block.timestamp);
         rec.inputsHash = inputsHash;
         rec.updatedAt = nowSeconds;
         rec.bandCount = uint32(n);
-        lastInterval = interval;
-        anyIntervalWritten = true;
+        if (!anyIntervalWritten || interval > lastInterval) {
+            lastInterval = interval;
+            anyIntervalWritten = true;
+        }
         emit BandsWritten(interval, inputsHash, nowSeconds, packed);
+    }
+
+    // ------------------------------------------------------------------ meter totals (oracle)
+
+    /// @notice Write each device's metered energy of an interval that has ended, once.
+    /// @dev `totals` is a concatenation of 12-byte big-endian records
+    /// (`abi.encodePacked(uint32 deviceId, int64 energyWh)`), device ids strictly ascending and
+    /// registered. Only the hash is stored; the market checks totals given to it against it.
+    /// How the oracle integrates readings into energy is docs/contracts.md "Meter totals"; a
+    /// replay from the `ReadingsPosted` events checks it.
+    /// @param interval an interval before the current one
+    /// @param totals the records (may be empty: no device had readings)
+    function writeMeterTotals(uint64 interval, bytes calldata totals) external onlyRole(ORACLE_ROLE) {
+        uint64 current = currentInterval();
+        if (interval >= current) revert IntervalNotOver(interval, current);
+        if (_meterTotalsHash[interval] != 0) revert MeterTotalsAlreadyWritten(interval);
+        uint256 length = totals.length;
+        if (length % TOTAL_RECORD_BYTES != 0) revert InvalidTotalsLength(length);
+        uint256 previous = 0;
+        for (uint256 offset = 0; offset < length; offset += TOTAL_RECORD_BYTES) {
+            uint256 deviceId;
+            assembly ("memory-safe") {
+                deviceId := shr(224, calldataload(add(totals.offset, offset)))
+            }
+            if (offset != 0 && deviceId <= previous) revert TotalsNotAscending(uint32(deviceId));
+            if (!_devices[uint32(deviceId)].registered) revert UnknownDevice(uint32(deviceId));
+            previous = deviceId;
+        }
+        bytes32 h = keccak256(totals);
+        _meterTotalsHash[interval] = h;
+        emit MeterTotalsWritten(interval, h, totals);
     }
 
     // ------------------------------------------------------------------ views
@@ -309,11 +350,18 @@ contract GridCapacity is AccessControl {
         view
         returns (int64 pMinW, int64 pMaxW, uint64 updatedAt)
     {
-        Device storage d = _registered(deviceId);
-        uint256 index = d.index;
-        uint256 half = (_bandWords[interval][index >> 1] >> ((index & 1) * 128)) & type(uint128).max;
-        if (half == 0) revert NoBand(deviceId, interval);
-        (pMinW, pMaxW) = _decodeBand(half);
+        uint256 index = _registered(deviceId).index;
+        mapping(uint256 => uint256) storage bits = _bandBits[interval];
+        uint256 word = bits[index >> 8];
+        uint256 bit = index & 255;
+        if ((word >> bit) & 1 == 0) revert NoBand(deviceId, interval);
+        uint256 rank = _popcount(word & ((uint256(1) << bit) - 1));
+        for (uint256 w = 0; w < index >> 8; ++w) {
+            rank += _popcount(bits[w]);
+        }
+        uint256 band = _bandSlots[interval][rank >> 1] >> ((rank & 1) * 128);
+        pMinW = int64(uint64(band >> 64));
+        pMaxW = int64(uint64(band));
         updatedAt = _intervals[interval].updatedAt;
     }
 
@@ -322,16 +370,15 @@ contract GridCapacity is AccessControl {
     /// @param interval an interval id
     /// @return true if a band was written
     function hasBand(uint32 deviceId, uint64 interval) external view returns (bool) {
-        Device storage d = _registered(deviceId);
-        uint256 index = d.index;
-        return (_bandWords[interval][index >> 1] >> ((index & 1) * 128)) & type(uint128).max != 0;
+        uint256 index = _registered(deviceId).index;
+        return (_bandBits[interval][index >> 8] >> (index & 255)) & 1 == 1;
     }
 
-    /// @notice The device's band in the last written interval, if written within the heartbeat.
-    /// @dev Reverts NoBand when the last interval has no band for the device and StaleBand when
-    /// `block.timestamp > updatedAt + heartbeatSeconds`.
+    /// @notice The device's band in the current interval, if written within the heartbeat.
+    /// @dev Reverts NoBand when the current interval has no band for the device and StaleBand
+    /// when `block.timestamp > updatedAt + heartbeatSeconds`.
     /// @param deviceId a registered device
-    /// @return interval the last written interval
+    /// @return interval the current interval
     /// @return pMinW lower limit in W
     /// @return pMaxW upper limit in W
     /// @return updatedAt block timestamp of the write
@@ -340,8 +387,7 @@ contract GridCapacity is AccessControl {
         view
         returns (uint64 interval, int64 pMinW, int64 pMaxW, uint64 updatedAt)
     {
-        if (!anyIntervalWritten) revert NoBand(deviceId, 0);
-        interval = lastInterval;
+        interval = currentInterval();
         (pMinW, pMaxW, updatedAt) = bandOf(deviceId, interval);
         if (block.timestamp > uint256(updatedAt) + heartbeatSeconds) {
             revert StaleBand(interval, updatedAt, heartbeatSeconds);
@@ -370,6 +416,13 @@ contract GridCapacity is AccessControl {
     {
         IntervalRecord storage rec = _intervals[interval];
         return (rec.inputsHash, rec.updatedAt, rec.bandCount);
+    }
+
+    /// @notice keccak256 of the interval's meter totals (0: not written).
+    /// @param interval an interval id
+    /// @return the hash
+    function meterTotalsHash(uint64 interval) external view returns (bytes32) {
+        return _meterTotalsHash[interval];
     }
 
     /// @notice A registered device; reverts UnknownDevice otherwise.
@@ -402,11 +455,103 @@ contract GridCapacity is AccessControl {
     /// @notice The interval id containing a unix time.
     /// @param timestamp unix seconds
     /// @return timestamp / intervalSeconds
-    function intervalAt(uint256 timestamp) external view returns (uint64) {
+    function intervalAt(uint256 timestamp) public view returns (uint64) {
         return uint64(timestamp / intervalSeconds);
     }
 
+    /// @notice The interval containing the current block's timestamp.
+    /// @return block.timestamp / intervalSeconds
+    function currentInterval() public view returns (uint64) {
+        return intervalAt(block.timestamp);
+    }
+
     // ------------------------------------------------------------------ internals
+
+    /// Separation of duties: no account holds two of DEFAULT_ADMIN_ROLE, ORACLE_ROLE and METER_ROLE.
+    function _grantRole(bytes32 role, address account) internal override returns (bool) {
+        _checkConflict(role, account, DEFAULT_ADMIN_ROLE);
+        _checkConflict(role, account, ORACLE_ROLE);
+        _checkConflict(role, account, METER_ROLE);
+        return super._grantRole(role, account);
+    }
+
+    function _checkConflict(bytes32 requested, address account, bytes32 exclusive) private view {
+        if (requested != exclusive && hasRole(exclusive, account)) {
+            revert RoleConflict(account, exclusive, requested);
+        }
+    }
+
+    /// Refuse an interval before the current one or more than maxIntervalsAhead after it.
+    function _checkWindow(uint64 interval) private view {
+        uint64 current = currentInterval();
+        if (interval < current) revert IntervalInPast(interval, current);
+        uint64 lastAllowed = current + maxIntervalsAhead;
+        if (interval > lastAllowed) revert IntervalTooFarAhead(interval, lastAllowed);
+    }
+
+    /// Validate and store the bands (see `_bandBits`, `_bandSlots`); returns the event records.
+    function _storeBands(
+        uint64 interval,
+        uint32[] calldata deviceIds,
+        int64[] calldata pMinW,
+        int64[] calldata pMaxW
+    ) private returns (bytes memory packed) {
+        packed = _markBands(interval, deviceIds, pMinW, pMaxW);
+        mapping(uint256 => uint256) storage slots = _bandSlots[interval];
+        uint256 n = deviceIds.length;
+        for (uint256 i = 0; i < n; i += 2) {
+            uint256 word = _encodeBand(pMinW[i], pMaxW[i]);
+            if (i + 1 < n) word |= _encodeBand(pMinW[i + 1], pMaxW[i + 1]) << 128;
+            slots[i >> 1] = word;
+        }
+    }
+
+    /// Check every band and the ascending registration-index order, set the interval's band
+    /// bits; returns the event's 20-byte records.
+    function _markBands(
+        uint64 interval,
+        uint32[] calldata deviceIds,
+        int64[] calldata pMinW,
+        int64[] calldata pMaxW
+    ) private returns (bytes memory packed) {
+        packed = new bytes(deviceIds.length * BAND_RECORD_BYTES);
+        uint256 bitWord = 0; // bits of word `wordIndex`, stored when the word changes
+        uint256 wordIndex = 0;
+        uint256 previous = 0;
+        for (uint256 i = 0; i < deviceIds.length; ++i) {
+            uint256 index = _checkedBand(deviceIds[i], pMinW[i], pMaxW[i]);
+            if (i != 0 && index <= previous) {
+                if (index == previous) revert DuplicateDevice(deviceIds[i]);
+                revert DevicesNotAscending(deviceIds[i]);
+            }
+            previous = index;
+            if (index >> 8 != wordIndex) {
+                if (bitWord != 0) _bandBits[interval][wordIndex] = bitWord;
+                (bitWord, wordIndex) = (0, index >> 8);
+            }
+            bitWord |= uint256(1) << (index & 255);
+            // record i: deviceId (4 bytes) | pMinW (8) | pMaxW (8); written as one left-aligned word
+            uint256 record = (uint256(deviceIds[i]) << 224) | (_encodeBand(pMinW[i], pMaxW[i]) << 96);
+            assembly ("memory-safe") {
+                mstore(add(add(packed, 32), mul(i, 20)), record)
+            }
+        }
+        _bandBits[interval][wordIndex] = bitWord;
+    }
+
+    /// A band in 128 bits: uint64(pMinW) << 64 | uint64(pMaxW).
+    function _encodeBand(int64 lo, int64 hi) private pure returns (uint256) {
+        return (uint256(uint64(lo)) << 64) | uint256(uint64(hi));
+    }
+
+    /// Check one band against the registry; returns the device's registration index.
+    function _checkedBand(uint32 deviceId, int64 lo, int64 hi) private view returns (uint256) {
+        Device storage d = _devices[deviceId];
+        if (!d.registered) revert UnknownDevice(deviceId);
+        if (lo > hi) revert InvalidBand(deviceId, lo, hi);
+        if (lo < d.pMinRatedW || hi > d.pMaxRatedW) revert OutsideRatedRange(deviceId, lo, hi);
+        return d.index;
+    }
 
     function _registered(uint32 deviceId) private view returns (Device storage d) {
         d = _devices[deviceId];
@@ -417,15 +562,16 @@ contract GridCapacity is AccessControl {
         if (lo > hi || lo < -MAX_ABS_RATED_W || hi > MAX_ABS_RATED_W) revert InvalidRatedRange(lo, hi);
     }
 
-    /// A band in 128 bits: high 64 = uint64(pMinW), low 64 = pMaxW - pMinW + 1 (>= 1, so a written
-    /// band is never 0). Exact because |rated| <= 2^62.
-    function _encodeBand(int64 lo, int64 hi) private pure returns (uint256) {
-        uint256 width = uint256(int256(hi) - int256(lo)) + 1;
-        return (uint256(uint64(lo)) << 64) | width;
-    }
-
-    function _decodeBand(uint256 half) private pure returns (int64 lo, int64 hi) {
-        lo = int64(uint64(half >> 64));
-        hi = int64(int256(lo) + int256(half & type(uint64).max) - 1);
+    /// Number of set bits of a 256-bit word (SWAR: pairs, nibbles, bytes, then a byte sum; the
+    /// byte sum holds up to 255, so the all-ones word is answered first).
+    function _popcount(uint256 x) private pure returns (uint256) {
+        if (x == type(uint256).max) return 256;
+        unchecked {
+            x -= (x >> 1) & 0x5555555555555555555555555555555555555555555555555555555555555555;
+            x = (x & 0x3333333333333333333333333333333333333333333333333333333333333333)
+                + ((x >> 2) & 0x3333333333333333333333333333333333333333333333333333333333333333);
+            x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f;
+            return (x * 0x0101010101010101010101010101010101010101010101010101010101010101) >> 248;
+        }
     }
 }

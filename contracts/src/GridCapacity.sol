@@ -15,7 +15,7 @@ import {AccessControlDefaultAdminRules} from
 /// meter totals; METER_ROLE is held by every registered meter address. No account may hold two of
 /// the three roles (`RoleConflict`). Bands are stored densely: per interval a bitmap over the
 /// devices' registration indices says which devices have a band, and the bands themselves fill
-/// the slots two by two in registration-index order (see `writeBands`).
+/// the slots four by four in registration-index order (see `_bandSlots`).
 contract GridCapacity is AccessControlDefaultAdminRules {
     /// @notice Role of the oracle that writes the operating bands and the meter totals.
     bytes32 public constant ORACLE_ROLE = keccak256("ORACLE_ROLE");
@@ -28,9 +28,9 @@ contract GridCapacity is AccessControlDefaultAdminRules {
     uint256 public constant BAND_RECORD_BYTES = 20;
     /// @notice Bytes per record of `writeMeterTotals`.
     uint256 public constant TOTAL_RECORD_BYTES = 12;
-    /// @notice Largest |rated power| in W a device may register (2^62 W): power times interval
-    /// seconds then stays far inside the market's int256 energy arithmetic.
-    int64 public constant MAX_ABS_RATED_W = int64(1) << 62;
+    /// @notice Largest |rated power| in W a device may register: the int32 range of a reading's P
+    /// (2,147,483,647 W), which lets four bands share a storage slot.
+    int64 public constant MAX_ABS_RATED_W = type(int32).max;
 
     /// @notice Kind of a registered device. `Other` also covers plain metering points
     /// (uncontrollable loads, a member's connection meter) that post readings but get no band.
@@ -77,8 +77,9 @@ contract GridCapacity is AccessControlDefaultAdminRules {
     /// interval => word => bit i set when the device with registration index 256 * word + i has
     /// a band in the interval.
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _bandBits;
-    /// interval => slot => two bands, in registration-index order of the banded devices (rank r
-    /// in slot r / 2, low 128 bits for even r); a band is uint64(pMinW) << 64 | uint64(pMaxW).
+    /// interval => slot => four bands, in registration-index order of the banded devices (rank r
+    /// in slot r / 4, bits 64 * (r % 4) and up); a band is uint32(pMinW) << 32 | uint32(pMaxW)
+    /// (exact: rated ranges lie inside int32).
     mapping(uint64 interval => mapping(uint256 slot => uint256)) private _bandSlots;
     /// interval => keccak256 of the meter totals written by the oracle (0 = none written).
     mapping(uint64 interval => bytes32) private _meterTotalsHash;
@@ -359,9 +360,9 @@ contract GridCapacity is AccessControlDefaultAdminRules {
         for (uint256 w = 0; w < index >> 8; ++w) {
             rank += _popcount(bits[w]);
         }
-        uint256 band = _bandSlots[interval][rank >> 1] >> ((rank & 1) * 128);
-        pMinW = int64(uint64(band >> 64));
-        pMaxW = int64(uint64(band));
+        uint256 band = _bandSlots[interval][rank >> 2] >> ((rank & 3) * 64);
+        pMinW = int32(uint32(band >> 32));
+        pMaxW = int32(uint32(band));
         updatedAt = _intervals[interval].updatedAt;
     }
 
@@ -499,10 +500,12 @@ contract GridCapacity is AccessControlDefaultAdminRules {
         packed = _markBands(interval, deviceIds, pMinW, pMaxW);
         mapping(uint256 => uint256) storage slots = _bandSlots[interval];
         uint256 n = deviceIds.length;
-        for (uint256 i = 0; i < n; i += 2) {
-            uint256 word = _encodeBand(pMinW[i], pMaxW[i]);
-            if (i + 1 < n) word |= _encodeBand(pMinW[i + 1], pMaxW[i + 1]) << 128;
-            slots[i >> 1] = word;
+        for (uint256 i = 0; i < n; i += 4) {
+            uint256 word = 0;
+            for (uint256 lane = 0; lane < 4 && i + lane < n; ++lane) {
+                word |= _encodeBand(pMinW[i + lane], pMaxW[i + lane]) << (64 * lane);
+            }
+            slots[i >> 2] = word;
         }
     }
 
@@ -531,7 +534,8 @@ contract GridCapacity is AccessControlDefaultAdminRules {
             }
             bitWord |= uint256(1) << (index & 255);
             // record i: deviceId (4 bytes) | pMinW (8) | pMaxW (8); written as one left-aligned word
-            uint256 record = (uint256(deviceIds[i]) << 224) | (_encodeBand(pMinW[i], pMaxW[i]) << 96);
+            uint256 record = (uint256(deviceIds[i]) << 224) | (uint256(uint64(pMinW[i])) << 160)
+                | (uint256(uint64(pMaxW[i])) << 96);
             assembly ("memory-safe") {
                 mstore(add(add(packed, 32), mul(i, 20)), record)
             }
@@ -539,9 +543,10 @@ contract GridCapacity is AccessControlDefaultAdminRules {
         _bandBits[interval][wordIndex] = bitWord;
     }
 
-    /// A band in 128 bits: uint64(pMinW) << 64 | uint64(pMaxW).
+    /// A band in 64 bits: uint32(pMinW) << 32 | uint32(pMaxW) (both inside int32: checked
+    /// against the rated range before).
     function _encodeBand(int64 lo, int64 hi) private pure returns (uint256) {
-        return (uint256(uint64(lo)) << 64) | uint256(uint64(hi));
+        return (uint256(uint32(int32(lo))) << 32) | uint256(uint32(int32(hi)));
     }
 
     /// Check one band against the registry; returns the device's registration index.

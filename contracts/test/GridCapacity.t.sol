@@ -16,7 +16,7 @@ contract GridCapacityTest is TestBase {
     address internal constant METER = address(0x3E7E2);
     address internal constant OWNER = address(0x0DE2);
     address internal constant STRANGER = address(0xBAD);
-    int64 internal constant MAX_RATED = int64(1) << 62;
+    int64 internal constant MAX_RATED = type(int32).max;
     uint48 internal constant ADMIN_DELAY = 2 days;
     uint64 internal constant AHEAD = 96;
     uint64 internal constant NOW_S = 1_800_000_000;

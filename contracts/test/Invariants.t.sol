@@ -12,8 +12,8 @@ import {TestBase} from "./TestBase.sol";
 contract CapacityHandler is TestBase {
     GridCapacity public immutable cap;
     uint32[4] public ids = [uint32(11), 12, 13, 14];
-    int64[4] public ratedLo = [int64(-50_000), 0, -3_000, -(int64(1) << 62)];
-    int64[4] public ratedHi = [int64(50_000), 22_000, 3_000, int64(1) << 62];
+    int64[4] public ratedLo = [int64(-50_000), 0, -3_000, -int64(type(int32).max)];
+    int64[4] public ratedHi = [int64(50_000), 22_000, 3_000, int64(type(int32).max)];
 
     uint64[] public writtenIntervals;
     mapping(uint64 => bool) public written;

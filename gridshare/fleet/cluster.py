@@ -36,7 +36,8 @@ class WorkerSetup(WorkerPlugin):
         for var in THREAD_ENV:  # for BLAS libraries loaded later
             os.environ[var] = "1"
         importlib.import_module("scipy.sparse.linalg")  # scipy's own BLAS, so the limit sees it
-        importlib.import_module("gridshare.fleet.compute")
+        for module in ("gridshare.fleet.sources", "gridshare.fleet.compute"):
+            importlib.import_module(module)
         self.limits = threadpool_limits(limits=1)
 
 

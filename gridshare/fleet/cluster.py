@@ -46,6 +46,23 @@ def cluster_threads(client: Client) -> int:
     return int(sum(client.nthreads().values()))
 
 
+def _connect(scheduler: str) -> Client:
+    """A client on a running scheduler with at least one worker (ValueError if there is none
+    or the scheduler cannot be reached)."""
+    try:
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        raise ValueError(f"cannot reach the Dask scheduler {scheduler!r}: {exc}") from exc
+    try:
+        client.register_plugin(WorkerSetup())
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError as exc:
+        client.close()
+        raise ValueError(f"no Dask worker joined {scheduler!r} within {WORKER_WAIT_S:.0f} s"
+                         ) from exc
+    return client
+
+
 @contextmanager
 def fleet_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
     """A client on a local cluster of ``workers`` processes or on ``scheduler`` (module doc)."""
@@ -54,9 +71,7 @@ def fleet_client(workers: int | None = None, scheduler: str | None = None) -> It
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if scheduler is not None:
-        with Client(scheduler, timeout=CONNECT_TIMEOUT_S) as client:
-            client.register_plugin(WorkerSetup())
-            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        with _connect(scheduler) as client:
             yield client
         return
     n = workers or os.cpu_count() or 1

@@ -64,7 +64,6 @@ class HourBands:
     """One task's result: the feeder's intervals of one hour, its flexibilities' names (the
     order of the bands) and the compute time (s)."""
 
-    feeder: str
     devices: tuple[str, ...]
     hour: int
     intervals: tuple[IntervalBands, ...]
@@ -149,4 +148,4 @@ def feeder_hour(model: FeederModel, hour: int, settings: OcmSettings) -> HourBan
     intervals = tuple(interval_bands(model, registry, int(i), settings)
                       for i in hour_intervals(model, hour))
     devices = tuple(f.name for f in model.feeder.flexibilities)
-    return HourBands(model.name, devices, hour, intervals, time.perf_counter() - t0)
+    return HourBands(devices, hour, intervals, time.perf_counter() - t0)

@@ -109,4 +109,4 @@ def build_from_file(name: str, filename: str, text: str, seed: int) -> FeederMod
                        .generate_state(1)[0])
     profiles = build_day_profiles(bus_customers(feeder), feeder.bus_ids, date=FILE_DAY,
                                   seed=profile_seed)
-    return make_model(name, f"file {filename}", feeder, profiles)
+    return make_model(name, feeder, profiles)

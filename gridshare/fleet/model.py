@@ -23,12 +23,11 @@ from oracle.forecast import ProfileForecast
 
 @dataclass(frozen=True, eq=False)
 class FeederModel:
-    """A feeder of the fleet: ``name`` (file stem or variant name), ``source`` (where it comes
-    from, for reports), ``feeder_data`` (``capacity.feeder_io`` dict, flexibilities included)
-    and ``forecast`` (the oracle's day profile forecast: (1440, n_bus) W / var per minute)."""
+    """A feeder of the fleet: ``name`` (file stem or variant name), ``feeder_data``
+    (``capacity.feeder_io`` dict, flexibilities included) and ``forecast`` (the oracle's day
+    profile forecast: (1440, n_bus) W / var per minute)."""
 
     name: str
-    source: str
     feeder_data: dict[str, Any]
     forecast: ProfileForecast
     _built: list[Feeder] = field(default_factory=list, repr=False)
@@ -47,12 +46,11 @@ class FeederModel:
         return state
 
 
-def make_model(name: str, source: str, feeder: Feeder, profiles: DayProfiles) -> FeederModel:
+def make_model(name: str, feeder: Feeder, profiles: DayProfiles) -> FeederModel:
     """Check and pack a feeder and its day profiles (ValueError without flexibilities or when
     the profile's buses are not the feeder's)."""
     if not feeder.flexibilities:
         raise ValueError(f"feeder {name!r} has no flexibilities: there is no band to compute")
     if not np.array_equal(np.asarray(profiles.bus_ids), feeder.bus_ids):
         raise ValueError(f"feeder {name!r}: the day profile's buses are not the feeder's")
-    return FeederModel(name, source, feeder_to_dict(feeder),
-                       ProfileForecast.from_profiles(profiles))
+    return FeederModel(name, feeder_to_dict(feeder), ProfileForecast.from_profiles(profiles))

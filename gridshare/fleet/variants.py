@@ -78,5 +78,4 @@ def build_variant(index: int, seed: int) -> FeederModel:
     feeder = Feeder.from_pandapower(net, name=name).with_flexibilities(flexes)
     profiles = build_day_profiles(customers, feeder.bus_ids, date=case.default_date,
                                   seed=profile_seed, site=case.site)
-    return make_model(name, f"variant {index} of {case.name} (fleet seed {seed})", feeder,
-                      profiles)
+    return make_model(name, feeder, profiles)

@@ -19,9 +19,11 @@ from threadpoolctl import threadpool_info
 from capacity.feeder_io import save_feeder
 from capacity.feeders import load_feeder
 from gridshare.cli import main
+from gridshare.fleet import cluster
 from gridshare.fleet.cluster import fleet_client
 from gridshare.fleet.run import FleetJob, run_fleet
 from gridshare.fleet.sources import variant_sources
+from tests.conftest import free_port
 from tests.fleet.conftest import FAST, HOUR, DaskCluster
 
 N_FEEDERS = 6
@@ -140,3 +142,10 @@ def test_a_broken_feeder_file_is_reported_while_the_others_finish(
     assert "not valid json" in rows["b-broken"]["reason"]
     assert rows["a-heimschuh"]["intervals"] == "4"
 
+
+def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1.0)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match="cannot reach the Dask scheduler"), \
+            fleet_client(scheduler=address):
+        pass

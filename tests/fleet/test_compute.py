@@ -23,7 +23,7 @@ def test_fleet_bands_are_compute_bands_on_the_interval_profile_with_the_oracle_s
     # file): the interval's last minute (FAST uses the oracle's "last" step) in integer W as the
     # oracle sees it, every OcmSettings value passed by hand, compute_bands' other defaults
     feeder = load_feeder("heimschuh-like")
-    model = make_model("heimschuh-like", "built-in", feeder, day_profiles("heimschuh-like"))
+    model = make_model("heimschuh-like", feeder, day_profiles("heimschuh-like"))
     hour = feeder_hour(model, HOUR, FAST)
     flexes = feeder.flexibilities
     for k, interval in enumerate(hour_intervals(model, HOUR)):

@@ -21,7 +21,7 @@ def _interval(interval: int, upper: str, infeasible: int = 0) -> IntervalBands:
 def _hour(hour: int, uppers: list[str]) -> HourBands:
     ivs = tuple(_interval(100 + 4 * hour + k, u, int(u == "infeasible"))
                 for k, u in enumerate(uppers))
-    return HourBands("f", ("CB", "CS01"), hour, ivs, seconds=1.5)
+    return HourBands(("CB", "CS01"), hour, ivs, seconds=1.5)
 
 
 def test_band_file_rows_follow_the_intervals_whatever_order_the_hours_finished(

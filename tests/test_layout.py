@@ -34,6 +34,7 @@ def test_every_test_folder_is_a_package() -> None:
 STUB_MODULES = (
     "gridshare/__init__.py", "gridshare/cli.py", "gridshare/units.py",
     "gridshare/chain/__init__.py", "gridshare/api/__init__.py", "gridshare/sim/__init__.py",
+    "gridshare/fleet/__init__.py",
     "capacity/__init__.py", "market/__init__.py", "oracle/__init__.py",
 )
 

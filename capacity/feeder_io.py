@@ -26,14 +26,16 @@ FORMAT_VERSION = 1
 
 _BUS_KEYS = {"id": None, "vn_kv": None, "name": "", "p_kw": 0.0, "q_kvar": 0.0}
 _LINE_KEYS = {
-    "name": "", "from_bus": None, "to_bus": None, "length_km": None, "r_ohm_per_km": None,
-    "x_ohm_per_km": None, "c_nf_per_km": 0.0, "g_us_per_km": 0.0, "parallel": 1,
+    "id": None, "name": "", "from_bus": None, "to_bus": None, "length_km": None,
+    "r_ohm_per_km": None, "x_ohm_per_km": None, "c_nf_per_km": 0.0, "g_us_per_km": 0.0,
+    "parallel": 1, "max_i_ka": math.nan, "df": 1.0,
 }
 _TRAFO_KEYS = {
-    "name": "", "hv_bus": None, "lv_bus": None, "sn_mva": None, "vn_hv_kv": None,
+    "id": None, "name": "", "hv_bus": None, "lv_bus": None, "sn_mva": None, "vn_hv_kv": None,
     "vn_lv_kv": None, "vk_percent": None, "vkr_percent": None, "pfe_kw": 0.0,
     "i0_percent": 0.0, "shift_degree": 0.0, "parallel": 1,
-    "leakage_resistance_ratio_hv": 0.5, "leakage_reactance_ratio_hv": 0.5, "tap": None,
+    "leakage_resistance_ratio_hv": 0.5, "leakage_reactance_ratio_hv": 0.5, "df": 1.0,
+    "tap": None,
 }
 _TAP_KEYS = {
     "side": None, "changer_type": "ratio", "pos": None, "neutral": 0.0,
@@ -42,6 +44,8 @@ _TAP_KEYS = {
 _SHUNT_KEYS = {"bus": None, "p_kw": 0.0, "q_kvar": 0.0}
 _SLACK_KEYS = {"bus": None, "vm_pu": 1.0, "va_degree": 0.0}
 _FLEX_KEYS = {"name": None, "bus": None, "p_low_kw": None, "p_high_kw": None, "kind": "other"}
+_OPTIONAL_WITHOUT_DEFAULT = ("id", "tap", "step_percent", "step_degree")
+"""Keys whose default None means 'not given' rather than 'required'."""
 _TOP_KEYS = {
     "format", "version", "name", "f_hz", "buses", "slack", "lines", "trafos", "shunts",
     "bus_links", "flexibilities",
@@ -70,10 +74,12 @@ def feeder_to_dict(feeder: Feeder) -> dict[str, Any]:
     ln = feeder.lines
     lines = [
         {
-            "name": ln.names[i], "from_bus": int(ln.from_bus[i]), "to_bus": int(ln.to_bus[i]),
-            "length_km": float(ln.length_km[i]), "r_ohm_per_km": float(ln.r_ohm_per_km[i]),
-            "x_ohm_per_km": float(ln.x_ohm_per_km[i]), "c_nf_per_km": float(ln.c_nf_per_km[i]),
-            "g_us_per_km": float(ln.g_us_per_km[i]), "parallel": int(ln.parallel[i]),
+            "id": int(ln.ids[i]), "name": ln.names[i], "from_bus": int(ln.from_bus[i]),
+            "to_bus": int(ln.to_bus[i]), "length_km": float(ln.length_km[i]),
+            "r_ohm_per_km": float(ln.r_ohm_per_km[i]), "x_ohm_per_km": float(ln.x_ohm_per_km[i]),
+            "c_nf_per_km": float(ln.c_nf_per_km[i]), "g_us_per_km": float(ln.g_us_per_km[i]),
+            "parallel": int(ln.parallel[i]), "max_i_ka": _num(ln.max_i_ka[i]),
+            "df": float(ln.df[i]),
         }
         for i in range(len(ln))
     ]
@@ -81,7 +87,8 @@ def feeder_to_dict(feeder: Feeder) -> dict[str, Any]:
     trafos = []
     for i in range(len(tr)):
         entry: dict[str, Any] = {
-            "name": tr.names[i], "hv_bus": int(tr.hv_bus[i]), "lv_bus": int(tr.lv_bus[i]),
+            "id": int(tr.ids[i]), "name": tr.names[i], "hv_bus": int(tr.hv_bus[i]),
+            "lv_bus": int(tr.lv_bus[i]),
             "sn_mva": float(tr.sn_mva[i]), "vn_hv_kv": float(tr.vn_hv_kv[i]),
             "vn_lv_kv": float(tr.vn_lv_kv[i]), "vk_percent": float(tr.vk_percent[i]),
             "vkr_percent": float(tr.vkr_percent[i]), "pfe_kw": float(tr.pfe_kw[i]),
@@ -89,6 +96,7 @@ def feeder_to_dict(feeder: Feeder) -> dict[str, Any]:
             "parallel": int(tr.parallel[i]),
             "leakage_resistance_ratio_hv": float(tr.leakage_resistance_ratio_hv[i]),
             "leakage_reactance_ratio_hv": float(tr.leakage_reactance_ratio_hv[i]),
+            "df": float(tr.df[i]),
         }
         if tr.tap_side[i] and tr.tap_changer_type[i] and not math.isnan(tr.tap_pos[i]):
             entry["tap"] = {
@@ -147,7 +155,7 @@ def _record(entry: Any, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
     for k, default in spec.items():
         if k in entry:
             out[k] = entry[k]
-        elif default is None and k not in ("tap", "step_percent", "step_degree"):
+        elif default is None and k not in _OPTIONAL_WITHOUT_DEFAULT:
             raise ValueError(f"feeder file: {where} misses required key {k!r}")
         else:
             out[k] = default
@@ -184,6 +192,14 @@ def _records(data: Mapping[str, Any], key: str, spec: Mapping[str, Any]) -> list
     return [_record(x, spec, f"{key}[{i}]") for i, x in enumerate(_entries(data, key))]
 
 
+def _ids(records: list[dict[str, Any]], where: str) -> np.ndarray:
+    """Element ids: the ``id`` key, default the entry's position in the list."""
+    return np.array([
+        i if r["id"] is None else _float(r["id"], f"{where}[{i}].id")
+        for i, r in enumerate(records)
+    ])
+
+
 def _line_table(lines: list[dict[str, Any]]) -> LineTable:
     if not lines:
         return LineTable.empty()
@@ -196,6 +212,9 @@ def _line_table(lines: list[dict[str, Any]]) -> LineTable:
         g_us_per_km=_column(lines, "g_us_per_km", "lines"),
         parallel=_column(lines, "parallel", "lines"),
         names=tuple(str(x["name"]) for x in lines),
+        max_i_ka=_column(lines, "max_i_ka", "lines"),
+        df=_column(lines, "df", "lines"),
+        ids=_ids(lines, "lines"),
     )
 
 
@@ -233,6 +252,8 @@ def _trafo_table(trafos: list[dict[str, Any]]) -> TrafoTable:
         leakage_resistance_ratio_hv=_column(trafos, "leakage_resistance_ratio_hv", "trafos"),
         leakage_reactance_ratio_hv=_column(trafos, "leakage_reactance_ratio_hv", "trafos"),
         names=tuple(str(x["name"]) for x in trafos),
+        df=_column(trafos, "df", "trafos"),
+        ids=_ids(trafos, "trafos"),
     )
 
 

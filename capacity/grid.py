@@ -175,6 +175,18 @@ class Feeder:
         """Number of buses."""
         return int(self.bus_ids.shape[0])
 
+    @property
+    def line_ids(self) -> np.ndarray:
+        """Ids of the lines (pandapower's ``net.line.index`` when imported), in the column order
+        of ``line_loading_pct`` and every per-line array."""
+        return self.lines.ids
+
+    @property
+    def trafo_ids(self) -> np.ndarray:
+        """Ids of the transformers (pandapower's ``net.trafo.index``), in the column order of
+        ``trafo_loading_pct``."""
+        return self.trafos.ids
+
     def bus_position(self, bus_id: int) -> int:
         """Column of ``bus_id`` in ``bus_ids`` order (ValueError if unknown)."""
         pos = self._cache.get("bus_position")
@@ -185,6 +197,18 @@ class Feeder:
             return pos[int(bus_id)]
         except KeyError:
             raise ValueError(f"unknown bus id {bus_id}") from None
+
+    def bus_positions(self, bus_ids: Any) -> np.ndarray:
+        """Columns of ``bus_ids`` (an array of known bus ids) in ``bus_ids`` order."""
+        ids = np.asarray(bus_ids).reshape(-1)
+        if not ids.size:
+            return np.zeros(0, dtype=np.int64)
+        self.bus_position(int(ids[0]))  # builds the cached id -> position map
+        pos = self._cache["bus_position"]
+        try:
+            return np.fromiter((pos[int(b)] for b in ids.tolist()), np.int64, count=ids.size)
+        except KeyError as exc:
+            raise ValueError(f"unknown bus id {exc.args[0]}") from None
 
     def with_loads(self, p_kw: Any, q_kvar: Any) -> Feeder:
         """A copy with another base case (kW / kvar per bus), sharing the network caches."""
@@ -340,15 +364,6 @@ def line_pi_pu(
     return 1.0 / z, y_c
 
 
-def _bus_positions(feeder: Feeder, ids: np.ndarray) -> np.ndarray:
-    """Positions in ``bus_ids`` order of the (known) bus ids ``ids``."""
-    if not ids.size:
-        return np.zeros(0, dtype=np.int64)
-    feeder.bus_position(int(ids[0]))  # builds the cached id -> position map
-    pos = feeder._cache["bus_position"]
-    return np.fromiter((pos[int(b)] for b in ids.tolist()), dtype=np.int64, count=ids.size)
-
-
 def _branch_stamps(
     feeder: Feeder, bus_to_node: np.ndarray, y_shunt: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -360,8 +375,8 @@ def _branch_stamps(
     vn = feeder.bus_vn_kv
     lines = feeder.lines
     if len(lines):
-        f = _bus_positions(feeder, lines.from_bus)
-        t = _bus_positions(feeder, lines.to_bus)
+        f = feeder.bus_positions(lines.from_bus)
+        t = feeder.bus_positions(lines.to_bus)
         y_s, y_c = line_pi_pu(lines, vn[f], feeder.f_hz)
         fn, tn = bus_to_node[f], bus_to_node[t]
         rows += [fn, fn, tn, tn]
@@ -371,8 +386,8 @@ def _branch_stamps(
         np.add.at(y_shunt, tn, y_c / 2)
     trafos = feeder.trafos
     if len(trafos):
-        h = _bus_positions(feeder, trafos.hv_bus)
-        lo = _bus_positions(feeder, trafos.lv_bus)
+        h = feeder.bus_positions(trafos.hv_bus)
+        lo = feeder.bus_positions(trafos.lv_bus)
         y_s, y_hv, y_lv, tap = trafo_branch_pu(trafos, vn[h], vn[lo])
         hn, ln = bus_to_node[h], bus_to_node[lo]
         tap2 = np.abs(tap) ** 2
@@ -383,7 +398,7 @@ def _branch_stamps(
         np.add.at(y_shunt, ln, y_lv)
     shunts = feeder.shunts
     if len(shunts):
-        sn = bus_to_node[_bus_positions(feeder, shunts.bus)]
+        sn = bus_to_node[feeder.bus_positions(shunts.bus)]
         np.add.at(y_shunt, sn, (shunts.p_kw - 1j * shunts.q_kvar) * 1e-3 / S_BASE_MVA)
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
@@ -409,7 +424,7 @@ def _check_connected(
 
 def _build_admittance(feeder: Feeder) -> AdmittanceModel:
     """Assemble the node-space series and shunt admittances and check connectivity."""
-    link_pos = _bus_positions(feeder, feeder.bus_links.reshape(-1)).reshape(-1, 2)
+    link_pos = feeder.bus_positions(feeder.bus_links.reshape(-1)).reshape(-1, 2)
     bus_to_node = _union_find_nodes(feeder.n_bus, link_pos)
     n_node = int(bus_to_node.max()) + 1
     y_shunt = np.zeros(n_node, dtype=complex)

@@ -43,7 +43,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from capacity.grid import S_BASE_MVA, Feeder
+from capacity.loading import BranchLoading, branch_loading
 from capacity.pade import Wynn, pade_pair, pade_single
 
 DEFAULT_TOL_PU = 1e-10
@@ -111,7 +113,9 @@ class HelmResult:
 
     ``v_pu``: complex bus voltages (S, n_bus) in ``bus_ids`` order, NaN where not converged;
     ``converged``: (S,) bool; ``n_coefficients``: largest number of series coefficients used;
-    ``n_coefficients_per_scenario``: (S,) coefficients used per scenario.
+    ``n_coefficients_per_scenario``: (S,) coefficients used per scenario. Branch loadings
+    (``line_loading_pct``, ``trafo_loading_pct``, as pandapower's ``res_line`` /
+    ``res_trafo.loading_percent``) are computed from ``v_pu`` on first access.
     """
 
     v_pu: np.ndarray
@@ -119,6 +123,27 @@ class HelmResult:
     n_coefficients: int
     n_coefficients_per_scenario: np.ndarray
     bus_ids: np.ndarray
+    branches: BranchLoading | None = field(default=None, repr=False)
+
+    @cached_property
+    def branch_loading_pct(self) -> np.ndarray:
+        """Loading (S, n_line + n_trafo), percent: the lines, then the transformers (NaN for
+        unrated lines and scenarios without a solution)."""
+        if self.branches is None:
+            raise ValueError("this result carries no branch model (no loadings)")
+        return self.branches.loading_pct(self.v_pu)
+
+    @property
+    def line_loading_pct(self) -> np.ndarray:
+        """Line loading (S, n_line) in ``feeder.line_ids`` order, percent of ``max_i_ka * df *
+        parallel`` (pandapower's ``res_line.loading_percent``)."""
+        return self.branch_loading_pct[:, : self.branches.n_line]
+
+    @property
+    def trafo_loading_pct(self) -> np.ndarray:
+        """Transformer loading (S, n_trafo) in ``feeder.trafo_ids`` order, percent of
+        ``sn_mva * df * parallel`` by current (pandapower's ``res_trafo.loading_percent``)."""
+        return self.branch_loading_pct[:, self.branches.n_line :]
 
     @property
     def vm_pu(self) -> np.ndarray:
@@ -789,6 +814,7 @@ def _solve(
         n_coefficients=int(n_used.max()) if n_scen else 0,
         n_coefficients_per_scenario=n_used,
         bus_ids=feeder.bus_ids,
+        branches=branch_loading(feeder),
     )
 
 
@@ -834,4 +860,5 @@ def _solve_one(
         n_coefficients=n_used,
         n_coefficients_per_scenario=np.array([n_used], dtype=np.int64),
         bus_ids=feeder.bus_ids,
+        branches=branch_loading(feeder),
     )

@@ -134,8 +134,9 @@ def _lines(
     net: Any, switch: pd.DataFrame, closed: pd.Series, live: set[int],
     vn_of: dict[int, float], f_hz: float,
 ) -> tuple[LineTable, list[tuple[int, complex]]]:
-    """In-service lines between live buses; lines with an open switch at one end become
-    equivalent shunts at the other (returned as (bus, admittance pu) pairs)."""
+    """In-service lines between live buses, with their ratings (``max_i_ka``, ``df``) and
+    indices; lines with an open switch at one end become equivalent shunts at the other
+    (returned as (bus, admittance pu) pairs), so they have no loading here."""
     line = net.line[
         net.line["in_service"].astype(bool)
         & net.line["from_bus"].isin(live)
@@ -166,6 +167,9 @@ def _lines(
         g_us_per_km=np.nan_to_num(_col(line, "g_us_per_km", 0.0)),
         parallel=_col(line, "parallel", 1.0),
         names=_element_names(line, "line"),
+        max_i_ka=_col(line, "max_i_ka", math.nan),
+        df=np.nan_to_num(_col(line, "df", 1.0), nan=1.0),
+        ids=line.index.to_numpy(dtype=np.int64),
     )
     return table, stubs
 
@@ -230,6 +234,8 @@ def _trafos(net: Any, live: set[int]) -> TrafoTable:
         leakage_reactance_ratio_hv=np.nan_to_num(
             _col(trafo, "leakage_reactance_ratio_hv", 0.5), nan=0.5),
         names=_element_names(trafo, "trafo"),
+        df=np.nan_to_num(_col(trafo, "df", 1.0), nan=1.0),
+        ids=trafo.index.to_numpy(dtype=np.int64),
     )
 
 

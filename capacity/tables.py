@@ -46,13 +46,29 @@ def element_names(values: Sequence[Any] | None, n: int, prefix: str) -> tuple[st
     return names
 
 
+def _set_df_and_ids(table: Any, kind: str, n: int) -> None:
+    """Validate and set ``df`` (derating factor, default 1, > 0) and ``ids`` (default 0..n-1,
+    unique) of a frozen element table."""
+    df = np.ones(n) if table.df is None else as_float_array(table.df, f"{kind} df", n)
+    if not np.all(np.isfinite(df) & (df > 0)):
+        raise ValueError(f"{kind} df (derating factor) must be finite and > 0")
+    ids = np.arange(n) if table.ids is None else as_int_array(table.ids, f"{kind} ids", n)
+    if np.unique(ids).shape[0] != n:
+        raise ValueError(f"{kind} ids must be unique")
+    object.__setattr__(table, "df", df)
+    object.__setattr__(table, "ids", ids)
+
+
 @dataclass(frozen=True, eq=False)
 class LineTable:
     """Lines (cables or overhead lines) as pi sections; per-km data times length / parallel.
 
     ``r_ohm_per_km``, ``x_ohm_per_km`` series impedance; ``c_nf_per_km`` shunt capacitance and
     ``g_us_per_km`` shunt conductance (both split half to each end); ``parallel`` identical
-    systems in parallel.
+    systems in parallel. Thermal rating as pandapower's: ``max_i_ka`` per system (NaN: unrated,
+    no loading limit) times the derating factor ``df``; ``ampacity_ka`` is
+    ``max_i_ka * df * parallel``. ``ids``: the lines' ids (pandapower's ``net.line.index`` when
+    imported; default 0..n-1), unique.
     """
 
     from_bus: np.ndarray
@@ -64,10 +80,19 @@ class LineTable:
     g_us_per_km: np.ndarray
     parallel: np.ndarray
     names: tuple[str, ...] = ()
+    max_i_ka: np.ndarray | None = None
+    df: np.ndarray | None = None
+    ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = np.asarray(self.from_bus).reshape(-1).shape[0]
         set_ = object.__setattr__
+        _set_df_and_ids(self, "line", n)
+        i_max = np.full(n, np.nan) if self.max_i_ka is None else as_float_array(
+            self.max_i_ka, "line max_i_ka", n)
+        if np.any(i_max <= 0) or np.any(np.isinf(i_max)):
+            raise ValueError("line max_i_ka must be finite and > 0 (or NaN: unrated)")
+        set_(self, "max_i_ka", i_max)
         set_(self, "from_bus", as_int_array(self.from_bus, "line from_bus", n))
         set_(self, "to_bus", as_int_array(self.to_bus, "line to_bus", n))
         for col in ("length_km", "r_ohm_per_km", "x_ohm_per_km", "c_nf_per_km", "g_us_per_km"):
@@ -85,6 +110,11 @@ class LineTable:
     def __len__(self) -> int:
         return int(self.from_bus.shape[0])
 
+    @property
+    def ampacity_ka(self) -> np.ndarray:
+        """Thermal current limit per line (all parallel systems), kA; NaN where unrated."""
+        return self.max_i_ka * self.df * self.parallel
+
     @classmethod
     def empty(cls) -> LineTable:
         z = np.zeros(0)
@@ -97,6 +127,8 @@ class TrafoTable:
 
     ``tap_side`` is 'hv', 'lv' or '' (no tap changer), ``tap_changer_type`` one of
     ``TAP_CHANGER_TYPES``. ``shift_degree`` is the vector group's phase shift (LV lags HV).
+    Thermal rating as pandapower's: ``sn_mva`` times the derating factor ``df`` (default 1) per
+    transformer. ``ids``: pandapower's ``net.trafo.index`` when imported (default 0..n-1).
     """
 
     hv_bus: np.ndarray
@@ -119,10 +151,13 @@ class TrafoTable:
     leakage_resistance_ratio_hv: np.ndarray
     leakage_reactance_ratio_hv: np.ndarray
     names: tuple[str, ...] = ()
+    df: np.ndarray | None = None
+    ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = np.asarray(self.hv_bus).reshape(-1).shape[0]
         set_ = object.__setattr__
+        _set_df_and_ids(self, "trafo", n)
         set_(self, "hv_bus", as_int_array(self.hv_bus, "trafo hv_bus", n))
         set_(self, "lv_bus", as_int_array(self.lv_bus, "trafo lv_bus", n))
         for col in (

@@ -48,6 +48,10 @@ def test_round_trip_gives_identical_solve(tmp_path, mixed_network, name, suffix)
     r2 = solve(again, factors * again.p_kw, factors * again.q_kvar)
     assert r1.converged.all()
     np.testing.assert_array_equal(r1.v_pu, r2.v_pu)
+    np.testing.assert_array_equal(again.line_ids, feeder.line_ids)
+    np.testing.assert_array_equal(again.trafo_ids, feeder.trafo_ids)
+    np.testing.assert_array_equal(r1.branch_loading_pct, r2.branch_loading_pct)
+    assert np.isfinite(r1.branch_loading_pct).all()  # pandapower's lines carry their ratings
 
 
 def test_json_file_is_plain_and_readable(tmp_path, mixed_network) -> None:
@@ -78,6 +82,20 @@ def test_minimal_file_with_defaults() -> None:
     result = solve(feeder)
     assert result.converged.all()
     assert result.vm_pu[0, 1] < 1.0
+    assert feeder.line_ids.tolist() == [0]  # ids default to the position in the list
+    assert np.isnan(result.line_loading_pct).all()  # no max_i_ka: unrated, no loading
+
+
+def test_ratings_in_the_file() -> None:
+    data = minimal()
+    data["lines"][0].update(id=7, max_i_ka=0.1, df=0.5)
+    feeder = feeder_from_dict(data)
+    assert feeder.line_ids.tolist() == [7]
+    np.testing.assert_allclose(feeder.lines.ampacity_ka, [0.05])
+    result = solve(feeder)
+    i_ka = 10.0 / (np.sqrt(3) * 0.4 * result.vm_pu[0, 1]) / 1e3  # unity power factor
+    np.testing.assert_allclose(result.line_loading_pct[0, 0], 100 * i_ka / 0.05, rtol=1e-3)
+    assert feeder_to_dict(feeder)["lines"][0]["max_i_ka"] == 0.1
 
 
 @pytest.mark.parametrize(
@@ -95,6 +113,9 @@ def test_minimal_file_with_defaults() -> None:
         (lambda d: d["lines"][0].update(to_bus=7), "unknown bus"),
         (lambda d: d.update(bus_links=[[1]]), "bus_links"),
         (lambda d: d["buses"].append({"id": 3, "vn_kv": 0.4}), "islanded"),
+        (lambda d: d["lines"][0].update(max_i_ka=0.0), "max_i_ka must be"),
+        (lambda d: d["lines"][0].update(df=-1.0), "df"),
+        (lambda d: d["lines"].append(dict(d["lines"][0], id=0)), "line ids must be unique"),
     ],
 )
 def test_bad_files_raise(mutate, message) -> None:

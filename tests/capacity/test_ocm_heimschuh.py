@@ -11,8 +11,8 @@ from scipy.optimize import linprog
 
 from capacity.feeders import day_profiles, feeder_case, load_feeder, load_pandapower_net
 from capacity.helm import solve
+from capacity.nr_check import NewtonRaphson
 from capacity.ocm import compute_bands
-from tests.capacity.ocm_nr import NewtonRaphsonSolver
 from tests.capacity.test_ocm_paper import nr_safety_check
 
 NAME = "heimschuh-like"
@@ -35,7 +35,7 @@ def setup():
     minutes = np.concatenate([np.arange(0, 1440, 60), worst])
     res = compute_bands(feeder, flex, prof.p_kw[minutes], prof.q_kvar[minutes],
                         v_slack_pu=case.v_slack_pu, seed=0, n_random=300)
-    nr = NewtonRaphsonSolver(load_pandapower_net(NAME), feeder.bus_ids)
+    nr = NewtonRaphson(feeder, load_pandapower_net(NAME))
     return feeder, case, prof, inc, minutes, res, nr
 
 
@@ -47,7 +47,7 @@ def slp_reference(nr, inc, p_base, q_base, v_slack, lo, hi, sense, iterations=10
     """
     def volts(x):
         p = p_base[None, :] + np.atleast_2d(x) @ inc
-        v, ok = nr(p, np.broadcast_to(q_base, p.shape), v_slack)
+        v, ok, _ = nr(p, np.broadcast_to(q_base, p.shape), v_slack)
         assert ok.all()
         return v
 

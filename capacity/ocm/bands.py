@@ -13,6 +13,19 @@ up can let a battery inject more); then the box is split at ``s = b + theta (a -
 ``theta = 0`` keeps ``hi = argmax`` and ``theta = 1`` keeps ``lo = argmin`` (both restricted
 problems contain the kept vector, so they are feasible); a third split balances the two losses
 against the paper's sums, and the candidate with the smallest worse-side loss is kept.
+
+Thermal limits. A branch's current is not monotone in every device. On a radial feeder the flow
+through a branch is the net consumption beyond it (plus losses): increasing in every device
+beyond it, independent of the others; its current is ``|S| / |V|`` with ``|S| = sqrt(P^2 +
+Q^2)`` convex in ``P``, and ``|V|`` falls when any device consumes more. Over the box, the
+import of a branch is largest at the all-max corner, where its voltage is lowest too: the
+argmax, feasible by construction. Its export is largest with the devices beyond it low, and its
+current then highest with the other devices high (lowest voltage): a mixed corner that the
+optimiser never evaluated. ``solve_step`` therefore checks the box's corners (all of them up to
+six devices, else the mixed corners of ``problem.corner_masks``) and, where one overloads a
+branch, re-optimises with that branch's limit scaled by the ratio of its loading at the
+optimised corners to its worst corner. Certification checks every corner and random interior
+points against the true limits again.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from capacity.flexibility import Flexibility, FlexibilityKind
+from capacity.ocm.certify import box_points
 from capacity.ocm.ga import Extreme, GaSettings, run_ga
 from capacity.ocm.polish import polish
 from capacity.ocm.problem import StepProblem
@@ -31,6 +45,7 @@ OBJECTIVES = ("sum", "two-step", "fair")
 _ORDER_TOL_KW = 1e-9
 _FAIR_GRID = 16
 _FAIR_ROUNDS = 3
+_THERMAL_ROUNDS = 3
 
 
 @dataclass
@@ -161,11 +176,61 @@ class BandSolver:
         x = pts[i]
         return StepSolution(x, x, x, x, x, False, float(viol[i]), "infeasible")
 
-    # ------------------------------------------------------------------ objectives
+    # ------------------------------------------------------------------ thermal corners
     def solve_step(
         self, problem: StepProblem, warm: StepSolution | None, seed: int
     ) -> StepSolution:
-        """Optimise one step; ``warm`` is the previous step's solution (warm start)."""
+        """Optimise one step; ``warm`` is the previous step's solution (warm start).
+
+        With thermal limits the box's corners are checked (every corner up to six devices,
+        else ``problem.corner_masks``): a branch's current is not monotone in every device (see
+        the module docstring), so a mixed corner can overload a branch that the optimised
+        corners do not. Then the step is re-optimised with that branch's limit scaled by the
+        ratio of its loading at the optimised corners to its worst corner (at most
+        ``_THERMAL_ROUNDS`` times; note ``thermal-corners``); certification has the last word.
+        """
+        sol = self._solve_objective(problem, warm, seed)
+        true_limits = problem.max_loading_pct
+        try:
+            for _ in range(_THERMAL_ROUNDS if problem.limited.size else 0):
+                tighter = self._tightened_limits(problem, sol, true_limits)
+                if tighter is None:
+                    break
+                problem.max_loading_pct = tighter
+                sol = self._solve_objective(problem, sol if sol.feasible else warm, seed)
+                sol.note = (sol.note + " thermal-corners").strip()
+        finally:
+            problem.max_loading_pct = true_limits
+        return sol
+
+    def _tightened_limits(
+        self, problem: StepProblem, sol: StepSolution, true_limits: np.ndarray
+    ) -> np.ndarray | None:
+        """Loading limits for a re-optimisation when a corner of the box overloads a branch
+        (None when every corner is within the true limits or nothing can be learnt)."""
+        if not sol.feasible:
+            return None
+        corners, _ = box_points(sol.lo_kw, sol.hi_kw, 0, np.random.default_rng(0),
+                                problem.corner_masks)
+        flows = problem.flows(corners)
+        lim = problem.limited
+        load = flows.loading_pct[:, lim]
+        worst = load.max(axis=0)
+        ends = np.maximum(load[0], load[1])  # the optimised corners (all-min, all-max)
+        cap = true_limits[lim] - 100.0 * self.margin_pu
+        over = (worst > cap) & (ends < worst)
+        if not (flows.converged.all() and over.any()):
+            return None
+        new = problem.max_loading_pct.copy()
+        scaled = cap[over] * ends[over] / worst[over] + 100.0 * self.margin_pu
+        new[lim[over]] = np.minimum(new[lim[over]], scaled)
+        return new
+
+    # ------------------------------------------------------------------ objectives
+    def _solve_objective(
+        self, problem: StepProblem, warm: StepSolution | None, seed: int
+    ) -> StepSolution:
+        """Optimise one step for the configured objective."""
         if self.objective == "two-step" and self.battery.any() and not self.battery.all():
             return self._two_step(problem, warm, seed)
         if self.objective == "fair":

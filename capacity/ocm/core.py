@@ -4,15 +4,19 @@ For each step t: the uncontrollable net consumption ``p_kw[t]``, ``q_kvar[t]`` (
 the feeder's base loads, each flexibility's power is added at its bus at unity power factor, the
 band box is optimised (``capacity.ocm.bands``), certified with the load flow at its corners and
 at random points inside it (``capacity.ocm.certify``, paper Eq. 14) and published only with zero
-violations. A step where no setting meets the limits is marked infeasible, gets the smallest
+violations. The constraints are the bus voltages (Eq. 5) and, by default, the loading of every
+rated line and transformer (Eq. 8, at most ``max_line_loading_pct`` / ``max_trafo_loading_pct``
+percent). A step where no setting meets the limits is marked infeasible, gets the smallest
 violation found and falls back to its safest setting (a zero-width band).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,55 +24,12 @@ from threadpoolctl import threadpool_limits
 
 from capacity.flexibility import Flexibility
 from capacity.ocm.bands import OBJECTIVES, BandSolver, StepSolution
-from capacity.ocm.certify import certify, certify_or_shrink
+from capacity.ocm.certify import MAX_FULL_CORNER_FLEXIBILITIES, certify, certify_or_shrink
 from capacity.ocm.ga import GaSettings
 from capacity.ocm.problem import StepProblem, VoltageSolver
+from capacity.ocm.result import RATING, BandResult, binding_constraint, branch_names
 
-
-@dataclass
-class BandResult:
-    """Bands and diagnostics for T steps and n_flex flexibilities (kW, pu).
-
-    ``v_at_max_pu`` / ``v_at_min_pu`` (T, n_bus): bus voltages with every flexibility at its
-    P_max / P_min (the paper's Fig. 7b/11d worst cases). ``v_random_stats_pu`` (T, 5): min, q25,
-    median, q75, max of all bus voltages over the random certification points (Fig. 8/11).
-    ``argmax_kw`` / ``argmin_kw``: the optimiser's vectors before band formation.
-    ``violation_pu``: 0 for certified steps, the smallest violation found for infeasible ones.
-    """
-
-    flexibilities: tuple[Flexibility, ...]
-    objective: str
-    v_low_pu: float
-    v_high_pu: float
-    p_min_kw: np.ndarray
-    p_max_kw: np.ndarray
-    feasible: np.ndarray
-    violation_pu: np.ndarray
-    v_at_min_pu: np.ndarray
-    v_at_max_pu: np.ndarray
-    v_random_stats_pu: np.ndarray
-    argmin_kw: np.ndarray
-    argmax_kw: np.ndarray
-    certified_points: np.ndarray
-    shrinks: np.ndarray
-    notes: list[str]
-    n_evaluations: np.ndarray
-    seconds: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_steps(self) -> int:
-        return int(self.p_min_kw.shape[0])
-
-    @property
-    def v_min_at_max_pu(self) -> np.ndarray:
-        """Lowest bus voltage per step with all flexibilities at P_max (T,)."""
-        return self.v_at_max_pu.min(axis=1)
-
-    @property
-    def v_max_at_min_pu(self) -> np.ndarray:
-        """Highest bus voltage per step with all flexibilities at P_min (T,)."""
-        return self.v_at_min_pu.max(axis=1)
+__all__ = ["BandResult", "compute_bands", "helm_voltage_solver", "loading_limits", "step_seed"]
 
 
 def _validate(
@@ -129,14 +90,51 @@ def _validate(
 
 
 def helm_voltage_solver(feeder: Any) -> VoltageSolver:
-    """The default voltage solver: HELM (``capacity.helm.solve``), |V| and convergence."""
+    """The default solver: HELM (``capacity.helm.solve``): |V|, convergence and the branch
+    loadings (lines, then transformers; percent, as pandapower's)."""
     from capacity.helm import solve
 
     def _solve(p_kw: np.ndarray, q_kvar: np.ndarray, v_slack_pu: float):
         res = solve(feeder, p_kw=p_kw, q_kvar=q_kvar, v_slack_pu=v_slack_pu)
-        return np.abs(res.v_pu), np.asarray(res.converged, dtype=bool)
+        return np.abs(res.v_pu), np.asarray(res.converged, dtype=bool), res.branch_loading_pct
 
     return _solve
+
+
+def loading_limits(feeder: Any, max_line_loading_pct: float, max_trafo_loading_pct: float
+                   ) -> np.ndarray:
+    """Loading limit per branch (n_line + n_trafo,) in percent: lines, then transformers; inf
+    for lines without a rating. A feeder without ``lines``/``trafos`` has no branches."""
+    for name, value in (("max_line_loading_pct", max_line_loading_pct),
+                        ("max_trafo_loading_pct", max_trafo_loading_pct)):
+        if math.isnan(value) or value <= 0:
+            raise ValueError(f"{name} must be > 0 (inf: no limit), got {value}")
+    lines, trafos = getattr(feeder, "lines", None), getattr(feeder, "trafos", None)
+    line_lim = np.zeros(0) if lines is None else np.where(
+        np.isfinite(lines.ampacity_ka), float(max_line_loading_pct), np.inf)
+    trafo_lim = np.zeros(0) if trafos is None else np.full(
+        len(trafos), float(max_trafo_loading_pct))
+    return np.concatenate([line_lim, trafo_lim])
+
+
+def thermal_corner_masks(feeder: Any, incidence: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """Box corners that matter for branch currents when not every corner is checked (more than
+    ``MAX_FULL_CORNER_FLEXIBILITIES`` devices), (K, n_flex) bool, True = device at its low
+    value: per limited branch of a radial feeder, the devices beyond it low (largest reverse
+    flow) and the others high (lowest voltage). Empty without thermal limits or on a meshed
+    feeder (then the all-min and all-max corners and the random points are checked)."""
+    n_flex = incidence.shape[0]
+    none = np.zeros((0, n_flex), dtype=bool)
+    limited = np.isfinite(limits)
+    if n_flex <= MAX_FULL_CORNER_FLEXIBILITIES or not limited.any():
+        return none
+    from capacity.loading import downstream_buses
+
+    beyond = downstream_buses(feeder)
+    if beyond is None:
+        return none
+    masks = np.unique(beyond[limited][:, incidence.argmax(axis=1)], axis=0)
+    return masks[masks.any(axis=1) & ~masks.all(axis=1)]
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -164,32 +162,75 @@ def compute_bands(
     solver: VoltageSolver | None = None,
     progress: bool = False,
     blas_threads: int | None = 1,
+    max_line_loading_pct: float = 100.0,
+    max_trafo_loading_pct: float = 100.0,
 ) -> BandResult:
     """Certified OCM bands (kW) for every step of ``p_kw``/``q_kvar`` (T, n_bus).
 
     ``objective``: "sum" (paper Eq. 2-3), "two-step" (battery first, Eq. 15-16) or "fair"
     (max-min share of ``p_high``, then the sum). ``margin_pu`` tightens the limits inside the
-    optimiser only; certification uses ``[v_low, v_high]``. ``solver`` replaces HELM (e.g. by a
-    Newton-Raphson wrapper for benchmarks). Deterministic for a given ``seed``.
+    optimiser only (voltages by ``margin_pu``, loadings by ``100 * margin_pu`` percent);
+    certification uses ``[v_low, v_high]`` and the loading limits. ``max_line_loading_pct`` /
+    ``max_trafo_loading_pct``: loading limit of every rated line / transformer, percent of
+    its rating (pandapower's ``loading_percent``; inf: no thermal limit). ``solver`` replaces
+    HELM (e.g. by ``capacity.nr_check.NewtonRaphson`` for benchmarks); it must return branch
+    loadings when there are thermal limits. Deterministic for a given ``seed``.
     ``warm_from``: a previous result for the same flexibilities whose last step warm-starts the
     first step here (for callers that compute one interval at a time, like the oracle loop).
     ``blas_threads``: BLAS threads while solving (1 is much faster for the many small batched
     solves on a shared machine; None leaves the BLAS default).
     """
-    if blas_threads is None:
-        return _compute_bands(
-            feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-            n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
-        )
-    with threadpool_limits(limits=blas_threads):
-        return _compute_bands(
-            feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-            n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
-        )
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0, got {n_random}")
+    flexibilities, incidence, p, q, vs = _validate(
+        feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective
+    )
+    limits = loading_limits(feeder, max_line_loading_pct, max_trafo_loading_pct)
+    make_problem = partial(
+        StepProblem, solver or helm_voltage_solver(feeder), incidence,
+        v_low_pu=v_low, v_high_pu=v_high, max_loading_pct=limits,
+        corner_masks=thermal_corner_masks(feeder, incidence, limits),
+    )
+    band_solver = BandSolver(flexibilities, objective, ga, margin_pu, use_polish)
+    warm = _warm_solution(warm_from, flexibilities)
+    line_ids = np.asarray(getattr(feeder, "line_ids", ()), dtype=np.int64)
+    trafo_ids = np.asarray(getattr(feeder, "trafo_ids", ()), dtype=np.int64)
+    names = branch_names(line_ids, trafo_ids)
+    blas = (contextlib.nullcontext() if blas_threads is None
+            else threadpool_limits(limits=blas_threads))
+    with blas:
+        out, notes = _solve_steps(make_problem, band_solver, p, q, vs, seed, n_random, warm,
+                                  warm_start, progress, names)
+    return BandResult(
+        flexibilities=flexibilities,
+        objective=objective,
+        v_low_pu=float(v_low),
+        v_high_pu=float(v_high),
+        notes=notes,
+        meta={"seed": int(seed), "n_random": int(n_random), "margin_pu": float(margin_pu),
+              "max_line_loading_pct": float(max_line_loading_pct),
+              "max_trafo_loading_pct": float(max_trafo_loading_pct)},
+        line_ids=line_ids,
+        trafo_ids=trafo_ids,
+        max_loading_pct=limits,
+        **out,
+    )
 
 
-def _empty_outputs(n_steps: int, n_bus: int, n_flex: int) -> dict[str, np.ndarray]:
-    """Zeroed per-step arrays of a ``BandResult``."""
+def _warm_solution(
+    warm_from: BandResult | None, flexibilities: tuple[Flexibility, ...]
+) -> StepSolution | None:
+    """The last step of a previous result as the warm start of the first step."""
+    if warm_from is None:
+        return None
+    if tuple(warm_from.flexibilities) != flexibilities:
+        raise ValueError("warm_from was computed for other flexibilities")
+    a, b = warm_from.argmin_kw[-1], warm_from.argmax_kw[-1]
+    return StepSolution(a, b, a, b, a, True)
+
+
+def _empty_outputs(n_steps: int, n_bus: int, n_flex: int, n_branch: int) -> dict[str, Any]:
+    """Zeroed per-step arrays (and empty per-step label lists) of a ``BandResult``."""
     return {
         "p_min_kw": np.zeros((n_steps, n_flex)),
         "p_max_kw": np.zeros((n_steps, n_flex)),
@@ -204,7 +245,48 @@ def _empty_outputs(n_steps: int, n_bus: int, n_flex: int) -> dict[str, np.ndarra
         "shrinks": np.zeros(n_steps, dtype=np.int64),
         "n_evaluations": np.zeros(n_steps, dtype=np.int64),
         "seconds": np.zeros(n_steps),
+        "loading_at_min_pct": np.zeros((n_steps, n_branch)),
+        "loading_at_max_pct": np.zeros((n_steps, n_branch)),
+        "loading_box_max_pct": np.zeros((n_steps, n_branch)),
+        "binding_min": [],
+        "binding_max": [],
     }
+
+
+def _solve_steps(
+    make_problem: Any,
+    band_solver: BandSolver,
+    p: np.ndarray,
+    q: np.ndarray,
+    vs: np.ndarray,
+    seed: int,
+    n_random: int,
+    warm: StepSolution | None,
+    warm_start: bool,
+    progress: bool,
+    names: list[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """Optimise and certify every step (``make_problem(p_base, q_base, v_slack)`` builds a
+    step's ``StepProblem``); returns the ``BandResult`` arrays and the notes."""
+    n_steps, n_bus = p.shape
+    out = _empty_outputs(n_steps, n_bus, band_solver.p_low_kw.size, len(names))
+    notes: list[str] = []
+    steps: Any = range(n_steps)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=f"OCM {band_solver.objective}", unit="step")
+    for t in steps:
+        started = time.perf_counter()
+        problem = make_problem(p[t], q[t], float(vs[t]))
+        s = step_seed(seed, t)
+        sol = band_solver.solve_step(problem, warm if warm_start else None, s)
+        notes.append(_certify_step(problem, sol, n_random, np.random.default_rng(s), out, t))
+        _record_binding(problem, band_solver, out, t, names)
+        out["n_evaluations"][t] = problem.n_evaluations
+        out["seconds"][t] = time.perf_counter() - started
+        warm = sol if sol.feasible else warm
+    return out, notes
 
 
 def _certify_step(
@@ -212,7 +294,7 @@ def _certify_step(
     sol: StepSolution,
     n_random: int,
     rng: np.random.Generator,
-    out: dict[str, np.ndarray],
+    out: dict[str, Any],
     t: int,
 ) -> str:
     """Certify step ``t``'s box (shrinking it if needed; paper Eq. 14), write its row of
@@ -240,51 +322,26 @@ def _certify_step(
     out["v_at_min_pu"][t], out["v_at_max_pu"][t] = cert.v_at_lo_pu, cert.v_at_hi_pu
     out["v_random_stats_pu"][t] = cert.v_stats_pu
     out["certified_points"][t] = cert.n_points
+    out["loading_at_min_pct"][t] = cert.loading_at_lo_pct
+    out["loading_at_max_pct"][t] = cert.loading_at_hi_pct
+    out["loading_box_max_pct"][t] = cert.loading_max_pct
     return note
 
 
-def _compute_bands(
-    feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective, seed,
-    n_random, ga, margin_pu, use_polish, warm_start, warm_from, solver, progress,
-) -> BandResult:
-    """The body of ``compute_bands`` (same arguments)."""
-    if n_random < 0:
-        raise ValueError(f"n_random must be >= 0, got {n_random}")
-    flexibilities, incidence, p, q, vs = _validate(
-        feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective
-    )
-    solver = solver or helm_voltage_solver(feeder)
-    band_solver = BandSolver(flexibilities, objective, ga, margin_pu, use_polish)
-    n_steps, n_bus = p.shape
-    out = _empty_outputs(n_steps, n_bus, len(flexibilities))
-    notes: list[str] = []
-    steps: Any = range(n_steps)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc=f"OCM {objective}", unit="step")
-    warm: StepSolution | None = None
-    if warm_from is not None:
-        if tuple(warm_from.flexibilities) != flexibilities:
-            raise ValueError("warm_from was computed for other flexibilities")
-        a, b = warm_from.argmin_kw[-1], warm_from.argmax_kw[-1]
-        warm = StepSolution(a, b, a, b, a, True)
-    for t in steps:
-        started = time.perf_counter()
-        problem = StepProblem(solver, incidence, p[t], q[t], float(vs[t]), v_low, v_high)
-        s = step_seed(seed, t)
-        sol = band_solver.solve_step(problem, warm if warm_start else None, s)
-        note = _certify_step(problem, sol, n_random, np.random.default_rng(s), out, t)
-        out["n_evaluations"][t] = problem.n_evaluations
-        out["seconds"][t] = time.perf_counter() - started
-        notes.append(note)
-        warm = sol if sol.feasible else warm
-    return BandResult(
-        flexibilities=flexibilities,
-        objective=objective,
-        v_low_pu=float(v_low),
-        v_high_pu=float(v_high),
-        notes=notes,
-        meta={"seed": int(seed), "n_random": int(n_random), "margin_pu": float(margin_pu)},
-        **out,
-    )
+def _record_binding(
+    problem: StepProblem, band_solver: BandSolver, out: dict[str, Any], t: int, names: list[str]
+) -> None:
+    """Append step ``t``'s binding constraints at the all-max and all-min corners (``RATING``
+    where every device is at its rated limit on that side)."""
+    for side, rated, x_kw, v, loading in (
+        ("binding_max", band_solver.p_high_kw, out["p_max_kw"][t], out["v_at_max_pu"][t],
+         out["loading_at_max_pct"][t]),
+        ("binding_min", band_solver.p_low_kw, out["p_min_kw"][t], out["v_at_min_pu"][t],
+         out["loading_at_min_pct"][t]),
+    ):
+        if np.all(np.abs(x_kw - rated) <= 1e-9):
+            out[side].append(RATING)
+        else:
+            out[side].append(binding_constraint(
+                v, loading, problem.v_low_pu, problem.v_high_pu, problem.max_loading_pct, names
+            ))

@@ -1,4 +1,8 @@
-"""``gridshare loadflow``: HELM load flow of a built-in feeder or a feeder file, as a table."""
+"""``gridshare loadflow``: HELM load flow of a built-in feeder or a feeder file, as a table.
+
+Prints the bus voltages and the most loaded branches (loading as pandapower's
+``loading_percent``: lines in percent of ``max_i_ka * df * parallel``, transformers of
+``sn_mva * df * parallel``)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from capacity.grid import Feeder
 from capacity.helm import DEFAULT_MAX_COEFFICIENTS, DEFAULT_TOL_PU, HelmResult, solve
 
 _FILE_SUFFIXES = (".json", ".yaml", ".yml")
+MOST_LOADED = 5
+"""Branches listed by ``format_table``."""
 
 
 def resolve_feeder(spec: str) -> Feeder:
@@ -53,6 +59,39 @@ def voltage_rows(feeder: Feeder, result: HelmResult, scale: float) -> list[dict[
     ]
 
 
+def branch_rows(feeder: Feeder, result: HelmResult) -> list[dict[str, Any]]:
+    """One row per line, then per transformer: kind, id, name, buses, loading (percent; NaN
+    for unrated lines and without a solution)."""
+    ln, tr = feeder.lines, feeder.trafos
+    loading = result.branch_loading_pct[0]
+    kinds = ["line"] * len(ln) + ["trafo"] * len(tr)
+    ids = np.concatenate([ln.ids, tr.ids])
+    names = ln.names + tr.names
+    ends = zip(np.concatenate([ln.from_bus, tr.hv_bus]), np.concatenate([ln.to_bus, tr.lv_bus]),
+               strict=True)
+    return [
+        {"kind": k, "id": int(i), "name": n, "from_bus": int(a), "to_bus": int(b),
+         "loading_pct": float(x)}
+        for k, i, n, (a, b), x in zip(kinds, ids, names, ends, loading, strict=True)
+    ]
+
+
+def format_most_loaded(rows: list[dict[str, Any]], n: int = MOST_LOADED) -> list[str]:
+    """Lines of text: the ``n`` most loaded branches (rated ones, highest first)."""
+    rated = sorted((r for r in rows if np.isfinite(r["loading_pct"])),
+                   key=lambda r: -r["loading_pct"])[:n]
+    if not rated:
+        return []
+    name_w = max(4, *(len(r["name"]) for r in rated))
+    out = [f"most loaded branches (of {len(rows)}):"]
+    for r in rated:
+        out.append(
+            f"  {r['kind']:<5} {r['id']:>5}  {r['name']:<{name_w}}  {r['from_bus']:>6} -> "
+            f"{r['to_bus']:<6} {r['loading_pct']:>8.2f} %"
+        )
+    return out
+
+
 def format_table(feeder: Feeder, result: HelmResult, scale: float, elapsed_s: float) -> str:
     """Readable table of bus voltages plus a summary (min/max, convergence, coefficients)."""
     rows = voltage_rows(feeder, result, scale)
@@ -81,6 +120,7 @@ def format_table(feeder: Feeder, result: HelmResult, scale: float, elapsed_s: fl
             f"min |V| = {vm[i_min]:.6f} pu at bus {feeder.bus_ids[i_min]}, "
             f"max |V| = {vm[i_max]:.6f} pu at bus {feeder.bus_ids[i_max]}"
         )
+        lines += format_most_loaded(branch_rows(feeder, result))
     else:
         lines.append("no operable solution (voltage collapse): voltages are NaN")
     lines.append(
@@ -90,10 +130,14 @@ def format_table(feeder: Feeder, result: HelmResult, scale: float, elapsed_s: fl
     return "\n".join(lines)
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """CSV (one row per bus) or JSON ({meta, buses}) by suffix."""
+def write_rows(
+    path: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
+    branches: list[dict[str, Any]] | None = None,
+) -> None:
+    """CSV (one row per bus) or JSON ({meta, buses, branches}) by suffix."""
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps({**meta, "buses": rows}, indent=1) + "\n", encoding="utf-8")
+        doc = {**meta, "buses": rows, "branches": branches or []}
+        path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         return
     if path.suffix.lower() != ".csv":
         raise ValueError(f"--out {str(path)!r}: suffix must be .csv or .json")
@@ -120,7 +164,8 @@ def _run_loadflow(args: argparse.Namespace) -> int:
             "converged": bool(result.converged[0]),
             "n_coefficients": result.n_coefficients,
         }
-        write_rows(Path(args.out), voltage_rows(feeder, result, args.scale), meta)
+        write_rows(Path(args.out), voltage_rows(feeder, result, args.scale), meta,
+                   branch_rows(feeder, result))
         print(f"wrote {args.out}")
     if args.save_feeder:
         save_feeder(feeder, args.save_feeder)
@@ -132,11 +177,11 @@ def add_commands(subparsers: Any) -> None:
     """Register ``loadflow`` with the ``gridshare`` command."""
     parser = subparsers.add_parser(
         "loadflow",
-        help="HELM load flow of a feeder: bus voltages as a table",
+        help="HELM load flow of a feeder: bus voltages and branch loadings as a table",
         description=(
             "Solve the load flow of a built-in feeder (by name) or a feeder file (.json/.yaml, "
-            "see docs/feeder-format.md) with HELM and print the bus voltages. Exit code 3 when "
-            "there is no operable solution (voltage collapse)."
+            "see docs/feeder-format.md) with HELM and print the bus voltages and the most "
+            "loaded branches. Exit code 3 when there is no operable solution (voltage collapse)."
         ),
     )
     parser.add_argument("--feeder", required=True, help="built-in feeder name or feeder file")

@@ -2,6 +2,8 @@
 
 The feeder's seeded minute day profile (``capacity.feeders.day_profiles``) gives the
 uncontrollable net consumption; with ``--step-min`` > 1 each step uses the mean of its minutes.
+Bands keep voltages in ``--v-low..--v-high`` and every rated line and transformer at most at
+``--max-line-loading-pct`` / ``--max-trafo-loading-pct`` (default 100 %).
 Writes ``bands.csv`` (one row per step), ``bands.json`` (metadata and arrays) and the paper's
 figures ``bands.png`` (Fig. 7/10), ``voltages.png`` (Fig. 7b/11d), ``voltage_boxplots.png``
 (Fig. 8/11) into ``--out``.
@@ -41,6 +43,10 @@ def add_commands(subparsers: Any) -> None:
                    help="random certification points per step (default 1000)")
     p.add_argument("--v-low", type=float, default=0.95, help="lower voltage limit (pu)")
     p.add_argument("--v-high", type=float, default=1.05, help="upper voltage limit (pu)")
+    p.add_argument("--max-line-loading-pct", type=float, default=100.0,
+                   help="loading limit of every rated line, percent of its rating (default 100)")
+    p.add_argument("--max-trafo-loading-pct", type=float, default=100.0,
+                   help="loading limit of every transformer, percent of sn_mva (default 100)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.set_defaults(func=run_ocm)
@@ -85,6 +91,11 @@ def result_rows(result: BandResult, starts: np.ndarray, ul_sum_kw: np.ndarray) -
         for i, flex in enumerate(result.flexibilities):
             row[f"{flex.name}_p_min_kw"] = float(result.p_min_kw[k, i])
             row[f"{flex.name}_p_max_kw"] = float(result.p_max_kw[k, i])
+        box_max = result.loading_box_max_pct[k]
+        rated = box_max[np.isfinite(box_max)]
+        row["max_loading_pct"] = float(rated.max()) if rated.size else float("nan")
+        row["binding_min"] = result.binding_min[k]
+        row["binding_max"] = result.binding_max[k]
         row["note"] = result.notes[k]
         rows.append(row)
     return rows
@@ -107,7 +118,8 @@ def run_ocm(args: argparse.Namespace) -> int:
     result = compute_bands(
         feeder, flexibilities, p_kw, q_kvar, v_slack_pu=case.v_slack_pu, v_low=args.v_low,
         v_high=args.v_high, objective=args.objective, seed=args.seed, n_random=args.n_random,
-        progress=True,
+        progress=True, max_line_loading_pct=args.max_line_loading_pct,
+        max_trafo_loading_pct=args.max_trafo_loading_pct,
     )
     elapsed = time.perf_counter() - started
     out: Path = args.out
@@ -128,6 +140,8 @@ def run_ocm(args: argparse.Namespace) -> int:
         "v_slack_pu": case.v_slack_pu,
         "v_low_pu": args.v_low,
         "v_high_pu": args.v_high,
+        "max_line_loading_pct": args.max_line_loading_pct,
+        "max_trafo_loading_pct": args.max_trafo_loading_pct,
         "n_random": args.n_random,
         "flexibilities": [
             {"name": f.name, "bus_id": f.bus_id, "kind": f.kind.value,

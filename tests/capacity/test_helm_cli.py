@@ -55,6 +55,19 @@ def test_loadflow_builtin_feeder_by_name(capsys) -> None:
     assert main(["loadflow", "--feeder", "paper-test-feeder"]) == 0
     out = capsys.readouterr().out
     assert "converged: True" in out and "paper" in out
+    # the most loaded branch first: the 450 m first section carries every load
+    most = out.split("most loaded branches (of 4):")[1].splitlines()
+    assert most[1].split()[:3] == ["line", "0", "L01"] and most[1].endswith("%")
+
+
+def test_loadflow_json_lists_branch_loadings(feeder_file, tmp_path) -> None:
+    feeder, path = feeder_file
+    out = tmp_path / "v.json"
+    assert main(["loadflow", "--feeder", str(path), "--out", str(out)]) == 0
+    branches = json.loads(out.read_text())["branches"]
+    assert [b["id"] for b in branches if b["kind"] == "line"] == feeder.line_ids.tolist()
+    expected = solve(feeder).branch_loading_pct[0]
+    np.testing.assert_allclose([b["loading_pct"] for b in branches], expected, rtol=1e-12)
 
 
 def test_loadflow_unknown_feeder_name(capsys) -> None:

@@ -34,6 +34,20 @@ def test_ocm_command_writes_csv_json_and_figures(tmp_path, capsys):
     assert len(doc["steps"]) == 4
     for png in ("bands.png", "voltages.png", "voltage_boxplots.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["max_line_loading_pct"] == 100.0
+    assert {r["binding_max"] for r in rows} <= {"v_low", "rating"}  # voltage binds here
+    assert all(float(r["max_loading_pct"]) <= 100.0 for r in rows)
+
+
+def test_ocm_command_with_a_line_loading_limit(tmp_path):
+    out = tmp_path / "ocm"
+    code = main(["ocm", "--feeder", "paper-test-feeder", "--start-hour", "12", "--hours", "0.5",
+                 "--step-min", "15", "--n-random", "20", "--max-line-loading-pct", "30",
+                 "--out", str(out), "--no-figures"])
+    assert code == 0
+    rows = list(csv.DictReader((out / "bands.csv").open()))
+    assert [r["binding_max"] for r in rows] == ["line 0", "line 0"]
+    assert all(29.9 <= float(r["max_loading_pct"]) <= 30.0 for r in rows)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,12 @@ in topology, lines, transformers and switches, with flexibilities and PV added f
 - Added: rooftop PV on the residential customers R11, R15..R18 (115 kWp), a community battery
   CB (-50..+50 kW, 100 kWh) at R6 and three charging stations (0..22 kW) at R11, R15 and R18,
   so that OCM can be benchmarked with four flexibilities.
+- Line ratings: pandapower gives every CIGRE line type ``max_i_ka = 1.0`` (a placeholder).
+  Each type gets the rating of the pandapower standard type of the same construction (NAYY
+  cable, AL1/ST1A overhead conductor) with the nearest resistance per km (``LINE_RATINGS``),
+  scaled to the CIGRE conductor's cross-section: ampacity ~ cross-section^0.585 (the exponent
+  of pandapower's NAYY 4x50 and 4x150 SE types, 142 and 270 A) and cross-section ~ 1 / r.
+  The transformers keep CIGRE's ratings (0.5, 0.15 and 0.3 MVA).
 """
 
 from __future__ import annotations
@@ -35,6 +41,18 @@ HOUSEHOLD_KWH = 4000.0
 COMMERCIAL_UNIT_KWH = 20000.0
 PV_KWP = {"R11": 10.0, "R15": 30.0, "R16": 30.0, "R17": 20.0, "R18": 25.0}
 
+LINE_RATINGS = {
+    "UG1": "NAYY 4x150 SE",  # 0.162 ohm/km vs 0.208 ohm/km, 270 A -> 312 A
+    "UG2": "NAYY 4x120 SE",  # 0.2647 vs 0.225, 242 A -> 220 A
+    "UG3": "NAYY 4x50 SE",  # 0.822 vs 0.642, 142 A -> 123 A
+    "OH1": "48-AL1/8-ST1A 0.4",  # 0.4917 vs 0.5939, 210 A -> 235 A
+    "OH2": "24-AL1/4-ST1A 0.4",  # 1.3207 vs 1.2012, 140 A -> 132 A
+    "OH3": "15-AL1/3-ST1A 0.4",  # 2.0167 vs 1.8769, 105 A -> 101 A
+}
+"""CIGRE line type -> the pandapower standard type its rating is scaled from."""
+AMPACITY_EXPONENT = 0.585
+"""ln(270 / 142) / ln(150 / 50): ampacity vs cross-section of pandapower's NAYY SE types."""
+
 # CIGRE LV bus indices (pandapower 2.x/3.x ordering: "Bus R6" = 7, "Bus R11" = 12, ...)
 _BUS = {"R6": 7, "R11": 12, "R15": 16, "R18": 19}
 
@@ -49,6 +67,11 @@ FLEXIBILITIES = (
 def _cigre_net() -> pp.pandapowerNet:
     net = pn.create_cigre_network_lv()
     net.load["name"] = net.load["name"].str.replace("Load ", "", regex=False)
+    for cigre_type, std_type in LINE_RATINGS.items():
+        ref = pp.load_std_type(net, std_type, "line")
+        r_cigre = pp.load_std_type(net, cigre_type, "line")["r_ohm_per_km"]
+        rating = ref["max_i_ka"] * (ref["r_ohm_per_km"] / r_cigre) ** AMPACITY_EXPONENT
+        net.line.loc[net.line.std_type == cigre_type, "max_i_ka"] = rating
     for key, bus in _BUS.items():
         if net.bus.at[bus, "name"] != f"Bus {key}":
             raise ValueError(

@@ -202,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         chain = connect(ChainConfig(chain=rpc, receipt_timeout_s=60.0))
         deployment = deploy(chain, DeployParams())
         mc = MarketChain(chain, deployment)
+        head_end = deployment.prosumers[0]["meter_role"]
         for i in range(len(deployment.prosumers), args.clients + 1):  # one more for the peer
+            device_id = 100_000 + i  # each member's connection meter, posted by the head-end
+            chain.transact(mc.capacity.functions.registerDevice(
+                device_id, 0, 2, chain.keys.address("deployer"), chain.keys.address(head_end),
+                0, 15_000), "deployer")
             chain.transact(mc.market.functions.registerProsumer(
-                chain.keys.address(f"prosumer_{i}")), "deployer")
+                chain.keys.address(f"prosumer_{i}"), device_id), "deployer")
         deployment.save(tmp / "deployment.json")
         port = free_port()
         server = subprocess.Popen(

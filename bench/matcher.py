@@ -1,15 +1,13 @@
-"""Market matcher benchmark: clearing time per order-book size, gas per trade at settlement.
+"""Market matcher benchmark: clearing time per order-book size.
 
-    python bench/matcher.py [--repeat 5] [--no-gas]
+    python bench/matcher.py [--repeat 5]
 
 Clearing: random books of 100, 1,000 and 10,000 orders (half buys, half sells, prices in the
 market's bounds). Columns: ``clear_book`` (the vectorised auction on a built book), the whole
-``clear_interval`` (book building, auction, battery, grid, Merkle root), and the named peer: the
+``clear_interval`` (book building, auction, battery, grid, book hash), and the named peer: the
 plain-loop merit-order walk of the same rules (``tests/market/test_clearing.py``'s reference),
 measured in the same run; ``ratio`` = peer / clear_book. Target: 10,000 orders in <= 50 ms.
-
-Gas: ``GridMarket.settle`` with 1, 10 and 50 member trades on the embedded chain (EVM gas is
-the same on any chain); per trade = gas / trades and the marginal (gas(n) - gas(1)) / (n - 1).
+Settlement gas (trades bound to the orders, both layouts) is ``bench/gas.py``.
 """
 
 from __future__ import annotations
@@ -102,42 +100,11 @@ def bench_clearing(repeat: int) -> None:
               f"{target:>6} {verdict}")
 
 
-def bench_gas() -> None:
-    from gridshare.chain.client import connect
-    from gridshare.chain.deploy import deploy
-
-    chain = connect()
-    deployment = deploy(chain)
-    market, capacity = deployment.market(chain), deployment.capacity(chain)
-    battery_id = deployment.battery_device_id
-    prosumers = [p["address"] for p in deployment.prosumers]
-    pairs = [(b, s) for b in prosumers for s in prosumers if b != s]
-    price = 150_000
-    print("\nsettlement gas (GridMarket.settle, member trades at the clearing price)")
-    print(f"{'trades':>7} {'gas':>10} {'gas/trade':>10} {'marginal/trade':>15} {'target':>9}")
-    base = None
-    for interval, n in enumerate((1, 10, 50), start=1):
-        chain.transact(capacity.functions.writeBands(interval, keccak(b"bench"), [battery_id],
-                                                     [-1000], [1000]), "oracle")
-        trades = [(b, s, 100 + k, price) for k, (b, s) in enumerate(pairs[:n])]
-        receipt = chain.transact(
-            market.functions.settle(interval, keccak(interval.to_bytes(8, "big")), price, 0,
-                                    trades), "settler")
-        gas = int(receipt["gasUsed"])
-        base = gas if n == 1 else base
-        marginal = "" if n == 1 else f"{(gas - base) / (n - 1):.0f}"
-        target = "<= 30000" if n == 50 else ""
-        print(f"{n:>7} {gas:>10} {gas / n:>10.0f} {marginal:>15} {target:>9}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-gas", action="store_true", help="skip the on-chain gas part")
     args = parser.parse_args()
     bench_clearing(args.repeat)
-    if not args.no_gas:
-        bench_gas()
 
 
 if __name__ == "__main__":

@@ -18,10 +18,16 @@ deployment (2 h of the battery's rated power, SoC 10..90 %, start at 50 %, 95 % 
 
 Flow of :meth:`MarketChain.settle_interval`: refuse a settled interval; clear the orders seen
 as a dry run (a missing band or a band the battery cannot follow raises ``SettlementError`` /
-``BatteryInfeasibleError`` here and the interval stays open, nothing booked); commit their
-Merkle root (``commitOrders`` closes the interval); re-read the orders up to the commit and
-check their root is the committed one (an order that slipped in between could not be settled:
-``CommitRaceError``); clear; send ``settle``.
+``BatteryInfeasibleError`` here and the interval stays open, nothing booked); close it
+(``commitOrders``); re-read the orders up to the commit and check that they hash to the
+contract's ``bookHash`` (``CommitRaceError`` otherwise: the reader missed an order); clear; send
+``settle`` with the whole book and the order-level trades.
+
+Deviations (:mod:`market.deviations`): once the oracle has written an interval's meter totals,
+:meth:`MarketChain.settle_deviations` sends ``settleDeviations`` with the settlement's book and
+fills and the oracle's totals; :meth:`MarketChain.replay_deviations` recomputes the totals from
+the readings on-chain (:mod:`gridshare.chain.metering`) and the deviations from the settlement
+and compares both with what the chain holds.
 """
 
 from __future__ import annotations
@@ -30,16 +36,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_utils import keccak
 from web3.contract import Contract
 
 from gridshare.chain.client import Chain
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import ContractRevert
 from gridshare.chain.events import EventReader
+from gridshare.chain.metering import MeteringReader, decode_totals
 from market.battery import BatteryParams, energy_for_power
-from market.merkle import merkle_root
-from market.orders import MarketDomain, Order, PlacedOrder, Side, chain_seq
-from market.settlement import IntervalClearing, MarketParams, Trade, clear_interval
+from market.deviations import Deviation, expected_deviations, traded_per_account
+from market.orders import MarketDomain, Order, PlacedOrder, Side, book_entry, book_hash, chain_seq
+from market.settlement import (
+    BATTERY_ORDER_REF,
+    IntervalClearing,
+    MarketParams,
+    OrderTradeArgs,
+    Trade,
+    clear_interval,
+)
 
 SETTLER_ROLE_NAME = "settler"
 
@@ -49,7 +64,7 @@ class SettlementError(ValueError):
 
 
 class CommitRaceError(SettlementError):
-    """Orders were placed between reading the book and committing its root."""
+    """The orders read do not hash to the contract's book of the interval."""
 
 
 def default_battery_params(deployment: Deployment) -> BatteryParams:
@@ -70,23 +85,42 @@ def default_battery_params(deployment: Deployment) -> BatteryParams:
     )
 
 
+def fills_hash(fills: Sequence[int]) -> bytes:
+    """The contract's ``fillsHash``: keccak256 of the fills as 32-byte big-endian words."""
+    return keccak(b"".join(int(f).to_bytes(32, "big") for f in fills))
+
+
 @dataclass(frozen=True)
 class SettledInterval:
-    """An interval as settled on-chain (from its ``IntervalSettled``/``TradeSettled`` events)."""
+    """An interval as settled on-chain (from its ``IntervalSettled``/``TradeSettled`` events).
+
+    ``trades`` per party (for statements), ``order_trades`` as the contract took them.
+    """
 
     interval: int
-    orders_root: bytes
+    book_hash: bytes
+    fills_hash: bytes
     clearing_price_micro_eur_per_kwh: int
     battery_power_w: int
     trades: tuple[Trade, ...]
+    order_trades: tuple[OrderTradeArgs, ...]
     block_number: int
     log_index: int
     tx_hash: str
 
-    def settle_args(self) -> tuple[int, bytes, int, int, list[tuple[str, str, int, int]]]:
-        """The ``settle()`` arguments this settlement was made with."""
-        return (self.interval, self.orders_root, self.clearing_price_micro_eur_per_kwh,
-                self.battery_power_w, [t.as_tuple() for t in self.trades])
+    def fills_wh(self, n_orders: int) -> list[int]:
+        """Wh filled per book order (``n_orders`` placed)."""
+        fills = [0] * n_orders
+        for buy, sell, energy in self.order_trades:
+            for ref in (buy, sell):
+                if ref < BATTERY_ORDER_REF:
+                    fills[ref] += energy
+        return fills
+
+    def battery_bought_wh(self) -> int:
+        """The battery's bought minus sold energy, Wh."""
+        return sum(e for b, _, e in self.order_trades if b == BATTERY_ORDER_REF) - sum(
+            e for _, s, e in self.order_trades if s == BATTERY_ORDER_REF)
 
 
 @dataclass(frozen=True)
@@ -102,8 +136,8 @@ class ReplayReport:
     def format_text(self) -> str:
         """Human-readable summary."""
         s = self.onchain
-        head = (f"interval {s.interval}: {len(self.recomputed.book)} orders, root "
-                f"0x{s.orders_root.hex()}, price {s.clearing_price_micro_eur_per_kwh} "
+        head = (f"interval {s.interval}: {len(self.recomputed.placed)} orders, book "
+                f"0x{s.book_hash.hex()}, price {s.clearing_price_micro_eur_per_kwh} "
                 f"micro-EUR/kWh, battery {s.battery_power_w} W, {len(s.trades)} trades "
                 f"(tx {s.tx_hash}, block {s.block_number})")
         if self.equal:
@@ -130,6 +164,8 @@ class MarketChain:
         self.battery_device_id = int(chain.call(self.market.functions.batteryDeviceId()))
         self.domain = MarketDomain(chain.chain_id, self.market.address)
         self.reader = EventReader(chain, self.market, deployment.deploy_block)
+        self.metering = MeteringReader(chain, self.capacity, deployment.deploy_block,
+                                       deployment.interval_seconds)
 
     # ---- reads
     def params(self, block: int | str = "latest") -> MarketParams:
@@ -183,25 +219,35 @@ class MarketChain:
 
     def settlements(self, to_block: int | None = None) -> list[SettledInterval]:
         """All settlements in chain order, with their trades."""
-        settled = self._logs("IntervalSettled", to_block)
         trades: dict[int, list[Trade]] = {}
+        order_trades: dict[int, list[OrderTradeArgs]] = {}
         for e in self._logs("TradeSettled", to_block):
             a = e["args"]
-            trades.setdefault(int(a["interval"]), []).append(Trade.from_tuple(
+            interval = int(a["interval"])
+            trades.setdefault(interval, []).append(Trade.from_tuple(
                 (a["buyer"], a["seller"], a["energyWh"], a["priceMicroEurPerKwh"])))
-        return [
-            SettledInterval(
-                interval=int(e["args"]["interval"]),
-                orders_root=bytes(e["args"]["ordersRoot"]),
-                clearing_price_micro_eur_per_kwh=int(e["args"]["clearingPriceMicroEurPerKwh"]),
-                battery_power_w=int(e["args"]["batteryPowerW"]),
-                trades=tuple(trades.get(int(e["args"]["interval"]), ())),
-                block_number=int(e["blockNumber"]),
-                log_index=int(e["logIndex"]),
-                tx_hash=e["transactionHash"].to_0x_hex(),
-            )
-            for e in settled
-        ]
+            order_trades.setdefault(interval, []).append(
+                (int(a["buyOrder"]), int(a["sellOrder"]), int(a["energyWh"])))
+        return [self._settled(e, trades, order_trades)
+                for e in self._logs("IntervalSettled", to_block)]
+
+    @staticmethod
+    def _settled(e: Any, trades: dict[int, list[Trade]],
+                 order_trades: dict[int, list[OrderTradeArgs]]) -> SettledInterval:
+        a = e["args"]
+        interval = int(a["interval"])
+        return SettledInterval(
+            interval=interval,
+            book_hash=bytes(a["bookHash"]),
+            fills_hash=bytes(a["fillsHash"]),
+            clearing_price_micro_eur_per_kwh=int(a["clearingPriceMicroEurPerKwh"]),
+            battery_power_w=int(a["batteryPowerW"]),
+            trades=tuple(trades.get(interval, ())),
+            order_trades=tuple(order_trades.get(interval, ())),
+            block_number=int(e["blockNumber"]),
+            log_index=int(e["logIndex"]),
+            tx_hash=e["transactionHash"].to_0x_hex(),
+        )
 
     def soc_before(self, settlements: Sequence[SettledInterval], interval_s: int) -> int:
         """Battery SoC (Wh) after replaying ``settlements`` from the initial SoC."""
@@ -215,8 +261,8 @@ class MarketChain:
     def interval_state(self, interval: int) -> dict[str, Any]:
         """``intervalState(interval)`` as a dict."""
         st = self.chain.call(self.market.functions.intervalState(int(interval)))
-        keys = ("ordersRoot", "committed", "settled", "clearingPriceMicroEurPerKwh",
-                "batteryPowerW", "tradeCount")
+        keys = ("bookHash", "fillsHash", "committed", "settled", "deviationsSettled",
+                "clearingPriceMicroEurPerKwh", "batteryPowerW", "batteryBoughtWh", "tradeCount")
         return dict(zip(keys, st, strict=True))
 
     def shares_bps(self) -> dict[str, int]:
@@ -243,31 +289,27 @@ class MarketChain:
 
     def settle_interval(self, interval: int, sender: str = SETTLER_ROLE_NAME
                         ) -> tuple[IntervalClearing, Any]:
-        """Commit, clear and settle ``interval``; returns (clearing, settle receipt)."""
+        """Close, clear and settle ``interval``; returns (clearing, settle receipt)."""
         f = self.market.functions
         state = self.interval_state(interval)
-        if state["settled"]:
+        if state["settled"] or state["deviationsSettled"]:
             raise SettlementError(f"interval {interval} is already settled")
+        history = self.settlements()
         if not state["committed"]:
-            seen = self.placed_orders(interval)
             # Dry run first: a missing band or one the battery cannot follow raises here, before
             # the commitment closes the interval (it then stays open, nothing is booked).
-            history = self.settlements()
-            self.clear(interval, orders=seen, history=history)
-            root = merkle_root(p.digest for p in seen)
-            receipt = self.chain.transact(f.commitOrders(int(interval), root), sender)
+            self.clear(interval, orders=self.placed_orders(interval), history=history)
+            receipt = self.chain.transact(f.commitOrders(int(interval)), sender)
             commit_block = int(receipt["blockNumber"])
         else:
-            root = bytes(state["ordersRoot"])
             commit_block = self.chain.block_number
-            history = self.settlements()
         orders = self.placed_orders(interval, commit_block)
-        final_root = merkle_root(p.digest for p in orders)
-        if final_root != root:
+        onchain = bytes(self.interval_state(interval)["bookHash"])
+        read = book_hash(book_entry(p.order) for p in orders)
+        if read != onchain:
             raise CommitRaceError(
-                f"interval {interval}: committed root 0x{root.hex()} but its {len(orders)} "
-                f"placed orders have root 0x{final_root.hex()}; orders placed while the root was "
-                "being committed cannot be settled"
+                f"interval {interval}: the contract's book hash is 0x{onchain.hex()} but the "
+                f"{len(orders)} orders read hash to 0x{read.hex()}"
             )
         result = self.clear(interval, orders=orders, history=history)
         receipt = self.chain.transact(f.settle(*result.settle_args()), sender)
@@ -284,17 +326,91 @@ class MarketChain:
         block = onchain.block_number
         orders = self.placed_orders(interval, block)
         recomputed = self.clear(interval, block=block, orders=orders, history=history[:index])
-        differences = compare_settlement(onchain.settle_args(), recomputed.settle_args())
+        differences = compare_settlement(onchain, recomputed)
         return ReplayReport(int(interval), not differences, tuple(differences), onchain,
                             recomputed)
 
+    # ---- deviations
+    def settled(self, interval: int) -> SettledInterval | None:
+        """The settlement of ``interval`` (None: its trades were not settled)."""
+        return next((s for s in self.settlements() if s.interval == int(interval)), None)
 
-def compare_settlement(onchain: tuple[Any, ...], recomputed: tuple[Any, ...]) -> list[str]:
-    """Named differences between two ``settle()`` argument tuples (empty when equal)."""
-    names = ("interval", "ordersRoot", "clearingPriceMicroEurPerKwh", "batteryPowerW")
-    out = [f"{n}: on-chain {a!r}, replay {b!r}"
-           for n, a, b in zip(names, onchain[:4], recomputed[:4], strict=True) if a != b]
-    a_trades, b_trades = list(onchain[4]), list(recomputed[4])
+    def book_and_fills(self, interval: int) -> tuple[list[Any], list[int], int]:
+        """The settlement's book, its fills (Wh per order) and the battery's bought Wh; empty
+        when the interval's trades were not settled."""
+        s = self.settled(interval)
+        if s is None:
+            return [], [], 0
+        book = [book_entry(p.order) for p in self.placed_orders(interval, s.block_number)]
+        return book, s.fills_wh(len(book)), s.battery_bought_wh()
+
+    def settle_deviations(self, interval: int, sender: str = SETTLER_ROLE_NAME) -> Any:
+        """Send ``settleDeviations`` for ``interval`` with the oracle's totals; returns the
+        receipt. Raises SettlementError when the totals are not written or it is done."""
+        totals = self.metering.written(interval)
+        if totals is None:
+            raise SettlementError(f"interval {interval}: the oracle has not written its meter "
+                                  "totals")
+        if self.interval_state(interval)["deviationsSettled"]:
+            raise SettlementError(f"interval {interval}: deviations are already settled")
+        book, fills, _ = self.book_and_fills(interval)
+        return self.chain.transact(
+            self.market.functions.settleDeviations(int(interval), book, fills, totals), sender)
+
+    def deviations(self, interval: int | None = None) -> list[Deviation]:
+        """Settled deviations (``DeviationSettled`` events), of one interval or all."""
+        return [
+            Deviation(int(a["interval"]), a["account"], int(a["deviceId"]), int(a["tradedWh"]),
+                      int(a["meteredWh"]), int(a["priceMicroEurPerKwh"]))
+            for a in (e["args"] for e in self._logs("DeviationSettled"))
+            if interval is None or int(a["interval"]) == int(interval)
+        ]
+
+    def expected_deviations(self, interval: int, totals: dict[int, int],
+                            block: int | str = "latest") -> list[Deviation]:
+        """The deviations the contract books for ``totals`` given the chain as of ``block``."""
+        f = self.market.functions
+        book, fills, battery_bought = self.book_and_fills(interval)
+        traded = traded_per_account(book, fills, self.battery.account, battery_bought)
+        members = {d: self.chain.call(f.memberOfDevice(d), block=block) for d in totals}
+        members = {d: a for d, a in members.items() if int(a, 16) != 0}
+        former = {a for a in members.values() if a != self.battery.account
+                  and not self.chain.call(f.isProsumer(a), block=block)}
+        imbalance = self.chain.call(f.tariffs(), block=block)
+        return expected_deviations(interval, totals, traded, members, former, int(imbalance[2]),
+                                   int(imbalance[3]))
+
+    def replay_deviations(self, interval: int) -> list[str]:
+        """Differences between the chain's meter totals and deviations of ``interval`` and
+        their recomputation from the readings and the settlement (empty: equal)."""
+        written = self.metering.written(interval)
+        if written is None:
+            return [f"interval {interval}: no meter totals written"]
+        out = []
+        recomputed = self.metering.totals(interval)
+        if decode_totals(written) != recomputed:
+            out.append(f"meter totals: written {decode_totals(written)}, from the readings "
+                       f"{recomputed}")
+        settled = self.deviations(interval)
+        expected = self.expected_deviations(interval, decode_totals(written))
+        if sorted(settled) != sorted(expected):
+            out.append(f"deviations: {len(settled)} settled, {len(expected)} recomputed; only "
+                       f"settled {sorted(set(settled) - set(expected))}; only recomputed "
+                       f"{sorted(set(expected) - set(settled))}")
+        return out
+
+
+def compare_settlement(onchain: SettledInterval, recomputed: IntervalClearing) -> list[str]:
+    """Named differences between a settlement on-chain and its recomputation (empty: equal)."""
+    mine = recomputed.settle_args()
+    pairs = (("interval", onchain.interval, mine[0]),
+             ("bookHash", "0x" + onchain.book_hash.hex(), "0x" + recomputed.book_hash.hex()),
+             ("clearingPriceMicroEurPerKwh", onchain.clearing_price_micro_eur_per_kwh, mine[1]),
+             ("batteryPowerW", onchain.battery_power_w, mine[2]),
+             ("fillsHash", "0x" + onchain.fills_hash.hex(),
+              "0x" + fills_hash(recomputed.fills_wh()).hex()))
+    out = [f"{n}: on-chain {a!r}, replay {b!r}" for n, a, b in pairs if a != b]
+    a_trades, b_trades = list(onchain.order_trades), list(mine[4])
     if a_trades != b_trades:
         only_a = [t for t in a_trades if t not in b_trades]
         only_b = [t for t in b_trades if t not in a_trades]

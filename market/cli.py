@@ -1,8 +1,12 @@
 """``gridshare market ...``: settle, replay and statements against a deployment.
 
-* ``gridshare market settle --interval N``: commit, clear and settle interval N (settler key).
+* ``gridshare market settle --interval N``: close, clear and settle interval N (settler key).
+* ``gridshare market deviations --interval N``: settle N's metered deviations against the
+  oracle's meter totals (anyone may send it; the settler key by default).
 * ``gridshare market replay --interval N``: re-run the clearing of a settled interval from
-  on-chain data; exit code 0 when it equals the settlement, 3 when it differs.
+  on-chain data and, once its deviations are settled, recompute its meter totals from the
+  readings and its deviations from the settlement; exit code 0 when all equal the chain's, 3
+  when something differs.
 * ``gridshare market statement --member ADDR [--from N] [--to N]``: energy and money of one
   member over the settled intervals, with the on-chain balance as a cross-check.
 
@@ -74,12 +78,13 @@ def _market_chain(args: argparse.Namespace) -> Any:
 def _summary(result: Any) -> dict[str, Any]:
     return {
         "interval": result.interval,
-        "orders": len(result.book),
-        "orders_root": "0x" + result.orders_root.hex(),
+        "orders": len(result.placed),
+        "book_hash": "0x" + result.book_hash.hex(),
         "clearing_price_micro_eur_per_kwh": result.clearing_price_micro_eur_per_kwh,
         "battery_power_w": result.battery_power_w,
         "battery_soc_after_wh": None if result.battery is None else result.battery.soc_after_wh,
         "trades": [list(t.as_tuple()) for t in result.trades],
+        "order_trades": [list(t) for t in result.onchain_trades()],
     }
 
 
@@ -95,16 +100,48 @@ def _settle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace) -> int:
-    report = _market_chain(args).replay(args.interval)
+def _deviations(args: argparse.Namespace) -> int:
+    mc = _market_chain(args)
+    receipt = mc.settle_deviations(args.interval)
+    rows = mc.deviations(args.interval)
     if args.json:
-        print(json.dumps({"interval": report.interval, "equal": report.equal,
-                          "differences": list(report.differences),
+        print(json.dumps({"interval": args.interval, "tx": receipt["transactionHash"].to_0x_hex(),
+                          "deviations": [_deviation(d) for d in rows]}, indent=2))
+    else:
+        print(f"settled the deviations of interval {args.interval}: {len(rows)} accounts, "
+              f"{sum(d.deviation_wh for d in rows)} Wh net from the grid, tx "
+              f"{receipt['transactionHash'].to_0x_hex()}")
+    return 0
+
+
+def _deviation(d: Any) -> dict[str, Any]:
+    return {"account": d.account, "device_id": d.device_id, "traded_wh": d.traded_wh,
+            "metered_wh": d.metered_wh, "deviation_wh": d.deviation_wh,
+            "price_micro_eur_per_kwh": d.price_micro_eur_per_kwh,
+            "paid_nano_eur": d.paid_nano_eur}
+
+
+def _replay(args: argparse.Namespace) -> int:
+    mc = _market_chain(args)
+    report = mc.replay(args.interval)
+    settled = bool(mc.interval_state(args.interval)["deviationsSettled"])
+    deviations = mc.replay_deviations(args.interval) if settled else []
+    equal = report.equal and not deviations
+    if args.json:
+        print(json.dumps({"interval": report.interval, "equal": equal,
+                          "differences": list(report.differences) + deviations,
+                          "deviations_replayed": settled,
                           "recomputed": _summary(report.recomputed),
                           "tx": report.onchain.tx_hash}, indent=2))
     else:
         print(report.format_text())
-    return 0 if report.equal else REPLAY_DIFFERS_EXIT
+        if settled:
+            print("deviations: " + ("EQUAL (meter totals from the readings, deviations from "
+                                    "the settlement)" if not deviations else
+                                    "DIFFERENT\n" + "\n".join(f"  {d}" for d in deviations)))
+        else:
+            print("deviations: not settled yet")
+    return 0 if equal else REPLAY_DIFFERS_EXIT
 
 
 def _statement(args: argparse.Namespace) -> int:
@@ -133,7 +170,7 @@ def _statement(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``gridshare market settle|replay|statement``."""
+    """Register ``gridshare market settle|deviations|replay|statement``."""
     from gridshare.chain.config import DEFAULT_DEPLOYMENT_FILE, ENV_DEPLOYMENT
 
     market = subparsers.add_parser("market", help="settle, replay and statements of the market")
@@ -151,10 +188,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                        "from the deployment)")
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    settle = sub.add_parser("settle", help="commit, clear and settle one interval")
+    settle = sub.add_parser("settle", help="close, clear and settle one interval")
     settle.add_argument("--interval", type=int, required=True, help="interval id")
     common(settle)
     settle.set_defaults(func=_chain_errors_as_exit(_settle))
+
+    deviations = sub.add_parser("deviations", help="settle one interval's metered deviations")
+    deviations.add_argument("--interval", type=int, required=True, help="interval id")
+    common(deviations)
+    deviations.set_defaults(func=_chain_errors_as_exit(_deviations))
 
     replay = sub.add_parser("replay", help="re-run a settled interval's clearing from chain "
                             "data and compare (exit 3 if it differs)")

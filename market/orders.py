@@ -8,11 +8,12 @@ hashes thousands of orders; ``tests/market/test_orders.py`` checks it against ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
@@ -170,7 +171,7 @@ class MarketDomain:
         }
 
     def digest(self, order: Order) -> bytes:
-        """The 32-byte EIP-712 digest that is signed (also the Merkle leaf)."""
+        """The 32-byte EIP-712 digest that is signed (a tie-breaker of the clearing)."""
         return keccak(b"\x19\x01" + self.separator + order.struct_hash())
 
     def typed_data(self, order: Order) -> dict[str, Any]:
@@ -255,12 +256,20 @@ class PriceOutOfBoundsError(OrderError):
     code = "price_out_of_bounds"
 
 
+class IntervalOutOfWindowError(OrderError):
+    """Interval before the current one or beyond the market's window ahead."""
+
+    code = "interval_out_of_window"
+
+
 @dataclass(frozen=True)
 class ValidationContext:
     """What an order is checked against (read from the market contract or its mirror).
 
     ``next_nonce`` maps a prosumer to its next expected nonce (missing = 0); ``interval_open``
-    says whether orders are still accepted for an interval; prices in micro-euro per kWh.
+    says whether orders are still accepted for an interval; prices in micro-euro per kWh;
+    ``max_energy_wh`` the contract's ``maxOrderEnergyWh``; ``window`` the first and last interval
+    the contract accepts now (``currentInterval``, ``+ maxIntervalsAhead``), None: not checked.
     """
 
     domain: MarketDomain
@@ -271,15 +280,16 @@ class ValidationContext:
     min_price_micro_eur_per_kwh: int
     max_price_micro_eur_per_kwh: int
     max_energy_wh: int = 10_000_000
+    window: tuple[int, int] | None = None
 
 
 def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> bytes:
     """Check one signed order; return its digest or raise the matching :class:`OrderError`.
 
     Order of checks as in ``GridMarket.submitOrderSigned``: signature, registered prosumer,
-    nonce, deadline, energy, price, open interval (the first failing check is reported); a
-    negative energy is reported first, as it has no uint64 encoding to check a signature
-    against. ``max_energy_wh`` is an off-chain limit only (the contract accepts any uint64).
+    nonce, deadline, energy, price, interval window, open interval (the first failing check is
+    reported); a negative energy is reported first, as it has no uint64 encoding to check a
+    signature against.
     """
     if order.energy_wh < 0:
         raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
@@ -312,6 +322,11 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> by
             f"limit price {order.price_micro_eur_per_kwh} micro-EUR/kWh is outside the "
             f"market's bounds [{lo}, {hi}]"
         )
+    if ctx.window is not None and not ctx.window[0] <= order.interval <= ctx.window[1]:
+        raise IntervalOutOfWindowError(
+            f"interval {order.interval} is outside the market's window "
+            f"[{ctx.window[0]}, {ctx.window[1]}] (past or too far ahead)"
+        )
     if not ctx.interval_open(order.interval):
         raise IntervalClosedError(f"interval {order.interval} is not open for orders")
     return ctx.domain.digest(order)
@@ -333,3 +348,23 @@ class PlacedOrder:
 def chain_seq(block_number: int, log_index: int) -> int:
     """Time key of an on-chain placement: block number, then log index within the block."""
     return (int(block_number) << 32) | int(log_index)
+
+
+#: ``GridMarket.BookOrder``: (prosumer, side, energyWh, priceMicroEurPerKwh).
+BookEntry = tuple[str, int, int, int]
+
+
+def book_entry(order: Order) -> BookEntry:
+    """The order as a settlement's book names it (the fields of ``OrderPlaced``)."""
+    return (order.prosumer, int(order.side), order.energy_wh, order.price_micro_eur_per_kwh)
+
+
+def book_hash(entries: Iterable[BookEntry]) -> bytes:
+    """The market contract's commitment to an interval's book: a hash chain over its orders
+    in placement order, ``h = keccak256(abi.encode(h, prosumer, side, energyWh, price))`` from
+    ``h = 0`` (32 zero bytes for no orders)."""
+    h = bytes(32)
+    for prosumer, side, energy_wh, price in entries:
+        h = keccak(abi_encode(["bytes32", "address", "uint8", "uint64", "uint64"],
+                              [h, prosumer, side, energy_wh, price]))
+    return h

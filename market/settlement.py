@@ -16,14 +16,18 @@ Steps (all integer, deterministic; docs/market.md has a worked example):
    feed-in (sell) or retail (buy) tariff is thus always filled ("must trade"); any other
    remainder stays unfilled (nobody trades beyond their limit).
 
-The grid is ``address(0)``; settlement trades are aggregated per (buyer, seller, price) and
-sorted by (buyer, seller, price) so replays compare byte for byte. A member's own buy matched
-with its own sell nets out: that self-trade is dropped from the settlement (the contract
-rejects ``buyer == seller``), it moves neither energy nor money.
+What goes on-chain (``settle_args``): the interval's whole book (every placed order, in
+placement order: the contract checks it against its hash chain of ``OrderPlaced``) and the
+trades between book orders, summed per (buy order, sell order) and sorted by their indices
+(``GRID_ORDER_REF``, ``BATTERY_ORDER_REF`` for the grid and the battery), so replays compare
+byte for byte. The contract derives each trade's price and checks it against both orders'
+limits and their fills against their energy. A member's own buy matched with its own sell nets
+out: that self-trade is dropped from the settlement (the contract rejects it), it moves neither
+energy nor money. ``trades`` sums the same per (buyer, seller, price) for statements.
 
-Orders above ``MAX_CLEARING_ENERGY_WH`` (about 1.1 TWh; the contract accepts any uint64) are
-left out of the clearing, listed in ``IntervalClearing.excluded``, but stay in the commitment:
-integer sums of the book then always fit in int64.
+Orders above ``MAX_CLEARING_ENERGY_WH`` (about 1.1 TWh; the contract's bound is set at
+deployment) are left out of the clearing, listed in ``IntervalClearing.excluded``, but stay in
+the book: integer sums of the book then always fit in int64.
 """
 
 from __future__ import annotations
@@ -37,14 +41,20 @@ from eth_utils import to_checksum_address
 
 from market.battery import BatteryDispatch, BatteryParams, dispatch
 from market.clearing import LocalClearing, OrderBook, PriceRule, clear_book
-from market.merkle import merkle_root
-from market.orders import PlacedOrder, Side
+from market.orders import BookEntry, PlacedOrder, Side, book_entry, book_hash
 
 GRID_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_CLEARING_ENERGY_WH = 2**40
 #: Counterparty references in order-level trades (non-negative values index the book).
 BATTERY_REF = -1
 GRID_REF = -2
+#: The contract's party references of a trade that is not an order (``GRID_REF``/``BATTERY_REF``
+#: of GridMarket).
+GRID_ORDER_REF = 2**32 - 1
+BATTERY_ORDER_REF = 2**32 - 2
+#: ``GridMarket.Trade``: (buyOrder, sellOrder, energyWh).
+OrderTradeArgs = tuple[int, int, int]
+SettleArgs = tuple[int, int, int, list[BookEntry], list[OrderTradeArgs]]
 
 
 class UniformPriceError(ValueError):
@@ -119,7 +129,7 @@ class IntervalClearing:
     params: MarketParams
     book: OrderBook
     local: LocalClearing
-    orders_root: bytes
+    book_hash: bytes
     clearing_price_micro_eur_per_kwh: int
     battery_account: str | None
     battery: BatteryDispatch | None
@@ -129,6 +139,8 @@ class IntervalClearing:
     trade_price_micro_eur_per_kwh: np.ndarray
     trades: tuple[Trade, ...]
     filled_wh: np.ndarray
+    placed: tuple[PlacedOrder, ...] = ()  # every order of the interval, placement order
+    positions: np.ndarray | None = None  # book row -> index in ``placed``
     excluded: tuple[PlacedOrder, ...] = ()
 
     @property
@@ -145,8 +157,35 @@ class IntervalClearing:
         """Battery power in W (charging positive; 0 without a battery)."""
         return 0 if self.battery is None else self.battery.power_w
 
-    def settle_args(self) -> tuple[int, bytes, int, int, list[tuple[str, str, int, int]]]:
-        """Arguments of ``settle(interval, ordersRoot, clearingPrice, batteryPowerW, trades)``.
+    def onchain_trades(self) -> list[OrderTradeArgs]:
+        """Order-level trades as ``settle`` takes them: summed per (buy order, sell order) with
+        book rows as indices into ``placed`` (grid and battery as the contract's refs), self-trades
+        dropped, sorted by (buy, sell)."""
+        positions = (range(len(self.book)) if self.positions is None
+                     else self.positions.tolist())
+        special = {BATTERY_REF: BATTERY_ORDER_REF, GRID_REF: GRID_ORDER_REF}
+        prosumers = [p.order.prosumer for p in self.book.orders]
+        totals: dict[tuple[int, int], int] = {}
+        for b, s, e in zip(self.trade_buy.tolist(), self.trade_sell.tolist(),
+                           self.trade_energy_wh.tolist(), strict=True):
+            if e <= 0 or (b >= 0 and s >= 0 and prosumers[b] == prosumers[s]):
+                continue  # nothing traded, or a member's buy against its own sell
+            key = (positions[b] if b >= 0 else special[b], positions[s] if s >= 0 else special[s])
+            totals[key] = totals.get(key, 0) + int(e)
+        return [(b, s, e) for (b, s), e in sorted(totals.items())]
+
+    def fills_wh(self) -> list[int]:
+        """Wh filled per placed order by :meth:`onchain_trades` (what the contract hashes into
+        ``fillsHash``)."""
+        fills = [0] * len(self.placed)
+        for buy, sell, energy in self.onchain_trades():
+            for ref in (buy, sell):
+                if ref < BATTERY_ORDER_REF:
+                    fills[ref] += energy
+        return fills
+
+    def settle_args(self) -> SettleArgs:
+        """Arguments of ``settle(interval, clearingPrice, batteryPowerW, book, trades)``.
 
         Raises UniformPriceError for a pay-as-bid result with more than one local price.
         """
@@ -162,10 +201,10 @@ class IntervalClearing:
             )
         return (
             self.interval,
-            self.orders_root,
             self.clearing_price_micro_eur_per_kwh,
             self.battery_power_w,
-            [t.as_tuple() for t in self.trades],
+            [book_entry(p.order) for p in self.placed],
+            self.onchain_trades(),
         )
 
 
@@ -202,16 +241,18 @@ def _one_trade(buy: int, sell: int, energy_wh: int, price: int) -> _TradeArrays:
 
 def _clearable_book(
     interval: int, orders: list[PlacedOrder], inactive: Collection[str]
-) -> tuple[bytes, OrderBook, tuple[PlacedOrder, ...]]:
-    """The commitment root of all ``orders``, the book of the clearable ones and the
-    excluded ones (above ``MAX_CLEARING_ENERGY_WH`` Wh or of an ``inactive`` prosumer)."""
-    root = merkle_root(p.digest for p in orders)
+) -> tuple[bytes, OrderBook, tuple[PlacedOrder, ...], np.ndarray]:
+    """The book hash of all ``orders`` (placement order), the book of the clearable ones, the
+    excluded ones (above ``MAX_CLEARING_ENERGY_WH`` Wh or of an ``inactive`` prosumer) and each
+    book row's index in ``orders``."""
+    h = book_hash(book_entry(p.order) for p in orders)
     gone = {to_checksum_address(a) for a in inactive}
     out = [p.order.energy_wh > MAX_CLEARING_ENERGY_WH or p.order.prosumer in gone
            for p in orders]
     excluded = tuple(p for p, x in zip(orders, out, strict=True) if x)
     book = OrderBook.from_orders(interval, [p for p, x in zip(orders, out, strict=True) if not x])
-    return root, book, excluded
+    positions = np.array([i for i, x in enumerate(out) if not x], dtype=np.int64)
+    return h, book, excluded, positions
 
 
 def _local_trades(local: LocalClearing) -> _TradeArrays:
@@ -295,7 +336,8 @@ def clear_interval(
     """
     if battery is not None and (soc_wh is None or band_w is None):
         raise ValueError("a battery needs its SoC (Wh) and its band (W) for the interval")
-    root, book, excluded = _clearable_book(interval, list(orders), inactive)
+    placed = sorted(orders, key=lambda p: (p.placed_seq, p.digest))  # the contract's book order
+    h, book, excluded, positions = _clearable_book(interval, placed, inactive)
     local = clear_book(book, params.reference_price_micro_eur_per_kwh, params.rule)
     residual = book.energy_wh - local.filled_wh
     trades = [_local_trades(local)]
@@ -313,7 +355,7 @@ def clear_interval(
         params=params,
         book=book,
         local=local,
-        orders_root=root,
+        book_hash=h,
         clearing_price_micro_eur_per_kwh=local.clearing_price_micro_eur_per_kwh,
         battery_account=None if battery is None else battery.account,
         battery=dispatched,
@@ -323,6 +365,8 @@ def clear_interval(
         trade_price_micro_eur_per_kwh=t_price,
         trades=(),
         filled_wh=book.energy_wh - residual,
+        placed=tuple(placed),
+        positions=positions,
         excluded=excluded,
     )
     object.__setattr__(result, "trades", aggregate_trades(result))

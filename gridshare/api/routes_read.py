@@ -63,7 +63,7 @@ def get_interval(request: Request, interval: IntervalPath) -> IntervalOut:
         orders_on_chain=len(mc.placed_orders(interval)),
         committed=bool(state["committed"]),
         settled=bool(state["settled"]),
-        orders_root="0x" + bytes(state["ordersRoot"]).hex() if state["committed"] else None,
+        book_hash="0x" + bytes(state["bookHash"]).hex(),
     )
     if settled is not None:
         out.clearing_price_micro_eur_per_kwh = settled.clearing_price_micro_eur_per_kwh

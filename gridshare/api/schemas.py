@@ -103,7 +103,7 @@ class IntervalOut(BaseModel):
     orders_on_chain: int
     committed: bool
     settled: bool
-    orders_root: str | None = None
+    book_hash: str
     clearing_price_micro_eur_per_kwh: int | None = None
     battery_power_w: int | None = None
     trades: list[TradeOut] = []

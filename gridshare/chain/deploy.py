@@ -5,17 +5,22 @@
 
 1. on a devnet, top up the role accounts (oracle, settler, meters, prosumers) from the deployer
    (anvil prefunds only 10 accounts);
-2. deploy ``GridCapacity(admin=deployer, intervalSeconds, heartbeatSeconds)``;
+2. deploy ``GridCapacity(admin=deployer, adminDelaySeconds, intervalSeconds, heartbeatSeconds,
+   maxIntervalsAhead)``;
 3. grant ``ORACLE_ROLE`` to the oracle account;
 4. register the feeder's flexibilities (device id = 1-based position in the feeder, rated range
    converted with ``gridshare.units.kw_to_w``); each device's meter account ``meter_<i>`` gets
    ``METER_ROLE`` from ``registerDevice``;
-5. deploy ``GridMarket(admin=deployer, capacity, batteryDeviceId, batteryAccount, tariffs, price
-   bounds)`` (prices via ``gridshare.units.eur_per_kwh_to_price``) and grant ``SETTLER_ROLE`` to
-   the settler account;
-6. register the feeder's customers as prosumers (account ``prosumer_<i>``).
+5. deploy ``GridMarket(admin=deployer, adminDelaySeconds, capacity, batteryDeviceId,
+   batteryAccount, (retail, feedIn, imbalanceBuy, imbalanceSell), (minPrice, maxPrice,
+   maxEnergyWh))`` (prices via ``gridshare.units.eur_per_kwh_to_price``) and grant
+   ``SETTLER_ROLE`` to the settler account (the admin keeps ``PAUSER_ROLE``);
+6. register each customer's connection meter in the capacity contract (device id
+   ``n_flexibilities + 2 + j``, after the transformer's ``n_flexibilities + 1``, kind Other,
+   posted by the head-end meter ``meter_<n_flexibilities>``, rated ``-PV kWp .. n_households x
+   HOUSEHOLD_PEAK_KW``) and the customer as a prosumer (account ``prosumer_<j>``) bound to it.
 
-The result is a ``Deployment`` (JSON file, format ``gridshare-deployment/1``) that the other
+The result is a ``Deployment`` (JSON file, format ``gridshare-deployment/2``) that the other
 commands read: addresses, chain id, deploy block, roles/accounts, intervalSeconds, devices.
 """
 
@@ -34,7 +39,7 @@ from gridshare.chain.client import Artifact, Chain
 from gridshare.chain.config import DEFAULT_FEEDER, KeyRing, is_devnet
 from gridshare.units import eur_per_kwh_to_price, kw_to_w
 
-DEPLOYMENT_FORMAT = "gridshare-deployment/1"
+DEPLOYMENT_FORMAT = "gridshare-deployment/2"
 #: Kind enum of GridCapacity (CommunityBattery, ChargingStation, Other).
 KIND_CODES: Mapping[str, int] = {"community_battery": 0, "charging_station": 1, "other": 2}
 #: Device id used as batteryDeviceId when the feeder has no community battery (never registered:
@@ -42,6 +47,10 @@ KIND_CODES: Mapping[str, int] = {"community_battery": 0, "charging_station": 1, 
 NO_BATTERY_DEVICE_ID = 0
 DEVNET_MIN_BALANCE_WEI = 10**18
 DEVNET_TOP_UP_WEI = 10 * 10**18
+HOUSEHOLD_PEAK_KW = 15.0
+"""Rated consumption per household of a customer meter (kW), the upper end of its range."""
+#: GridMarket.MAX_ORDER_VALUE_NANO_EUR: the bound on maxOrderEnergyWh * maxPrice (nano-euro).
+MAX_ORDER_VALUE_NANO_EUR = 2**96
 
 
 @dataclass(frozen=True)
@@ -67,31 +76,44 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class DeployParams:
-    """What to deploy. Times in seconds, prices in EUR/kWh."""
+    """What to deploy. Times in seconds, prices in EUR/kWh, order energy in Wh.
+
+    ``max_intervals_ahead``: how far after the current interval bands and orders may reach;
+    ``admin_delay_seconds``: the delay of a two-step admin hand-over in both contracts;
+    ``imbalance_*``: the prices of metered deviations (bought: consumed more than traded).
+    """
 
     feeder: str = DEFAULT_FEEDER
     interval_seconds: int = 900
     heartbeat_seconds: int = 3600
+    max_intervals_ahead: int = 96
+    admin_delay_seconds: int = 86_400
     retail_eur_per_kwh: float = 0.30
     feed_in_eur_per_kwh: float = 0.08
+    imbalance_buy_eur_per_kwh: float = 0.35
+    imbalance_sell_eur_per_kwh: float = 0.05
     min_price_eur_per_kwh: float = 0.0
     max_price_eur_per_kwh: float = 1.0
+    max_order_energy_wh: int = 1_000_000
     register_prosumers: bool = True
 
     def __post_init__(self) -> None:
         if self.interval_seconds <= 0 or self.heartbeat_seconds <= 0:
             raise ValueError("interval_seconds and heartbeat_seconds must be positive")
-        if not (
-            0 <= self.min_price_eur_per_kwh <= self.max_price_eur_per_kwh
-            and self.min_price_eur_per_kwh <= self.retail_eur_per_kwh <= self.max_price_eur_per_kwh
-            and self.min_price_eur_per_kwh <= self.feed_in_eur_per_kwh
-            <= self.max_price_eur_per_kwh
-        ):
+        if self.max_intervals_ahead < 0 or self.admin_delay_seconds < 0:
+            raise ValueError("max_intervals_ahead and admin_delay_seconds must be >= 0")
+        lo, hi = self.min_price_eur_per_kwh, self.max_price_eur_per_kwh
+        tariffs = (self.retail_eur_per_kwh, self.feed_in_eur_per_kwh,
+                   self.imbalance_buy_eur_per_kwh, self.imbalance_sell_eur_per_kwh)
+        if not (0 <= lo <= hi and all(lo <= p <= hi for p in tariffs)):
             raise ValueError(
-                "prices must satisfy 0 <= min <= retail, feed-in <= max (EUR/kWh): got "
-                f"min={self.min_price_eur_per_kwh} retail={self.retail_eur_per_kwh} "
-                f"feed_in={self.feed_in_eur_per_kwh} max={self.max_price_eur_per_kwh}"
+                "prices must satisfy 0 <= min <= retail, feed-in, imbalance buy/sell <= max "
+                f"(EUR/kWh): got min={lo} tariffs={tariffs} max={hi}"
             )
+        max_value = self.max_order_energy_wh * int(eur_per_kwh_to_price(hi))
+        if self.max_order_energy_wh <= 0 or max_value > MAX_ORDER_VALUE_NANO_EUR:
+            raise ValueError(f"max_order_energy_wh must be > 0 with max energy x max price <= "
+                             f"2^96 nano-euro, got {self.max_order_energy_wh} Wh")
 
 
 @dataclass
@@ -104,6 +126,9 @@ class Deployment:
     deployed_at_unix_s: int
     interval_seconds: int
     heartbeat_seconds: int
+    max_intervals_ahead: int
+    admin_delay_seconds: int
+    max_order_energy_wh: int
     contracts: dict[str, str]  # name -> address
     roles: dict[str, str]  # contract role -> address
     accounts: dict[str, str]  # key-ring role name -> address
@@ -191,8 +216,9 @@ def load(name: str) -> Artifact:
     return Artifact.from_json(load_artifact(name), name=name)
 
 
-def feeder_devices(feeder: str) -> tuple[list[DeviceSpec], list[tuple[str, int]]]:
-    """Flexibilities (as DeviceSpec) and customers (name, bus) of a built-in feeder."""
+def feeder_devices(feeder: str) -> tuple[list[DeviceSpec], list[DeviceSpec]]:
+    """Flexibilities and customers' connection meters (as DeviceSpec, kind ``other``, rated
+    ``-PV kWp .. n_households x HOUSEHOLD_PEAK_KW``) of a built-in feeder."""
     from capacity.feeders import feeder_case
 
     case = feeder_case(feeder)
@@ -200,15 +226,21 @@ def feeder_devices(feeder: str) -> tuple[list[DeviceSpec], list[tuple[str, int]]
         DeviceSpec(f.name, int(f.bus_id), f.kind.value, float(f.p_low_kw), float(f.p_high_kw))
         for f in case.flexibilities
     ]
-    customers = [(c.name, int(c.bus_id)) for c in case.customers]
+    customers = [
+        DeviceSpec(c.name, int(c.bus_id), "other", -float(c.pv_kwp),
+                   HOUSEHOLD_PEAK_KW * c.n_households)
+        for c in case.customers
+    ]
     return devices, customers
 
 
 def register_devices(
     chain: Chain, capacity: Contract, devices: list[DeviceSpec], first_device_id: int = 1,
     first_meter: int = 0, owners: Mapping[str, str] | None = None,
+    meter_role: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Register ``devices`` (DSO key) with ids ``first_device_id..`` and meters ``meter_<i>``.
+    """Register ``devices`` (DSO key) with ids ``first_device_id..`` and meters ``meter_<i>``
+    (or all on ``meter_role``).
 
     ``owners`` maps a device name to its owner address (default: the DSO). Returns the device
     records of the deployment file.
@@ -218,8 +250,8 @@ def register_devices(
     records = []
     for offset, device in enumerate(devices):
         device_id = first_device_id + offset
-        meter_role = f"meter_{first_meter + offset}"
-        meter = chain.keys.address(meter_role)
+        role = meter_role or f"meter_{first_meter + offset}"
+        meter = chain.keys.address(role)
         p_min_w, p_max_w = int(kw_to_w(device.p_low_kw)), int(kw_to_w(device.p_high_kw))
         chain.transact(
             capacity.functions.registerDevice(
@@ -230,7 +262,7 @@ def register_devices(
         )
         records.append({
             "name": device.name, "device_id": device_id, "bus": device.bus,
-            "kind": device.kind, "meter_role": meter_role, "meter": meter,
+            "kind": device.kind, "meter_role": role, "meter": meter,
             "owner": owners.get(device.name, dso),
             "p_min_rated_w": p_min_w, "p_max_rated_w": p_max_w,
         })
@@ -246,12 +278,12 @@ def _fund_devnet_accounts(chain: Chain, roles: list[str]) -> None:
 
 def _deploy_capacity(chain: Chain, artifact: Artifact, params: DeployParams,
                      say: Callable[[str], None]) -> tuple[Contract, int]:
-    """Steps 2-3: deploy GridCapacity (interval and heartbeat in s), grant ORACLE_ROLE to the
-    oracle account; returns (contract, deploy block)."""
+    """Steps 2-3: deploy GridCapacity (admin delay, interval and heartbeat in s, the window in
+    intervals), grant ORACLE_ROLE to the oracle account; returns (contract, deploy block)."""
     keys = chain.keys
     capacity, receipt = chain.deploy(
-        artifact, "deployer", keys.address("deployer"), params.interval_seconds,
-        params.heartbeat_seconds,
+        artifact, "deployer", keys.address("deployer"), params.admin_delay_seconds,
+        params.interval_seconds, params.heartbeat_seconds, params.max_intervals_ahead,
     )
     deploy_block = int(receipt["blockNumber"])
     say(f"GridCapacity at {capacity.address} (block {deploy_block})")
@@ -280,21 +312,27 @@ def _prices(params: DeployParams) -> dict[str, int]:
     return {
         "retail": int(eur_per_kwh_to_price(params.retail_eur_per_kwh)),
         "feed_in": int(eur_per_kwh_to_price(params.feed_in_eur_per_kwh)),
+        "imbalance_buy": int(eur_per_kwh_to_price(params.imbalance_buy_eur_per_kwh)),
+        "imbalance_sell": int(eur_per_kwh_to_price(params.imbalance_sell_eur_per_kwh)),
         "min": int(eur_per_kwh_to_price(params.min_price_eur_per_kwh)),
         "max": int(eur_per_kwh_to_price(params.max_price_eur_per_kwh)),
     }
 
 
 def _deploy_market(chain: Chain, artifact: Artifact, capacity: Contract,
-                   battery_device_id: int | None, prices: Mapping[str, int],
+                   battery_device_id: int | None, params: DeployParams,
                    say: Callable[[str], None]) -> Contract:
-    """Step 5: deploy GridMarket (prices in micro-EUR/kWh), grant SETTLER_ROLE to the settler."""
+    """Step 5: deploy GridMarket (prices in micro-EUR/kWh, order energy in Wh), grant
+    SETTLER_ROLE to the settler."""
     keys = chain.keys
+    p = _prices(params)
     market, _ = chain.deploy(
-        artifact, "deployer", keys.address("deployer"), capacity.address,
+        artifact, "deployer", keys.address("deployer"), params.admin_delay_seconds,
+        capacity.address,
         battery_device_id if battery_device_id is not None else NO_BATTERY_DEVICE_ID,
-        keys.address("battery"), prices["retail"], prices["feed_in"], prices["min"],
-        prices["max"],
+        keys.address("battery"),
+        (p["retail"], p["feed_in"], p["imbalance_buy"], p["imbalance_sell"]),
+        (p["min"], p["max"], params.max_order_energy_wh),
     )
     say(f"GridMarket at {market.address}")
     settler_role = chain.call(market.functions.SETTLER_ROLE())
@@ -302,18 +340,34 @@ def _deploy_market(chain: Chain, artifact: Artifact, capacity: Contract,
     return market
 
 
-def _register_prosumers(chain: Chain, market: Contract, customers: list[tuple[str, int]],
-                        roles: list[str], say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Step 6: register the first ``len(roles)`` customers as prosumers (account = role);
-    returns their records of the deployment file."""
+def _register_prosumers(chain: Chain, capacity: Contract, market: Contract,
+                        customers: list[DeviceSpec], n_flexibilities: int, roles: list[str],
+                        say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Step 6: register the first ``len(roles)`` customers' connection meters and the customers
+    as prosumers bound to them (account = role); returns their records of the deployment file."""
+    keys = chain.keys
+    meters = register_devices(
+        chain, capacity, customers[:len(roles)], first_device_id=n_flexibilities + 2,
+        owners={c.name: keys.address(role) for c, role in zip(customers, roles, strict=False)},
+        meter_role=head_end_role(n_flexibilities),
+    )
     prosumers = []
-    for (name, bus), role in zip(customers, roles, strict=False):
-        address = chain.keys.address(role)
-        chain.transact(market.functions.registerProsumer(address), "deployer")
-        prosumers.append({"name": name, "bus": bus, "role": role, "address": address})
+    for meter, role in zip(meters, roles, strict=True):
+        address = keys.address(role)
+        chain.transact(market.functions.registerProsumer(address, meter["device_id"]),
+                       "deployer")
+        prosumers.append({"name": meter["name"], "bus": meter["bus"], "role": role,
+                          "address": address, "device_id": meter["device_id"],
+                          "meter_role": meter["meter_role"]})
     if prosumers:
         say(f"registered {len(prosumers)} prosumers")
     return prosumers
+
+
+def head_end_role(n_flexibilities: int) -> str:
+    """The key-ring role of the head-end meter that posts the customers' and the transformer's
+    readings (``meter_<n_flexibilities>``)."""
+    return f"meter_{n_flexibilities}"
 
 
 def _contract_roles(keys: KeyRing, device_records: list[dict[str, Any]]) -> dict[str, str]:
@@ -321,6 +375,7 @@ def _contract_roles(keys: KeyRing, device_records: list[dict[str, Any]]) -> dict
     return {
         "DEFAULT_ADMIN_ROLE": keys.address("deployer"),
         "COMMUNITY_ADMIN_ROLE": keys.address("deployer"),
+        "PAUSER_ROLE": keys.address("deployer"),
         "ORACLE_ROLE": keys.address("oracle"),
         "SETTLER_ROLE": keys.address("settler"),
         "METER_ROLE": ",".join(r["meter"] for r in device_records),
@@ -340,7 +395,8 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
     prosumer_roles = [f"prosumer_{i}" for i in range(n_prosumers)]
     if is_devnet(chain.chain_id):
         say("funding devnet role accounts")
-        _fund_devnet_accounts(chain, ["oracle", "settler", *meter_roles, *prosumer_roles])
+        _fund_devnet_accounts(chain, ["oracle", "settler", *meter_roles,
+                                      head_end_role(len(devices)), *prosumer_roles])
     capacity_artifact, market_artifact = load("GridCapacity"), load("GridMarket")
     capacity, deploy_block = _deploy_capacity(chain, capacity_artifact, params, say)
     device_records, battery_device_id = _register_flexibilities(chain, capacity, devices,
@@ -348,13 +404,14 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
     if battery_device_id is None:
         notes.append(f"feeder {params.feeder} has no community battery: settle() reverts "
                      f"UnknownDevice({NO_BATTERY_DEVICE_ID}) on this deployment")
-    prices = _prices(params)
-    market = _deploy_market(chain, market_artifact, capacity, battery_device_id, prices, say)
-    prosumers = _register_prosumers(chain, market, customers, prosumer_roles, say)
+    market = _deploy_market(chain, market_artifact, capacity, battery_device_id, params, say)
+    prosumers = _register_prosumers(chain, capacity, market, customers, len(devices),
+                                    prosumer_roles, say)
     if chain.is_embedded:
         notes.append("embedded chain: in-process and gone when the process ends")
     accounts = {role: keys.address(role)
                 for role in ["deployer", "oracle", "settler", "battery", *meter_roles,
+                             head_end_role(len(devices)),
                              *prosumer_roles]}
     return Deployment(
         chain_id=chain.chain_id,
@@ -363,6 +420,9 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
         deployed_at_unix_s=int(time.time()),
         interval_seconds=params.interval_seconds,
         heartbeat_seconds=params.heartbeat_seconds,
+        max_intervals_ahead=params.max_intervals_ahead,
+        admin_delay_seconds=params.admin_delay_seconds,
+        max_order_energy_wh=params.max_order_energy_wh,
         contracts={"GridCapacity": capacity.address, "GridMarket": market.address},
         roles=_contract_roles(keys, device_records),
         accounts=accounts,
@@ -370,6 +430,6 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
         devices=device_records,
         battery_device_id=battery_device_id,
         prosumers=prosumers,
-        prices_micro_eur_per_kwh=prices,
+        prices_micro_eur_per_kwh=_prices(params),
         notes=notes,
     )

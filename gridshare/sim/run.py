@@ -240,7 +240,8 @@ class Simulation:
         self.n_households = len(self.members)
         for j, name in enumerate(self.station_names):
             account = chain.keys.account(f"prosumer_{self.n_households + j}")
-            chain.transact(market.functions.registerProsumer(account.address), "deployer")
+            chain.transact(market.functions.registerProsumer(  # metered by its station
+                account.address, self.flex_ids[name]), "deployer")
             self.members.append(account.address)
             self.member_keys.append(account)
             self.member_names.append(f"{name} operator")

@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from gridshare.api import create_app
 from gridshare.chain.client import connect
 from market.gateway.store import OrderStore
-from market.merkle import merkle_root
 from market.orders import MarketDomain, Order, Side, sign_order
 
 from .api_helpers import Signer, deploy_market, post_readings, write_bands
@@ -100,10 +99,10 @@ def test_orders_enter_commitment_clearing_settlement_and_statements(env):
         hashes.append(bytes.fromhex(r.json()["order_hash"][2:]))
     result, receipt = env.gw.settle_interval(interval)  # close, relay, commit, clear, settle
     assert receipt["status"] == 1
-    assert result.orders_root == merkle_root(hashes)
+    assert sorted(p.digest for p in result.placed) == sorted(hashes)
     got = client.get(f"/v1/intervals/{interval}").json()
     assert got["settled"] and got["committed"] and not got["open_for_orders"]
-    assert got["orders_root"] == "0x" + merkle_root(hashes).hex()
+    assert got["book_hash"] == "0x" + result.book_hash.hex()
     assert got["clearing_price_micro_eur_per_kwh"] == result.clearing_price_micro_eur_per_kwh
     assert got["battery_power_w"] == result.battery_power_w
     assert got["settlement_tx"] == receipt["transactionHash"].to_0x_hex()

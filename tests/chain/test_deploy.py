@@ -40,13 +40,20 @@ def test_roles_are_granted_to_the_configured_accounts(deployed) -> None:
     assert has(market, keccak(text="COMMUNITY_ADMIN_ROLE"), keys.address("deployer"))
     assert has(market, keccak(text="SETTLER_ROLE"), keys.address("settler"))
     assert not has(market, keccak(text="SETTLER_ROLE"), keys.address("oracle"))
+    assert has(market, keccak(text="PAUSER_ROLE"), keys.address("deployer"))
+    for contract in (capacity, market):  # two-step admin hand-over with the configured delay
+        assert chain.call(contract.functions.defaultAdmin()) == keys.address("deployer")
+        assert chain.call(contract.functions.defaultAdminDelay()) == dep.admin_delay_seconds
 
 
 def test_feeder_devices_registered_with_rated_ranges_in_w(deployed) -> None:
     chain, dep = deployed
     capacity = dep.capacity(chain)
     flexibilities = feeder_case("heimschuh-like").flexibilities
-    assert chain.call(capacity.functions.deviceCount()) == len(flexibilities) == len(dep.devices)
+    n_customers = len(feeder_case("heimschuh-like").customers)
+    assert len(flexibilities) == len(dep.devices)
+    assert chain.call(capacity.functions.deviceCount()) == len(flexibilities) + n_customers
+    assert chain.call(capacity.functions.maxIntervalsAhead()) == dep.max_intervals_ahead == 96
     for flex in flexibilities:
         device = chain.call(capacity.functions.deviceOf(dep.device_id(flex.name)))
         registered, kind, _, bus, p_min_w, p_max_w, _, meter = device
@@ -69,10 +76,22 @@ def test_market_parameters_and_prosumers(deployed) -> None:
     assert chain.call(market.functions.intervalSeconds()) == 600 == dep.interval_seconds
     assert chain.call(capacity.functions.intervalSeconds()) == 600
     assert chain.call(market.functions.retailTariffMicroEurPerKwh()) == eur_per_kwh_to_price(0.30)
+    assert chain.call(market.functions.maxOrderEnergyWh()) == dep.max_order_energy_wh
+    assert chain.call(market.functions.tariffs()) == tuple(
+        dep.prices_micro_eur_per_kwh[k] for k in ("retail", "feed_in", "imbalance_buy",
+                                                  "imbalance_sell"))
     customers = feeder_case("heimschuh-like").customers
     assert [p["name"] for p in dep.prosumers] == [c.name for c in customers]
-    for prosumer in dep.prosumers:
+    head_end = chain.keys.address(f"meter_{len(dep.devices)}")
+    for j, (prosumer, customer) in enumerate(zip(dep.prosumers, customers, strict=True)):
         assert chain.call(market.functions.isProsumer(prosumer["address"]))
+        # each member is bound to its own connection meter, after the transformer's id
+        assert prosumer["device_id"] == len(dep.devices) + 2 + j
+        assert chain.call(market.functions.memberOfDevice(prosumer["device_id"])) == \
+            prosumer["address"]
+        device = chain.call(capacity.functions.deviceOf(prosumer["device_id"]))
+        assert (device[3], device[4], device[6], device[7]) == (
+            customer.bus_id, kw_to_w(-customer.pv_kwp), prosumer["address"], head_end)
     assert dep.deploy_block >= 1 and dep.chain_id == chain.chain_id
 
 
@@ -112,7 +131,10 @@ def test_feeder_without_battery_is_noted() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"interval_seconds": 0}, "positive"), ({"retail_eur_per_kwh": 2.0}, "prices"),
-     ({"min_price_eur_per_kwh": 0.5, "feed_in_eur_per_kwh": 0.1}, "prices")],
+     ({"min_price_eur_per_kwh": 0.5, "feed_in_eur_per_kwh": 0.1}, "prices"),
+     ({"imbalance_buy_eur_per_kwh": 1.5}, "prices"), ({"max_intervals_ahead": -1}, ">= 0"),
+     ({"max_order_energy_wh": 0}, "max_order_energy_wh"),
+     ({"max_order_energy_wh": 2**64 - 1, "max_price_eur_per_kwh": 10_000.0}, "2\\^96")],
 )
 def test_deploy_params_validation(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

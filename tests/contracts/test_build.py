@@ -49,7 +49,7 @@ def test_artifacts_record_compiler_and_source_hashes(fresh: dict[str, dict[str, 
         own = (build.REPO_ROOT / source).read_bytes()
         assert art["sources"][source]["keccak256"] == "0x" + keccak(own).hex()
         assert art["bytecode"] == fresh[name]["bytecode"]
-        assert art["bytecode"].endswith(art["deployedBytecode"][-100:])  # same metadata hash
+        assert art["deployedBytecode"][-100:] in art["bytecode"]  # same metadata hash
 
 
 def test_difference_check_catches_a_stale_artifact(

@@ -1,8 +1,9 @@
 """The byte layouts and digests documented in docs/interfaces.md, checked on the embedded chain.
 
 Readings: 24-byte ``struct.pack(">IIiiIi", ...)`` records; BandsWritten: 20-byte
-``struct.pack(">Iqq", ...)`` records; the market's ``hashOrder`` equals the EIP-712 digest that
-``eth_account`` computes for the documented domain and type.
+``struct.pack(">Iqq", ...)`` records; meter totals: 12-byte ``struct.pack(">Iq", ...)``
+records; the market's ``hashOrder`` equals the EIP-712 digest that ``eth_account`` computes for
+the documented domain and type; its ``bookHash`` equals ``market.orders.book_hash``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import Any
 
 import pytest
 from eth_account.messages import _hash_eip191_message, encode_typed_data
+from eth_utils import keccak
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
 from gridshare.chain.artifacts import load_artifact
+from gridshare.chain.metering import decode_totals, encode_totals
+from market.orders import Side, book_hash
 
 ORDER_TYPES = {
     "Order": [
@@ -33,7 +37,7 @@ ORDER_TYPES = {
 @pytest.fixture(scope="module")
 def deployed() -> dict[str, Any]:
     w3 = Web3(EthereumTesterProvider())
-    dso, meter, battery = w3.eth.accounts[:3]
+    dso, meter, battery, oracle = w3.eth.accounts[:4]
 
     def deploy(name: str, *args: Any) -> Contract:
         art = load_artifact(name)
@@ -41,12 +45,18 @@ def deployed() -> dict[str, Any]:
         receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(*args).transact())
         return w3.eth.contract(address=receipt.contractAddress, abi=art["abi"])
 
-    cap = deploy("GridCapacity", dso, 900, 3600)
+    cap = deploy("GridCapacity", dso, 86_400, 900, 3600, 96)
     cap.functions.registerDevice(5, 1, 0, battery, meter, -50_000, 50_000).transact({"from": dso})
     cap.functions.registerDevice(6, 2, 1, dso, meter, 0, 11_000).transact({"from": dso})
-    cap.functions.grantRole(cap.functions.ORACLE_ROLE().call(), dso).transact({"from": dso})
-    market = deploy("GridMarket", dso, cap.address, 5, battery, 300_000, 80_000, 50_000, 400_000)
-    return {"w3": w3, "cap": cap, "market": market, "dso": dso, "meter": meter}
+    cap.functions.grantRole(cap.functions.ORACLE_ROLE().call(), oracle).transact({"from": dso})
+    market = deploy("GridMarket", dso, 86_400, cap.address, 5, battery,
+                    (300_000, 80_000, 350_000, 50_000), (50_000, 400_000, 1_000_000))
+    return {"w3": w3, "cap": cap, "market": market, "dso": dso, "meter": meter,
+            "oracle": oracle}
+
+
+def _now_interval(deployed: dict[str, Any]) -> int:
+    return int(deployed["w3"].eth.get_block("latest")["timestamp"]) // 900
 
 
 def test_readings_blob_round_trips_through_the_event(deployed: dict[str, Any]) -> None:
@@ -65,18 +75,47 @@ def test_readings_blob_round_trips_through_the_event(deployed: dict[str, Any]) -
 
 
 def test_bands_event_records_unpack_as_documented(deployed: dict[str, Any]) -> None:
-    bands = [(6, 0, 7_400), (5, -50_000, 12_345)]
+    bands = [(5, -50_000, 12_345), (6, 0, 7_400)]  # ascending registration index
     ids, lo, hi = (list(col) for col in zip(*bands, strict=True))
+    interval = _now_interval(deployed) + 1
     tx = (
         deployed["cap"]
-        .functions.writeBands(42, b"\x07" * 32, ids, lo, hi)
-        .transact({"from": deployed["dso"]})
+        .functions.writeBands(interval, b"\x07" * 32, ids, lo, hi)
+        .transact({"from": deployed["oracle"]})
     )
     receipt = deployed["w3"].eth.wait_for_transaction_receipt(tx)
     (event,) = deployed["cap"].events.BandsWritten().process_receipt(receipt)
-    assert event["args"]["interval"] == 42
+    assert event["args"]["interval"] == interval
     assert list(struct.iter_unpack(">Iqq", event["args"]["bands"])) == bands
-    assert deployed["cap"].functions.bandOf(5, 42).call()[:2] == [-50_000, 12_345]
+    assert deployed["cap"].functions.bandOf(5, interval).call()[:2] == [-50_000, 12_345]
+
+
+def test_meter_totals_records_unpack_as_documented(deployed: dict[str, Any]) -> None:
+    totals = {5: -2**63, 6: 2**63 - 1}
+    blob = encode_totals(totals)
+    assert list(struct.iter_unpack(">Iq", blob)) == sorted(totals.items())
+    interval = _now_interval(deployed) - 1
+    tx = deployed["cap"].functions.writeMeterTotals(interval, blob).transact(
+        {"from": deployed["oracle"]})
+    receipt = deployed["w3"].eth.wait_for_transaction_receipt(tx)
+    (event,) = deployed["cap"].events.MeterTotalsWritten().process_receipt(receipt)
+    assert decode_totals(event["args"]["totals"]) == totals
+    assert deployed["cap"].functions.meterTotalsHash(interval).call() == keccak(blob)
+
+
+def test_book_hash_equals_the_python_hash_chain(deployed: dict[str, Any]) -> None:
+    market, w3 = deployed["market"], deployed["w3"]
+    member = w3.eth.accounts[5]
+    market.functions.registerProsumer(member, 6).transact({"from": deployed["dso"]})
+    interval = _now_interval(deployed) + 2
+    entries = []
+    for nonce, (side, energy, price) in enumerate([(Side.BUY, 1_000, 200_000),
+                                                   (Side.SELL, 2**19, 50_000)]):
+        order = (member, interval, int(side), energy, price, nonce, 2**63)
+        w3.eth.wait_for_transaction_receipt(
+            market.functions.submitOrder(order).transact({"from": member}))
+        entries.append((member, int(side), energy, price))
+    assert market.functions.intervalState(interval).call()[0] == book_hash(entries)
 
 
 def test_hash_order_equals_eth_account_eip712_digest(deployed: dict[str, Any]) -> None:

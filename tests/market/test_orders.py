@@ -110,6 +110,9 @@ def _signed(domain, accounts, key_index=0, **over):
         ({"energy_wh": 1_000_001}, {}, mo.EnergyTooLargeError, "maximum"),
         ({"price_micro_eur_per_kwh": LO - 1}, {}, mo.PriceOutOfBoundsError, "bounds"),
         ({"price_micro_eur_per_kwh": HI + 1}, {}, mo.PriceOutOfBoundsError, "bounds"),
+        ({"interval": 6}, {"window": (7, 10)}, mo.IntervalOutOfWindowError, "past"),
+        ({"interval": 11}, {"window": (7, 10)}, mo.IntervalOutOfWindowError, "too far ahead"),
+        ({"interval": 2**64 - 1}, {"window": (7, 10)}, mo.IntervalOutOfWindowError, "window"),
     ],
 )
 def test_validation_errors(domain, accounts, over, ctx_over, error, match):
@@ -164,7 +167,7 @@ def test_unknown_prosumer(domain, accounts):
 def test_error_codes_are_distinct():
     classes = [c for c in vars(mo).values()
                if isinstance(c, type) and issubclass(c, mo.OrderError) and c is not mo.OrderError]
-    assert len(classes) == 8
+    assert len(classes) == 9
     assert len({c.code for c in classes}) == len(classes)
 
 

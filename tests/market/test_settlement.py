@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from market.battery import BatteryInfeasibleError, BatteryParams
 from market.clearing import PriceRule
-from market.merkle import merkle_root
-from market.orders import Side
+from market.orders import Side, book_entry, book_hash
 from market.settlement import (
+    BATTERY_ORDER_REF,
     GRID_ADDRESS,
+    GRID_ORDER_REF,
     MAX_CLEARING_ENERGY_WH,
     MarketParams,
     Trade,
@@ -129,7 +130,35 @@ def test_settlement_properties(place, rows, case, seed):
     again = clear_interval(7, shuffled, PARAMS, params, soc, band)
     assert again.settle_args() == result.settle_args()
     assert again.battery == result.battery
-    assert result.orders_root == merkle_root(p.digest for p in orders)
+    assert result.book_hash == book_hash(book_entry(p.order) for p in orders)
+    _check_onchain_trades(result, orders)
+
+
+def _check_onchain_trades(result, orders):
+    """The order-level trades the contract gets: on the right sides, within each order's limit
+    at the price the contract derives, fills within the orders' energies, and equal per party to
+    the statements' trades."""
+    _, price, _, book, trades = result.settle_args()
+    assert book == [book_entry(p.order) for p in orders]
+    fills = [0] * len(book)
+    per_party: dict[tuple[str, str, int], int] = {}
+    for buy, sell, energy in trades:
+        tariff = (RETAIL if sell == GRID_ORDER_REF else FEED_IN if buy == GRID_ORDER_REF
+                  else price)
+        assert energy > 0 and buy != sell
+        for ref, side in ((buy, Side.BUY), (sell, Side.SELL)):
+            if ref < BATTERY_ORDER_REF:
+                assert book[ref][1] == side
+                assert (book[ref][3] >= tariff) if side == Side.BUY else (book[ref][3] <= tariff)
+                fills[ref] += energy
+        parties = tuple(book[r][0] if r < BATTERY_ORDER_REF else
+                        GRID_ADDRESS if r == GRID_ORDER_REF else result.battery_account
+                        for r in (buy, sell))
+        per_party[(*parties, tariff)] = per_party.get((*parties, tariff), 0) + energy
+    assert all(f <= b[2] for f, b in zip(fills, book, strict=True))
+    assert fills == result.fills_wh()
+    assert per_party == {(t.buyer, t.seller, t.price_micro_eur_per_kwh): t.energy_wh
+                         for t in result.trades}
 
 
 def test_battery_absorbs_surplus_then_grid_takes_must_sell(place):
@@ -148,7 +177,8 @@ def test_forced_charging_buys_from_the_grid(place):
     params = BatteryParams(BATTERY, 10_000, 0, 10_000, 5_000, 1_000_000, 1_000_000)
     r = clear_interval(7, place([]), PARAMS, params, 5_000, (2000, 3000))
     assert r.trades == (Trade(BATTERY, GRID_ADDRESS, 500, RETAIL),)
-    assert r.settle_args()[2:4] == (PARAMS.reference_price_micro_eur_per_kwh, 2000)
+    assert r.settle_args()[1:3] == (PARAMS.reference_price_micro_eur_per_kwh, 2000)
+    assert r.onchain_trades() == [(BATTERY_ORDER_REF, GRID_ORDER_REF, 500)]
 
 
 def test_forced_discharging_sells_to_the_grid(place):
@@ -175,6 +205,8 @@ def test_self_trade_is_dropped(place):
     a0, a1 = orders[0].order.prosumer, orders[2].order.prosumer
     assert r.trades == (Trade(a1, a0, 400, 150_000),)
     assert list(r.filled_wh) == [1000, 600, 400]
+    assert r.onchain_trades() == [(2, 0, 400)]  # the 600 Wh against its own sell: not sent
+    assert r.fills_wh() == [400, 0, 400]
 
 
 def test_pay_as_bid_cannot_settle_on_chain(place):
@@ -197,7 +229,8 @@ def test_oversized_orders_are_excluded_but_committed(place):
     r = clear_interval(7, orders, PARAMS)
     assert r.excluded == (orders[0],)
     assert r.trades == ()
-    assert r.orders_root == merkle_root(p.digest for p in orders)
+    assert r.book_hash == book_hash(book_entry(p.order) for p in orders)
+    assert len(r.settle_args()[3]) == 2  # both orders stay in the book the contract checks
 
 
 def test_orders_of_inactive_prosumers_are_excluded_but_committed(place):
@@ -208,7 +241,8 @@ def test_orders_of_inactive_prosumers_are_excluded_but_committed(place):
     assert r.excluded == (orders[0],)
     assert r.trades == (Trade(orders[1].order.prosumer, orders[2].order.prosumer, 100,
                               (RETAIL + FEED_IN) // 2),)
-    assert r.orders_root == merkle_root(p.digest for p in orders)
+    assert r.book_hash == book_hash(book_entry(p.order) for p in orders)
+    assert r.onchain_trades() == [(1, 2, 100)]  # indices of the whole book, excluded included
 
 
 def test_input_errors(place):

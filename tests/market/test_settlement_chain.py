@@ -1,12 +1,13 @@
-"""Settlement on a real EVM (embedded chain and anvil): commit, settle, replay, statements.
+"""Settlement on a real EVM (embedded chain and anvil): commit, settle, deviations, replay,
+statements.
 
 One deployment per chain per module (deploying costs ~10 s on the embedded chain); each test
-uses its own interval ids, increasing, as the capacity contract writes bands in order.
+uses its own intervals: ``next_interval`` moves the chain's clock to the start of the next one,
+as bands and orders are only accepted from the current interval on.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridshare.chain.errors import ContractRevert
+from gridshare.chain.metering import READING, decode_totals, write_meter_totals
 from market.battery import BatteryInfeasibleError, BatteryParams
 from market.chain import CommitRaceError, MarketChain, SettlementError, default_battery_params
 from market.orders import (
@@ -22,6 +24,7 @@ from market.orders import (
     Order,
     Side,
     ValidationContext,
+    book_entry,
     sign_order,
     validate_order,
 )
@@ -41,12 +44,14 @@ class Env:
         self.chain = chain
         self.deployment = deployment
         self.mc = MarketChain(chain, deployment, battery)
-        self.intervals = itertools.count(100)
         self.prosumers = [chain.keys.account(f"prosumer_{i}") for i in range(N_ACCOUNTS)]
         self.nonces = dict.fromkeys(range(N_ACCOUNTS), 0)
 
     def next_interval(self, band_w: tuple[int, int] | None = (-30_000, 30_000)) -> int:
-        interval = next(self.intervals)
+        """Move the chain's clock to the start of the next interval; write the battery's band."""
+        interval_s = self.deployment.interval_seconds
+        interval = self.now() // interval_s + 1
+        self.chain.advance_time(interval * interval_s - self.now())
         if band_w is not None:
             self.chain.transact(
                 self.mc.capacity.functions.writeBands(
@@ -74,6 +79,22 @@ class Env:
             digests.append(bytes(ev["args"]["digest"]))
             assert digests[-1] == self.mc.domain.digest(order)
         return digests
+
+    def meter(self, interval: int, p_w: dict[int, int], battery_w: int) -> None:
+        """Post one reading per member (``who: P in W``) from the head-end meter and one of the
+        battery from its own meter, each held for the whole interval; then move the clock past
+        the interval."""
+        start = interval * self.deployment.interval_seconds
+        records = b"".join(READING.pack(self.deployment.prosumers[who]["device_id"], start,
+                                        p, 0, 1_000_000, 0) for who, p in p_w.items())
+        self.chain.transact(self.mc.capacity.functions.postReadings(records),
+                            self.deployment.prosumers[0]["meter_role"])
+        battery = next(d for d in self.deployment.devices
+                       if d["device_id"] == self.deployment.battery_device_id)
+        self.chain.transact(self.mc.capacity.functions.postReadings(
+            READING.pack(battery["device_id"], start, battery_w, 0, 1_000_000, 0)),
+            battery["meter_role"])
+        self.chain.advance_time(start + self.deployment.interval_seconds - self.now())
 
 
 @pytest.fixture(scope="module",
@@ -115,7 +136,7 @@ def test_worked_example_on_chain_and_replay(env):
     digests = env.place(EXAMPLE_ROWS, interval)
     result, receipt = env.mc.settle_interval(interval)
     assert receipt["status"] == 1
-    assert result.orders_root == env.mc.interval_state(interval)["ordersRoot"]
+    assert result.book_hash == env.mc.interval_state(interval)["bookHash"]
     assert sorted(p.digest for p in result.book.orders) == sorted(digests)
     assert result.clearing_price_micro_eur_per_kwh == 100_000
     assert result.battery_power_w == 2000
@@ -136,6 +157,38 @@ def test_worked_example_on_chain_and_replay(env):
     assert env.mc.shares_bps()[P[5]] == 3000
 
 
+def test_deviations_settle_what_the_meters_measured(env):
+    """The worked example's members consume other than they traded: P6 bought 1200 Wh and uses
+    6300 W x 900 s = 1575 Wh; P1 sold 2000 Wh and injects 8400 W = 2100 Wh; the others' meters
+    read 0 W; the battery runs at the settled 2000 W (no deviation)."""
+    interval = env.next_interval((-8000, 2000))
+    env.place(EXAMPLE_ROWS, interval)
+    env.mc.settle_interval(interval)
+    before = _balances(env)
+    grid_before = int(env.chain.call(env.mc.market.functions.gridExchangeNanoEur()))
+    readings = {who - 1: 0 for who in range(1, 11)}
+    readings |= {5: 6_300, 0: -8_400}  # P6 (index 5): 1575 Wh, P1: -2100 Wh
+    env.meter(interval, readings, battery_w=2000)
+    totals, _ = write_meter_totals(env.chain, env.mc.metering, interval)
+    assert env.mc.replay_deviations(interval) != []  # written, not settled yet
+    env.mc.settle_deviations(interval)
+    devs = {d.account: d for d in env.mc.deviations(interval)}
+    P = [p.address for p in env.prosumers]
+    assert (devs[P[5]].traded_wh, devs[P[5]].metered_wh, devs[P[5]].deviation_wh) == (1200, 1575,
+                                                                                       375)
+    assert (devs[P[0]].traded_wh, devs[P[0]].metered_wh) == (-2000, -2100)
+    prices = env.deployment.prices_micro_eur_per_kwh
+    after = _balances(env)
+    assert after[P[5]] - before[P[5]] == -375 * prices["imbalance_buy"]
+    assert after[P[0]] - before[P[0]] == 100 * prices["imbalance_sell"]
+    grid_after = int(env.chain.call(env.mc.market.functions.gridExchangeNanoEur()))
+    assert sum(after.values()) - sum(before.values()) == grid_after - grid_before
+    assert env.mc.replay_deviations(interval) == []
+    assert decode_totals(env.mc.metering.written(interval)) == totals
+    with pytest.raises(SettlementError, match="already settled"):
+        env.mc.settle_deviations(interval)
+
+
 def test_settling_twice_and_late_orders_are_refused(env):
     interval = env.next_interval()
     env.place([(0, Side.SELL, 100, 80_000), (1, Side.BUY, 100, 300_000)], interval)
@@ -143,8 +196,11 @@ def test_settling_twice_and_late_orders_are_refused(env):
     with pytest.raises(SettlementError, match="already settled"):
         env.mc.settle_interval(interval)
     onchain = env.mc.settlements()[-1]
+    book = [book_entry(p.order) for p in env.mc.placed_orders(interval)]
     with pytest.raises(ContractRevert) as info:
-        env.chain.transact(env.mc.market.functions.settle(*onchain.settle_args()), "settler")
+        env.chain.transact(env.mc.market.functions.settle(
+            interval, onchain.clearing_price_micro_eur_per_kwh, onchain.battery_power_w, book,
+            list(onchain.order_trades)), "settler")
     assert info.value.error_name == "AlreadySettled"
     # an order for the settled interval: refused by the off-chain check and by the contract
     order = env.order(2, interval, Side.BUY, 100, 200_000)
@@ -203,34 +259,36 @@ def test_default_battery_params_and_account_check(env):
         MarketChain(env.chain, env.deployment, wrong)
 
 
-def test_order_slipping_in_before_the_commit_is_detected(env, monkeypatch):
+def test_a_book_read_that_misses_an_order_is_detected_and_healed(env, monkeypatch):
+    """The book after the commit is the contract's (its hash chain): a reader that missed an
+    order is refused before settling, and a later read settles the closed interval."""
     interval = env.next_interval()
     env.place([(3, Side.SELL, 100, 80_000), (4, Side.BUY, 100, 300_000)], interval)
     real = MarketChain.placed_orders
     calls = []
 
-    def first_read_misses_one(self, iv, to_block=None):
+    def second_read_misses_one(self, iv, to_block=None):
         orders = real(self, iv, to_block)
         calls.append(len(orders))
-        return orders[:1] if len(calls) == 1 else orders
+        return orders[:1] if len(calls) == 2 else orders
 
-    monkeypatch.setattr(MarketChain, "placed_orders", first_read_misses_one)
-    with pytest.raises(CommitRaceError, match="cannot be settled"):
+    monkeypatch.setattr(MarketChain, "placed_orders", second_read_misses_one)
+    with pytest.raises(CommitRaceError, match="orders read hash to"):
         env.mc.settle_interval(interval)
     assert env.mc.interval_state(interval)["committed"] is True
+    monkeypatch.setattr(MarketChain, "placed_orders", real)
+    result, _ = env.mc.settle_interval(interval)
+    assert len(result.placed) == 2 and env.mc.replay(interval).equal
 
 
 def test_replay_detects_a_settlement_that_differs(env):
     interval = env.next_interval()
     env.place([(4, Side.SELL, 500, 90_000), (7, Side.BUY, 500, 200_000)], interval)
     honest = env.mc.clear(interval)
-    root = honest.orders_root
-    env.chain.transact(env.mc.market.functions.commitOrders(interval, root), "settler")
-    # a contract-valid settlement at another price than the clearing rule gives
+    env.chain.transact(env.mc.market.functions.commitOrders(interval), "settler")
+    # a contract-valid settlement (inside both limits) at another price than the rule gives
     args = list(honest.settle_args())
-    price = 150_000
-    args[2] = price
-    args[4] = [(b, s, e, price) for b, s, e, _ in args[4]]
+    args[1] = 150_000
     env.chain.transact(env.mc.market.functions.settle(*args), "settler")
     report = env.mc.replay(interval)
     assert not report.equal

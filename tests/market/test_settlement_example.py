@@ -10,7 +10,14 @@ from eth_utils import to_checksum_address
 
 from market.battery import BatteryParams
 from market.orders import Side
-from market.settlement import GRID_ADDRESS, MarketParams, Trade, clear_interval
+from market.settlement import (
+    BATTERY_ORDER_REF,
+    GRID_ADDRESS,
+    GRID_ORDER_REF,
+    MarketParams,
+    Trade,
+    clear_interval,
+)
 from market.statements import member_statement
 
 BATTERY = to_checksum_address("0x" + "ba" * 20)
@@ -67,9 +74,11 @@ def test_worked_example_clearing(example, accounts):
         Trade(GRID_ADDRESS, P[1], 300, 80_000),
     }
     assert list(example.filled_wh) == [2000, 2500, 0, 0, 0, 1200, 900, 700, 400, 500]
-    interval, root, price, power, trades = example.settle_args()
-    assert (interval, root, price, power, len(trades)) == (7, example.orders_root, 100_000,
-                                                             2000, 8)
+    interval, price, power, book, trades = example.settle_args()
+    assert (interval, price, power, len(book)) == (7, 100_000, 2000, 10)
+    # book indices: P1..P5 sell (0..4), P6..P10 buy (5..9); battery and grid by reference
+    assert trades == [(5, 0, 1200), (6, 0, 800), (6, 1, 100), (7, 1, 700), (8, 1, 400),
+                      (9, 1, 500), (BATTERY_ORDER_REF, 1, 500), (GRID_ORDER_REF, 1, 300)]
 
 
 def test_worked_example_statements(example, accounts):

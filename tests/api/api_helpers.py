@@ -36,7 +36,10 @@ class Signer:
         self.prosumers: list[LocalAccount] = [
             chain.keys.account(f"prosumer_{i}") for i in range(N_PROSUMERS)]
         self.nonces = dict.fromkeys(range(N_PROSUMERS), 0)
-        self.intervals = itertools.count(1000)
+        # from the chain's next interval on: the contracts take bands and orders only from the
+        # current interval to maxIntervalsAhead after it
+        now_s = int(chain.w3.eth.get_block("latest")["timestamp"])
+        self.intervals = itertools.count(now_s // deployment.interval_seconds + 1)
 
     def body(self, who: int, interval: int, side: str = "sell", energy_wh: int = 500,
              price: int = 100_000, *, nonce: int | None = None, deadline: int | None = None,

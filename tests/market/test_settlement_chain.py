@@ -29,7 +29,7 @@ from market.orders import (
     validate_order,
 )
 from market.settlement import GRID_ADDRESS, Trade
-from market.statements import member_statement
+from market.statements import interval_lines, member_statement
 
 from .test_settlement_example import EXAMPLE_ROWS
 
@@ -185,6 +185,15 @@ def test_deviations_settle_what_the_meters_measured(env):
     assert sum(after.values()) - sum(before.values()) == grid_after - grid_before
     assert env.mc.replay_deviations(interval) == []
     assert decode_totals(env.mc.metering.written(interval)) == totals
+    # statements: trades and deviations together are the balance's change
+    settled = [(s.interval, s.trades) for s in env.mc.settlements() if s.interval == interval]
+    st_ = member_statement(P[5], settled, env.mc.battery.account, {}, env.mc.deviations())
+    assert st_.imbalance_bought_wh == 375
+    assert st_.net_nano_eur == -1200 * 100_000 - 375 * prices["imbalance_buy"]
+    (line,) = interval_lines(P[5], [p.order for p in env.mc.placed_orders(interval)], settled,
+                             env.mc.deviations())
+    assert (line.ordered_buy_wh, line.traded_wh, line.metered_wh, line.deviation_wh) == (
+        1200, 1200, 1575, 375)
     with pytest.raises(SettlementError, match="already settled"):
         env.mc.settle_deviations(interval)
 

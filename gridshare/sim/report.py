@@ -53,13 +53,16 @@ def _write_intervals_csv(result: SimulationResult, out: Path) -> Path:
         ["interval", "start_unix_s", "hour", "settled", "orders", "orders_refused",
          "clearing_price_micro_eur_per_kwh", "battery_power_w", "battery_soc_after_wh",
          "local_wh", "battery_charge_wh", "battery_discharge_wh", "grid_import_wh",
-         "grid_export_wh", "replay_equal", "settle_tx", "gas_orders", "gas_settle",
-         "gas_readings", "note"],
+         "grid_export_wh", "metered_import_wh", "metered_export_wh", "deviation_buy_wh",
+         "deviation_sell_wh", "deviation_paid_nano_eur", "replay_equal", "settle_tx",
+         "gas_orders", "gas_settle", "gas_deviations", "gas_readings", "note"],
         ([r.interval, r.interval * result.config.interval_s, r.first_minute / 60, r.settled,
           r.n_orders, r.n_rejected_orders, r.clearing_price_micro_eur_per_kwh, r.battery_power_w,
           r.soc_after_wh, r.local_wh, r.battery_charge_wh, r.battery_discharge_wh,
-          r.grid_import_wh, r.grid_export_wh, r.replay_equal, r.settle_tx, r.gas_orders,
-          r.gas_settle, r.gas_readings, r.note] for r in result.intervals))
+          r.grid_import_wh, r.grid_export_wh, r.metered_import_wh, r.metered_export_wh,
+          r.deviation_buy_wh, r.deviation_sell_wh, r.deviation_paid_nano_eur, r.replay_equal,
+          r.settle_tx, r.gas_orders, r.gas_settle, r.gas_deviations, r.gas_readings, r.note]
+         for r in result.intervals))
 
 
 def _write_bands_csv(result: SimulationResult, out: Path) -> Path:
@@ -543,12 +546,19 @@ def format_summary(result: SimulationResult) -> str:
         f"{s['market_grid_export_kwh']:.2f} kWh export",
         f"  grid exchange (metered) {s['metered_transformer_import_kwh']:10.2f} kWh import, "
         f"{s['metered_transformer_export_kwh']:.2f} kWh export",
+        f"  members metered         {s['metered_members_import_kwh']:10.2f} kWh consumed, "
+        f"{s['metered_members_export_kwh']:.2f} kWh injected",
+        f"  deviations settled      {s['deviation_bought_kwh']:10.2f} kWh bought, "
+        f"{s['deviation_sold_kwh']:.2f} kWh sold at imbalance tariffs "
+        f"({s['deviation_paid_eur']:+.2f} EUR paid; {s['intervals_deviations_settled']} "
+        "intervals)",
         f"  infeasible OCM steps    {s['infeasible_ocm_steps']:10d}",
         f"  audit violations        {s['audit_violations']:10d} "
         f"({s['audit_readings_checked']} readings checked)",
         f"  NR voltage violations   {s['nr_violations']:10d} ({s['nr_runs']} load flows at "
         f"OCM steps; as operated: {s['nr_operated_violations']} of {s['nr_operated_runs']})",
-        f"  replay == settlement    {rep['equal']:10d} of {rep['replayed']}",
+        f"  replay == settlement    {rep['equal']:10d} of {rep['replayed']} (trades; "
+        f"meter totals and deviations of {rep['deviations_replayed']})",
         f"  gas used                {s['gas_used_total']:10,d}",
     ]
     return "\n".join(lines)

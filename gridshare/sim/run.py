@@ -14,17 +14,24 @@ traded interval k, in this order:
 3. households and station operators sign their orders for k (EIP-712) and hand them to the
    REST API's order gateway (``market.gateway.gateway.OrderGateway.submit``: the code path of
    ``POST /v1/orders``: validation, durable SQLite store, relay to
-   ``GridMarket.submitOrderSigned``);
+   ``GridMarket.submitOrderSigned``). A household orders from a persistence forecast: its net
+   energy of interval k-1 (what its meter measured last), not k's, which it cannot know; a
+   station operator orders its planned power, which it then executes;
 4. the gateway closes k, relays its orders, and the settler commits, clears and settles k
    (``OrderGateway.settle_interval`` -> ``market.chain.MarketChain.settle_interval``);
    the battery's power is the settled ``batteryPowerW`` (inside its band by construction);
 5. the meters post k's minutes (``gridshare.sim.meters.MeterSimulator``; flexibilities at their
    executed powers) and the oracle (``oracle.service.Oracle``) ingests them and writes the
-   certified bands of k+1.
+   certified bands of k+1;
+6. once k has ended on the chain's clock, the oracle's key writes k's meter totals
+   (``gridshare.chain.metering.write_meter_totals``) and the settler settles k's deviations,
+   metered minus traded energy per member, at the imbalance tariffs
+   (``MarketChain.settle_deviations``).
 
-At the end: every settled interval is replayed from chain data (``MarketChain.replay``), the DSO
-audit compares every metered flexibility reading with its band on-chain, and a sample of steps
-is checked with pandapower's Newton-Raphson (``gridshare.sim.verify``).
+At the end: every settled interval and its deviations are replayed from chain data
+(``MarketChain.replay``, ``MarketChain.replay_deviations``: meter totals recomputed from the
+readings), the DSO audit compares every metered flexibility reading with its band on-chain, and
+a sample of steps is checked with pandapower's Newton-Raphson (``gridshare.sim.verify``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from gridshare.chain.client import Chain, connect
 from gridshare.chain.config import ChainConfig
 from gridshare.chain.deploy import Deployment, DeployParams, deploy
 from gridshare.chain.errors import ChainError
+from gridshare.chain.metering import write_meter_totals
 from gridshare.sim.agents import (
     StationState,
     ev_sessions,
@@ -151,6 +159,13 @@ class IntervalRecord:
     gas_readings: int = 0
     replay_equal: bool | None = None
     reserve: bool = False
+    deviations_settled: bool = False
+    metered_import_wh: int = 0  # members' metered consumption (battery included)
+    metered_export_wh: int = 0
+    deviation_buy_wh: int = 0  # bought from the grid at the imbalance-buy tariff
+    deviation_sell_wh: int = 0
+    deviation_paid_nano_eur: int = 0  # what the accounts paid for deviations, net
+    gas_deviations: int = 0  # meter totals and deviation settlement
 
 
 @dataclass
@@ -453,22 +468,7 @@ class Simulation:
             rec.flex_p_w[name] = p_w
         rec.plan_kw[self.battery_name] = float(
             self.plan_kw[self.battery_name][min(slot, len(self.plan_kw[self.battery_name]) - 1)])
-        # orders
-        minutes = np.arange(first, first + self.n_min)
-        net_wh = interval_net_wh(self.profiles.load_kw, self.profiles.pv_kw, minutes)
-        deadline = self.deadline_unix_s()
-        rec.reserve = self.reserve_active(first)
-        for i in range(self.n_households):
-            if net_wh[i] > 0 and not rec.reserve:
-                self.submit(rec, i, Side.BUY, int(net_wh[i]), float(self.buy_limit[i]), deadline)
-            elif net_wh[i] < 0:
-                self.submit(rec, i, Side.SELL, int(-net_wh[i]), float(self.sell_limit[i]),
-                            deadline)
-        for j, name in enumerate(self.station_names):
-            energy = int(energy_for_power(rec.flex_p_w[name], self.config.interval_s))
-            if not rec.reserve:
-                self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur,
-                            deadline)
+        self.place_orders(rec)
         # relay, commitment, clearing and settlement
         t0 = time.perf_counter()
         try:
@@ -494,9 +494,52 @@ class Simulation:
         self.flex_kw[first:first + self.n_min] = [traded[n] for n in self.flex_names]
         for name in self.station_names:
             self.stations[name].deliver(first, self.n_min, traded[name])
-        # meters and oracle
+        # meters and oracle, then the interval's deviations
         self.post_minutes(first, rec)
+        self.settle_deviations(rec)
         return rec
+
+    def place_orders(self, rec: IntervalRecord) -> None:
+        """The members' orders for ``rec``'s interval: households from the persistence forecast
+        (their net energy of the interval before, Wh), station operators their planned energy."""
+        first = rec.first_minute
+        before = np.arange(first - self.n_min, first)
+        net_wh = interval_net_wh(self.profiles.load_kw, self.profiles.pv_kw, before)
+        deadline = self.deadline_unix_s()
+        rec.reserve = self.reserve_active(first)
+        for i in range(self.n_households):
+            if net_wh[i] > 0 and not rec.reserve:
+                self.submit(rec, i, Side.BUY, int(net_wh[i]), float(self.buy_limit[i]), deadline)
+            elif net_wh[i] < 0:
+                self.submit(rec, i, Side.SELL, int(-net_wh[i]), float(self.sell_limit[i]),
+                            deadline)
+        for j, name in enumerate(self.station_names):
+            energy = int(energy_for_power(rec.flex_p_w[name], self.config.interval_s))
+            if not rec.reserve:
+                self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur,
+                            deadline)
+
+    def settle_deviations(self, rec: IntervalRecord) -> None:
+        """Write the meter totals of ``rec``'s interval (oracle key) and settle its deviations
+        (settler key); record the metered and deviation energies (Wh) and money (nano-euro)."""
+        t0 = time.perf_counter()
+        try:
+            _, totals_receipt = write_meter_totals(self.chain, self.mc.metering, rec.interval)
+            receipt = self.mc.settle_deviations(rec.interval)
+        except (SettlementError, ChainError) as exc:
+            rec.note = "; ".join(filter(None, [rec.note, f"deviations not settled: {exc}"]))
+            log.warning("interval %d: deviations not settled: %s", rec.interval, exc)
+            return
+        rec.deviations_settled = True
+        rec.gas_deviations = int(totals_receipt["gasUsed"]) + int(receipt["gasUsed"])
+        for d in self.mc.deviations(rec.interval):
+            rec.metered_import_wh += max(d.metered_wh, 0)
+            rec.metered_export_wh += max(-d.metered_wh, 0)
+            rec.deviation_buy_wh += max(d.deviation_wh, 0)
+            rec.deviation_sell_wh += max(-d.deviation_wh, 0)
+            rec.deviation_paid_nano_eur += d.paid_nano_eur
+        self.timings["deviations"] = self.timings.get("deviations", 0.0) + \
+            time.perf_counter() - t0
 
     def _order_gas(self, interval: int) -> int:
         """Gas of the relayed orders of ``interval`` (from their receipts)."""

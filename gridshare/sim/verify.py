@@ -38,17 +38,22 @@ NR_TOLERANCE_PU = 1e-4
 
 
 def replay_all(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
-    """Replay every settled interval; returns counts and the differing intervals."""
+    """Replay every settled interval and every settlement of deviations (meter totals from the
+    readings, deviations from the settlement); returns counts and the differing intervals."""
     differing = []
     for rec in records:
-        if not rec.settled:
-            continue
-        report = sim.mc.replay(rec.interval)
-        rec.replay_equal = bool(report.equal)
-        if not report.equal:
-            differing.append({"interval": rec.interval, "differences": list(report.differences)})
-    n = sum(1 for r in records if r.settled)
-    return {"replayed": n, "equal": n - len(differing), "differing": differing}
+        differences = []
+        if rec.settled:
+            report = sim.mc.replay(rec.interval)
+            differences += list(report.differences)
+        if rec.deviations_settled:
+            differences += sim.mc.replay_deviations(rec.interval)
+        rec.replay_equal = not differences
+        if differences:
+            differing.append({"interval": rec.interval, "differences": differences})
+    n = sum(1 for r in records if r.settled or r.deviations_settled)
+    return {"replayed": n, "equal": n - len(differing), "differing": differing,
+            "deviations_replayed": sum(1 for r in records if r.deviations_settled)}
 
 
 def audit(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
@@ -273,10 +278,12 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
 def statements(sim: Simulation) -> list[dict[str, Any]]:
     """Per-member statements over every settled interval (from the chain's events)."""
     settled = [(s.interval, s.trades) for s in sim.mc.settlements()]
+    deviations = sim.mc.deviations()
     out = []
     market = sim.mc.market
     for name, address in zip(sim.member_names, sim.members, strict=True):
-        st = member_statement(address, settled, sim.mc.battery.account, sim.mc.battery.shares_bps)
+        st = member_statement(address, settled, sim.mc.battery.account, sim.mc.battery.shares_bps,
+                              deviations)
         row = {"name": name, **st.to_dict()}
         row.pop("intervals", None)
         row["balance_nano_eur"] = int(sim.chain.call(market.functions.balanceOf(address)))
@@ -363,6 +370,7 @@ def _run_summary(sim: Simulation, records: list[IntervalRecord]) -> dict[str, An
         "intervals_traded": len(records),
         "intervals_settled": sum(1 for r in records if r.settled),
         "intervals_not_settled": [r.interval for r in records if not r.settled],
+        "intervals_deviations_settled": sum(1 for r in records if r.deviations_settled),
         "orders": sum(r.n_orders for r in records),
         "orders_refused": sum(r.n_rejected_orders for r in records),
     }
@@ -380,6 +388,12 @@ def _energy_summary(records: list[IntervalRecord], p_tr_w: np.ndarray,
                                                 for r in records)),
         "market_grid_import_kwh": wh_to_kwh(sum(r.grid_import_wh for r in records)),
         "market_grid_export_kwh": wh_to_kwh(sum(r.grid_export_wh for r in records)),
+        "metered_members_import_kwh": wh_to_kwh(sum(r.metered_import_wh for r in records)),
+        "metered_members_export_kwh": wh_to_kwh(sum(r.metered_export_wh for r in records)),
+        "deviation_bought_kwh": wh_to_kwh(sum(r.deviation_buy_wh for r in records)),
+        "deviation_sold_kwh": wh_to_kwh(sum(r.deviation_sell_wh for r in records)),
+        "deviation_paid_eur": float(nano_eur_to_eur(sum(r.deviation_paid_nano_eur
+                                                        for r in records))),
         "metered_transformer_import_kwh": wh_to_kwh(np.clip(p_tr_w, 0, None).sum() / 60),
         "metered_transformer_export_kwh": wh_to_kwh(np.clip(-p_tr_w, 0, None).sum() / 60),
         "ev_energy_delivered_kwh": float(sum(e["delivered_kwh"] for e in ev)),
@@ -419,6 +433,7 @@ def _aggregator_gas_summary(sim: Simulation, records: list[IntervalRecord],
         "gas_used_total": gas,
         "gas_used_orders": sum(r.gas_orders for r in records),
         "gas_used_settlement": sum(r.gas_settle for r in records),
+        "gas_used_deviations": sum(r.gas_deviations for r in records),
         "gas_used_readings": sum(r.gas_readings for r in records),
     }
 
@@ -441,7 +456,8 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
     summary["ok"] = bool(replay["equal"] == replay["replayed"]
                          and checks.audit["n_violations"] == 0
                          and checks.nr["n_violations"] == 0 and checks.band_mismatches == 0
-                         and summary["intervals_settled"] == len(records))
+                         and summary["intervals_settled"] == len(records)
+                         and summary["intervals_deviations_settled"] == len(records))
     sim.timings["verify"] = sum(sim.timings.get(k, 0.0) for k in
                                 ("replay", "audit", "newton_raphson", "recompute_bands"))
     return SimulationResult(

@@ -25,7 +25,9 @@ def test_every_interval_settles_and_replays_equal(run):
     assert len(result.intervals) == n_traded
     assert all(r.settled for r in result.intervals), [r.note for r in result.intervals]
     assert all(r.replay_equal for r in result.intervals)
-    assert result.summary["replay"] == {"replayed": n_traded, "equal": n_traded, "differing": []}
+    assert all(r.deviations_settled for r in result.intervals), [r.note for r in result.intervals]
+    assert result.summary["replay"] == {"replayed": n_traded, "equal": n_traded, "differing": [],
+                                        "deviations_replayed": n_traded}
     # the settlement on-chain is the one recorded
     for r in result.intervals:
         state = sim.mc.interval_state(r.interval)
@@ -57,6 +59,9 @@ def test_battery_inside_band_and_energy_money_balance(run):
     total = sum(int(sim.chain.call(market.functions.balanceOf(a)))
                 for a in [*sim.members, sim.mc.battery.account])
     assert total == int(sim.chain.call(market.functions.gridExchangeNanoEur()))
+    # members order from a forecast, so their meters deviate and the deviations are settled
+    assert result.summary["deviation_bought_kwh"] + result.summary["deviation_sold_kwh"] > 0
+    assert result.summary["metered_members_import_kwh"] > 0
     nets = {s["member"]: s["net_nano_eur"] for s in result.statements}
     for s in result.statements:
         assert s["balance_nano_eur"] == nets[s["member"]]

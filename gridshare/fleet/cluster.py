@@ -5,7 +5,8 @@
 connects to a running cluster (``dask scheduler`` / ``dask worker``, dask-kubernetes,
 dask-jobqueue) and leaves it running. Either way every worker process, also one that joins
 later, runs ``WorkerSetup`` first: BLAS / OpenMP pools limited to one thread (threadpoolctl)
-and the task code imported once.
+and the task code imported once. The local cluster's own logs are silenced below CRITICAL (a
+closing cluster logs lost heartbeats as errors); task failures reach the run's summary.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def fleet_client(workers: int | None = None, scheduler: str | None = None) -> It
         return
     n = workers or os.cpu_count() or 1
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster) as client:
         client.register_plugin(WorkerSetup())
         yield client

@@ -3,10 +3,10 @@
 Columns: ``interval`` (unix s // 900, the oracle's interval id), ``start`` (local HH:MM),
 ``steps`` and ``infeasible_steps`` (OCM steps of the interval), ``empty`` (1 when the step bands
 of a device did not overlap and the last step's band stands), ``upper``/``lower`` (what limits
-that side: rated, v_low / v_high, infeasible, other), ``v_min_at_max_pu`` / ``v_max_at_min_pu``
-(worst voltages with every flexibility at its P_max / P_min, 6 decimals), then per flexibility
-``<name>_p_min_w`` and ``<name>_p_max_w`` (W, integers, as ``GridCapacity.writeBands`` takes
-them). Nothing in the file depends on the run (no times), so the same inputs give the same bytes.
+that side: rated, infeasible, v_low, v_high, line <id>, trafo <id>), ``v_min_at_max_pu`` /
+``v_max_at_min_pu`` (worst voltages with every flexibility at its P_max / P_min, 6 decimals),
+then per flexibility ``<name>_p_min_w`` and ``<name>_p_max_w`` (W, integers, as
+``GridCapacity.writeBands`` takes them). Nothing in the file depends on the run (no times), so the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ from gridshare.fleet.compute import HourBands, IntervalBands
 
 FIXED_COLUMNS = ("interval", "start", "steps", "infeasible_steps", "empty", "upper", "lower",
                  "v_min_at_max_pu", "v_max_at_min_pu")
-SIDE_LIMITS = {"upper": ("rated", "v_low", "infeasible", "other"),
-               "lower": ("rated", "v_high", "infeasible", "other")}
-"""What can limit each side of a band (``compute.IntervalBands``)."""
+LIMIT_KINDS = ("rated", "v_low", "v_high", "thermal", "infeasible")
+"""What limits a side of a band, counted by kind ("thermal": any "line <id>" or "trafo <id>")."""
 STAT_KEYS = ("intervals", "steps", "infeasible_steps",
-             *(f"{side}_{limit}" for side, limits in SIDE_LIMITS.items() for limit in limits))
+             *(f"{side}_{kind}" for side in ("upper", "lower") for kind in LIMIT_KINDS))
+
+
+def limit_kind(limit: str) -> str:
+    """The kind of a band file's ``upper``/``lower`` value (``LIMIT_KINDS``)."""
+    return "thermal" if limit.startswith(("line ", "trafo ")) else limit
 
 
 def _row(iv: IntervalBands) -> list[str]:
@@ -53,7 +57,7 @@ def band_stats(path: Path) -> dict[str, int]:
         rows = list(csv.DictReader(fh))
     stats = {"intervals": len(rows), "steps": sum(int(r["steps"]) for r in rows),
              "infeasible_steps": sum(int(r["infeasible_steps"]) for r in rows)}
-    for side, limits in SIDE_LIMITS.items():
-        counts = Counter(r[side] for r in rows)
-        stats.update({f"{side}_{limit}": counts[limit] for limit in limits})
+    for side in ("upper", "lower"):
+        counts = Counter(limit_kind(r[side]) for r in rows)
+        stats.update({f"{side}_{kind}": counts[kind] for kind in LIMIT_KINDS})
     return stats

@@ -31,8 +31,6 @@ INTERVAL_S = 900
 """The band interval (s): the contracts' default ``intervalSeconds``."""
 INTERVALS_PER_HOUR = 3600 // INTERVAL_S
 INPUTS_FORMAT = "gridshare-fleet-inputs/1"
-BINDING_TOL_PU = 1e-4
-"""A side of the band is limited by a voltage limit when its worst-case voltage is this close."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +39,9 @@ class IntervalBands:
 
     ``interval``: unix s // 900 (the oracle's interval id); ``start``: local "HH:MM";
     ``upper``/``lower``: what limits that side of the band: "rated" (nothing: it is the rated
-    range), "v_low"/"v_high" (that voltage limit binds), "infeasible" (a step has no safe
-    setting; the band is the safest one) or "other" (limited with the voltages off the limit,
-    e.g. by thermal limits).
+    range), "infeasible" (a step has no safe setting; the band is the safest one), else
+    ``compute_bands``' binding constraint of the tightest step on that side: "v_low",
+    "v_high", "line <id>" or "trafo <id>" (a thermal limit).
     """
 
     interval: int
@@ -99,13 +97,15 @@ def interval_inputs(model: FeederModel, registry: DeviceRegistry, interval: int,
     }
 
 
-def _limit(at_rated: bool, v_pu: float, v_limit_pu: float, name: str, infeasible: bool) -> str:
-    """What limits one side of a band (see ``IntervalBands``)."""
+def _limit(at_rated: bool, infeasible: bool, step_sums_kw: np.ndarray, bindings: list[str]
+           ) -> str:
+    """What limits one side of a band (see ``IntervalBands``): ``step_sums_kw`` (T,) is each
+    step's summed band on that side, signed so that the tightest step has the smallest."""
     if at_rated:
         return "rated"
-    if abs(v_pu - v_limit_pu) <= BINDING_TOL_PU:
-        return name
-    return "infeasible" if infeasible else "other"
+    if infeasible:
+        return "infeasible"
+    return bindings[int(np.argmin(step_sums_kw))]
 
 
 def interval_bands(model: FeederModel, registry: DeviceRegistry, interval: int,
@@ -126,10 +126,10 @@ def interval_bands(model: FeederModel, registry: DeviceRegistry, interval: int,
         empty=bool(np.any(out["empty"])),
         p_min_w=tuple(out["p_min_w"]), p_max_w=tuple(out["p_max_w"]),
         v_min_at_max_pu=v_min, v_max_at_min_pu=v_max,
-        upper=_limit(bool(np.all(np.array(out["p_max_w"]) == rated_max)), v_min,
-                     settings.v_low_pu, "v_low", infeasible > 0),
-        lower=_limit(bool(np.all(np.array(out["p_min_w"]) == rated_min)), v_max,
-                     settings.v_high_pu, "v_high", infeasible > 0),
+        upper=_limit(bool(np.all(np.array(out["p_max_w"]) == rated_max)), infeasible > 0,
+                     result.p_max_kw.sum(axis=1), result.binding_max),
+        lower=_limit(bool(np.all(np.array(out["p_min_w"]) == rated_min)), infeasible > 0,
+                     -result.p_min_kw.sum(axis=1), result.binding_min),
     )
 
 

@@ -54,6 +54,14 @@ def test_an_hour_does_not_depend_on_what_the_process_computed_before() -> None:
     assert feeder_hour(fresh, HOUR, FAST).intervals == first.intervals
 
 
+def test_thermal_limits_apply_by_default() -> None:
+    # compute_bands keeps lines and transformers within 100 % unless told otherwise; the fleet
+    # passes nothing, so a cigre-lv variant's evening band is limited by a cable
+    model = build_model(FeederSource("cigre-lv-00002", index=2), seed=0)
+    limits = {iv.upper for iv in feeder_hour(model, HOUR, FAST).intervals}
+    assert any(limit.startswith("line ") for limit in limits), limits
+
+
 def test_a_used_model_travels_without_the_helm_cache() -> None:
     model = build_model(FeederSource("paper-test-feeder-00000", index=0), seed=0)
     feeder_hour(model, HOUR, FAST)

@@ -41,11 +41,13 @@ def test_band_file_rows_follow_the_intervals_whatever_order_the_hours_finished(
 def test_band_stats_count_steps_and_limits(tmp_path: Path) -> None:
     run_dir = RunDir(tmp_path)
     run_dir.prepare({})
-    path = run_dir.write_bands("f", [_hour(5, ["v_low", "v_low", "infeasible", "rated"])])
+    path = run_dir.write_bands("f", [_hour(5, ["v_low", "line 12", "infeasible", "rated"])])
     stats = band_stats(path)
     assert (stats["intervals"], stats["steps"], stats["infeasible_steps"]) == (4, 12, 1)
-    assert (stats["upper_v_low"], stats["upper_infeasible"], stats["upper_rated"],
-            stats["upper_other"], stats["lower_rated"]) == (2, 1, 1, 0, 4)
+    assert (stats["upper_v_low"], stats["upper_thermal"], stats["upper_infeasible"],
+            stats["upper_rated"], stats["upper_v_high"], stats["lower_rated"]) == (
+        1, 1, 1, 1, 0, 4)
+    assert ",line 12,rated," in path.read_text()
 
 
 def test_a_directory_resumes_only_the_same_run(tmp_path: Path) -> None:
@@ -66,7 +68,9 @@ def test_summary_rows_take_their_counts_from_the_band_files(tmp_path: Path) -> N
             run_dir.feeder_row("b", "b.json", "failed", None, "ValueError: broken")]
     summary = run_dir.write_summary(rows, {"feeders": 2})
     text = (tmp_path / "summary.csv").read_text().splitlines()
-    assert text[1].startswith("a,done,variant 0,4,12,0,0,4,0,0,4,")
+    assert text[0].startswith("feeder,status,source,intervals,steps,infeasible_steps,upper_rated,"
+                              "upper_v_low,upper_v_high,upper_thermal,upper_infeasible,")
+    assert text[1].startswith("a,done,variant 0,4,12,0,0,4,0,0,0,4,0,0,0,0,")
     failed = text[2].split(",")
     assert failed[:3] == ["b", "failed", "b.json"] and failed[-1] == "ValueError: broken"
     assert failed[3:-1] == [""] * (len(text[0].split(",")) - 4)  # no counts, no time

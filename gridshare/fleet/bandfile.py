@@ -6,7 +6,8 @@ of a device did not overlap and the last step's band stands), ``upper``/``lower`
 that side: rated, infeasible, v_low, v_high, line <id>, trafo <id>), ``v_min_at_max_pu`` /
 ``v_max_at_min_pu`` (worst voltages with every flexibility at its P_max / P_min, 6 decimals),
 then per flexibility ``<name>_p_min_w`` and ``<name>_p_max_w`` (W, integers, as
-``GridCapacity.writeBands`` takes them). Nothing in the file depends on the run (no times), so the same inputs give the same bytes.
+``GridCapacity.writeBands`` takes them). Nothing in the file depends on the run (no times), so
+the same inputs give the same bytes.
 """
 
 from __future__ import annotations

@@ -348,7 +348,17 @@ def test_cli_settle_replay_statement(env, tmp_path, monkeypatch, capsys):
     assert settled["interval"] == interval and settled["gas_used"] > 0
     env.chain.nonces.resync()
     assert main(["market", "replay", "--interval", str(interval), *common]) == 0
-    assert "EQUAL" in capsys.readouterr().out
+    assert "deviations: not settled yet" in capsys.readouterr().out
+    assert main(["market", "deviations", "--interval", str(interval), *common]) == 1
+    assert "has not written its meter totals" in capsys.readouterr().err
+    env.meter(interval, {2: -2_000, 8: 1_600}, battery_w=settled["battery_power_w"])
+    write_meter_totals(env.chain, env.mc.metering, interval)
+    env.chain.nonces.resync()
+    assert main(["market", "deviations", "--interval", str(interval), "--json", *common]) == 0
+    rows = json.loads(capsys.readouterr().out)["deviations"]
+    assert {r["account"]: r["metered_wh"] for r in rows}[env.prosumers[8].address] == 400
+    assert main(["market", "replay", "--interval", str(interval), *common]) == 0
+    assert "deviations: EQUAL" in capsys.readouterr().out
     member = env.prosumers[8].address
     assert main(["market", "statement", "--member", member, "--from", str(interval), "--to",
                  str(interval), "--json", *common]) == 0

@@ -145,9 +145,11 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _statement(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from eth_utils import is_address, to_checksum_address
 
-    from market.statements import member_statement
+    from market.statements import interval_lines, member_statement
 
     if not is_address(args.member):
         raise ValueError(f"--member {args.member!r} is not an address")
@@ -157,16 +159,33 @@ def _statement(args: argparse.Namespace) -> int:
     hi = args.to_interval if args.to_interval is not None else 2**64
     history = mc.settlements()
     chosen = [(s.interval, s.trades) for s in history if lo <= s.interval <= hi]
-    st = member_statement(member, chosen, mc.battery.account, mc.shares_bps())
+    deviations = mc.deviations()
+    st = member_statement(member, chosen, mc.battery.account, mc.shares_bps(), deviations)
+    orders = [p.order for interval, _ in chosen for p in mc.placed_orders(interval)]
+    lines = interval_lines(member, orders, chosen, deviations)
     balance = int(mc.chain.call(mc.market.functions.balanceOf(member)))
     if args.json:
-        print(json.dumps(st.to_dict() | {"onchain_balance_nano_eur": balance}, indent=2))
+        print(json.dumps(st.to_dict() | {"onchain_balance_nano_eur": balance,
+                                         "per_interval": [asdict(x) for x in lines]}, indent=2))
     else:
         print(st.format_text())
+        print(_format_lines(lines))
         whole = len(chosen) == len(history)
         note = "" if whole else " (all intervals; the statement covers a part)"
         print(f"  on-chain balance{note}: {nano_eur_to_eur(balance):+.4f} EUR")
     return 0
+
+
+def _format_lines(lines: list[Any]) -> str:
+    """Per interval: ordered (buy/sell), traded, metered and deviation energy (Wh)."""
+    out = [f"  {'interval':>10} {'buy Wh':>9} {'sell Wh':>9} {'traded Wh':>10} {'metered Wh':>11} "
+           f"{'deviation Wh':>13}"]
+    for x in lines:
+        metered = "" if x.metered_wh is None else str(x.metered_wh)
+        deviation = "not settled" if x.deviation_wh is None else str(x.deviation_wh)
+        out.append(f"  {x.interval:>10} {x.ordered_buy_wh:>9} {x.ordered_sell_wh:>9} "
+                   f"{x.traded_wh:>10} {metered:>11} {deviation:>13}")
+    return "\n".join(out)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -365,6 +365,9 @@ def test_cli_settle_replay_statement(env, tmp_path, monkeypatch, capsys):
     st_ = json.loads(capsys.readouterr().out)
     price = settled["clearing_price_micro_eur_per_kwh"]
     assert st_["bought_local_wh"] == 400 and st_["net_nano_eur"] == -400 * price
+    assert st_["per_interval"] == [{"interval": interval, "ordered_buy_wh": 400,
+                                    "ordered_sell_wh": 0, "traded_wh": 400, "metered_wh": 400,
+                                    "deviation_wh": 0, "deviation_paid_nano_eur": 0}]
     assert main(["market", "statement", "--member", member, *common]) == 0
     assert "on-chain balance" in capsys.readouterr().out
     # errors: one line, exit 1

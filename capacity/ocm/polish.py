@@ -129,21 +129,21 @@ def _lp_step(
     trust: np.ndarray,
     sense: float,
 ) -> np.ndarray | None:
-    """LP on the linearised limits: the step d (n_flex,) maximising ``sense * sum(d)``, or None."""
+    """LP on the linearised limits: the step d (n_flex,) maximising ``sense * sum(d)``, or None.
+
+    Upper-bounded-only rows (the loadings) that no step within the bounds can reach are left
+    out: they cannot bind, and the LP stays the size of the voltage LP."""
     lower_kw, upper_kw, free = box
-    bounds = list(
-        zip(
-            np.maximum(lower_kw[free] - x[free], -trust),
-            np.minimum(upper_kw[free] - x[free], trust),
-            strict=True,
-        )
-    )
+    d_lo = np.maximum(lower_kw[free] - x[free], -trust)
+    d_hi = np.minimum(upper_kw[free] - x[free], trust)
     has_lo = np.isfinite(g_lo)
+    reach = g0 + np.maximum(jac * d_lo, jac * d_hi).sum(axis=1)
+    up = has_lo | (reach > g_hi)
     lp = linprog(
         c=-sense * np.ones(free.size),
-        A_ub=np.vstack([-jac[has_lo], jac]),
-        b_ub=np.concatenate([g0[has_lo] - g_lo[has_lo], g_hi - g0]),
-        bounds=bounds,
+        A_ub=np.vstack([-jac[has_lo], jac[up]]),
+        b_ub=np.concatenate([g0[has_lo] - g_lo[has_lo], g_hi[up] - g0[up]]),
+        bounds=list(zip(d_lo, d_hi, strict=True)),
         method="highs",
     )
     if lp.status != 0:

@@ -36,6 +36,10 @@ any batch. Scenarios are processed in blocks of about ``_BLOCK_ELEMENTS`` (scena
 values, vectorised within a block; converged scenarios are never checked again and leave the
 block's arrays once half of them have converged. A single scenario takes a latency path with
 the same series, schedule and tests on 1-D arrays (``_solve_one``).
+
+Results also give the line and transformer loadings of the solved voltages
+(``HelmResult.line_loading_pct``, ``trafo_loading_pct``; ``capacity.loading``), computed on
+first access.
 """
 
 from __future__ import annotations

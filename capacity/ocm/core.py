@@ -29,7 +29,14 @@ from capacity.ocm.ga import GaSettings
 from capacity.ocm.problem import StepProblem, VoltageSolver
 from capacity.ocm.result import RATING, BandResult, binding_constraint, branch_names
 
-__all__ = ["BandResult", "compute_bands", "helm_voltage_solver", "loading_limits", "step_seed"]
+__all__ = [
+    "BandResult",
+    "compute_bands",
+    "helm_voltage_solver",
+    "loading_limits",
+    "step_seed",
+    "thermal_corner_masks",
+]
 
 
 def _validate(

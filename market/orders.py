@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
@@ -50,6 +49,28 @@ EIP712_TYPES: dict[str, list[dict[str, str]]] = {
 }
 
 UINT64_MAX = 2**64 - 1
+#: Order of the secp256k1 group: r and s lie in 1..n-1; the contract takes s <= n/2 only.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP256K1_HALF_N = SECP256K1_N // 2
+
+
+def _keccak_impl() -> Callable[[bytes], bytes]:
+    """keccak256 without eth_utils' per-call checks (a book hash takes one per order).
+
+    ``sha3.keccak_256`` (PyPI ``safe-pysha3``, about 3x faster) when installed, else
+    pycryptodome's (always present: eth-account depends on it). Both are keccak256.
+    """
+    try:
+        from sha3 import keccak_256  # type: ignore[import-not-found]
+
+        return lambda data: keccak_256(data).digest()
+    except ImportError:
+        from Crypto.Hash import keccak as _k
+
+        return lambda data: _k.new(digest_bits=256, data=data).digest()
+
+
+_fast_keccak = _keccak_impl()
 
 
 class Side(IntEnum):
@@ -190,6 +211,27 @@ def sign_order(order: Order, domain: MarketDomain, private_key: bytes | str) -> 
     return bytes(Account.sign_message(signable, private_key).signature)
 
 
+def canonical_signature(signature: bytes) -> bytes:
+    """The one form of a 65-byte ``r ++ s ++ v`` signature that ``GridMarket`` (OpenZeppelin's
+    ECDSA) accepts: ``s`` in the lower half of the group order and ``v`` 27 or 28. A high-s
+    signature is replaced by its twin ``(r, n - s)`` with the other ``v`` (same signer), and
+    ``v`` 0/1 becomes 27/28; both sign the same order. Raises InvalidSignatureError for any other
+    length, for ``r`` or ``s`` outside 1..n-1 and for another ``v``."""
+    signature = bytes(signature)
+    if len(signature) != 65:
+        raise InvalidSignatureError(f"a signature has 65 bytes (r ++ s ++ v), got "
+                                    f"{len(signature)}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64] + 27 if signature[64] in (0, 1) else signature[64]
+    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N) or v not in (27, 28):
+        raise InvalidSignatureError("signature r and s must lie in 1..n-1 and v be 0, 1, 27 or "
+                                    f"28 (got v {signature[64]})")
+    if s > SECP256K1_HALF_N:
+        s, v = SECP256K1_N - s, 55 - v  # 27 <-> 28
+    return signature[:32] + s.to_bytes(32, "big") + bytes([v])
+
+
 def recover_signer(order: Order, domain: MarketDomain, signature: bytes) -> str:
     """The checksum address that signed ``order`` (raises InvalidSignatureError if unreadable)."""
     digest = domain.digest(order)
@@ -203,63 +245,81 @@ def recover_signer(order: Order, domain: MarketDomain, signature: bytes) -> str:
 
 
 class OrderError(ValueError):
-    """An order refused by validation; ``code`` names the reason (used by the REST API)."""
+    """An order refused by validation; ``code`` names the reason and ``field`` the request
+    field it is about (the REST API's names; None: the order as a whole)."""
 
     code = "invalid_order"
+    field: str | None = None
 
 
 class InvalidSignatureError(OrderError):
     """Signature malformed or made by another key than the order's prosumer."""
 
     code = "invalid_signature"
+    field = "signature"
 
 
 class BadNonceError(OrderError):
     """Nonce is not the prosumer's next expected nonce (replayed or skipped)."""
 
     code = "bad_nonce"
+    field = "nonce"
 
 
 class OrderExpiredError(OrderError):
     """The order's deadline has passed."""
 
     code = "expired"
+    field = "deadline_unix_s"
+
+
+class DeadlineBeforeIntervalError(OrderError):
+    """The deadline lies before the interval starts: the order could not stand for it."""
+
+    code = "deadline_before_interval"
+    field = "deadline_unix_s"
 
 
 class UnknownProsumerError(OrderError):
     """The prosumer is not registered with the market."""
 
     code = "unknown_prosumer"
+    field = "prosumer"
 
 
 class IntervalClosedError(OrderError):
     """The interval is settled or no longer open for orders."""
 
     code = "interval_closed"
+    field = "interval"
 
 
 class NonPositiveEnergyError(OrderError):
     """Energy is zero or negative."""
 
     code = "non_positive_energy"
+    field = "energy_wh"
 
 
 class EnergyTooLargeError(OrderError):
     """Energy above the market's per-order maximum."""
 
     code = "energy_too_large"
+    field = "energy_wh"
 
 
 class PriceOutOfBoundsError(OrderError):
     """Limit price outside the market's price bounds."""
 
     code = "price_out_of_bounds"
+    field = "price_micro_eur_per_kwh"
 
 
 class IntervalOutOfWindowError(OrderError):
     """Interval before the current one or beyond the market's window ahead."""
 
     code = "interval_out_of_window"
+    field = "interval"
 
 
 @dataclass(frozen=True)
@@ -281,19 +341,24 @@ class ValidationContext:
     max_price_micro_eur_per_kwh: int
     max_energy_wh: int = 10_000_000
     window: tuple[int, int] | None = None
+    interval_seconds: int | None = None
 
 
-def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> bytes:
+def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
+                   signer: str | None = None) -> bytes:
     """Check one signed order; return its digest or raise the matching :class:`OrderError`.
 
     Order of checks as in ``GridMarket.submitOrderSigned``: signature, registered prosumer,
     nonce, deadline, energy, price, interval window, open interval (the first failing check is
     reported); a negative energy is reported first, as it has no uint64 encoding to check a
-    signature against.
+    signature against. With ``ctx.interval_seconds`` a deadline before the interval's start is
+    refused too (an off-chain rule: such an order could never stand for its interval).
+    ``signer``: the signature's signer when the caller recovered it already (canonical form).
     """
     if order.energy_wh < 0:
         raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
-    signer = recover_signer(order, ctx.domain, signature)
+    if signer is None:
+        signer = recover_signer(order, ctx.domain, canonical_signature(signature))
     if signer != order.prosumer:
         raise InvalidSignatureError(
             f"order of {order.prosumer} is signed by {signer}, not by the prosumer"
@@ -323,9 +388,16 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext) -> by
             f"market's bounds [{lo}, {hi}]"
         )
     if ctx.window is not None and not ctx.window[0] <= order.interval <= ctx.window[1]:
+        where = "is in the past" if order.interval < ctx.window[0] else "is too far ahead"
         raise IntervalOutOfWindowError(
-            f"interval {order.interval} is outside the market's window "
-            f"[{ctx.window[0]}, {ctx.window[1]}] (past or too far ahead)"
+            f"interval {order.interval} {where}: the market's window takes intervals "
+            f"{ctx.window[0]} (the current one) to {ctx.window[1]}"
+        )
+    if ctx.interval_seconds is not None and \
+            order.deadline_unix_s < order.interval * ctx.interval_seconds:
+        raise DeadlineBeforeIntervalError(
+            f"deadline {order.deadline_unix_s} is before interval {order.interval} starts "
+            f"({order.interval * ctx.interval_seconds}): the order could not stand for it"
         )
     if not ctx.interval_open(order.interval):
         raise IntervalClosedError(f"interval {order.interval} is not open for orders")
@@ -364,7 +436,8 @@ def book_hash(entries: Iterable[BookEntry]) -> bytes:
     in placement order, ``h = keccak256(abi.encode(h, prosumer, side, energyWh, price))`` from
     ``h = 0`` (32 zero bytes for no orders)."""
     h = bytes(32)
-    for prosumer, side, energy_wh, price in entries:
-        h = keccak(abi_encode(["bytes32", "address", "uint8", "uint64", "uint64"],
-                              [h, prosumer, side, energy_wh, price]))
+    for prosumer, side, energy_wh, price in entries:  # abi.encode: five 32-byte words
+        h = _fast_keccak(h + bytes.fromhex(prosumer[2:]).rjust(32, b"\0")
+                   + int(side).to_bytes(32, "big") + int(energy_wh).to_bytes(32, "big")
+                   + int(price).to_bytes(32, "big"))
     return h

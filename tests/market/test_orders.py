@@ -167,8 +167,11 @@ def test_unknown_prosumer(domain, accounts):
 def test_error_codes_are_distinct():
     classes = [c for c in vars(mo).values()
                if isinstance(c, type) and issubclass(c, mo.OrderError) and c is not mo.OrderError]
-    assert len(classes) == 9
+    assert len(classes) == 10
     assert len({c.code for c in classes}) == len(classes)
+    # every refusal names the request field it is about (the API's 422 "field")
+    assert {c.field for c in classes} == {"signature", "nonce", "deadline_unix_s", "prosumer",
+                                          "interval", "energy_wh", "price_micro_eur_per_kwh"}
 
 
 def test_chain_seq_orders_by_block_then_log():
@@ -183,3 +186,71 @@ def test_negative_energy_cannot_be_signed_or_validated(domain, accounts):
     good_sig = sign_order(_order(accounts), domain, accounts[0].key)
     with pytest.raises(mo.NonPositiveEnergyError, match="-5 Wh"):
         validate_order(order, good_sig, _ctx(domain, accounts))
+
+
+# ---- one canonical signature: what the API accepts, the contract's ECDSA check accepts
+def _parts(sig: bytes) -> tuple[int, int, int]:
+    return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+
+
+def _join(r: int, s: int, v: int) -> bytes:
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+
+
+def test_canonical_signature_normalises_v_and_the_high_s_twin(domain, accounts):
+    order, sig = _signed(domain, accounts)
+    r, s, v = _parts(sig)
+    assert v in (27, 28) and s <= mo.SECP256K1_HALF_N  # eth_account signs canonically
+    assert mo.canonical_signature(sig) == sig
+    v01 = _join(r, s, v - 27)
+    twin = _join(r, mo.SECP256K1_N - s, 55 - v)  # same signer, s in the upper half
+    twin01 = _join(r, mo.SECP256K1_N - s, 28 - v)
+    for form in (v01, twin, twin01):
+        assert mo.recover_signer(order, domain, form) == accounts[0].address
+        assert mo.canonical_signature(form) == sig
+        assert validate_order(order, form, _ctx(domain, accounts)) == domain.digest(order)
+
+
+@pytest.mark.parametrize("bad", [
+    "r0", "s0", "rn", "sn", "v2", "v26", "v29", "v255", "short", "long"])
+def test_signatures_no_contract_accepts_are_refused(domain, accounts, bad):
+    order, sig = _signed(domain, accounts)
+    r, s, v = _parts(sig)
+    n = mo.SECP256K1_N
+    forms = {"r0": _join(0, s, v), "s0": _join(r, 0, v), "rn": _join(n, s, v),
+             "sn": _join(r, n, v), "v2": _join(r, s, 2), "v26": _join(r, s, 26),
+             "v29": _join(r, s, 29), "v255": _join(r, s, 255), "short": sig[:64],
+             "long": sig + b"\0"}
+    with pytest.raises(mo.InvalidSignatureError) as info:
+        mo.canonical_signature(forms[bad])
+    assert info.value.field == "signature"
+    with pytest.raises(mo.InvalidSignatureError):
+        validate_order(order, forms[bad], _ctx(domain, accounts))
+
+
+@settings(max_examples=30, deadline=None)
+@given(r=st.integers(0, 2**256 - 1), s=st.integers(0, 2**256 - 1), v=st.integers(0, 255))
+def test_canonical_signature_of_any_65_bytes(r, s, v):
+    """Any 65 bytes: refused, or canonical (low s, v 27/28) and a fixed point."""
+    try:
+        out = mo.canonical_signature(_join(r, s, v))
+    except mo.InvalidSignatureError:
+        return
+    cr, cs, cv = _parts(out)
+    assert cr == r and 0 < cs <= mo.SECP256K1_HALF_N and cv in (27, 28)
+    assert mo.canonical_signature(out) == out
+
+
+def test_deadline_before_the_interval_starts_is_refused(domain, accounts):
+    """With the interval length known, an order whose deadline lies before its interval's
+    start is refused (field deadline_unix_s); at the start it is taken."""
+    ctx = _ctx(domain, accounts, interval_seconds=900, now_unix_s=0)
+    start = 12 * 900
+    order, sig = _signed(domain, accounts, deadline_unix_s=start - 1)
+    with pytest.raises(mo.DeadlineBeforeIntervalError, match="before interval 12 starts") as e:
+        validate_order(order, sig, ctx)
+    assert e.value.field == "deadline_unix_s"
+    order, sig = _signed(domain, accounts, deadline_unix_s=start)
+    assert validate_order(order, sig, ctx) == domain.digest(order)
+    top, sig = _signed(domain, accounts, deadline_unix_s=2**64 - 1)  # "never expires"
+    assert validate_order(top, sig, ctx) == domain.digest(top)

@@ -5,7 +5,8 @@ rules, devnet accounts prefunded) or for any JSON-RPC URL (anvil, Besu: one code
 transaction is signed locally with a private key and sent raw:
 
 * nonces come from a per-address ``NonceManager`` (thread-safe; resyncs from the node's pending
-  count after any failed send);
+  count after any failed send); ``Chain.resend`` signs a sent transaction again with its nonce
+  (re-broadcast, or replacement with ``bumped_fees``);
 * gas is estimated first, so a revert surfaces before a nonce is used; with an explicit ``gas`` a
   reverted transaction is mined with status 0, which ``Chain.transact`` turns into the same
   ``ContractRevert`` by replaying the call with ``eth_call`` on the state before its block;
@@ -18,21 +19,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import coincurve
 import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
-from web3.exceptions import TimeExhausted
+from web3.exceptions import TimeExhausted, TransactionNotFound
 from web3.logs import DISCARD
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.rpc import HTTPProvider
@@ -127,6 +131,78 @@ def http_provider(config: ChainConfig) -> ChainHTTPProvider:
                         "hooks": {"response": [_refuse_client_errors]}},
         exception_retry_configuration=retry,
     )
+
+
+# --------------------------------------------------------------------------- fast signing
+def _rlp(item: int | bytes | list[Any]) -> bytes:
+    """RLP encoding of an int (big-endian, no leading zeros), bytes or a list of them."""
+    if isinstance(item, list):
+        body = b"".join(_rlp(x) for x in item)
+        return _rlp_length(len(body), 0xC0) + body
+    if isinstance(item, int):
+        item = item.to_bytes((item.bit_length() + 7) // 8, "big")
+    if len(item) == 1 and item[0] < 0x80:
+        return bytes(item)
+    return _rlp_length(len(item), 0x80) + bytes(item)
+
+
+def _rlp_length(n: int, offset: int) -> bytes:
+    if n < 56:
+        return bytes([offset + n])
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([offset + 55 + len(size)]) + size
+
+
+def sign_transaction_fast(key: coincurve.PrivateKey, tx: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """(raw transaction, hash) of ``tx`` signed by ``key``: byte for byte what
+    ``eth_account``'s ``sign_transaction`` gives (RFC 6979 signatures, tested), about five
+    times faster. EIP-1559 (``maxFeePerGas``) or EIP-155 legacy (``gasPrice``) transactions
+    without access lists; ``to`` absent or empty deploys."""
+    to = bytes(HexBytes(tx.get("to") or b""))
+    data = bytes(HexBytes(tx.get("data") or b""))
+    if "maxFeePerGas" in tx:
+        fields: list[Any] = [int(tx["chainId"]), int(tx["nonce"]),
+                             int(tx["maxPriorityFeePerGas"]), int(tx["maxFeePerGas"]),
+                             int(tx["gas"]), to, int(tx.get("value", 0)), data, []]
+        signature = key.sign_recoverable(keccak(b"\x02" + _rlp(fields)), hasher=None)
+        v = signature[64]
+        prefix = b"\x02"
+    else:
+        fields = [int(tx["nonce"]), int(tx["gasPrice"]), int(tx["gas"]), to,
+                  int(tx.get("value", 0)), data]
+        signature = key.sign_recoverable(
+            keccak(_rlp([*fields, int(tx["chainId"]), 0, 0])), hasher=None)
+        v = signature[64] + 35 + 2 * int(tx["chainId"])
+        prefix = b""
+    raw = prefix + _rlp([*fields, v, int.from_bytes(signature[:32], "big"),
+                         int.from_bytes(signature[32:64], "big")])
+    return raw, keccak(raw)
+
+
+_ETH_TESTER_NONCE = re.compile(r"invalid transaction nonce: expected (\d+), but got (\d+)")
+
+
+def nonce_taken(message: str) -> bool:
+    """True when a node's refusal says the transaction's nonce is used already (geth/anvil
+    "nonce too low", Besu NONCE_TOO_LOW, eth-tester "Expected n, but got m" with m < n)."""
+    text = message.lower()
+    if any(p in text for p in ("nonce too low", "nonce is too low", "nonce_too_low")):
+        return True
+    found = _ETH_TESTER_NONCE.search(text)
+    return found is not None and int(found.group(2)) < int(found.group(1))
+
+
+def bumped_fees(old: Mapping[str, Any], fresh: Mapping[str, int], factor: float) -> dict[str, int]:
+    """Fees for a replacement of a transaction with fees ``old``: each fee field ``factor``
+    times the old one (nodes want >= 10 % more to replace), or the ``fresh`` quote when that is
+    higher. Wei."""
+    out = {}
+    for key in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
+        if key in old:
+            out[key] = max(int(int(old[key]) * factor) + 1, int(fresh.get(key, 0)))
+    if "maxFeePerGas" in out:
+        out["maxFeePerGas"] = max(out["maxFeePerGas"], out["maxPriorityFeePerGas"])
+    return out
 
 
 class LockedEthereumTesterProvider(EthereumTesterProvider):
@@ -259,6 +335,8 @@ class Chain:
             lambda address: self.w3.eth.get_transaction_count(address, "pending")
         )
         self._poll_s = 0.01 if config.is_embedded else 0.1
+        self._signing_keys: dict[str, coincurve.PrivateKey] = {}
+        self._senders: ThreadPoolExecutor | None = None
 
     # ---- basics
     @property
@@ -341,6 +419,8 @@ class Chain:
 
         Estimates gas when ``tx`` has none (a revert raises ``ContractRevert`` here, before a
         nonce is used), fills fees and the managed nonce, retries once after a nonce clash.
+        A "nonce too low" answer for a transaction the node already knows (a retried request
+        whose first attempt got through) returns that transaction: it is never signed twice.
         """
         account = self.account(sender)
         full: dict[str, Any] = {"value": 0, **tx, "from": account.address,
@@ -349,23 +429,103 @@ class Chain:
             full["gas"] = self._estimate(full)
         if "gasPrice" not in full and "maxFeePerGas" not in full:
             full.update(self._fees())
+        signed_hash: HexBytes | None = None
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
             try:
                 with self.nonces.reserve(account.address) as nonce:
                     full["nonce"] = nonce
-                    unsigned = {k: v for k, v in full.items() if k != "from"}
-                    signed = account.sign_transaction(unsigned)
-                    tx_hash = self._send_raw(signed.raw_transaction, HexBytes(signed.hash))
+                    raw, signed_hash = self.sign(account, full)
+                    tx_hash = self._send_raw(raw, signed_hash)
                 return tx_hash, full
             except ChainError:
                 raise
             except Exception as exc:
                 text = str(exc).lower()
+                if "nonce" in text and signed_hash is not None and self.tx_known(signed_hash):
+                    # a retried request whose first attempt reached the node: "nonce too low"
+                    # because this very transaction took the nonce; never sign it again
+                    return signed_hash, full
                 if attempt < MAX_SEND_ATTEMPTS and "nonce" in text:
                     log.warning("nonce clash for %s (%s); resynced from node", account.address, exc)
                     continue
                 raise self._wrap(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def sign(self, account: LocalAccount, tx: Mapping[str, Any]) -> tuple[bytes, HexBytes]:
+        """(raw transaction, hash) of ``tx`` signed by ``account``
+        (:func:`sign_transaction_fast`)."""
+        key = self._signing_keys.get(account.address)
+        if key is None:
+            key = self._signing_keys.setdefault(account.address,
+                                                coincurve.PrivateKey(bytes(account.key)))
+        raw, tx_hash = sign_transaction_fast(key, tx)
+        return raw, HexBytes(tx_hash)
+
+    def sign_next(self, tx: Mapping[str, Any], sender: Sender
+                  ) -> tuple[dict[str, Any], bytes, HexBytes]:
+        """(full transaction, raw, hash): ``tx`` (with gas and fees) filled with the sender,
+        chain id and the sender's next managed nonce, and signed; nothing is sent and the nonce
+        counts as used (:meth:`broadcast` sends it, :meth:`resend` again)."""
+        account = self.account(sender)
+        full: dict[str, Any] = {"value": 0, **tx, "from": account.address,
+                                "chainId": self.chain_id}
+        with self.nonces.reserve(account.address) as nonce:
+            full["nonce"] = nonce
+            raw, tx_hash = self.sign(account, full)
+        return full, raw, tx_hash
+
+    def broadcast(self, signed: Sequence[tuple[bytes, HexBytes]], workers: int = 4
+                  ) -> list[BaseException | None]:
+        """Send signed transactions: over up to ``workers`` connections at once on an RPC node
+        (a node queues a nonce that arrives before its predecessor), in order on the embedded
+        chain. Per transaction None (the node has it, or mined it) or the error."""
+
+        def one(item: tuple[bytes, HexBytes]) -> BaseException | None:
+            try:
+                self._send_raw(*item)
+            except ChainError as exc:
+                return exc
+            except Exception as exc:
+                if nonce_taken(str(exc)) and self.tx_known(item[1]):
+                    return None
+                return self._wrap(exc)
+            return None
+
+        if self.is_embedded or workers <= 1 or len(signed) < 2:
+            return [one(item) for item in signed]
+        if self._senders is None:
+            self._senders = ThreadPoolExecutor(workers, thread_name_prefix="tx-broadcast")
+        return list(self._senders.map(one, signed))
+
+    def tx_known(self, tx_hash: HexBytes) -> bool:
+        """True when the node knows the transaction (in its pool or mined)."""
+        try:
+            return self.w3.eth.get_transaction(tx_hash) is not None
+        except TransactionNotFound:
+            return False
+
+    def resend(self, full: Mapping[str, Any], sender: Sender,
+               fees: Mapping[str, int] | None = None) -> HexBytes | None:
+        """Sign ``full`` (a transaction returned by :meth:`send`, its nonce kept) again, with
+        ``fees`` replacing its fee fields when given, and send it: the same bytes re-broadcast a
+        transaction a node lost; higher fees replace a stalled one. Returns its hash, or None
+        when the nonce is already taken on-chain (this or another transaction with it was
+        mined)."""
+        account = self.account(sender)
+        tx = dict(full)
+        if fees is not None:
+            for key in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
+                tx.pop(key, None)
+            tx.update(fees)
+        raw, tx_hash = self.sign(account, tx)
+        try:
+            return self._send_raw(raw, tx_hash)
+        except ChainError:
+            raise
+        except Exception as exc:
+            if nonce_taken(str(exc)):
+                return None
+            raise self._wrap(exc) from exc
 
     def _send_raw(self, raw: bytes, tx_hash: HexBytes) -> HexBytes:
         try:

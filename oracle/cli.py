@@ -1,8 +1,17 @@
-"""``gridshare oracle run`` and ``gridshare oracle status``."""
+"""``gridshare oracle run`` and ``gridshare oracle status``.
+
+``run`` logs "ready" once it serves, "chain unavailable ..." / "chain back after N s" around a
+node outage, and stops within a second of SIGTERM or SIGINT (the signal interrupts whatever it
+is doing: every step is safe to cut, as a kill -9 is), then prints its status as JSON. Exit
+codes: 0 stopped, 1 chain or configuration error, 3 fatal (ORACLE_ROLE lost), 4 chain reset (the
+node is not the deployment's chain: one line says why; the store is kept). ``status`` opens the
+store read-only and never fails because of the chain (exit 0 ok, 1 chain unavailable, 4 reset).
+"""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -13,8 +22,18 @@ from typing import Any
 
 from gridshare.chain.config import DEFAULT_DEPLOYMENT_FILE, ENV_CHAIN, ENV_DEPLOYMENT, ChainConfig
 from gridshare.chain.errors import ChainError
+from gridshare.chain.identity import ChainResetError
 
 ENV_ORACLE_DB = "GRIDSHARE_ORACLE_DB"
+EXIT_CHAIN_RESET = 4
+STATUS_LINES = ("chain", "feeder", "head_block", "processed_block", "lag_blocks",
+                "confirmations", "last_interval_on_chain", "next_interval", "intervals_written",
+                "intervals_skipped", "infeasible_steps", "readings", "late", "rejected",
+                "rejected_by_rule", "nr_check", "stale_bands", "tx_failures", "median_latency_s")
+
+
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT: raised in the main thread wherever the oracle is."""
 
 
 def _db_path(args: argparse.Namespace) -> Path:
@@ -26,12 +45,7 @@ def _db_path(args: argparse.Namespace) -> Path:
     return deployment.with_name(deployment.stem + ".oracle.sqlite")
 
 
-def _oracle(args: argparse.Namespace, read_only: bool = False, **overrides: Any):
-    from gridshare.chain.client import connect
-    from gridshare.chain.deploy import Deployment
-    from oracle.service import OcmSettings, Oracle, OracleConfig
-
-    deployment = Deployment.load(Path(args.deployment))
+def _chain_config(args: argparse.Namespace, deployment: Any) -> ChainConfig:
     config = ChainConfig.from_env(rpc=args.rpc or (None if deployment.rpc == "embedded"
                                                    else deployment.rpc))
     if config.is_embedded:
@@ -39,20 +53,47 @@ def _oracle(args: argparse.Namespace, read_only: bool = False, **overrides: Any)
             "the embedded chain lives inside one process: the oracle needs a JSON-RPC node "
             f"(--rpc URL or ${ENV_CHAIN}); `gridshare simulate` runs everything in one process"
         )
-    chain = connect(config)
+    return config
+
+
+def _oracle_config(args: argparse.Namespace) -> Any:
+    from oracle.certify import NrSettings
+    from oracle.registry import ReadingWindow
+    from oracle.service import OcmSettings, OracleConfig
+
     ocm = OcmSettings(**{k: v for k, v in {
         "forecast": getattr(args, "forecast", None), "n_random": getattr(args, "n_random", None),
         "ga_population": getattr(args, "ga_population", None),
         "ga_max_generations": getattr(args, "ga_generations", None),
         "objective": getattr(args, "objective", None), "seed": getattr(args, "seed", None),
     }.items() if v is not None})
-    oracle_config = OracleConfig(
-        db_path=str(_db_path(args)), confirmations=getattr(args, "confirmations", 0),
-        clock=getattr(args, "clock", "readings"), grace_s=getattr(args, "grace_seconds", 60),
+    nr = NrSettings(**({} if getattr(args, "nr_random", None) is None
+                       else {"n_random": args.nr_random}))
+    window = ReadingWindow(**({} if getattr(args, "max_reading_age_seconds", None) is None
+                              else {"max_age_s": args.max_reading_age_seconds}))
+    return OracleConfig(
+        db_path=str(_db_path(args)), confirmations=getattr(args, "confirmations", None),
+        grace_s=getattr(args, "grace_seconds", 60),
         poll_interval_s=getattr(args, "poll_seconds", 1.0),
-        explicit_gas=getattr(args, "explicit_gas", None), ocm=ocm, **overrides,
+        explicit_gas=getattr(args, "explicit_gas", None), ocm=ocm, nr=nr, window=window,
     )
-    return Oracle(chain, deployment, oracle_config, read_only=read_only)
+
+
+def _oracle(args: argparse.Namespace) -> Any:
+    from gridshare.chain.client import connect
+    from gridshare.chain.deploy import Deployment
+    from oracle.service import Oracle
+
+    deployment = Deployment.load(Path(args.deployment))
+    chain = connect(_chain_config(args, deployment))
+    return Oracle(chain, deployment, _oracle_config(args))
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """Raise ``StopRequested`` once; later signals are ignored while the oracle stops."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise StopRequested
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -60,42 +101,64 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stopping = {"flag": False}
-
-    def _stop(_signum: int, _frame: Any) -> None:
-        stopping["flag"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    oracle = None
     try:
         oracle = _oracle(args)
-        code = oracle.run(once=args.once, stop=lambda: stopping["flag"])
-        print(json.dumps(oracle.status(), indent=2))
-        return code
+        code = oracle.run(once=args.once)
+    except StopRequested:
+        logging.getLogger("oracle").info("stopped by signal")
+        # the cyclic GC's pass over pandas/pandapower objects at interpreter teardown takes
+        # about a second; skip it (the store is closed below, nothing else holds state)
+        gc.disable()
+        gc.freeze()
+        code = 0
+    except ChainResetError as exc:
+        print(f"gridshare oracle run: {exc}", file=sys.stderr)
+        return EXIT_CHAIN_RESET
     except OracleFatal as exc:
         print(f"gridshare oracle run: fatal: {exc}", file=sys.stderr)
         return 3
     except ChainError as exc:
         print(f"gridshare oracle run: chain error: {exc}", file=sys.stderr)
         return 1
+    if oracle is not None:
+        print(json.dumps(oracle.status(), indent=2))
+        oracle.close()
+    return code
+
+
+def _status_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The status (see ``oracle.status``); the store alone when the chain cannot be read."""
+    from gridshare.chain.client import connect
+    from gridshare.chain.deploy import Deployment
+    from oracle.service import Oracle
+    from oracle.status import chain_problem, store_status
+    from oracle.store import Store
+
+    deployment = Deployment.load(Path(args.deployment))
+    config = _oracle_config(args)
+    store = Store(config.db_path, read_only=True)  # a missing or foreign file: a clear error
+    try:
+        return Oracle(connect(_chain_config(args, deployment)), deployment, config,
+                      read_only=True).status()
+    except ChainError as exc:
+        return {"chain": chain_problem(exc), "feeder": deployment.feeder,
+                **store_status(store, deployment.interval_seconds)}
+    finally:
+        store.close()
 
 
 def _status(args: argparse.Namespace) -> int:
-    try:
-        oracle = _oracle(args, read_only=True)
-        status = oracle.status()
-    except ChainError as exc:
-        print(f"gridshare oracle status: chain error: {exc}", file=sys.stderr)
-        return 1
+    status = _status_of(args)
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
-    for key in ("feeder", "head_block", "processed_block", "lag_blocks", "confirmations",
-                "last_interval_on_chain", "next_interval", "intervals_written",
-                "intervals_skipped", "infeasible_steps", "readings", "late", "rejected",
-                "tx_failures", "median_latency_s"):
-        print(f"{key:24s} {status[key]}")
-    return 0
+    else:
+        for key in STATUS_LINES:
+            print(f"{key:24s} {status.get(key)}")
+    chain = str(status.get("chain"))
+    return 0 if chain == "ok" else EXIT_CHAIN_RESET if chain.startswith("reset") else 1
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -110,38 +173,47 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "<deployment>.oracle.sqlite)")
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``oracle run`` and ``oracle status``."""
-    oracle = subparsers.add_parser("oracle", help="the oracle: meter readings in, OCM bands out")
-    sub = oracle.add_subparsers(dest="oracle_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="serve: ingest readings, write bands (see docs/oracle.md)")
-    _common(run)
+def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--once", action="store_true",
                      help="process what is there and exit")
-    run.add_argument("--confirmations", type=int, default=0,
-                     help="blocks to wait before reading a block (0 on QBFT; more on chains "
-                     "that reorganise)")
-    run.add_argument("--clock", choices=("readings", "block"), default="readings",
-                     help="time source for closing intervals: the latest reading (sped-up "
-                     "meters) or the latest block (real time); default readings")
+    run.add_argument("--confirmations", type=int, default=None,
+                     help="blocks to wait before reading a block (default by node: 1 on anvil "
+                     "and Besu, 6 on other nodes)")
     run.add_argument("--grace-seconds", type=int, default=60,
-                     help="wait this long after an interval's end for missing meters (default 60)")
+                     help="wait this long after an interval's end (chain time) for missing "
+                     "meters (default 60)")
+    run.add_argument("--max-reading-age-seconds", type=int, default=None,
+                     help="reject readings whose minute ended longer before their block "
+                     "(default 3600)")
     run.add_argument("--forecast", choices=("all", "extremes", "last"), default=None,
                      help="OCM steps from the source interval (default extremes)")
     run.add_argument("--n-random", type=int, default=None,
                      help="random certification points per step (default 200)")
+    run.add_argument("--nr-random", type=int, default=None,
+                     help="random Newton-Raphson points per step besides the band's two "
+                     "corners (default 2)")
     run.add_argument("--ga-population", type=int, default=None, help="GA population size")
     run.add_argument("--ga-generations", type=int, default=None, help="GA generations (max)")
     run.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
                      help="OCM objective (default sum)")
     run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
     run.add_argument("--poll-seconds", type=float, default=1.0,
-                     help="pause between polls when idle (default 1 s)")
+                     help="longest pause between polls when idle; a new block ends it at once "
+                     "(default 1 s)")
     run.add_argument("--explicit-gas", type=int, default=None,
                      help="send band transactions with this gas limit instead of estimating")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``oracle run`` and ``oracle status``."""
+    oracle = subparsers.add_parser("oracle", help="the oracle: meter readings in, OCM bands out")
+    sub = oracle.add_subparsers(dest="oracle_command", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="serve: ingest readings, write bands (see docs/oracle.md)")
+    _common(run)
+    _run_options(run)
     run.set_defaults(func=_run)
-    status = sub.add_parser("status", help="processed block, lag, last interval, infeasible "
-                            "steps")
+    status = sub.add_parser("status", help="processed block, lag, intervals, readings, checks "
+                            "(read-only)")
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)

@@ -14,8 +14,9 @@ ingestion resumes after a restart. One ``Ingestor.poll()``:
    the chain: back to the deployment block). A range the chain changed under while it was read
    is read again on the next poll (``PollReport.retry``);
 3. decode the packed 24-byte records (layout in ``GridCapacity.postReadings``), validate them
-   (``oracle.state.rejection_reason``; a timestamp more than ``MAX_AHEAD_S`` after its block's
-   time; duplicates of an accepted (device, timestamp)) and store readings, rejections, the
+   (the plausibility rules of ``oracle.registry``, with the time of each event's block for the
+   reading window and its meter; duplicates of an accepted (device, timestamp)) and store
+   readings, rejections (rule and reason; each one logged naming meter, device and reason), the
    range's recorded block hashes and the new cursor in one SQLite transaction.
 
 Readings are keyed by (tx hash, log index, position in the blob): reading a log twice is
@@ -34,7 +35,15 @@ import numpy as np
 from hexbytes import HexBytes
 
 from gridshare.chain.events import EventReader, Reorg
-from oracle.state import READING_FIELDS, DeviceRegistry, rejection_mask, rejection_reason
+from oracle.registry import (
+    DEFAULT_WINDOW,
+    READING_FIELDS,
+    RULES,
+    DeviceRegistry,
+    ReadingWindow,
+    rejection,
+    rejection_codes,
+)
 from oracle.store import Cursor, Store
 
 log = logging.getLogger(__name__)
@@ -47,9 +56,6 @@ READING_DTYPE = np.dtype([
     ("v_micro_pu", ">u4"), ("theta_micro_rad", ">i4"),
 ])
 REGISTRY_EVENTS = ("DeviceRegistered", "RatedRangeSet", "DeviceMeterSet")
-#: A reading may not describe a minute more than this after the time of its block (a meter
-#: with a wrong clock would otherwise drive the readings clock far ahead).
-MAX_AHEAD_S = 86_400
 
 
 def encode_readings(records: np.ndarray | list[tuple[int, ...]]) -> bytes:
@@ -110,7 +116,7 @@ class Ingestor:
         confirmations: int = 0,
         window_blocks: int = 50,
         max_blocks_per_poll: int = 2000,
-        late_before_s: Callable[[], int | None] = lambda: None,
+        window: ReadingWindow = DEFAULT_WINDOW,
         refresh_registry: Callable[[], None] = lambda: None,
     ) -> None:
         if max_blocks_per_poll < 1:
@@ -122,7 +128,7 @@ class Ingestor:
         self.refresh_registry = refresh_registry
         self.start_block = int(start_block)
         self.max_blocks_per_poll = int(max_blocks_per_poll)
-        self.late_before_s = late_before_s
+        self.window = window
         self.reader = EventReader(chain, capacity, self.start_block, window_blocks=window_blocks,
                                   confirmations=confirmations, keep_logs=False)
 
@@ -189,11 +195,20 @@ class Ingestor:
             Cursor(result.to_block, str(result.to_hash)), result.block_hashes, readings, rejected
         )
         report.readings, report.rejected = n_new, n_rej
-        report.reasons = [r[-1] for r in rejected]
-        for row in rejected:
-            log.warning("rejected reading of device %d at %d (tx %s log %d #%d): %s",
-                        row[5], row[6], row[0][:10], row[1], row[2], row[-1])
+        report.reasons = [r[-2] for r in rejected]
+        self._log_rejected(rejected)
         return report
+
+    def _log_rejected(self, rejected: list[tuple[Any, ...]]) -> None:
+        """One warning per rejected reading, naming meter, device and reason."""
+        registry = self.registry()
+        for row in rejected:
+            device = registry.devices.get(int(row[5]))
+            named = device is not None and device.name != f"device-{row[5]}"
+            name = f"{device.name} (id {row[5]})" if named else str(row[5])
+            log.warning("rejected reading: meter %s, device %s, minute %d (tx %s log %d #%d): "
+                        "%s: %s", row[4], name, row[6], row[0][:10], row[1], row[2], row[-1],
+                        row[-2])
 
     def _decode(self, events: list[Any], block_times: dict[int, int]
                 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -214,42 +229,52 @@ class Ingestor:
         if not np.isin(np.unique(records["device_id"]), list(registry.devices)).all():
             self.refresh_registry()  # a device registered since the last refresh
             registry = self.registry()
-        ts = records["timestamp"].astype(np.int64)
         block_time = np.array([block_times[m[2]] for m in meta], dtype=np.int64)[event_of]
-        bad = rejection_mask(records, registry) | (ts > block_time + MAX_AHEAD_S)
-        reasons: dict[int, str] = {}
-        for i in np.flatnonzero(bad).tolist():
+        meters = np.array([m[4] for m in meta], dtype=object)[event_of]
+        reasons = self._rule_breaks(records, registry, block_time, meters)
+        self._find_duplicates(records, reasons, [(meta[e][0], meta[e][1], int(p)) for e, p in
+                                                 zip(event_of.tolist(), position.tolist(),
+                                                     strict=True)])
+        accepted, rejected = [], []
+        for i, (e, p) in enumerate(zip(event_of.tolist(), position.tolist(), strict=True)):
+            tx_hash, log_index, block_number, block_hash, meter = meta[e]
+            values = tuple(int(x) for x in records[i].tolist())
+            if i in reasons:
+                rejected.append((tx_hash, log_index, p, block_number, meter, *values[:6],
+                                 *reasons[i][::-1]))
+            else:
+                accepted.append((tx_hash, log_index, p, block_number, block_hash, meter,
+                                 *values))
+        return accepted, rejected
+
+    def _rule_breaks(self, records: np.ndarray, registry: DeviceRegistry,
+                     block_time: np.ndarray, meters: np.ndarray) -> dict[int, tuple[str, str]]:
+        """Per rejected record index, (rule, reason) of the first plausibility rule it breaks."""
+        codes = rejection_codes(records, registry, block_time_s=block_time, meters=meters,
+                                window=self.window)
+        out = {}
+        for i in np.flatnonzero(codes).tolist():
             reading = dict(zip(READING_FIELDS, (int(v) for v in records[i].tolist()),
                                strict=True))
-            reasons[i] = rejection_reason(reading, registry) or (
-                f"timestamp {int(ts[i])} is more than {MAX_AHEAD_S} s after its block's time "
-                f"{int(block_time[i])}")
-        # duplicates: the first accepted reading of a (device, timestamp) counts
+            out[i] = rejection(reading, registry, block_time_s=int(block_time[i]),
+                               meter=str(meters[i]), window=self.window) or (
+                RULES[codes[i] - 1], "rejected")
+        return out
+
+    def _find_duplicates(self, records: np.ndarray, reasons: dict[int, tuple[str, str]],
+                         own: list[tuple[str, int, int]]) -> None:
+        """Add to ``reasons`` every record whose (device, timestamp) is already accepted (in the
+        store, or earlier among ``records``): the first reading counts."""
+        ts = records["timestamp"].astype(np.int64)
         key = (records["device_id"].astype(np.int64) << 32) | ts
-        ok = np.flatnonzero(~bad)
+        ok = np.array([i for i in range(len(records)) if i not in reasons], dtype=np.int64)
         existing = self.store.accepted_keys(np.unique(ts[ok]).tolist())
         first_of: dict[int, tuple[str, int, int]] = {}
-        own = [(meta[e][0], meta[e][1], int(p)) for e, p in zip(event_of.tolist(),
-                                                               position.tolist(), strict=True)]
         for i in ok.tolist():
             k = int(key[i])
             first = first_of.get(k) or existing.get(k)
             if first is not None and first != own[i]:
-                reasons[i] = (f"duplicate: device {k >> 32} at {k & 0xFFFFFFFF} already read in "
-                              f"tx {first[0][:10]} log {first[1]} #{first[2]}")
+                reasons[i] = ("duplicate", f"duplicate: device {k >> 32} at {k & 0xFFFFFFFF} "
+                              f"already read in tx {first[0][:10]} log {first[1]} #{first[2]}")
             else:
                 first_of[k] = own[i]
-        late_before = self.late_before_s()
-        values = records.tolist()
-        accepted, rejected = [], []
-        for i, (e, p) in enumerate(zip(event_of.tolist(), position.tolist(), strict=True)):
-            tx_hash, log_index, block_number, block_hash, meter = meta[e]
-            dev, t, p_w, q_var, v, theta = (int(x) for x in values[i])
-            if i in reasons:
-                rejected.append((tx_hash, log_index, p, block_number, meter, dev, t, p_w, q_var,
-                                 v, theta, reasons[i]))
-            else:
-                late = int(late_before is not None and t < late_before)
-                accepted.append((tx_hash, log_index, p, block_number, block_hash, meter, dev, t,
-                                 p_w, q_var, v, theta, late))
-        return accepted, rejected

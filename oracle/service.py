@@ -1,27 +1,38 @@
 """The oracle loop (OCM paper Fig. 4): readings in, certified bands out, restart-safe.
 
-Per step: ingest the new confirmed blocks (``oracle.ingest``), then for every target interval
-whose source interval has closed: feeder state of the source interval (``oracle.state``),
-persistence forecast, ``capacity.ocm.compute_bands`` over the forecast steps, the intersection
-of the step bands, and ONE ``GridCapacity.writeBands`` transaction with the keccak hash of the
-canonical inputs. Bands for interval t+1 come from the readings of interval t.
+Per step: check that the node is still the deployment's chain (``gridshare.chain.identity``:
+chain id, genesis and deployment block, contract code; a reset stops the oracle with one line,
+its store kept), ingest the new confirmed blocks (``oracle.ingest``), then for every target
+interval whose source interval has closed: feeder state of the source interval
+(``oracle.state``), persistence forecast, ``capacity.ocm.compute_bands`` over the forecast steps,
+the intersection of the step bands, the Newton-Raphson check of the band (``oracle.certify``:
+narrowed, or not written, when it fails) and ONE ``GridCapacity.writeBands`` transaction with
+the keccak hash of the canonical inputs. Bands for interval t+1 come from the readings of t.
 
 Which interval next: one more than the contract's ``lastInterval`` (or the last interval the
-store skipped, if later); before anything is written, the interval of the first reading (its
-source interval has no readings, so its state is the profile forecast). Hence a restart never
-writes an interval twice (the contract's record is the truth) and never skips one.
+store handled, if later); before anything is written, the interval of the first accepted reading
+at or after the deployment's interval (the interval of the deployment block's time; never
+earlier), or the chain's current interval if that is later. The contract takes bands for
+``[current, current + maxIntervalsAhead]`` only, so a target already in the past on the chain's
+clock (the oracle was down) is recorded as skipped without computing it. Hence a restart never
+writes an interval twice (the contract's record is the truth) and never leaves one unrecorded.
+The clock is the chain's: the time of the latest block. A source interval is closed when every
+load and transformer meter has its reading for the interval's last minute, or when the chain's
+clock has passed the interval's end by ``grace_s``. No meter moves the clock: a reading outside
+its window around its block's time is rejected (``oracle.registry``).
 
-A source interval is closed when every load and transformer meter has its reading for the
-interval's last minute, or when the clock has passed the interval's end by ``grace_s``. The
-clock is the latest reading's timestamp (``clock="readings"``: the meters' sped-up clock) or
-the latest block's timestamp (``clock="block"``: real time on a live chain).
+Reorgs and rollbacks: the ingestion rewinds to the common ancestor; the store is reconciled
+with the chain (band transactions the chain lost are written again); the account's nonce is
+re-read from the node before every band transaction, so a rollback never leaves a nonce gap;
+written bands whose source readings changed on the new branch are flagged (``stale_reason``,
+in ``status``): the contract takes one write per interval, so such a band stays on chain.
 
 Failed band transactions (every one is logged and stored in ``tx_failures``):
 
 1. revert ``IntervalAlreadyWritten``: the interval is on chain (an earlier run's transaction
    got through): recorded as written from the chain's record, nothing sent again;
-2. revert ``IntervalNotMonotonic``: a later interval is already on chain, this one can never be
-   written: recorded as skipped with the reason;
+2. revert ``IntervalInPast`` (the chain's clock passed the interval while it was computed): it
+   can never be written: recorded as skipped with the reason;
 3. reverts about the registry (``OutsideRatedRange``, ``UnknownDevice``, ``InvalidBand``,
    ``DuplicateDevice``, ``EmptyBatch``, ``LengthMismatch``): the registry is re-read, the bands
    recomputed and sent again, up to ``max_tx_attempts``; then skipped with the reason;
@@ -38,7 +49,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,7 +57,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 
 from capacity.flexibility import Flexibility, FlexibilityKind
-from gridshare.chain.backoff import Backoff, sleep, stop_requested
+from gridshare.chain.backoff import Backoff, Stop, sleep, stop_requested
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import (
     ChainUnavailable,
@@ -54,24 +65,49 @@ from gridshare.chain.errors import (
     TransactionRejected,
     TransactionTimeout,
 )
+from gridshare.chain.identity import (
+    NO_CODE,
+    ChainIdentity,
+    ChainResetError,
+    chain_url,
+    check_identity,
+    client_name,
+    read_identity,
+)
 from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
+from oracle.certify import NrSettings, certify, newton_raphson, nr_settings_of
 from oracle.forecast import FORECAST_MODES, ProfileForecast, forecast_steps, intersect_bands
 from oracle.ingest import Ingestor, PollReport
-from oracle.registry import KIND_NAMES, DeviceRegistry
+from oracle.registry import DEFAULT_WINDOW, KIND_NAMES, DeviceRegistry, ReadingWindow
 from oracle.state import build_state, feeder_model, feeder_profiles, minutes_per_interval
 from oracle.store import Store
 
 log = logging.getLogger(__name__)
 
-INPUTS_FORMAT = "gridshare-oracle-inputs/1"
-CLOCKS = ("readings", "block")
+INPUTS_FORMAT = "gridshare-oracle-inputs/2"
 REGISTRY_ERRORS = frozenset({"OutsideRatedRange", "UnknownDevice", "InvalidBand",
                              "DuplicateDevice", "EmptyBatch", "LengthMismatch"})
+#: Reverts after which an interval can never be written.
+NEVER_WRITABLE = frozenset({"IntervalInPast"})
 RPC_ERRORS = (ChainUnavailable, TransactionTimeout, TransactionRejected)
+#: Default confirmations per node client (``gridshare.chain.identity.client_name``): none on
+#: the embedded chain (one process, no reorgs), one block on anvil/Hardhat (a devnet's newest
+#: block is replaced only by hand) and on Besu (QBFT blocks are final once imported; one block of
+#: margin against an RPC node still importing its newest), ``DEFAULT_CONFIRMATIONS`` elsewhere.
+CLIENT_CONFIRMATIONS = {"embedded": 0, "anvil": 1, "hardhat": 1, "hardhatnetwork": 1,
+                        "besu": 1}
+DEFAULT_CONFIRMATIONS = 6
+#: How often an idle oracle asks the node for its block number (s).
+BLOCK_POLL_S = 0.05
 
 
 class OracleFatal(RuntimeError):  # noqa: N818 (a stop condition, not a recoverable error)
     """The oracle cannot write bands at all (e.g. the account lacks ORACLE_ROLE)."""
+
+
+def default_confirmations(chain: Any) -> int:
+    """Confirmations for the node's client (see ``CLIENT_CONFIRMATIONS``)."""
+    return CLIENT_CONFIRMATIONS.get(client_name(chain), DEFAULT_CONFIRMATIONS)
 
 
 @dataclass(frozen=True)
@@ -79,7 +115,7 @@ class OcmSettings:
     """OCM parameters of the oracle (all part of the hashed inputs). Voltages in pu.
 
     ``forecast``: which minutes of the source interval become OCM steps ("all", "extremes",
-    "last"; see ``oracle.state.forecast_steps``).
+    "last"; see ``oracle.forecast.forecast_steps``).
     """
 
     objective: str = "sum"
@@ -101,16 +137,20 @@ class OcmSettings:
 
 @dataclass(frozen=True)
 class OracleConfig:
-    """How the oracle runs. Times in seconds."""
+    """How the oracle runs. Times in seconds; ``confirmations`` None: by the node's client
+    (``default_confirmations``); ``window``: how far a reading may lie from its block's time;
+    ``nr``: the Newton-Raphson check of every band (part of the hashed inputs);
+    ``poll_interval_s``: the longest idle wait between steps (a new block ends it at once)."""
 
     db_path: str = "oracle.sqlite"
-    confirmations: int = 0
+    confirmations: int | None = None
     window_blocks: int = 50
     max_blocks_per_poll: int = 2000
-    clock: str = "readings"
     grace_s: int = 60
     forecast_seed: int = 0
     ocm: OcmSettings = field(default_factory=OcmSettings)
+    nr: NrSettings = field(default_factory=NrSettings)
+    window: ReadingWindow = DEFAULT_WINDOW
     max_tx_attempts: int = 3
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
@@ -118,9 +158,8 @@ class OracleConfig:
     poll_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
-        if self.confirmations < 0 or self.grace_s < 0 or self.max_tx_attempts < 1:
+        if (self.confirmations is not None and self.confirmations < 0) or self.grace_s < 0 \
+                or self.max_tx_attempts < 1:
             raise ValueError("confirmations >= 0, grace_s >= 0 and max_tx_attempts >= 1")
 
 
@@ -163,7 +202,9 @@ def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
 
 
 def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Run OCM on canonical inputs: per-step ``result`` and the intersected bands (kW, W)."""
+    """Run OCM on canonical inputs: per-step ``result`` and the intersected bands (kW, W); with
+    an ``nr`` part in the inputs (the oracle's), the Newton-Raphson check (``nr``, an
+    ``oracle.certify.NrCheck``) and the bands it certified (``p_min_w``/``p_max_w`` None: none)."""
     from capacity.ocm import GaSettings, compute_bands
 
     if list(map(int, feeder.bus_ids)) != list(inputs["bus_ids"]):
@@ -183,13 +224,24 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         margin_pu=float(ocm["margin_nano_pu"]) * 1e-9,
     )
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
-    return {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
-            "p_min_w": [int(x) for x in np.atleast_1d(kw_to_w(lo_kw))],
-            "p_max_w": [int(x) for x in np.atleast_1d(kw_to_w(hi_kw))],
-            "device_ids": [int(d[0]) for d in inputs["devices"]]}
+    out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
+           "p_min_w": [int(x) for x in np.atleast_1d(kw_to_w(lo_kw))],
+           "p_max_w": [int(x) for x in np.atleast_1d(kw_to_w(hi_kw))],
+           "device_ids": [int(d[0]) for d in inputs["devices"]]}
+    nr = nr_settings_of(inputs)
+    if nr is not None:
+        started = time.perf_counter()
+        out["nr"] = certify(inputs, out["p_min_w"], out["p_max_w"], nr)
+        out["p_min_w"], out["p_max_w"] = out["nr"].p_min_w, out["nr"].p_max_w
+        out["nr_s"] = time.perf_counter() - started
+    return out
 
 
 # ----------------------------------------------------------------------------- the oracle
+#: The measured parts of the canonical inputs: a band is stale when these changed.
+MEASURED_KEYS = ("steps_unix_s", "p_w", "q_var", "v_slack_micro_pu")
+
+
 @dataclass
 class StepReport:
     """What one ``Oracle.step`` did."""
@@ -208,37 +260,68 @@ class Oracle:
 
     def __init__(self, chain: Any, deployment: Deployment, config: OracleConfig | None = None,
                  feeder: Any = None, read_only: bool = False) -> None:
-        """``read_only``: only for ``status`` next to a running oracle (no reconciliation, no
-        adoption of chain progress, no writes)."""
+        """``read_only``: only for ``status`` next to a running oracle (the store opened
+        read-only; no reconciliation, no adoption of chain progress, no writes). Raises
+        ``ChainResetError`` when the node is not the store's (or the deployment's) chain."""
         self.chain = chain
         self.deployment = deployment
         self.config = config or OracleConfig()
+        self.read_only = read_only
         self.capacity = deployment.capacity(chain)
+        self.store = Store(self.config.db_path, read_only=read_only)
+        binding = {"chain_id": str(chain.chain_id), "capacity": self.capacity.address,
+                   "feeder": deployment.feeder}
+        self.store.check_binding(binding) if read_only else self.store.bind(binding)
+        self.identity = self._identity()
         self.feeder = feeder if feeder is not None else feeder_model(deployment.feeder)
-        self.store = Store(self.config.db_path)
-        self.store.bind({"chain_id": str(chain.chain_id), "capacity": self.capacity.address,
-                         "feeder": deployment.feeder})
         self.interval_seconds = int(chain.call(self.capacity.functions.intervalSeconds()))
         self.n_minutes = minutes_per_interval(self.interval_seconds)
+        self.deploy_interval = int(chain.w3.eth.get_block(deployment.deploy_block)["timestamp"]
+                                   ) // self.interval_seconds
+        self.confirmations = (default_confirmations(chain) if self.config.confirmations is None
+                              else self.config.confirmations)
         self.names = {int(d["device_id"]): str(d["name"]) for d in deployment.devices}
         self.registry = self._read_registry()
         self.forecast = ProfileForecast.from_profiles(
             feeder_profiles(deployment.feeder, self.config.forecast_seed))
         self.ingestor = Ingestor(
             chain, self.capacity, self.store, lambda: self.registry,
-            start_block=deployment.deploy_block, confirmations=self.config.confirmations,
+            start_block=deployment.deploy_block, confirmations=self.confirmations,
             window_blocks=self.config.window_blocks,
-            max_blocks_per_poll=self.config.max_blocks_per_poll,
-            late_before_s=self._late_before_s, refresh_registry=self.refresh_registry,
+            max_blocks_per_poll=self.config.max_blocks_per_poll, window=self.config.window,
+            refresh_registry=self.refresh_registry,
         )
         self.account = chain.account("oracle")
         self.before_send: Callable[[int], None] | None = None  # test hook
         self._last_cache: tuple[int | None] | None = None
-        self.read_only = read_only
         if not read_only:
+            newton_raphson(deployment.feeder)  # build the NR model now, not in the first band
             self.reconcile()
 
-    # ---- registry and clock
+    # ---- chain identity, registry and clock
+    def _identity(self) -> ChainIdentity:
+        """The chain identity recorded in the store (recorded now on first use), checked
+        against the node: ``ChainResetError`` when the node is another chain."""
+        recorded = ChainIdentity.from_meta(self.store.meta_items())
+        if recorded is not None:
+            check_identity(self.chain, recorded,
+                           f"the oracle store {self.store.path} is kept for inspection")
+            return recorded
+        found = read_identity(self.chain, [self.capacity.address], self.deployment.deploy_block)
+        if found.code_hashes[self.capacity.address] == NO_CODE or not found.anchor_hash:
+            raise ChainResetError(
+                f"chain reset: no GridCapacity code at {self.capacity.address} (or no deployment "
+                f"block {self.deployment.deploy_block}) on {chain_url(self.chain)}: the "
+                "deployment file is not for this chain; deploy again")
+        if not self.read_only:
+            self.store.bind(found.as_meta())
+        return found
+
+    def check_chain(self) -> None:
+        """``ChainResetError`` unless the node is still the recorded chain."""
+        check_identity(self.chain, self.identity,
+                       f"the oracle store {self.store.path} is kept for inspection")
+
     def _read_registry(self) -> DeviceRegistry:
         return DeviceRegistry.from_chain(self.chain, self.capacity, self.feeder, self.names)
 
@@ -246,17 +329,13 @@ class Oracle:
         """Re-read the device registry from the contract."""
         self.registry = self._read_registry()
 
-    def _late_before_s(self) -> int | None:
-        """Readings before this time arrive too late: their interval was already processed
-        (the source of the last handled target ends where that target starts)."""
-        handled = self.store.last_handled_interval()
-        return None if handled is None else handled * self.interval_seconds
+    def clock_s(self) -> int:
+        """Now: the time of the chain's latest block (unix s)."""
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"])
 
-    def clock_s(self) -> int | None:
-        """Now, in the configured clock (unix s)."""
-        if self.config.clock == "block":
-            return int(self.chain.w3.eth.get_block("latest")["timestamp"])
-        return self.store.watermark_s()
+    def current_interval(self) -> int:
+        """The interval of the chain's clock (the contract's ``currentInterval``)."""
+        return self.clock_s() // self.interval_seconds
 
     def chain_last_interval(self) -> int | None:
         """The contract's last written interval (None before the first write); read once per
@@ -271,7 +350,7 @@ class Oracle:
     # ---- restart safety
     def reconcile(self) -> None:
         """Make the store agree with the chain: settle 'sent' rows, forget writes the chain
-        lost (reorg, node reset)."""
+        lost (reorg, rollback)."""
         self._last_cache = None
         for row in self.store.intervals("sent"):
             updated_at = self._record(row.interval)[1]
@@ -285,9 +364,15 @@ class Oracle:
         lost = [r.interval for r in self.store.intervals("written")
                 if last is None or r.interval > last]
         if lost:
-            log.warning("intervals %s are no longer on chain (reorg or reset); writing again",
+            log.warning("intervals %s are no longer on chain (reorg or rollback); writing again",
                         lost)
             self.store.forget_intervals_after(min(lost) - 1)
+
+    def _recover(self) -> None:
+        """After the node was unreachable: same chain?, fresh nonce, store reconciled."""
+        self.check_chain()
+        self.chain.nonces.resync(self.account.address)
+        self.reconcile()
 
     def _record(self, interval: int) -> tuple[bytes, int, int]:
         inputs_h, updated_at, count = self.chain.call(
@@ -313,8 +398,8 @@ class Oracle:
 
         An interval with a record on chain (an earlier run whose receipt was lost, or another
         oracle account) is recorded as written from the chain; one without, below
-        ``lastInterval``, can never be written any more and is recorded as skipped with the
-        reason. With an empty store only ``lastInterval`` itself is adopted.
+        ``lastInterval``, is recorded as skipped with the reason (the oracle writes in order).
+        With an empty store only ``lastInterval`` itself is adopted.
         """
         last = self.chain_last_interval()
         handled = self.store.last_handled_interval()
@@ -324,12 +409,9 @@ class Oracle:
             if self._record(interval)[1]:
                 self._mark_written_from_chain(interval, "found on chain")
             else:
-                reason = (f"never written, and the contract's lastInterval is already {last} "
-                          "(written by another oracle account): it cannot be written any more")
-                self.store.save_interval(interval=interval, source_interval=interval - 1,
-                                         status="skipped", reason=reason,
-                                         computed_at=time.time())
-                log.error("interval %d: %s", interval, reason)
+                self._skip(interval, f"never written, and the contract's lastInterval is "
+                           f"already {last} (written by another oracle account): this oracle "
+                           "writes in order and goes on after it")
 
     def next_target(self) -> int | None:
         """The next interval to write (see module docstring), None before any reading."""
@@ -340,8 +422,10 @@ class Oracle:
         candidates = [x + 1 for x in (last, handled) if x is not None]
         if candidates:
             return max(candidates)
-        first = self.store.first_reading_s()
-        return None if first is None else first // self.interval_seconds
+        first = self.store.first_reading_s(self.deploy_interval * self.interval_seconds)
+        if first is None:
+            return None
+        return max(first // self.interval_seconds, self.current_interval())
 
     def source_closed(self, source: int) -> bool:
         """Whether the source interval's readings are complete or its grace time is over."""
@@ -350,8 +434,7 @@ class Oracle:
                                           *self.registry.of_role("transformer"))}
         if expected and expected <= self.store.devices_with_reading_at(end_s - 60):
             return True
-        now = self.clock_s()
-        return now is not None and now >= end_s + self.config.grace_s
+        return self.clock_s() >= end_s + self.config.grace_s
 
     # ---- one interval
     def build_inputs(self, target: int) -> tuple[dict[str, Any], Any]:
@@ -383,85 +466,127 @@ class Oracle:
             "v_slack_micro_pu": state.v_slack_micro_pu[steps].tolist(),
             "devices": devices,
             "ocm": ocm_inputs(self.config.ocm, target),
+            "nr": self.config.nr.as_inputs(),
         }
         return inputs, state
 
+    def _compute(self, target: int) -> dict[str, Any] | None:
+        """Inputs, OCM and the NR check of ``target``: the row to store and the bands; None
+        (the interval recorded as skipped) when no band passed the NR check."""
+        inputs, state = self.build_inputs(target)
+        started = time.perf_counter()
+        out = compute_from_inputs(self.feeder, inputs)
+        out["compute_s"] = time.perf_counter() - started
+        result, nr = out["result"], out["nr"]
+        if state.filled:
+            log.info("interval %d: filled %d missing meter minutes %s", target - 1,
+                     state.n_missing, state.filled)
+        row = {
+            "interval": target, "source_interval": target - 1,
+            "inputs_hash": "0x" + inputs_hash(inputs).hex(),
+            "inputs_json": canonical_bytes(inputs).decode(),
+            "bands_json": json.dumps({"device_ids": out["device_ids"], "p_min_w": out["p_min_w"],
+                                      "p_max_w": out["p_max_w"],
+                                      "empty": [bool(x) for x in out["empty"]]}),
+            "n_readings": state.n_readings, "n_missing": state.n_missing,
+            "missing_json": json.dumps({str(k): v for k, v in state.filled.items()}),
+            "infeasible_steps": int(np.count_nonzero(~result.feasible)),
+            "n_steps": int(result.n_steps), "computed_at": time.time(),
+            "nr_points": nr.points, "nr_failed": nr.failed, "nr_narrowed": nr.narrowed,
+        }
+        if nr.narrowed:
+            log.warning("interval %d: Newton-Raphson found %d of %d points outside the limits; "
+                        "band narrowed %d time(s)%s", target, nr.failed, nr.points, nr.narrowed,
+                        "" if nr.certified else " and still failing: not written")
+        if not nr.certified:
+            self._skip(target, f"Newton-Raphson check failed at {nr.failed} of {nr.points} "
+                       f"points, also after narrowing the band {nr.narrowed} times",
+                       status="skipped", **{k: v for k, v in row.items() if k != "interval"})
+            return None
+        return {"row": row, "out": out, "hash": inputs_hash(inputs),
+                "seconds": (out["compute_s"] - out["nr_s"], out["nr_s"])}
+
+    def _send(self, target: int, computed: Mapping[str, Any]) -> tuple[Any, str]:
+        """One ``writeBands`` for ``target``: (receipt, tx hash). The nonce is re-read from the
+        node first (a rollback may have dropped this account's last transactions)."""
+        if self.before_send is not None:
+            self.before_send(target)
+        self._last_cache = None
+        out = computed["out"]
+        fn = self.capacity.functions.writeBands(target, computed["hash"], out["device_ids"],
+                                                out["p_min_w"], out["p_max_w"])
+        tx = {"to": self.capacity.address, "data": fn._encode_transaction_data()}
+        if self.config.explicit_gas is not None:
+            tx["gas"] = int(self.config.explicit_gas)
+        tx_hash = None
+        try:
+            self.chain.nonces.resync(self.account.address)
+            sent_hash, full = self.chain.send(tx, self.account)
+            tx_hash = HexBytes(sent_hash).to_0x_hex()
+            self.store.save_interval(status="sent", tx_hash=tx_hash, **computed["row"])
+            return self.chain.wait(sent_hash, full), tx_hash
+        except ContractRevert as exc:
+            if tx_hash is not None:
+                self.store.forget_intervals_after(target - 1)
+                exc.tx_hash = exc.tx_hash or tx_hash
+            raise
+        except RPC_ERRORS as exc:
+            self.store.record_failure(target, 0, f"{type(exc).__name__}: {exc}", tx_hash,
+                                      "retry-later")
+            raise
+
+    def _on_revert(self, target: int, attempt: int, exc: ContractRevert) -> str:
+        """Record and act on a reverted band transaction; returns the action taken."""
+        action = self._revert_action(exc)
+        self.store.record_failure(target, attempt, str(exc), exc.tx_hash, action)
+        log.warning("interval %d: writeBands reverted (attempt %d): %s -> %s", target, attempt,
+                    exc, action)
+        if action == "already-written":
+            self._mark_written_from_chain(target, "IntervalAlreadyWritten")
+        elif action == "fatal":
+            raise OracleFatal(f"interval {target}: {exc}") from exc
+        elif action == "refresh":
+            self.refresh_registry()
+        return action
+
+    def _skip(self, interval: int, reason: str, **fields: Any) -> None:
+        fields.setdefault("status", "skipped")
+        fields.setdefault("computed_at", time.time())
+        fields.setdefault("source_interval", interval - 1)
+        self.store.save_interval(interval=interval, reason=reason, **fields)
+        log.error("interval %d: %s", interval, reason)
+
     def process(self, target: int) -> str:
-        """Compute and write the bands of ``target``; returns "written" or "skipped"."""
+        """Compute, check and write the bands of ``target``; returns "written" or "skipped"."""
         closed_at = time.time()
         last_error = ""
         backoff = Backoff(self.config.backoff_s, self.config.max_backoff_s)
         for attempt in range(1, self.config.max_tx_attempts + 1):
-            inputs, state = self.build_inputs(target)
-            h = inputs_hash(inputs)
-            out = compute_from_inputs(self.feeder, inputs)
-            result = out["result"]
-            infeasible = int(np.count_nonzero(~result.feasible))
-            base = {
-                "interval": target, "source_interval": target - 1,
-                "inputs_hash": "0x" + h.hex(), "inputs_json": canonical_bytes(inputs).decode(),
-                "bands_json": json.dumps({**{k: out[k] for k in ("device_ids", "p_min_w",
-                                                                  "p_max_w")},
-                                          "empty": [bool(x) for x in out["empty"]]}),
-                "n_readings": state.n_readings, "n_missing": state.n_missing,
-                "missing_json": json.dumps({str(k): v for k, v in state.filled.items()}),
-                "infeasible_steps": infeasible,
-                "n_steps": int(result.n_steps), "computed_at": time.time(),
-            }
-            if state.filled:
-                log.info("interval %d: filled %d missing meter minutes %s", target - 1,
-                         state.n_missing, state.filled)
-            if self.before_send is not None:
-                self.before_send(target)
-            self._last_cache = None
-            tx_hash = None
+            computed = self._compute(target)
+            if computed is None:
+                return "skipped"
             try:
-                fn = self.capacity.functions.writeBands(
-                    target, h, out["device_ids"], out["p_min_w"], out["p_max_w"])
-                tx = {"to": self.capacity.address, "data": fn._encode_transaction_data()}
-                if self.config.explicit_gas is not None:
-                    tx["gas"] = int(self.config.explicit_gas)
-                sent_hash, full = self.chain.send(tx, self.account)
-                tx_hash = HexBytes(sent_hash).to_0x_hex()
-                self.store.save_interval(status="sent", tx_hash=tx_hash, **base)
-                receipt = self.chain.wait(sent_hash, full)
+                receipt, tx_hash = self._send(target, computed)
             except ContractRevert as exc:
                 last_error = str(exc)
-                action = self._revert_action(exc)
-                self.store.record_failure(target, attempt, last_error, exc.tx_hash or tx_hash,
-                                          action)
-                log.warning("interval %d: writeBands reverted (attempt %d): %s -> %s", target,
-                            attempt, exc, action)
-                if tx_hash is not None:
-                    self.store.forget_intervals_after(target - 1)
+                action = self._on_revert(target, attempt, exc)
                 if action == "already-written":
-                    self._mark_written_from_chain(target, "IntervalAlreadyWritten")
                     return "written"
                 if action == "skip":
                     break
-                if action == "fatal":
-                    raise OracleFatal(f"interval {target}: {exc}") from exc
-                if action == "refresh":
-                    self.refresh_registry()
                 backoff.sleep()
                 continue
-            except RPC_ERRORS as exc:
-                self.store.record_failure(target, attempt, f"{type(exc).__name__}: {exc}",
-                                          tx_hash, "retry-later")
-                raise
             now = time.time()
-            self.store.update_interval(
-                target, status="written", block_number=int(receipt["blockNumber"]),
-                written_at=now, latency_s=now - closed_at,
-            )
-            log.info("interval %d: bands written in block %d (tx %s, %d steps, %d infeasible)",
-                     target, int(receipt["blockNumber"]), tx_hash, result.n_steps,
-                     base["infeasible_steps"])
+            self.store.update_interval(target, status="written", written_at=now,
+                                       block_number=int(receipt["blockNumber"]),
+                                       latency_s=now - closed_at)
+            log.info("interval %d: bands written in block %d (tx %s, %d steps, %d infeasible, "
+                     "NR %d points; OCM %.2f s, NR %.2f s, in all %.2f s)", target,
+                     int(receipt["blockNumber"]), tx_hash, computed["row"]["n_steps"],
+                     computed["row"]["infeasible_steps"], computed["row"]["nr_points"],
+                     *computed["seconds"], now - closed_at)
             return "written"
-        reason = f"skipped after {attempt} attempt(s): {last_error}"
-        self.store.save_interval(interval=target, source_interval=target - 1, status="skipped",
-                                 reason=reason, computed_at=time.time())
-        log.error("interval %d: %s", target, reason)
+        self._skip(target, f"skipped after {attempt} attempt(s): {last_error}")
         return "skipped"
 
     @staticmethod
@@ -469,7 +594,7 @@ class Oracle:
         name = exc.error_name
         if name == "IntervalAlreadyWritten":
             return "already-written"
-        if name == "IntervalNotMonotonic":
+        if name in NEVER_WRITABLE:
             return "skip"
         if name == "AccessControlUnauthorizedAccount":
             return "fatal"
@@ -477,100 +602,139 @@ class Oracle:
             return "refresh"
         return "retry"
 
+    # ---- reorgs: bands whose inputs changed
+    def recheck_written(self, since_s: int) -> dict[int, str]:
+        """Compare the written bands whose source readings may lie in blocks after ``since_s``
+        (unix s; readings are at most ``window.max_age_s`` older than their block) with the
+        readings on the chain now; flag those whose measured inputs changed (``stale_reason``),
+        clear the flag of those that agree again. Returns the stale ones."""
+        first_source = (since_s - self.config.window.max_age_s - 60) // self.interval_seconds
+        stale = {}
+        for row in self.store.intervals("written"):
+            if row.source_interval < first_source or not row.inputs_json:
+                continue
+            now, _ = self.build_inputs(row.interval)
+            before = row.inputs
+            if all(now[k] == before.get(k) for k in MEASURED_KEYS):
+                if row.stale_reason:
+                    self.store.mark_stale(row.interval, None)
+                continue
+            now_hash = "0x" + inputs_hash(now).hex()
+            stale[row.interval] = (
+                f"the readings of interval {row.source_interval} changed on the chain after a "
+                f"reorg: the band on chain (inputs hash {row.inputs_hash[:10]}) was computed from "
+                f"readings that are no longer the chain's (now {now_hash[:10]}); the contract "
+                "takes one write per interval, so it stays: do not trust it")
+            self.store.mark_stale(row.interval, stale[row.interval])
+            log.warning("interval %d: stale band: %s", row.interval, stale[row.interval])
+        return stale
+
     # ---- the loop
     def ingest(self) -> list[PollReport]:
-        """Poll until the confirmed head is reached; reconcile after a reorg."""
+        """Poll until the confirmed head is reached; after a reorg reconcile the store and
+        recheck the written bands the reorg may have changed."""
         reports = []
+        reorg_block: int | None = None
         for _ in range(10_000):
             report = self.ingestor.poll()
             reports.append(report)
             if report.reorg_depth:
                 self.reconcile()
+                cursor = self.store.cursor()
+                block = self.deployment.deploy_block if cursor is None else cursor.block_number
+                reorg_block = block if reorg_block is None else min(reorg_block, block)
             if report.retry:
                 time.sleep(0.05)  # the chain moved under the read; let it settle
                 continue
             if not report.advanced:
                 break
+        if reorg_block is not None:
+            self.recheck_written(int(self.chain.w3.eth.get_block(reorg_block)["timestamp"]))
         return reports
 
-    def process_ready(self) -> tuple[list[int], list[int]]:
-        """Write every target interval whose source has closed, in order."""
+    def process_ready(self, stop: Stop = None) -> tuple[list[int], list[int]]:
+        """Write every target interval whose source has closed, in order, until ``stop``;
+        targets already in the past on the chain's clock are skipped without computing."""
         written, skipped = [], []
-        while True:
+        while not stop_requested(stop):
             target = self.next_target()
-            if target is None or not self.source_closed(target - 1):
-                return written, skipped
+            if target is None:
+                break
+            current = self.current_interval()
+            if target < current:
+                self._skip(target, f"in the past: the chain's clock is in interval {current} "
+                           "and the contract takes bands from the current interval on")
+                skipped.append(target)
+                continue
+            if not self.source_closed(target - 1):
+                break
             (written if self.process(target) == "written" else skipped).append(target)
+        return written, skipped
 
-    def step(self) -> StepReport:
-        """Ingest, then process every ready interval."""
+    def step(self, stop: Stop = None) -> StepReport:
+        """Check the chain's identity, reconcile the store with the chain (a rollback may have
+        dropped this oracle's last band and nothing it read), ingest, then process every ready
+        interval."""
         if self.read_only:
             raise RuntimeError("a read-only oracle does not step")
-        self._last_cache = None
+        self.check_chain()
+        self.reconcile()
         report = StepReport(polls=self.ingest())
-        report.written, report.skipped = self.process_ready()
+        report.written, report.skipped = self.process_ready(stop)
         return report
 
-    def run(self, once: bool = False, stop: Callable[[], bool] | None = None) -> int:
+    def run(self, once: bool = False, stop: Stop = None) -> int:
         """Serve until ``stop()`` (or, with ``once``, until nothing is left to do). RPC failures
-        back off from ``backoff_s`` doubling up to ``max_backoff_s``; ``stop()`` ends a backoff
-        or idle wait at once (polled every ``gridshare.chain.backoff.STOP_POLL_S``)."""
+        back off from ``backoff_s`` doubling up to ``max_backoff_s`` ("chain unavailable ...",
+        then "chain back after N s"); ``stop()`` ends a backoff or idle wait at once (polled
+        every ``gridshare.chain.backoff.STOP_POLL_S``) and the catch-up between intervals. A
+        chain reset raises ``ChainResetError``."""
+        self._log_ready()
         backoff = Backoff(self.config.backoff_s, self.config.max_backoff_s)
+        down_since: float | None = None
         while not stop_requested(stop):
             try:
-                report = self.step()
+                if down_since is not None:
+                    self._recover()
+                    log.info("chain back after %.1f s", time.monotonic() - down_since)
+                    down_since = None
+                report = self.step(stop)
+                if not report.progressed and not once:
+                    self._idle(stop)
             except RPC_ERRORS as exc:
+                down_since = time.monotonic() if down_since is None else down_since
                 delay_s = backoff.next_delay_s()
                 log.warning("chain unavailable (%s); retry in %.1f s", exc, delay_s)
                 if once:
                     raise
                 if sleep(delay_s, stop):
                     break
-                try:
-                    self.chain.nonces.resync()
-                    self.reconcile()
-                except RPC_ERRORS:
-                    pass
                 continue
             backoff.reset()
             if once and not report.progressed:
                 return 0
-            if not report.progressed:
-                sleep(self.config.poll_interval_s, stop)
         return 0
+
+    def _idle(self, stop: Stop) -> None:
+        """Wait until the node has a new block, at most ``poll_interval_s``."""
+        head = self.chain.block_number
+        deadline = time.monotonic() + self.config.poll_interval_s
+        while (left_s := deadline - time.monotonic()) > 0:
+            if sleep(min(BLOCK_POLL_S, left_s), stop) or self.chain.block_number != head:
+                return
+
+    def _log_ready(self) -> None:
+        log.info("ready: oracle of %s on %s (chain id %d, %s), GridCapacity %s, %d "
+                 "confirmation(s), next interval %s, store %s", self.deployment.feeder,
+                 chain_url(self.chain), self.chain.chain_id, client_name(self.chain),
+                 self.capacity.address, self.confirmations, self.next_target(), self.store.path)
 
     # ---- status
     def status(self) -> dict[str, Any]:
-        """Processed block, lag, last interval, infeasible steps, readings, failures."""
-        cursor = self.store.cursor()
-        head = int(self.chain.w3.eth.block_number)
-        rows = self.store.intervals()
-        written = [r for r in rows if r.status == "written"]
-        missing_devices: dict[str, int] = {}
-        for r in written:
-            for dev, how in json.loads(r.missing_json or "{}").items():
-                missing_devices[dev] = missing_devices.get(dev, 0) + sum(how.values())
-        latencies = [r.latency_s for r in written if r.latency_s is not None]
-        return {
-            "chain_id": int(self.chain.chain_id),
-            "capacity": self.capacity.address,
-            "feeder": self.deployment.feeder,
-            "interval_seconds": self.interval_seconds,
-            "head_block": head,
-            "processed_block": None if cursor is None else cursor.block_number,
-            "lag_blocks": None if cursor is None else head - cursor.block_number,
-            "confirmations": self.config.confirmations,
-            "last_interval_on_chain": self.chain_last_interval(),
-            "next_interval": self.next_target(),
-            "intervals_written": len(written),
-            "intervals_skipped": [r.interval for r in rows if r.status == "skipped"],
-            "infeasible_steps": sum(r.infeasible_steps for r in written),
-            "filled_meter_minutes": missing_devices,
-            "tx_failures": len(self.store.failures()),
-            "median_latency_s": float(np.median(latencies)) if latencies else None,
-            **self.store.counts(),
-            "ocm": asdict(self.config.ocm),
-        }
+        """Processed block, lag, intervals, readings, checks, failures (``oracle.status``)."""
+        from oracle.status import oracle_status
+
+        return oracle_status(self)
 
     def close(self) -> None:
         self.store.close()

@@ -24,20 +24,7 @@ import numpy as np
 
 from gridshare.units import micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
 from oracle.forecast import ProfileForecast
-from oracle.registry import (
-    READING_FIELDS,
-    SECONDS_PER_MINUTE,
-    Device,
-    DeviceRegistry,
-    rejection_mask,
-    rejection_reason,
-)
-
-# READING_FIELDS, DeviceRegistry, rejection_mask and rejection_reason are re-exported for
-# oracle/ingest.py, which still imports them from here; once it imports them from
-# oracle.registry, they leave this list.
-__all__ = ["READING_FIELDS", "DeviceRegistry", "FeederState", "build_state", "feeder_model",
-           "feeder_profiles", "minutes_per_interval", "rejection_mask", "rejection_reason"]
+from oracle.registry import SECONDS_PER_MINUTE, Device, DeviceRegistry
 
 #: Per device id: its readings on the interval's minutes ("seen" bool, "p" W, "q" var, "v"
 #: micro-pu; float arrays of the interval's M minutes).

@@ -3,26 +3,31 @@
 Tables (all integers on-chain units: W, var, micro-pu, micro-rad, unix s):
 
 * ``meta``: key/value; binds the database to one deployment (chain id, capacity address, feeder)
-  so an oracle never mixes two deployments' data.
+  so an oracle never mixes two deployments' data, and records the chain's identity (genesis
+  hash, contract code hashes: ``gridshare.chain.identity``) so a reset node is recognised.
 * ``cursor``: one row, the last processed block (number and hash).
 * ``blocks``: hashes of processed blocks (every cursor block and every block with an event), the
   reference for reorg detection by hash continuity.
 * ``readings``: accepted meter readings, primary key ``(tx_hash, log_index, position)`` (the
   event plus the record's position in its packed blob), so reading a log twice is harmless; one
   accepted reading per ``(device_id, timestamp)``.
-* ``rejected``: readings that were refused, with the reason (unknown device, out of range,
-  duplicate), same key.
+* ``rejected``: readings that were refused, with the rule they broke (``oracle.registry.RULES``)
+  and the reason, same key.
 * ``intervals``: one row per target interval the oracle handled: ``written`` (tx hash, block,
   inputs hash, the canonical inputs and the bands), ``sent`` (tx sent, receipt not yet seen) or
-  ``skipped`` (with the reason; see docs/oracle.md for when).
+  ``skipped`` (with the reason; see docs/oracle.md for when); the Newton-Raphson check's counts
+  (points, failed points, narrowing rounds) and ``stale_reason`` when a reorg changed the inputs
+  of a band that stays on chain.
 * ``tx_failures``: every failed band transaction (revert or RPC error) and what was done.
 
 Writes happen in short transactions (``gridshare.chain.sqlite.transaction``: ``BEGIN
 IMMEDIATE`` .. ``COMMIT``) so a crash leaves either all or none of one ingestion step.
 
 Schema version: ``PRAGMA user_version`` (``SCHEMA``, ``MIGRATIONS``; see
-``gridshare.chain.sqlite``). Version 1 is the layout above; step 0 -> 1 adopts a file of the code
-before schema versions (these tables and ``meta`` ``schema`` = "1", which the version replaces).
+``gridshare.chain.sqlite``). Version 2 is the layout above; step 0 -> 1 adopts a file of the code
+before schema versions (``meta`` ``schema`` = "1", which the version replaces); step 1 -> 2
+rebuilds ``readings`` (no stored ``late`` flag: ``Store.counts`` computes it), ``rejected`` (+
+``rule``) and ``intervals`` (+ NR counts, ``stale_reason``), keeping every row.
 
 Integers are SQLite INTEGER (signed 64-bit) and stay below 2**63 by construction: the readings'
 fields are 32-bit in the packed layout, interval ids are unix seconds // interval length, block
@@ -43,6 +48,7 @@ from typing import Any
 from gridshare.chain.sqlite import (
     Migration,
     Schema,
+    StoreVersionError,
     UnknownLayoutError,
     expect_tables,
     open_store,
@@ -62,7 +68,7 @@ CREATE TABLE IF NOT EXISTS readings (
     block_number INTEGER NOT NULL, block_hash TEXT NOT NULL, meter TEXT NOT NULL,
     device_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
     p_w INTEGER NOT NULL, q_var INTEGER NOT NULL, v_micro_pu INTEGER NOT NULL,
-    theta_micro_rad INTEGER NOT NULL, late INTEGER NOT NULL DEFAULT 0,
+    theta_micro_rad INTEGER NOT NULL,
     PRIMARY KEY (tx_hash, log_index, position)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS readings_device_time ON readings (device_id, timestamp);
@@ -73,6 +79,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     block_number INTEGER NOT NULL, meter TEXT NOT NULL, device_id INTEGER NOT NULL,
     timestamp INTEGER NOT NULL, p_w INTEGER NOT NULL, q_var INTEGER NOT NULL,
     v_micro_pu INTEGER NOT NULL, theta_micro_rad INTEGER NOT NULL, reason TEXT NOT NULL,
+    rule TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (tx_hash, log_index, position)
 );
 CREATE INDEX IF NOT EXISTS rejected_block ON rejected (block_number);
@@ -82,7 +89,8 @@ CREATE TABLE IF NOT EXISTS intervals (
     n_readings INTEGER NOT NULL DEFAULT 0, n_missing INTEGER NOT NULL DEFAULT 0,
     missing_json TEXT, infeasible_steps INTEGER NOT NULL DEFAULT 0,
     n_steps INTEGER NOT NULL DEFAULT 0, reason TEXT, computed_at REAL, written_at REAL,
-    latency_s REAL
+    latency_s REAL, nr_points INTEGER NOT NULL DEFAULT 0, nr_failed INTEGER NOT NULL DEFAULT 0,
+    nr_narrowed INTEGER NOT NULL DEFAULT 0, stale_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS tx_failures (
     id INTEGER PRIMARY KEY AUTOINCREMENT, interval INTEGER NOT NULL, at REAL NOT NULL,
@@ -91,6 +99,10 @@ CREATE TABLE IF NOT EXISTS tx_failures (
 """
 
 _TABLES = ("meta", "cursor", "blocks", "readings", "rejected", "intervals", "tx_failures")
+READING_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "block_hash", "meter",
+                   "device_id", "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad")
+REJECTED_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "meter", "device_id",
+                    "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad", "reason", "rule")
 
 
 def _adopt_unversioned(db: sqlite3.Connection) -> None:
@@ -104,17 +116,62 @@ def _adopt_unversioned(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM meta WHERE key='schema'")
 
 
+def _statements_of(table: str) -> list[str]:
+    """The newest DDL of ``table``: its CREATE TABLE and CREATE INDEX statements."""
+    out = []
+    for statement in _SCHEMA.split(";"):
+        text = statement.strip()
+        if text.startswith(f"CREATE TABLE IF NOT EXISTS {table} (") or f" ON {table} (" in text:
+            out.append(text)
+    return out
+
+
+def _rebuild(db: sqlite3.Connection, table: str, values: str) -> None:
+    """Rebuild ``table`` with its newest DDL (text identical to a new file's), copying each row
+    with the SELECT expressions ``values`` (in the new column order) from the old table."""
+    indexes = db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=? "
+                         "AND sql IS NOT NULL", (table,)).fetchall()
+    for (name,) in indexes:
+        db.execute(f"DROP INDEX {name}")
+    db.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+    for statement in _statements_of(table):
+        db.execute(statement)
+    db.execute(f"INSERT INTO {table} SELECT {values} FROM old_{table}")
+    db.execute(f"DROP TABLE old_{table}")
+
+
+def _v2_rules_nr_stale(db: sqlite3.Connection) -> None:
+    """Version 1 -> 2: ``readings`` loses ``late`` (a reading is late when it is on chain after
+    the band it would have fed: computed, not stored); ``rejected`` gets the ``rule`` it broke
+    ('' for older rows); ``intervals`` gets the NR check's counts and ``stale_reason``."""
+    _rebuild(db, "readings", ",".join(READING_COLUMNS))
+    _rebuild(db, "rejected", ",".join(REJECTED_COLUMNS[:-1]) + ",''")
+    _rebuild(db, "intervals", "*, 0, 0, 0, NULL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("adopt the layout of the unversioned oracle store", _adopt_unversioned),
+    Migration("reading rules, NR check counts, stale bands; late computed", _v2_rules_nr_stale),
 )
 SCHEMA = Schema("oracle store", application_id=0x47536F72,  # "GSor"
                 create=_SCHEMA, migrations=MIGRATIONS)
 
-READING_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "block_hash", "meter",
-                   "device_id", "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad",
-                   "late")
-REJECTED_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "meter", "device_id",
-                    "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad", "reason")
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """A read-only connection to an existing store file at the newest schema version."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no oracle database at {path}")
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                         check_same_thread=False)
+    app = int(db.execute("PRAGMA application_id").fetchone()[0])
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if (app, version) != (SCHEMA.application_id, SCHEMA.version):
+        db.close()
+        raise StoreVersionError(
+            f"{path} is not an oracle store at schema version {SCHEMA.version} (application_id "
+            f"{app:#x}, version {version}): run `gridshare oracle run` once to migrate it")
+    return db
 
 
 class StoreMismatchError(ValueError):
@@ -150,6 +207,10 @@ class IntervalRow:
     computed_at: float | None
     written_at: float | None
     latency_s: float | None
+    nr_points: int = 0
+    nr_failed: int = 0
+    nr_narrowed: int = 0
+    stale_reason: str | None = None
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -163,11 +224,16 @@ class IntervalRow:
 
 
 class Store:
-    """The oracle's SQLite database (one file per oracle; ``":memory:"`` for tests)."""
+    """The oracle's SQLite database (one file per oracle; ``":memory:"`` for tests).
 
-    def __init__(self, path: str | Path) -> None:
+    ``read_only``: opened with SQLite's ``mode=ro`` (``gridshare oracle status`` next to a
+    running oracle): nothing is created, migrated or written; a missing file raises
+    ``FileNotFoundError``, a file at another schema version ``StoreVersionError``.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = str(path)
-        self.db = open_store(self.path, SCHEMA)
+        self.db = _open_read_only(self.path) if read_only else open_store(self.path, SCHEMA)
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -177,19 +243,35 @@ class Store:
     def bind(self, values: Mapping[str, str]) -> None:
         """Record ``values`` on first use; later, raise StoreMismatchError if any differs."""
         with transaction(self.db):
-            for key, value in values.items():
-                row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-                if row is None:
-                    self.db.execute("INSERT INTO meta VALUES (?, ?)", (key, str(value)))
-                elif row["value"] != str(value):
-                    raise StoreMismatchError(
-                        f"oracle database {self.path} belongs to {key}={row['value']}, "
-                        f"not {key}={value}: use another --db file"
-                    )
+            missing = self._unbound(values)
+            self.db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                [(k, str(values[k])) for k in missing])
+
+    def check_binding(self, values: Mapping[str, str]) -> None:
+        """StoreMismatchError if a recorded value differs from ``values`` (writes nothing)."""
+        self._unbound(values)
+
+    def _unbound(self, values: Mapping[str, str]) -> list[str]:
+        """The keys of ``values`` not recorded yet; StoreMismatchError if one recorded differs."""
+        missing = []
+        for key, value in values.items():
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            if row is None:
+                missing.append(key)
+            elif row["value"] != str(value):
+                raise StoreMismatchError(
+                    f"oracle database {self.path} belongs to {key}={row['value']}, "
+                    f"not {key}={value}: use another --db file"
+                )
+        return missing
 
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row["value"])
+
+    def meta_items(self) -> dict[str, str]:
+        """Every ``meta`` key and value."""
+        return {str(r[0]): str(r[1]) for r in self.db.execute("SELECT key, value FROM meta")}
 
     # ---- cursor and blocks
     def cursor(self) -> Cursor | None:
@@ -288,22 +370,28 @@ class Store:
         return self.db.execute("SELECT * FROM rejected ORDER BY block_number, log_index, "
                                "position").fetchall()
 
-    def counts(self) -> dict[str, int]:
-        """Numbers of accepted, late and rejected readings."""
+    def counts(self, interval_seconds: int) -> dict[str, Any]:
+        """Numbers of accepted, late and rejected readings, and the rejections per rule.
+
+        Late: on chain in a later block than the written band of the interval its interval was
+        the source of (``timestamp // interval_seconds + 1``), so it could not count."""
         one = self.db.execute
+        late = one("SELECT COUNT(*) FROM readings r JOIN intervals i "
+                   "ON i.interval = r.timestamp / ? + 1 WHERE i.status = 'written' "
+                   "AND i.block_number IS NOT NULL AND r.block_number > i.block_number",
+                   (int(interval_seconds),)).fetchone()[0]
+        rules = one("SELECT rule, COUNT(*) FROM rejected GROUP BY rule ORDER BY rule").fetchall()
         return {
             "readings": int(one("SELECT COUNT(*) FROM readings").fetchone()[0]),
-            "late": int(one("SELECT COUNT(*) FROM readings WHERE late=1").fetchone()[0]),
-            "rejected": int(one("SELECT COUNT(*) FROM rejected").fetchone()[0]),
+            "late": int(late),
+            "rejected": sum(int(r[1]) for r in rules),
+            "rejected_by_rule": {str(r[0]): int(r[1]) for r in rules},
         }
 
-    def watermark_s(self) -> int | None:
-        """Largest accepted reading timestamp (the event-time clock)."""
-        value = self.db.execute("SELECT MAX(timestamp) FROM readings").fetchone()[0]
-        return None if value is None else int(value)
-
-    def first_reading_s(self) -> int | None:
-        value = self.db.execute("SELECT MIN(timestamp) FROM readings").fetchone()[0]
+    def first_reading_s(self, not_before_s: int = 0) -> int | None:
+        """Earliest accepted reading timestamp at or after ``not_before_s``."""
+        value = self.db.execute("SELECT MIN(timestamp) FROM readings WHERE timestamp >= ?",
+                                (int(not_before_s),)).fetchone()[0]
         return None if value is None else int(value)
 
     def devices_with_reading_at(self, timestamp: int) -> set[int]:
@@ -354,6 +442,10 @@ class Store:
                 "SELECT interval FROM intervals WHERE interval > ?", (above,)).fetchall()]
             self.db.execute("DELETE FROM intervals WHERE interval > ?", (above,))
         return ids
+
+    def mark_stale(self, interval: int, reason: str | None) -> None:
+        """Set (or clear, with None) why a written band's inputs are no longer the chain's."""
+        self.update_interval(interval, stale_reason=reason)
 
     def record_failure(self, interval: int, attempt: int, error: str, tx_hash: str | None,
                        action: str) -> None:

@@ -14,8 +14,16 @@ Values: a customer's P = household load - PV and Q = the load's kvar from the fe
 day profiles (``capacity.feeders.day_profiles``); a flexibility's P from ``flex_p_kw`` (default
 idle) at unity power factor; V and theta of every device's bus from HELM
 (``capacity.helm.solve``) with the flexibilities included and the slack voltage
-``v_slack_pu(minute)``; the transformer's P/Q is the power drawn at the slack. Minute m of the
-day has the unix time ``day_start_s + 60 m`` (local midnight of the profile day).
+``v_slack_pu(minute)``; the transformer's P/Q is the power drawn at the slack.
+
+Time is the chain's: minute m has the unix time ``day_start_s + 60 m`` and takes the values of
+minute ``m mod 1440`` of the profile day. ``day_start_s`` defaults to the first local midnight of
+the profile's time zone at or after the chain's latest block (the profile day repeated on the
+chain's calendar, as the oracle's profile forecast repeats it), and the readings of a minute are
+posted only once the chain's clock has passed the minute's end: the oracle rejects readings far
+from their block's time (docs/oracle.md). On a chain that can move its clock (the embedded chain,
+anvil, Hardhat: ``warp``) the simulator moves it forward to the minute's end; on any other it
+waits for the chain. ``gridshare meters run`` (``gridshare.sim.meters_cli``) is the command.
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ from typing import Any
 import numpy as np
 
 from capacity.grid import S_BASE_MVA
-from gridshare.chain.deploy import KIND_CODES, Deployment
+from gridshare.chain.deploy import HOUSEHOLD_PEAK_KW, KIND_CODES, Deployment
+from gridshare.chain.identity import client_name
 from gridshare.units import kvar_to_var, kw_to_w, pu_to_micro_pu, rad_to_micro_rad
 from oracle.ingest import encode_readings
 from oracle.state import feeder_model, feeder_profiles
 
-HOUSEHOLD_PEAK_KW = 15.0
-"""Rated consumption per household of a customer meter (kW), the upper end of its range."""
+SECONDS_PER_DAY = 86_400
+MINUTES_PER_DAY = 1440
+#: Clients whose clock ``Chain.advance_time`` can move (``gridshare.chain.identity.client_name``).
+WARP_CLIENTS = ("embedded", "anvil", "hardhat", "hardhatnetwork")
 TRANSFORMER_NAME = "T1-meter"
 POST_GAS_BASE = 60_000
 POST_GAS_PER_READING = 1_500
@@ -139,6 +150,23 @@ def register_meters(chain: Any, deployment: Deployment, head_end_role: str | Non
     return MeterSetup(deployment.feeder, devices)
 
 
+def next_day_start_s(profile_day_start_s: int, now_s: int) -> int:
+    """The first midnight of the profile's time zone (its day start plus whole days, unix s) at or
+    after ``now_s``."""
+    days = -(-(int(now_s) - int(profile_day_start_s)) // SECONDS_PER_DAY)
+    return int(profile_day_start_s) + days * SECONDS_PER_DAY
+
+
+def can_warp(chain: Any) -> bool:
+    """Whether ``chain.advance_time`` can move the chain's clock (embedded, anvil, Hardhat)."""
+    return client_name(chain) in WARP_CLIENTS
+
+
+def chain_time_s(chain: Any) -> int:
+    """The timestamp of the chain's latest block (unix s)."""
+    return int(chain.w3.eth.get_block("latest")["timestamp"])
+
+
 def _slack_power_kw(feeder: Any, v_bus: np.ndarray) -> np.ndarray:
     """Complex power (kW + j kvar) drawn from the slack for each scenario of bus voltages."""
     adm = feeder.admittance
@@ -160,7 +188,13 @@ class MeterSimulator:
         seed: int = 1,
         flex_p_kw: Callable[[np.ndarray], np.ndarray] | None = None,
         v_slack_pu: Callable[[np.ndarray], np.ndarray] | None = None,
+        day_start_s: int | None = None,
+        warp: bool | None = None,
+        poll_s: float = 0.5,
     ) -> None:
+        """``day_start_s``: unix time of minute 0 (default: see the module docstring);
+        ``warp``: move the chain's clock instead of waiting for it (default: when it can);
+        ``poll_s``: how often a waiting simulator reads the chain's clock."""
         from capacity.feeders import feeder_case
 
         self.chain = chain
@@ -169,24 +203,40 @@ class MeterSimulator:
         self.case = feeder_case(deployment.feeder)
         self.feeder = feeder_model(deployment.feeder)
         self.profiles = feeder_profiles(deployment.feeder, seed)
-        self.day_start_s = int(self.profiles.time[0].timestamp())
+        self.profile_day_start_s = int(self.profiles.time[0].timestamp())
+        self.day_start_s = (next_day_start_s(self.profile_day_start_s, chain_time_s(chain))
+                            if day_start_s is None else int(day_start_s))
+        self.warp = can_warp(chain) if warp is None else warp
+        self.poll_s = poll_s
         self.capacity = deployment.capacity(chain)
         self.flex_p_kw = flex_p_kw
         self.v_slack_pu = v_slack_pu
         self._positions = np.array([self.feeder.bus_position(d.bus) for d in setup.devices])
-        self.posted_minutes: list[int] = []
 
     def timestamp(self, minute: int) -> int:
         """Unix time of minute ``minute`` of the day."""
         return self.day_start_s + 60 * int(minute)
 
+    def await_chain_time(self, target_s: int) -> int:
+        """Return once the chain's latest block is at ``target_s`` or later (moving the clock
+        when ``warp``, else polling every ``poll_s``); returns the block's time."""
+        now_s = chain_time_s(self.chain)
+        if now_s < target_s and self.warp:
+            now_s = self.chain.advance_time(target_s - now_s)
+        while now_s < target_s:
+            time.sleep(self.poll_s)
+            now_s = chain_time_s(self.chain)
+        return now_s
+
     def readings(self, minutes: Sequence[int]) -> np.ndarray:
-        """Readings (len(minutes) * n_devices, 6) in ``READING_FIELDS`` order, minute-major."""
+        """Readings (len(minutes) * n_devices, 6) in ``READING_FIELDS`` order, minute-major
+        (minute m: the profile's minute m mod 1440 at ``timestamp(m)``)."""
         from capacity.helm import solve
 
-        m = np.asarray(minutes, dtype=np.int64)
-        if m.size == 0 or m.min() < 0 or m.max() >= self.profiles.p_kw.shape[0]:
-            raise ValueError(f"minutes must lie in 0..{self.profiles.p_kw.shape[0] - 1}")
+        minutes = np.asarray(minutes, dtype=np.int64)
+        if minutes.size == 0 or minutes.min() < 0:
+            raise ValueError("minutes must be a non-empty list of minutes >= 0")
+        m = minutes % MINUTES_PER_DAY
         n_flex = len(self.case.flexibilities)
         flex_kw = (np.zeros((m.size, n_flex)) if self.flex_p_kw is None
                    else np.asarray(self.flex_p_kw(m), dtype=float).reshape(m.size, n_flex))
@@ -215,7 +265,7 @@ class MeterSimulator:
         n_dev = len(self.setup.devices)
         out = np.empty((m.size, n_dev, 6), dtype=np.int64)
         out[:, :, 0] = [d.device_id for d in self.setup.devices]
-        out[:, :, 1] = (self.day_start_s + 60 * m)[:, None]
+        out[:, :, 1] = (self.day_start_s + 60 * minutes)[:, None]
         out[:, :, 2] = kw_to_w(cols_p)
         out[:, :, 3] = kvar_to_var(cols_q)
         out[:, :, 4] = pu_to_micro_pu(np.abs(v))
@@ -237,17 +287,17 @@ class MeterSimulator:
 
     def post(self, minutes: Iterable[int],
              skip: Mapping[int, Iterable[int]] | None = None) -> list[Any]:
-        """Post the readings of ``minutes``: one transaction per meter account. ``skip`` maps a
-        minute to the device ids whose reading is left out (a missing meter)."""
+        """Post the readings of ``minutes`` once the chain's clock has passed the last one's
+        end: one transaction per meter account. ``skip`` maps a minute to the device ids whose
+        reading is left out (a missing meter)."""
         minutes = list(minutes)
         records = self.readings(minutes)
         keep = np.ones(len(records), dtype=bool)
         for minute, device_ids in (skip or {}).items():
             keep &= ~((records[:, 1] == self.timestamp(minute))
                       & np.isin(records[:, 0], list(device_ids)))
-        receipts = self.post_by_meter(records[keep])
-        self.posted_minutes.extend(minutes)
-        return receipts
+        self.await_chain_time(self.timestamp(max(minutes)) + 60)
+        return self.post_by_meter(records[keep])
 
     def post_by_meter(self, records: np.ndarray) -> list[Any]:
         """Post ``records`` (n, 6), one transaction per meter account of their devices."""

@@ -283,8 +283,11 @@ class Simulation:
         minute of the day)."""
         cfg = self.config
         db = _fresh_db(self.out_dir / "oracle.sqlite")
+        # confirmations 0: the meters and the oracle take turns in this process, the oracle
+        # stepping after the meters' receipts (no block of them is still to come)
         self.oracle = Oracle(self.chain, self.deployment,
-                             OracleConfig(db_path=str(db), ocm=cfg.ocm, forecast_seed=cfg.seed),
+                             OracleConfig(db_path=str(db), ocm=cfg.ocm, forecast_seed=cfg.seed,
+                                          confirmations=0),
                              feeder=self.feeder)
         self.flex_kw = np.zeros((self.profiles.p_kw.shape[0], len(self.flex)))
         self.meters = MeterSimulator(self.chain, self.deployment, self.meter_setup, seed=cfg.seed,

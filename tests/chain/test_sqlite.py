@@ -232,7 +232,7 @@ def test_oracle_store_migrates_a_file_of_the_unversioned_code(tmp_path):
     assert [(r.interval, r.status, r.reason) for r in store.intervals()] == [(7, "skipped",
                                                                                  "test")]
     store.close()
-    assert _header(path) == (oracle_store.SCHEMA.application_id, 1)
+    assert _header(path) == (oracle_store.SCHEMA.application_id, oracle_store.SCHEMA.version)
     Store(tmp_path / "new.sqlite").close()
     assert _schema_sql(path) == _schema_sql(tmp_path / "new.sqlite")
 

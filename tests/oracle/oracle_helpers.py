@@ -11,15 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from gridshare.chain.client import Chain
+from gridshare.chain.client import Chain, connect
+from gridshare.chain.config import ChainConfig
 from gridshare.chain.deploy import Deployment, DeployParams, deploy
 from gridshare.sim.meters import MeterSetup, MeterSimulator, register_meters
+from oracle.certify import NrSettings
 from oracle.service import OcmSettings, Oracle, OracleConfig
+from tests.conftest import free_port
 
 FEEDER = "heimschuh-like"
 INTERVAL_S = 900
 #: Cheap OCM settings for tests (the oracle hashes them with the inputs, so any value is honest).
 FAST_OCM = OcmSettings(forecast="last", n_random=30, ga_population=8, ga_max_generations=8)
+#: The Newton-Raphson check at the band's two corners only (hashed with the inputs too).
+FAST_NR = NrSettings(n_random=0)
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Deployed:
 
     def oracle(self, db: Path | str, **config: Any) -> Oracle:
         config.setdefault("ocm", FAST_OCM)
+        config.setdefault("nr", FAST_NR)
         config.setdefault("backoff_s", 0.01)
         return Oracle(self.chain, self.deployment, OracleConfig(db_path=str(db), **config))
 
@@ -79,6 +85,53 @@ def bands_written_events(deployed: Deployed) -> list[int]:
     logs = chain.get_logs(capacity.events.BandsWritten(), deployed.deployment.deploy_block,
                           chain.block_number, max_range=100)
     return [int(e["args"]["interval"]) for e in logs]
+
+
+class AnvilProcess:
+    """An anvil of one test: same port across restarts, state dumped on exit (``--dump-state``)
+    and loaded on the next start when the file exists."""
+
+    def __init__(self, binary: Path, state: Path, log_dir: Path) -> None:
+        self.binary, self.state, self.log_dir = binary, state, log_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        args = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
+                "--hardfork", "cancun", "--mixed-mining", "--block-time", "1",
+                "--dump-state", str(self.state)]
+        if self.state.exists():
+            args += ["--load-state", str(self.state)]
+        self.starts += 1
+        log = (self.log_dir / f"anvil-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        chain_ready = ChainConfig(chain=self.url, retries=0, request_timeout_s=1.0)
+
+        def ready() -> bool:
+            try:
+                connect(chain_ready)
+                return True
+            except Exception:
+                return False
+
+        wait_until(ready, 30, "anvil to answer")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)  # SIGTERM: anvil dumps its state
+
+
+def embedded_deployment_file(path: Path) -> Path:
+    """A deployment file that names the embedded chain (which no second process can reach)."""
+    return Deployment(
+        chain_id=1, rpc="embedded", deploy_block=1, deployed_at_unix_s=0, interval_seconds=900,
+        heartbeat_seconds=3600, max_intervals_ahead=96, admin_delay_seconds=0,
+        max_order_energy_wh=10**6, contracts={}, roles={}, accounts={}, feeder=FEEDER,
+        devices=[], battery_device_id=None, prosumers=[], prices_micro_eur_per_kwh={},
+    ).save(path)
 
 
 def stop_process(process: subprocess.Popen[bytes], sig_kill: bool = False) -> None:

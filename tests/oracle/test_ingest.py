@@ -12,14 +12,31 @@ from capacity.feeders import load_feeder
 from gridshare.chain.client import connect
 from gridshare.chain.config import ChainConfig
 from oracle.ingest import Ingestor
-from oracle.state import DeviceRegistry
+from oracle.registry import DeviceRegistry
 from oracle.store import Store
-from tests.oracle.oracle_helpers import Deployed, deploy_feeder
+from tests.conftest import find_anvil, missing_tool
+from tests.oracle.oracle_helpers import AnvilProcess, Deployed, deploy_feeder
 
 
 @pytest.fixture(scope="module")
 def feeder():
     return load_feeder("heimschuh-like")
+
+
+@pytest.fixture(scope="module")
+def own_anvil(tmp_path_factory) -> Iterator[AnvilProcess]:
+    """The module's own anvil: the meter simulator moves its clock to the profile day's next
+    midnight, which the session's anvil must not see."""
+    binary = find_anvil()
+    if binary is None:
+        missing_tool("anvil not installed (npm ci installs @foundry-rs/anvil-linux-amd64)")
+    work = tmp_path_factory.mktemp("anvil-ingest")
+    node = AnvilProcess(binary, work / "state.json", work)  # type: ignore[arg-type]
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="module",
@@ -28,7 +45,7 @@ def base(request) -> Deployed:
     """One deployment per chain kind for the module; tests run on snapshots of it."""
     if request.param == "embedded":
         return deploy_feeder(connect())
-    node = request.getfixturevalue("anvil")
+    node = request.getfixturevalue("own_anvil")
     return deploy_feeder(connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0)))
 
 
@@ -99,7 +116,7 @@ def test_readings_stored_once_and_rereading_is_harmless(deployed: Deployed, feed
     # polling again adds nothing; forgetting the cursor and reading everything again neither
     assert sum(r.readings for r in drain(ingestor)) == 0
     store.rewind(None)
-    assert store.counts()["readings"] == 0
+    assert store.counts(900)["readings"] == 0
     drain(ingestor)
     deploy_block = deployed.deployment.deploy_block
     deploy_hash = deployed.chain.w3.eth.get_block(deploy_block)["hash"].to_0x_hex()
@@ -142,7 +159,7 @@ def test_confirmations_hold_back_the_newest_blocks(embedded: Deployed, feeder) -
     head = d.chain.block_number
     assert store.cursor().block_number == head - 2
     # the last two blocks (CS02's meter: 1 reading, the head-end: 22) are not read yet
-    assert store.counts()["readings"] == 3 * 25 - 1 - 22
+    assert store.counts(900)["readings"] == 3 * 25 - 1 - 22
     assert store.db.execute("SELECT MAX(block_number) FROM readings").fetchone()[0] == head - 2
     d.chain.advance_time(1)
     d.chain.advance_time(1)
@@ -203,37 +220,65 @@ def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
     h01 = d.device("H01")
     row = good[good[:, 0] == h01][0]
     ts0 = d.sim.timestamp(0)
-    future = (int(d.chain.w3.eth.get_block("latest")["timestamp"]) + 2 * 86_400) // 60 * 60
+    now_s = int(d.chain.w3.eth.get_block("latest")["timestamp"]) // 60 * 60
+    theta = row[5]
     blob = np.array([
         row,                                               # fine
-        [h01, ts0, row[2], row[3], row[4], row[5]],        # duplicate of minute 0 (other tx)
-        [h01, row[1], 1, 1, 1_000_000, 0],                 # duplicate inside the same blob
-        [d.device("H02"), row[1], 10**9, 0, 1_000_000, 0],  # P far outside the rated range
-        [d.device("H03"), row[1], 100, 0, 2_000_000, 0],   # V = 2 pu
+        [h01, ts0, row[2], row[3], row[4], theta],         # duplicate of minute 0 (other tx)
+        [h01, row[1], 1, 1, 1_000_000, theta],             # duplicate inside the same blob
+        [d.device("H02"), row[1], 10**9, 0, 1_000_000, theta],  # P far outside the rated range
+        [d.device("H03"), row[1], 100, 0, 2_000_000, theta],   # V = 2 pu
         [99, row[1], 100, 0, 1_000_000, 0],                # unknown device
-        [d.device("H04"), future, 100, 0, 1_000_000, 0],   # two days after its block's time
+        [d.device("H04"), now_s + 2 * 86_400, 100, 0, 1_000_000, theta],  # two days ahead
+        [d.device("H05"), now_s - 10 * 86_400, 100, 0, 1_000_000, theta],  # ten days back
+        [d.device("H06"), row[1], 100, 0, 1_000_000, 0],   # angle 150 degrees off its bus
     ])
     d.sim.post_records(head_end, blob)
     store = Store(":memory:")
     drain(make_ingestor(d, feeder, store))
-    reasons = {(r["device_id"], r["position"]): r["reason"] for r in store.rejected_rows()}
-    assert set(reasons) == {(h01, 1), (h01, 2), (d.device("H02"), 3), (d.device("H03"), 4),
-                            (99, 5), (d.device("H04"), 6)}
-    assert "after its block's time" in reasons[(d.device("H04"), 6)]
-    assert reasons[(h01, 1)].startswith("duplicate") and reasons[(h01, 2)].startswith("duplicate")
-    assert "outside the rated range" in reasons[(d.device("H02"), 3)]
-    assert "outside the physical range" in reasons[(d.device("H03"), 4)]
-    assert "bus 999 is not in the feeder" in reasons[(99, 5)]
+    reasons = {(r["device_id"], r["position"]): (r["rule"], r["reason"])
+               for r in store.rejected_rows()}
+    assert {k: v[0] for k, v in reasons.items()} == {
+        (h01, 1): "duplicate", (h01, 2): "duplicate", (d.device("H02"), 3): "p",
+        (d.device("H03"), 4): "v", (99, 5): "unknown_device", (d.device("H04"), 6): "window",
+        (d.device("H05"), 7): "window", (d.device("H06"), 8): "angle"}
+    assert "after its block's time" in reasons[(d.device("H04"), 6)][1]
+    assert "before its block's time" in reasons[(d.device("H05"), 7)][1]
+    assert "outside the rated range" in reasons[(d.device("H02"), 3)][1]
+    assert "outside the plausible range" in reasons[(d.device("H03"), 4)][1]
+    assert "bus 999 is not in the feeder" in reasons[(99, 5)][1]
     accepted = store.readings_between(row[1], row[1] + 1)
     assert [(r["device_id"], r["p_w"]) for r in accepted] == [(h01, int(row[2]))]
-    assert store.counts() == {"readings": 25 + 1, "late": 0, "rejected": 6}
+    counts = store.counts(d.deployment.interval_seconds)
+    assert (counts["readings"], counts["late"], counts["rejected"]) == (25 + 1, 0, 8)
+    assert counts["rejected_by_rule"] == {"angle": 1, "duplicate": 2, "p": 1,
+                                          "unknown_device": 1, "v": 1, "window": 2}
+
+
+def test_each_rejection_is_logged_naming_meter_device_and_reason(embedded: Deployed, feeder,
+                                                                  caplog) -> None:
+    d = embedded
+    load = next(x for x in d.setup.devices if x.role == "load")
+    now_s = int(d.chain.w3.eth.get_block("latest")["timestamp"]) // 60 * 60
+    readings = d.sim.readings([0])
+    row = readings[readings[:, 0] == load.device_id].copy()
+    row[0, 1] = now_s + 30 * 86_400
+    d.sim.post_records(load.meter_role, row)
+    store = Store(":memory:")
+    with caplog.at_level("WARNING", logger="oracle.ingest"):
+        drain(make_ingestor(d, feeder, store))
+    head_end = load.meter_role
+    lines = [r.getMessage() for r in caplog.records if "rejected reading" in r.getMessage()]
+    assert len(lines) == 1
+    assert f"meter {d.chain.keys.address(head_end)}, device {row[0, 0]}, minute" in lines[0]
+    assert "window: minute" in lines[0] and "after its block's time" in lines[0], lines
 
 
 @pytest.mark.anvil
-def test_anvil_reorg_of_the_last_blocks(anvil, feeder) -> None:
+def test_anvil_reorg_of_the_last_blocks(own_anvil, feeder) -> None:
     """anvil_reorg replaces the last blocks by new (empty) ones: their readings are forgotten;
     readings posted afterwards are read."""
-    d = deploy_feeder(connect(ChainConfig(chain=anvil.url, receipt_timeout_s=20.0)))
+    d = deploy_feeder(connect(ChainConfig(chain=own_anvil.url, receipt_timeout_s=20.0)))
     d.sim.post([0])
     store = Store(":memory:")
     ingestor = make_ingestor(d, feeder, store)

@@ -1,8 +1,10 @@
 """The oracle service on the embedded chain: bands equal OCM on the hashed inputs, missing and
-bad readings, restart after a crash, every revert rule."""
+bad readings, restart after a crash, every revert rule, the Newton-Raphson check, targets in the
+past."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -16,9 +18,11 @@ from capacity.ocm import GaSettings, compute_bands
 from gridshare.chain.client import connect
 from gridshare.chain.errors import ChainUnavailable
 from gridshare.units import kw_to_w
+from oracle.certify import NrCheck
 from oracle.service import Oracle, OracleFatal, StepReport, canonical_bytes
 from tests.oracle.oracle_helpers import (
     FAST_OCM,
+    INTERVAL_S,
     Deployed,
     band_on_chain,
     bands_written_events,
@@ -40,10 +44,14 @@ def d(base: Deployed) -> Iterator[Deployed]:
         base.chain.revert(snapshot)
 
 
-def post_intervals(d: Deployed, oracle: Oracle | None, first: int, last: int, **kw) -> None:
-    """Post minutes first..last-1 in 15-minute batches, stepping the oracle after each."""
-    d.sim.run(first, last, batch_minutes=15,
-              after_batch=(lambda _m: oracle.step()) if oracle is not None else None, **kw)
+def post_intervals(d: Deployed, oracle: Oracle, first: int, last: int, **kw) -> None:
+    """Post minutes first..last-1, stepping the oracle after each batch: minute 0 alone (so the
+    oracle's first band is interval i0's, from the profile forecast), then to each interval's
+    end."""
+    bounds = sorted({first, last, *range((first // 15 + 1) * 15, last, 15)}
+                    | ({1} if first == 0 < last - 1 else set()))
+    for lo, hi in itertools.pairwise(bounds):
+        d.sim.run(lo, hi, batch_minutes=hi - lo, after_batch=lambda _m: oracle.step(), **kw)
 
 
 def test_bands_on_chain_equal_compute_bands_on_the_hashed_inputs(d: Deployed, tmp_path) -> None:
@@ -93,15 +101,14 @@ def test_missing_meter_waits_for_grace_then_is_filled_and_reported(d: Deployed, 
     oracle = d.oracle(tmp_path / "o.sqlite")
     h05 = d.device("H05")
     skip = {m: [h05] for m in range(5, 15)}
-    d.sim.run(0, 15, batch_minutes=15, skip=skip)
-    oracle.step()
+    post_intervals(d, oracle, 0, 15, skip=skip)
     i0 = d.interval_of_minute(0)
     # H05's last minute is missing: interval i0 is not closed yet (only the bootstrap written)
     assert oracle.chain_last_interval() == i0
-    d.sim.post([15])
+    d.chain.advance_time(30)
     oracle.step()
-    assert oracle.chain_last_interval() == i0  # minute 15 < end + grace (60 s)
-    d.sim.post([16])
+    assert oracle.chain_last_interval() == i0  # the chain's clock < end + grace (60 s)
+    d.sim.post([15])  # posted at the end of minute 15: end + 60 s on the chain's clock
     oracle.step()
     assert oracle.chain_last_interval() == i0 + 1
     row = oracle.store.interval(i0 + 1)
@@ -115,27 +122,58 @@ def test_missing_meter_waits_for_grace_then_is_filled_and_reported(d: Deployed, 
 def test_bad_readings_are_rejected_and_the_interval_still_processed(d: Deployed,
                                                                     tmp_path) -> None:
     oracle = d.oracle(tmp_path / "o.sqlite")
-    d.sim.run(0, 15, batch_minutes=15)
-    h01, head_end = d.device("H01"), next(x.meter_role for x in d.setup.devices
-                                           if x.role == "load")
-    ts = d.sim.timestamp(14)
-    d.sim.post_records(head_end, np.array([
-        [h01, ts, 100, 10, 1_000_000, 0],               # duplicate of the posted minute 14
-        [d.device("H02"), ts - 60, 10**8, 0, 1_000_000, 0],  # P out of range (and duplicate)
-    ]))
+    post_intervals(d, oracle, 0, 15)
+    head_end = next(x.meter_role for x in d.setup.devices if x.role == "load")
+    records = d.sim.readings([13, 14])
+    duplicate = records[records[:, 0] == d.device("H01")][1].copy()  # minute 14, posted
+    duplicate[2] = 100
+    out_of_range = records[records[:, 0] == d.device("H02")][0].copy()  # minute 13
+    out_of_range[2] = 10**8
+    d.sim.post_records(head_end, np.array([duplicate, out_of_range]))
     oracle.step()
     assert oracle.chain_last_interval() == d.interval_of_minute(0) + 1
     status = oracle.status()
     assert status["rejected"] == 2 and status["intervals_written"] == 2
+    assert status["rejected_by_rule"] == {"duplicate": 1, "p": 1}
     reasons = [r["reason"] for r in oracle.store.rejected_rows()]
     assert reasons[0].startswith("duplicate") and "outside the rated range" in reasons[1]
+
+
+def test_a_fresh_oracle_starts_at_the_deployments_interval(d: Deployed, tmp_path) -> None:
+    """A reading from before the deployment's interval (inside the reading window) does not
+    make a fresh oracle start there: it starts at the first reading from then on."""
+    deploy_s = int(d.chain.w3.eth.get_block(d.deployment.deploy_block)["timestamp"])
+    before = (deploy_s // INTERVAL_S) * INTERVAL_S - 60  # the last minute before that interval
+    early = d.sim.readings([0])
+    early[:, 1] = before
+    d.sim.post_by_meter(early)
+    oracle = d.oracle(tmp_path / "o.sqlite")
+    post_intervals(d, oracle, 0, 15)
+    i0 = d.interval_of_minute(0)
+    assert oracle.status()["readings"] == 16 * 25  # the early ones are accepted, ...
+    assert bands_written_events(d) == [i0, i0 + 1]  # ... but nothing before i0 is written
+    assert oracle.deploy_interval == deploy_s // INTERVAL_S < i0
+
+
+def test_targets_in_the_past_are_skipped_without_computing(d: Deployed, tmp_path) -> None:
+    """The oracle was down for two intervals: the contract takes no band for an interval in the
+    past, so those are recorded as skipped (not computed, nothing sent) and it goes on."""
+    oracle = d.oracle(tmp_path / "o.sqlite")
+    post_intervals(d, oracle, 0, 15)
+    i0 = d.interval_of_minute(0)
+    d.sim.run(15, 45, batch_minutes=15)  # the oracle is down
+    post_intervals(d, oracle, 45, 60)
+    rows = {r.interval: r for r in oracle.store.intervals()}
+    assert [rows[i].status for i in range(i0, i0 + 5)] == [
+        "written", "written", "skipped", "skipped", "written"]
+    assert rows[i0 + 2].reason.startswith("in the past") and rows[i0 + 2].inputs_json is None
+    assert bands_written_events(d) == [i0, i0 + 1, i0 + 4] and oracle.store.failures() == []
 
 
 def test_late_reading_is_stored_and_flagged(d: Deployed, tmp_path) -> None:
     oracle = d.oracle(tmp_path / "o.sqlite")
     h05 = d.device("H05")
-    d.sim.run(0, 15, batch_minutes=15, skip={3: [h05]})
-    oracle.step()
+    post_intervals(d, oracle, 0, 15, skip={3: [h05]})
     assert oracle.chain_last_interval() == d.interval_of_minute(0) + 1
     rec = d.sim.readings([3])
     d.sim.post_records(next(x.meter_role for x in d.setup.devices if x.role == "load"),
@@ -175,6 +213,7 @@ def test_crash_and_restart_never_writes_twice_nor_skips(d: Deployed, tmp_path, m
     assert [r.interval for r in viewer.store.intervals("sent")] == sent_before
     viewer.close()
     restarted = d.oracle(db)
+    restarted.step()  # back within the interval: nothing is lost
     post_intervals(d, restarted, 45, 60)
     i0 = d.interval_of_minute(0)
     assert bands_written_events(d) == list(range(i0, i0 + 5))
@@ -185,7 +224,8 @@ def test_crash_and_restart_never_writes_twice_nor_skips(d: Deployed, tmp_path, m
 @pytest.mark.parametrize("explicit_gas", [None, 3_000_000], ids=["estimated", "mined-revert"])
 def test_registry_revert_refreshes_and_retries(d: Deployed, tmp_path, explicit_gas) -> None:
     oracle = d.oracle(tmp_path / "o.sqlite", explicit_gas=explicit_gas)
-    d.sim.run(0, 15, batch_minutes=15)
+    post_intervals(d, oracle, 0, 1)
+    d.sim.run(1, 15, batch_minutes=15)
     oracle.ingest()
     capacity = d.deployment.capacity(d.chain)
     cb = d.deployment.device_id("CB")
@@ -202,7 +242,8 @@ def test_registry_revert_refreshes_and_retries(d: Deployed, tmp_path, explicit_g
         assert -10_000 <= lo_w[0] <= hi_w[0] <= 10_000
 
 
-def test_interval_lost_to_another_writer_is_skipped_with_reason(d: Deployed, tmp_path) -> None:
+def test_interval_taken_by_another_writer_is_recorded_from_the_chain(d: Deployed,
+                                                                     tmp_path) -> None:
     oracle = d.oracle(tmp_path / "o.sqlite")
     post_intervals(d, oracle, 0, 15)
     i0 = d.interval_of_minute(0)
@@ -220,11 +261,23 @@ def test_interval_lost_to_another_writer_is_skipped_with_reason(d: Deployed, tmp
     oracle.before_send = rogue_writes_later_interval
     post_intervals(d, oracle, 15, 60)
     rows = {r.interval: r for r in oracle.store.intervals()}
-    assert rows[i0 + 2].status == "skipped" and "IntervalNotMonotonic" in rows[i0 + 2].reason
+    assert rows[i0 + 2].status == "written" and rows[i0 + 2].tx_hash is not None
     assert rows[i0 + 3].status == "written" and "differs" in rows[i0 + 3].reason
     assert rows[i0 + 4].status == "written" and rows[i0 + 4].tx_hash is not None
+    assert oracle.store.failures() == [] and oracle.status()["intervals_skipped"] == []
+
+
+def test_a_band_written_after_its_interval_began_is_skipped(d: Deployed, tmp_path) -> None:
+    """IntervalInPast: the chain's clock passed the interval while its band was computed."""
+    oracle = d.oracle(tmp_path / "o.sqlite")
+    post_intervals(d, oracle, 0, 15)
+    i0 = d.interval_of_minute(0)
+    d.sim.run(15, 30, batch_minutes=15)
+    oracle.ingest()
+    oracle.before_send = lambda _target: d.chain.advance_time(INTERVAL_S)
+    assert oracle.process_ready() == ([], [i0 + 2])
+    assert "IntervalInPast" in oracle.store.interval(i0 + 2).reason
     assert [f["action"] for f in oracle.store.failures()] == ["skip"]
-    assert oracle.status()["intervals_skipped"] == [i0 + 2]
 
 
 def test_lost_oracle_role_is_fatal(d: Deployed, tmp_path) -> None:
@@ -233,9 +286,8 @@ def test_lost_oracle_role_is_fatal(d: Deployed, tmp_path) -> None:
     role = d.chain.call(capacity.functions.ORACLE_ROLE())
     d.chain.transact(capacity.functions.revokeRole(role, d.chain.keys.address("oracle")),
                      "deployer")
-    d.sim.run(0, 15, batch_minutes=15)
     with pytest.raises(OracleFatal, match="AccessControlUnauthorizedAccount"):
-        oracle.step()
+        post_intervals(d, oracle, 0, 1)
     assert oracle.store.intervals("skipped") == []
 
 
@@ -253,22 +305,23 @@ def test_run_once_processes_what_is_there_and_returns(d: Deployed, tmp_path) -> 
     oracle = d.oracle(tmp_path / "o.sqlite")
     assert oracle.run(once=True) == 0
     i0 = d.interval_of_minute(0)
-    assert bands_written_events(d) == [i0, i0 + 1, i0 + 2]
+    assert bands_written_events(d) == [i0 + 2]  # a fresh oracle starts at the current interval
     status = oracle.status()
     assert status["last_interval_on_chain"] == i0 + 2 and status["next_interval"] == i0 + 3
     assert status["lag_blocks"] == 0 and status["readings"] == 30 * 25
+    assert status["chain"] == "ok" and status["confirmations"] == 0
 
 
-def _chain_down() -> StepReport:
+def _chain_down(_stop: object = None) -> StepReport:
     raise ChainUnavailable("http://node", 5)
 
 
 def test_run_backs_off_on_rpc_failures_and_starts_over_after_a_step(d: Deployed, tmp_path,
                                                                     monkeypatch) -> None:
     oracle = d.oracle(tmp_path / "o.sqlite", backoff_s=0.5, max_backoff_s=2.0,
-                      poll_interval_s=0.25)
+                      poll_interval_s=0.0)
     outcomes = [_chain_down] * 4 + [StepReport] + [_chain_down]
-    monkeypatch.setattr(oracle, "step", lambda: outcomes.pop(0)())
+    monkeypatch.setattr(oracle, "step", lambda _stop: outcomes.pop(0)())
     waits: list[float] = []
 
     def record_sleep(delay_s: float, _stop: object) -> bool:
@@ -277,7 +330,7 @@ def test_run_backs_off_on_rpc_failures_and_starts_over_after_a_step(d: Deployed,
 
     monkeypatch.setattr("oracle.service.sleep", record_sleep)
     assert oracle.run(stop=lambda: False) == 0
-    assert waits == [0.5, 1.0, 2.0, 2.0, 0.25, 0.5]
+    assert waits == [0.5, 1.0, 2.0, 2.0, 0.5]  # doubling, capped, reset after a step
 
 
 def test_stop_ends_a_long_backoff_at_once(d: Deployed, tmp_path, monkeypatch) -> None:
@@ -305,6 +358,7 @@ def test_reorg_dropping_readings_and_bands_is_read_and_written_again(d: Deployed
     h01 = d.device("H01")
     records = d.sim.readings(list(range(15, 30)))
     records[records[:, 0] == h01, 2] += 500
+    d.sim.await_chain_time(d.sim.timestamp(30))
     d.sim.post_by_meter(records)
     report = oracle.step()
     assert report.polls[0].reorg_depth > 0 and report.polls[0].forgotten_readings == 15 * 25
@@ -318,3 +372,22 @@ def test_reorg_dropping_readings_and_bands_is_read_and_written_again(d: Deployed
     rows = oracle.store.readings_between(d.sim.timestamp(15), d.sim.timestamp(30))
     assert sorted(r["p_w"] for r in rows if r["device_id"] == h01) == sorted(
         int(x) for x in records[records[:, 0] == h01, 2])
+    # the readings read again on the new branch came before its band: none is late
+    assert oracle.status()["late"] == 0
+
+
+def test_a_band_that_fails_newton_raphson_is_not_written(d: Deployed, tmp_path,
+                                                         monkeypatch) -> None:
+    oracle = d.oracle(tmp_path / "o.sqlite")
+    post_intervals(d, oracle, 0, 15)
+    i0 = d.interval_of_minute(0)
+    failed = NrCheck(None, None, points=16, failed=4, narrowed=3)
+    monkeypatch.setattr("oracle.service.certify", lambda *_args: failed)
+    post_intervals(d, oracle, 15, 30)
+    row = oracle.store.interval(i0 + 2)
+    assert row.status == "skipped" and row.reason.startswith("Newton-Raphson check failed")
+    assert row.inputs_json is not None and (row.nr_points, row.nr_failed) == (16, 4)
+    assert bands_written_events(d) == [i0, i0 + 1] and oracle.store.failures() == []
+    nr = oracle.status()["nr_check"]
+    assert nr["bands_not_written"] == [i0 + 2] and nr["failed_points"] == 4
+    assert nr["points"] == 16 + 2 * 2  # and the two bands written before: 2 corners each

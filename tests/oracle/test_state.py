@@ -8,7 +8,15 @@ import pytest
 from capacity.feeders import load_feeder
 from oracle.forecast import ProfileForecast, forecast_steps, intersect_bands
 from oracle.ingest import decode_readings, encode_readings
-from oracle.registry import READING_FIELDS, DeviceRegistry, rejection_mask, rejection_reason
+from oracle.registry import (
+    ANGLE_TOLERANCE_MICRO_RAD,
+    READING_FIELDS,
+    RULES,
+    DeviceRegistry,
+    ReadingWindow,
+    rejection,
+    rejection_codes,
+)
 from oracle.state import build_state, minutes_per_interval
 
 INTERVAL_S = 900
@@ -33,6 +41,8 @@ def registry(feeder) -> DeviceRegistry:
         {"device_id": 7, "kind": 2, "bus": 15, "p_min_rated_w": 0, "p_max_rated_w": 10_000},
         {"device_id": 9, "kind": 2, "bus": 999, "p_min_rated_w": 0, "p_max_rated_w": 1_000},
     ]
+    for rec in records:
+        rec["meter"] = "0x00000000000000000000000000000000000000aa"
     return DeviceRegistry.from_records(records, feeder, names={1: "CB"})
 
 
@@ -46,10 +56,19 @@ def forecast(feeder) -> ProfileForecast:
     return ProfileForecast(p, p // 10, day_start_s=START_S - 3600)
 
 
+#: No-load voltage angle of the test devices' buses (heimschuh-like: the MV/LV transformer's
+#: -150 degree shift behind every LV bus), micro-rad.
+LV_ANGLE = -2_618_090
+
+
 def reading(device_id: int, minute: int, p_w: int = 1000, q_var: int = 300,
-            v_micro_pu: int = 1_000_000, theta: int = 0) -> dict[str, int]:
+            v_micro_pu: int = 1_000_000, theta: int | None = None) -> dict[str, int]:
+    theta = (0 if device_id == 4 else LV_ANGLE) if theta is None else theta
     return dict(zip(READING_FIELDS, (device_id, START_S + 60 * minute, p_w, q_var, v_micro_pu,
                                      theta), strict=True))
+
+
+METER = "0x00000000000000000000000000000000000000AA"
 
 
 def test_registry_roles(registry: DeviceRegistry) -> None:
@@ -59,39 +78,70 @@ def test_registry_roles(registry: DeviceRegistry) -> None:
     flex = registry.flexibilities()
     assert [(f.name, f.bus_id, f.p_low_kw, f.p_high_kw) for f in flex] == [
         ("CB", 10, -50.0, 50.0), ("device-2", 8, 0.0, 22.0)]
+    assert registry.devices[4].angle_micro_rad == 0
+    assert abs(registry.devices[5].angle_micro_rad - LV_ANGLE) < 1000
 
 
 def test_valid_reading_passes(registry: DeviceRegistry) -> None:
-    assert rejection_reason(reading(5, 0), registry) is None
-    assert rejection_reason(reading(5, 0, p_w=-5_000 - 1_500), registry) is None  # within 10 %
+    block_s = START_S + 60
+    assert rejection(reading(5, 0), registry, block_time_s=block_s, meter=METER) is None
+    assert rejection(reading(5, 0, p_w=-5_000 - 1_500), registry) is None  # within 10 %
+    assert rejection(reading(4, 0, v_micro_pu=1_100_000), registry) is None  # slack at +10 %
+    assert rejection(reading(5, 0, v_micro_pu=1_150_000), registry) is None  # LV meter
+    # the window's edges: the minute may end 3600 s before, or 60 s after, its block's time
+    assert rejection(reading(5, 0), registry, block_time_s=block_s + 3600) is None
+    assert rejection(reading(5, 0), registry, block_time_s=block_s - 60) is None
 
 
-@pytest.mark.parametrize(("changes", "reason"), [
-    ({"device_id": 77}, "unknown device 77: not registered"),
-    ({"device_id": 9}, "bus 999 is not in the feeder"),
-    ({"timestamp": START_S + 30}, "not on a minute boundary"),
-    ({"p_w": 16_600}, "outside the rated range"),
-    ({"p_w": -6_600}, "outside the rated range"),
-    ({"q_var": 17_000}, "|Q| 17000 var"),
-    ({"v_micro_pu": 1_600_000}, "outside the physical range"),
-    ({"v_micro_pu": 400_000}, "outside the physical range"),
-    ({"theta_micro_rad": -3_200_000}, "above pi"),
+@pytest.mark.parametrize(("changes", "rule", "reason"), [
+    ({"device_id": 77}, "unknown_device", "unknown device 77: not registered"),
+    ({"device_id": 9}, "unknown_device", "bus 999 is not in the feeder"),
+    ({"timestamp": START_S + 30}, "minute", "not on a minute boundary"),
+    ({"timestamp": START_S - 10 * 86_400}, "window", "s before its block's time"),
+    ({"timestamp": START_S + 120}, "window", "ends 120 s after its block's time"),
+    ({"p_w": 16_600}, "p", "outside the rated range"),
+    ({"p_w": -6_600}, "p", "outside the rated range"),
+    ({"q_var": 17_000}, "q", "|Q| 17000 var"),
+    ({"v_micro_pu": 1_250_000}, "v", "outside the plausible range 0.8..1.2 pu (load)"),
+    ({"v_micro_pu": 700_000}, "v", "outside the plausible range"),
+    ({"device_id": 4, "v_micro_pu": 1_150_000, "theta_micro_rad": 0}, "v",
+     "outside the plausible range 0.9..1.1 pu (transformer)"),
+    ({"theta_micro_rad": 0}, "angle", "from its bus's no-load angle"),
+    ({"theta_micro_rad": LV_ANGLE + ANGLE_TOLERANCE_MICRO_RAD + 2000}, "angle", "limit"),
 ])
-def test_rejection_reasons(registry: DeviceRegistry, changes: dict, reason: str) -> None:
-    assert reason in (rejection_reason({**reading(5, 0), **changes}, registry) or "")
+def test_rejection_reasons(registry: DeviceRegistry, changes: dict, rule: str,
+                           reason: str) -> None:
+    got = rejection({**reading(5, 0), **changes}, registry, block_time_s=START_S + 60)
+    assert got is not None and got[0] == rule and reason in got[1], got
 
 
-def test_vectorised_mask_agrees_with_the_reasons(registry: DeviceRegistry) -> None:
+def test_a_reading_posted_by_another_meter_is_rejected(registry: DeviceRegistry) -> None:
+    other = "0x00000000000000000000000000000000000000bb"
+    assert rejection(reading(5, 0), registry, meter=other) == (
+        "meter", f"posted by {other}, but the device's meter is {METER.lower()}")
+
+
+def test_vectorised_codes_agree_with_the_rules(registry: DeviceRegistry) -> None:
     rows = [reading(5, 0), reading(5, 1, p_w=-6_500), {**reading(5, 2), "device_id": 77},
             {**reading(9, 0)}, reading(6, 3, p_w=33_000), reading(6, 4, p_w=33_600),
-            reading(7, 5, q_var=-11_000), reading(4, 6, v_micro_pu=1_500_000),
-            reading(4, 7, v_micro_pu=1_500_001), reading(1, 8, theta=3_141_594),
-            {**reading(2, 9), "timestamp": START_S + 61}]
+            reading(7, 5, q_var=-11_000), reading(4, 6, v_micro_pu=1_100_000),
+            reading(4, 7, v_micro_pu=1_100_001), reading(1, 8, theta=0),
+            {**reading(2, 9), "timestamp": START_S + 61}, reading(5, -70), reading(5, 10),
+            reading(5, 11), reading(5, 12, v_micro_pu=799_999)]
     records = decode_readings(encode_readings([[r[f] for f in READING_FIELDS] for r in rows]))
-    mask = rejection_mask(records, registry)
-    assert mask.tolist() == [rejection_reason(r, registry) is not None for r in rows]
-    assert mask.tolist() == [False, False, True, True, False, True, False, False, True, True,
-                             True]
+    block_s = np.full(len(rows), START_S + 900)
+    meters = np.array([METER] * len(rows), dtype=object)
+    meters[13] = "0x00000000000000000000000000000000000000bb"
+    codes = rejection_codes(records, registry, block_time_s=block_s, meters=meters,
+                            window=ReadingWindow(max_age_s=3600, max_ahead_s=60))
+    expected = [rejection(r, registry, block_time_s=START_S + 900, meter=str(m))
+                for r, m in zip(rows, meters, strict=True)]
+    assert [RULES[c - 1] if c else None for c in codes] == [
+        e[0] if e else None for e in expected]
+    assert [RULES[c - 1] if c else None for c in codes] == [
+        None, None, "unknown_device", "unknown_device", None, "p", None, None, "v", "angle",
+        "minute", "window", None, "meter", "v"]
+    assert rejection_codes(records[:0], registry).size == 0
 
 
 def test_state_from_complete_readings(registry, feeder, forecast) -> None:

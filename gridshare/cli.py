@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "market.cli",
     "gridshare.api.cli",
     "gridshare.sim.cli",
+    "gridshare.sim.meters_cli",
     "gridshare.fleet.cli",
 )
 

@@ -366,19 +366,29 @@ class MarketChain:
             if interval is None or int(a["interval"]) == int(interval)
         ]
 
+    def registry(self, to_block: int | None = None
+                 ) -> tuple[dict[int, str], set[str], tuple[int, int]]:
+        """As of ``to_block``, from the market's events (the contract's rules): the account of
+        each meter device (the battery's included), the former members and the imbalance
+        (buy, sell) tariffs in micro-euro per kWh."""
+        members: dict[int, str] = {self.battery_device_id: self.battery.account}
+        device_of: dict[str, int] = {}
+        former: set[str] = set()
+        events = self._logs("ProsumerRegistered", to_block) + self._logs("ProsumerRemoved",
+                                                                          to_block)
+        for e in sorted(events, key=lambda e: (e["blockNumber"], e["logIndex"])):
+            members, device_of, former = _apply_registry_event(e, members, device_of, former)
+        tariffs = self._logs("TariffsSet", to_block)[-1]["args"]
+        return members, former, (int(tariffs["imbalanceBuy"]), int(tariffs["imbalanceSell"]))
+
     def expected_deviations(self, interval: int, totals: dict[int, int],
-                            block: int | str = "latest") -> list[Deviation]:
-        """The deviations the contract books for ``totals`` given the chain as of ``block``."""
-        f = self.market.functions
+                            to_block: int | None = None) -> list[Deviation]:
+        """The deviations the contract books for ``totals`` given the chain as of ``to_block``."""
         book, fills, battery_bought = self.book_and_fills(interval)
         traded = traded_per_account(book, fills, self.battery.account, battery_bought)
-        members = {d: self.chain.call(f.memberOfDevice(d), block=block) for d in totals}
-        members = {d: a for d, a in members.items() if int(a, 16) != 0}
-        former = {a for a in members.values() if a != self.battery.account
-                  and not self.chain.call(f.isProsumer(a), block=block)}
-        imbalance = self.chain.call(f.tariffs(), block=block)
-        return expected_deviations(interval, totals, traded, members, former, int(imbalance[2]),
-                                   int(imbalance[3]))
+        members, former, (buy, sell) = self.registry(to_block)
+        members = {d: a for d, a in members.items() if d in totals}
+        return expected_deviations(interval, totals, traded, members, former, buy, sell)
 
     def replay_deviations(self, interval: int) -> list[str]:
         """Differences between the chain's meter totals and deviations of ``interval`` and
@@ -398,6 +408,24 @@ class MarketChain:
                        f"settled {sorted(set(settled) - set(expected))}; only recomputed "
                        f"{sorted(set(expected) - set(settled))}")
         return out
+
+
+def _apply_registry_event(e: Any, members: dict[int, str], device_of: dict[str, int],
+                          former: set[str]) -> tuple[dict[int, str], dict[str, int], set[str]]:
+    """One ``ProsumerRegistered`` / ``ProsumerRemoved`` applied as the contract does."""
+    args = e["args"]
+    account = args["prosumer"]
+    if e["event"] == "ProsumerRemoved":
+        former.add(account)
+        return members, device_of, former
+    device = int(args["meterDeviceId"])
+    previous = device_of.get(account)
+    if previous is not None and previous != device and members.get(previous) == account:
+        del members[previous]
+    members[device] = account
+    device_of[account] = device
+    former.discard(account)
+    return members, device_of, former
 
 
 def compare_settlement(onchain: SettledInterval, recomputed: IntervalClearing) -> list[str]:

@@ -1,5 +1,5 @@
 """A meter simulator: a day of minute readings of a built-in feeder, posted to the capacity
-contract with a sped-up clock.
+contract at the chain's time.
 
 Who posts what (the on-chain registry is the truth, ``register_meters`` completes it):
 

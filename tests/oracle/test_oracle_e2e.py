@@ -15,6 +15,7 @@ same (hashed) inputs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -131,6 +132,53 @@ def oracle_command(deployment: Path, db: Path) -> list[str]:
             "--nr-random", str(FAST_NR.n_random)]
 
 
+class OracleProcesses:
+    """``gridshare oracle run`` processes of one test on one deployment and database."""
+
+    def __init__(self, d: Deployed, tmp_path: Path) -> None:
+        self.d, self.tmp_path = d, tmp_path
+        self.deployment_file = d.deployment.save(tmp_path / "deployment.json")
+        self.db = tmp_path / "oracle.sqlite"
+        self.env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.env.pop("GRIDSHARE_CHAIN", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, name: str) -> None:
+        """Start one and wait for its "ready" line."""
+        log = (self.tmp_path / f"{name}.log").open("wb")
+        self.process = subprocess.Popen(oracle_command(self.deployment_file, self.db),
+                                        stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                        cwd=self.tmp_path)
+        wait_until(lambda: "ready:" in self.log(name), 120, f"{name} to be ready")
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text()
+
+    def last_on_chain(self) -> int:
+        capacity = self.d.deployment.capacity(self.d.chain)
+        if not self.d.chain.call(capacity.functions.anyIntervalWritten()):
+            return -1
+        return int(self.d.chain.call(capacity.functions.lastInterval()))
+
+    def post_and_wait(self, first: int, last: int) -> None:
+        """Post minutes first..last-1 up to each interval's end, each time waiting for the band
+        the interval's readings so far close."""
+        i0 = self.d.interval_of_minute(0)
+        bounds = sorted({first, last, *range((first // 15 + 1) * 15, last, 15)})
+        for lo, hi in itertools.pairwise(bounds):
+            self.d.sim.run(lo, hi, batch_minutes=hi - lo)
+            target = i0 + hi // 15
+            wait_until(lambda t=target: self.last_on_chain() == t, 120, f"the band of {target}")
+
+    def status(self) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "gridshare.cli", "oracle", "status", "--deployment",
+             str(self.deployment_file), "--db", str(self.db), "--json"],
+            capture_output=True, text=True, env=self.env, cwd=self.tmp_path, timeout=120,
+            check=True)
+        return json.loads(out.stdout)
+
+
 @pytest.mark.anvil
 def test_anvil_oracle_process_killed_and_anvil_restarted_from_dump(tmp_path) -> None:
     binary = find_anvil()
@@ -138,90 +186,64 @@ def test_anvil_oracle_process_killed_and_anvil_restarted_from_dump(tmp_path) -> 
         missing_tool("anvil not installed (npm ci installs @foundry-rs/anvil-linux-amd64)")
     node = AnvilProcess(binary, tmp_path / "anvil-state.json", tmp_path)
     node.start()
-    oracle_proc: subprocess.Popen[bytes] | None = None
+    procs = None
     try:
         chain = connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0, retries=2,
                                     backoff_s=0.1))
         d = deploy_feeder(chain, via_head_end=True)
-        deployment_file = d.deployment.save(tmp_path / "deployment.json")
-        db = tmp_path / "oracle.sqlite"
         i0 = d.interval_of_minute(0)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("GRIDSHARE_CHAIN", None)
-
-        def start_oracle(name: str) -> subprocess.Popen[bytes]:
-            log = (tmp_path / f"{name}.log").open("wb")
-            return subprocess.Popen(oracle_command(deployment_file, db), stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-
-        def last_on_chain() -> int:
-            capacity = d.deployment.capacity(d.chain)
-            if not d.chain.call(capacity.functions.anyIntervalWritten()):
-                return -1
-            return int(d.chain.call(capacity.functions.lastInterval()))
-
-        oracle_proc = start_oracle("oracle-1")
-        wait_until(lambda: "ready:" in (tmp_path / "oracle-1.log").read_text(), 120, "ready")
-        d.sim.post([0])
-        wait_until(lambda: last_on_chain() == i0, 60, "the first band")
-        d.sim.run(1, 15, batch_minutes=14)
-        wait_until(lambda: last_on_chain() == i0 + 1, 60, "a band")
-        for first in (15, 30):
-            d.sim.run(first, first + 15, batch_minutes=15)
-            wait_until(lambda k=first: last_on_chain() == i0 + k // 15 + 1, 60, "a band")
-        stop_process(oracle_proc, sig_kill=True)  # killed
+        procs = OracleProcesses(d, tmp_path)
+        procs.start("oracle-1")
+        procs.post_and_wait(0, 1)  # the first band: i0, from the profile forecast
+        procs.post_and_wait(1, 45)
+        stop_process(procs.process, sig_kill=True)  # killed
         d.sim.run(45, 90, batch_minutes=15)  # three intervals while it is down
-        oracle_proc = start_oracle("oracle-2")  # SIGTERM while it catches up: out within 1 s
-        wait_until(lambda: "ready:" in (tmp_path / "oracle-2.log").read_text(), 120, "ready")
+        procs.start("oracle-2")  # SIGTERM while it catches up: out within a second
         started = time.monotonic()
-        oracle_proc.send_signal(signal.SIGTERM)
-        oracle_proc.wait(timeout=30)
-        assert time.monotonic() - started < 1.0 and oracle_proc.returncode == 0
-        assert "stopped by signal" in (tmp_path / "oracle-2.log").read_text()
-        oracle_proc = start_oracle("oracle-3")
-        wait_until(lambda: last_on_chain() == i0 + 6, 120, "the restarted oracle to catch up")
-
+        procs.process.send_signal(signal.SIGTERM)
+        procs.process.wait(timeout=30)
+        assert time.monotonic() - started < 1.0 and procs.process.returncode == 0
+        assert "stopped by signal" in procs.log("oracle-2")
+        procs.start("oracle-3")
+        wait_until(lambda: procs.last_on_chain() == i0 + 6, 120, "the oracle to catch up")
         node.stop()  # the oracle keeps running against a dead node, backing off
         assert node.state.exists()
         # longer than the RPC provider's own retries (4, 0.25 s doubling): the service loop
         # itself sees ChainUnavailable and backs off
         time.sleep(6.0)
-        assert oracle_proc.poll() is None
+        assert procs.process.poll() is None
         node.start()
         d.chain.nonces.resync()
-        for first in range(90, 180, 15):
-            d.sim.run(first, first + 15, batch_minutes=15)
-            wait_until(lambda k=first: last_on_chain() == i0 + k // 15 + 1, 120,
-                       "the oracle to resume")
-        stop_process(oracle_proc)
-        assert oracle_proc.returncode == 0, (tmp_path / "oracle-3.log").read_text()[-3000:]
-
-        expected = [*range(i0, i0 + 4), *range(i0 + 6, i0 + 13)]  # i0+4, i0+5: down
-        assert bands_written_events(d) == expected
-        store = Store(db)
-        assert [r.interval for r in store.intervals("written")] == expected
-        assert [r.interval for r in store.intervals("skipped")] == [i0 + 4, i0 + 5]
-        from oracle.state import feeder_model
-
-        check_bands_match_inputs(d, store, feeder_model(d.deployment.feeder),
-                                 sample=[i0 + 3, i0 + 12])
-        status = subprocess.run(
-            [sys.executable, "-m", "gridshare.cli", "oracle", "status", "--deployment",
-             str(deployment_file), "--db", str(db), "--json"],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=True,
-        )
-        report = json.loads(status.stdout)
-        assert report["last_interval_on_chain"] == i0 + 12
-        assert report["intervals_written"] == 11 and report["readings"] == 180 * 25
-        assert report["processed_block"] is not None and report["lag_blocks"] >= 0
-        assert report["chain"] == "ok" and report["confirmations"] == 1  # anvil's default
-        log_text = (tmp_path / "oracle-3.log").read_text()
-        assert "chain unavailable" in log_text  # it saw the node go away ...
-        assert re.search(r"chain back after \d+\.\d s", log_text)  # ... and come back
+        procs.post_and_wait(90, 180)
+        stop_process(procs.process)
+        assert procs.process.returncode == 0, procs.log("oracle-3")[-3000:]
+        check_after_restarts(d, procs, i0)
     finally:
-        if oracle_proc is not None:
-            stop_process(oracle_proc, sig_kill=True)
+        if procs is not None and procs.process is not None:
+            stop_process(procs.process, sig_kill=True)
         node.stop()
+
+
+def check_after_restarts(d: Deployed, procs: OracleProcesses, i0: int) -> None:
+    """Every interval once, written or skipped while the oracle was down; the status; the
+    oracle's log lines around the node's outage."""
+    expected = [*range(i0, i0 + 4), *range(i0 + 6, i0 + 13)]  # i0+4, i0+5: down
+    assert bands_written_events(d) == expected
+    store = Store(procs.db)
+    assert [r.interval for r in store.intervals("written")] == expected
+    assert [r.interval for r in store.intervals("skipped")] == [i0 + 4, i0 + 5]
+    from oracle.state import feeder_model
+
+    check_bands_match_inputs(d, store, feeder_model(d.deployment.feeder),
+                             sample=[i0 + 3, i0 + 12])
+    report = procs.status()
+    assert report["last_interval_on_chain"] == i0 + 12
+    assert report["intervals_written"] == 11 and report["readings"] == 180 * 25
+    assert report["processed_block"] is not None and report["lag_blocks"] >= 0
+    assert report["chain"] == "ok" and report["confirmations"] == 1  # anvil's default
+    log_text = procs.log("oracle-3")
+    assert "chain unavailable" in log_text  # it saw the node go away ...
+    assert re.search(r"chain back after \d+\.\d s", log_text)  # ... and come back
 
 
 def test_oracle_run_refuses_the_embedded_chain(tmp_path, capsys, monkeypatch) -> None:

@@ -219,5 +219,9 @@ def test_an_empty_restarted_node_stops_the_oracle_and_keeps_its_store(tmp_path, 
         assert status["chain"].startswith("reset: chain reset")
         assert status["readings"] == before["readings"] == 15 * 25
         assert status["intervals_written"] == before["intervals_written"] == 1
+        anvil.stop()  # and with no node at all: the store's status, the chain unavailable
+        assert main(["oracle", "status", "--json", *args]) == 1
+        status = json.loads(capsys.readouterr().out)
+        assert status["chain"].startswith("unavailable: ") and status["readings"] == 15 * 25
     finally:
         anvil.stop()

@@ -17,8 +17,10 @@ earlier), or the chain's current interval if that is later. The contract takes b
 clock (the oracle was down) is recorded as skipped without computing it. Hence a restart never
 writes an interval twice (the contract's record is the truth) and never leaves one unrecorded.
 The clock is the chain's: the time of the latest block. A source interval is closed when every
-load and transformer meter has its reading for the interval's last minute, or when the chain's
-clock has passed the interval's end by ``grace_s``. No meter moves the clock: a reading outside
+load and transformer meter has its reading for the interval's last minute, or when the blocks
+read so far reach the interval's end plus ``grace_s`` (the time of the last processed block: a
+reading in a block not read yet, e.g. one still waiting for its confirmations, is never left
+out). No meter moves the clock: a reading outside
 its window around its block's time is rejected (``oracle.registry``).
 
 Reorgs and rollbacks: the ingestion rewinds to the common ancestor; the store is reconciled
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,7 +78,13 @@ from gridshare.chain.identity import (
     read_identity,
 )
 from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
-from oracle.certify import NrSettings, certify, newton_raphson, nr_settings_of
+from oracle.certify import (
+    NrSettings,
+    certify,
+    loading_limits_pct,
+    newton_raphson,
+    nr_settings_of,
+)
 from oracle.forecast import FORECAST_MODES, ProfileForecast, forecast_steps, intersect_bands
 from oracle.ingest import Ingestor, PollReport
 from oracle.registry import DEFAULT_WINDOW, KIND_NAMES, DeviceRegistry, ReadingWindow
@@ -115,7 +124,9 @@ class OcmSettings:
     """OCM parameters of the oracle (all part of the hashed inputs). Voltages in pu.
 
     ``forecast``: which minutes of the source interval become OCM steps ("all", "extremes",
-    "last"; see ``oracle.forecast.forecast_steps``).
+    "last"; see ``oracle.forecast.forecast_steps``). ``max_line_loading_pct`` /
+    ``max_trafo_loading_pct``: thermal limits of every rated line and transformer, percent of
+    its rating (``capacity.ocm.compute_bands``; ``inf``: none).
     """
 
     objective: str = "sum"
@@ -127,8 +138,12 @@ class OcmSettings:
     margin_pu: float = 1e-5
     ga_population: int = 16
     ga_max_generations: int = 20
+    max_line_loading_pct: float = 100.0
+    max_trafo_loading_pct: float = 100.0
 
     def __post_init__(self) -> None:
+        if not (self.max_line_loading_pct > 0 and self.max_trafo_loading_pct > 0):
+            raise ValueError("max_line_loading_pct and max_trafo_loading_pct must be > 0")
         if self.forecast not in FORECAST_MODES:
             raise ValueError(f"forecast must be one of {FORECAST_MODES}, got {self.forecast!r}")
         if self.n_random < 0 or self.ga_population < 4 or self.ga_max_generations < 0:
@@ -189,7 +204,14 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
         "v_high_micro_pu": int(pu_to_micro_pu(ocm.v_high_pu)),
         "margin_nano_pu": round(ocm.margin_pu * 1e9),
         "ga_population": ocm.ga_population, "ga_max_generations": ocm.ga_max_generations,
+        "max_line_loading_milli_pct": _milli_pct(ocm.max_line_loading_pct),
+        "max_trafo_loading_milli_pct": _milli_pct(ocm.max_trafo_loading_pct),
     }
+
+
+def _milli_pct(limit_pct: float) -> int | None:
+    """A loading limit in the canonical inputs: integer 1e-3 percent, None for no limit."""
+    return None if math.isinf(limit_pct) else round(limit_pct * 1000)
 
 
 def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
@@ -211,6 +233,7 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         raise ValueError(f"inputs are for buses {inputs['bus_ids'][:5]}..., not feeder "
                          f"{feeder.name!r}")
     ocm = inputs["ocm"]
+    line_limit_pct, trafo_limit_pct = loading_limits_pct(ocm)
     result = compute_bands(
         feeder, flexibilities_of(inputs),
         np.asarray(w_to_kw(np.asarray(inputs["p_w"])), dtype=float),
@@ -222,6 +245,7 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         ga=GaSettings(population=int(ocm["ga_population"]),
                       max_generations=int(ocm["ga_max_generations"])),
         margin_pu=float(ocm["margin_nano_pu"]) * 1e-9,
+        max_line_loading_pct=line_limit_pct, max_trafo_loading_pct=trafo_limit_pct,
     )
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
@@ -427,14 +451,24 @@ class Oracle:
             return None
         return max(first // self.interval_seconds, self.current_interval())
 
+    def read_clock_s(self) -> int | None:
+        """The chain's clock as far as the oracle has read it: the time of the last processed
+        block (None before the first)."""
+        cursor = self.store.cursor()
+        if cursor is None:
+            return None
+        return int(self.chain.w3.eth.get_block(cursor.block_number)["timestamp"])
+
     def source_closed(self, source: int) -> bool:
-        """Whether the source interval's readings are complete or its grace time is over."""
+        """Whether the source interval's readings are complete, or its grace time is over in
+        the blocks read so far (so no reading posted before then is still unread)."""
         end_s = (source + 1) * self.interval_seconds
         expected = {d.device_id for d in (*self.registry.of_role("load"),
                                           *self.registry.of_role("transformer"))}
         if expected and expected <= self.store.devices_with_reading_at(end_s - 60):
             return True
-        return self.clock_s() >= end_s + self.config.grace_s
+        read_s = self.read_clock_s()
+        return read_s is not None and read_s >= end_s + self.config.grace_s
 
     # ---- one interval
     def build_inputs(self, target: int) -> tuple[dict[str, Any], Any]:
@@ -631,10 +665,12 @@ class Oracle:
 
     # ---- the loop
     def ingest(self) -> list[PollReport]:
-        """Poll until the confirmed head is reached; after a reorg reconcile the store and
-        recheck the written bands the reorg may have changed."""
+        """Poll until the confirmed head of the step's start is reached (blocks that arrive
+        meanwhile wait for the next step, so a fast chain cannot starve the bands); after a
+        reorg reconcile the store and recheck the written bands the reorg may have changed."""
         reports = []
         reorg_block: int | None = None
+        until = self.chain.block_number - self.confirmations
         for _ in range(10_000):
             report = self.ingestor.poll()
             reports.append(report)
@@ -646,7 +682,7 @@ class Oracle:
             if report.retry:
                 time.sleep(0.05)  # the chain moved under the read; let it settle
                 continue
-            if not report.advanced:
+            if not report.advanced or report.to_block >= until:
                 break
         if reorg_block is not None:
             self.recheck_written(int(self.chain.w3.eth.get_block(reorg_block)["timestamp"]))

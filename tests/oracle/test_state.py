@@ -242,3 +242,12 @@ def test_readings_codec_round_trip() -> None:
         encode_readings([[1, 2, 3]])
     with pytest.raises(ValueError, match="not a multiple of 24"):
         decode_readings(b"\x00" * 25)
+
+
+def test_negative_limits_are_refused() -> None:
+    from oracle.service import OracleConfig
+
+    with pytest.raises(ValueError, match="reading window limits must be >= 0"):
+        ReadingWindow(max_age_s=-1)
+    with pytest.raises(ValueError, match="confirmations >= 0"):
+        OracleConfig(confirmations=-1)

@@ -3,30 +3,29 @@
 This is the one code path by which orders enter the market, used by ``POST /v1/orders`` and by
 in-process callers (the day simulation):
 
-1. :meth:`OrderGateway.submit` checks the order with :func:`market.orders.validate_order`
-   (signature, registered prosumer, nonce, deadline, energy, price bounds, open interval)
-   against a mirror of the market contract's state (registered prosumers, nonces, price bounds,
-   open intervals; read from the chain, cached for ``cache_ttl_s`` / ``interval_ttl_s`` and
-   refreshed ahead of expiry by the background thread), then commits it to the
-   SQLite :class:`~market.gateway.store.OrderStore`. Only then is it *accepted* (HTTP 201).
-   The expected nonce is one more than the prosumer's last stored order, or the contract's
-   ``nonceOf`` when that is higher, so a client can send its next order before the previous
-   one is on-chain.
-2. :meth:`OrderGateway.relay_once` (called by a background thread, or directly) sends the
-   stored orders in acceptance order to ``GridMarket.submitOrderSigned``: all of a batch are
-   sent first, then their receipts are awaited, so a batch costs about one block. Relayed
-   orders emit ``OrderPlaced``, which is what the commitment and the clearing read
-   (``market.chain.MarketChain``); an order the contract refuses (e.g. its deadline passed
-   while the node was down) is marked ``failed`` with the decoded reason.
+1. :meth:`OrderGateway.submit` makes the signature canonical (``market.orders.
+   canonical_signature``: the form the contract's ECDSA check accepts), checks the order with
+   :func:`market.orders.validate_order` (signature, registered prosumer, nonce, deadline,
+   energy, price, interval window, open interval) against a mirror of the market contract's
+   state (registered prosumers, nonces, the bounds it states, open intervals; cached for
+   ``cache_ttl_s`` / ``interval_ttl_s`` and refreshed ahead of expiry by the background thread)
+   and the chain's time (:class:`~market.gateway.watch.ChainWatch`), limits each prosumer to
+   ``max_orders_per_interval`` orders per interval (so the settler's gas spent on one
+   prosumer's orders is bounded: at most that many transactions of ``relay_gas``), then
+   commits it to the SQLite :class:`~market.gateway.store.OrderStore`. Only then is it
+   *accepted* (HTTP 201). The expected nonce is one more than the prosumer's last live stored
+   order, or the contract's ``nonceOf`` when that is higher, so a client can send its next
+   order before the previous one is on-chain.
+2. :meth:`OrderGateway.relay_once` runs one round of the
+   :class:`~market.gateway.relayer.Relayer` (send, confirm, recover; see there).
 3. :meth:`OrderGateway.settle_interval` closes the interval here (no more orders), relays
-   every order of it that is still waiting, then runs ``MarketChain.settle_interval`` (commit the
-   Merkle root, clear, settle).
+   every order of it that is still waiting, then runs ``MarketChain.settle_interval``.
 
 Node down: while the last probe (every ``probe_interval_s``) or a read failed, ``submit`` raises
-:class:`~gridshare.chain.errors.ChainUnavailable` and nothing is stored (HTTP 503). An order
-acknowledged just before the node went away stays in SQLite as ``pending``/``sent`` and is
-relayed when the node answers again. While the node is down the relay loop waits
-``probe_interval_s`` between probes (:class:`~gridshare.chain.backoff.Backoff`).
+``ChainUnavailable`` and nothing is stored (HTTP 503). A node that is not the deployment's chain
+any more (restarted empty, wiped) raises ``ChainResetError`` (HTTP 503 ``chain_reset``); the
+relay sends nothing to it. An order acknowledged just before the node went away stays in SQLite
+as ``pending``/``sent`` and is relayed when the node answers again.
 """
 
 from __future__ import annotations
@@ -37,57 +36,105 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
-from hexbytes import HexBytes
-from web3.exceptions import TransactionNotFound
 
 from gridshare.chain.backoff import Backoff
 from gridshare.chain.errors import ChainError, ChainUnavailable, ContractRevert
+from gridshare.chain.identity import ChainIdentity, block_hash
 from market.chain import MarketChain
 from market.orders import (
+    BadNonceError,
     Order,
     OrderError,
     ValidationContext,
+    canonical_signature,
     recover_signer,
     validate_order,
 )
 
-from .store import DuplicateOrderError, OrderStore, StoredOrder
+from .locks import RelayLock
+from .relayer import Relayer, RelayReport, RelayState
+from .store import DuplicateOrderError, OrderStore
+from .watch import ChainWatch
 
 log = logging.getLogger(__name__)
+
+#: Interval ids tracked per prosumer for the order quota before old ones are dropped.
+MAX_QUOTA_ENTRIES = 200_000
 
 
 class ReplayedOrderError(OrderError):
     """The same order (digest) or the prosumer's nonce is already stored."""
 
     code = "bad_nonce"
+    field = "nonce"
+
+
+class MarketPausedError(OrderError):
+    """The market contract is paused: it takes no orders (HTTP 503)."""
+
+    code = "market_paused"
+
+
+class TooManyOrdersError(OrderError):
+    """The prosumer placed the most orders one interval takes (settler gas bound)."""
+
+    code = "too_many_orders"
+    field = "interval"
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    """Tuning of the gateway. Times in seconds; gas in gas units."""
+    """Tuning of the gateway and its relay. Times in seconds; gas in gas units.
+
+    ``max_energy_wh`` and ``max_intervals_ahead`` cap what the contract states
+    (``maxOrderEnergyWh``, ``maxIntervalsAhead``) and stand in for it on a contract that states
+    none; ``confirmations``: blocks on top of an ``OrderPlaced`` before its order is
+    ``relayed``; ``stall_s``: a transaction not mined for this long is re-broadcast, then
+    replaced with ``fee_bump`` times its fees; ``max_waiting_age_s``: ``/healthz`` is not ok
+    while an order waits longer (the bound on how far the relay may fall behind);
+    ``relay_heartbeat_s``: nor while orders wait and the relay was not heard from for longer;
+    ``send_workers``: connections the relay sends a round's transactions over at once.
+    """
 
     relayer: str = "settler"
     cache_ttl_s: float = 20.0
     interval_ttl_s: float = 2.0
     refresh_per_tick: int = 6
     probe_interval_s: float = 0.5
+    identity_every_s: float = 10.0
     relay_batch: int = 200
+    max_in_flight: int = 1000
+    send_workers: int = 4
     relay_gas: int = 200_000
-    receipt_timeout_s: float = 15.0
     idle_sleep_s: float = 0.05
+    confirmations: int = 0
+    stall_s: float = 10.0
+    fee_bump: float = 1.25
+    log_window_blocks: int = 500
     max_energy_wh: int = 10_000_000
+    max_intervals_ahead: int = 96
+    max_orders_per_interval: int = 16
+    max_waiting_age_s: float = 30.0
+    relay_heartbeat_s: float = 15.0
 
     def __post_init__(self) -> None:
         if min(self.cache_ttl_s, self.interval_ttl_s) < 0 or self.probe_interval_s <= 0 \
-                or self.idle_sleep_s <= 0:
-            raise ValueError("cache_ttl_s, interval_ttl_s must be >= 0, probe_interval_s and "
-                             "idle_sleep_s > 0")
-        if self.relay_batch < 1 or self.relay_gas < 21_000 or self.receipt_timeout_s <= 0:
-            raise ValueError("relay_batch >= 1, relay_gas >= 21000, receipt_timeout_s > 0")
+                or self.idle_sleep_s <= 0 or self.stall_s <= 0 or self.identity_every_s <= 0:
+            raise ValueError("cache_ttl_s, interval_ttl_s must be >= 0; probe_interval_s, "
+                             "identity_every_s, idle_sleep_s and stall_s > 0")
+        if min(self.relay_batch, self.max_in_flight, self.send_workers) < 1 \
+                or self.relay_gas < 21_000 \
+                or self.confirmations < 0 or self.fee_bump < 1.1 or self.log_window_blocks < 1:
+            raise ValueError("relay_batch, max_in_flight, log_window_blocks >= 1, relay_gas "
+                             ">= 21000, confirmations >= 0, fee_bump >= 1.1")
+        if self.max_energy_wh < 1 or self.max_intervals_ahead < 0 or \
+                self.max_orders_per_interval < 1 or self.max_waiting_age_s <= 0:
+            raise ValueError("max_energy_wh, max_orders_per_interval >= 1, "
+                             "max_intervals_ahead >= 0, max_waiting_age_s > 0")
 
 
 @dataclass(frozen=True)
@@ -99,14 +146,31 @@ class Accepted:
     order: Order
 
 
-@dataclass
-class RelayReport:
-    """What one relay round did."""
+@dataclass(frozen=True)
+class MarketBounds:
+    """What an order may hold: prices micro-euro per kWh, energy Wh, interval window ahead;
+    ``stated_by`` says where the energy and window bounds come from; ``paused``: the contract
+    takes no orders now."""
 
-    sent: int = 0
-    relayed: int = 0
-    failed: int = 0
-    waiting: int = 0
+    min_price_micro_eur_per_kwh: int
+    max_price_micro_eur_per_kwh: int
+    max_energy_wh: int
+    max_intervals_ahead: int
+    stated_by: str
+    paused: bool = False
+
+
+@dataclass
+class Health:
+    """The gateway's view for ``/healthz``: problems empty = ok."""
+
+    chain: str
+    chain_detail: str | None
+    relay: RelayState | None
+    relay_heartbeat_age_s: float | None
+    waiting: int
+    oldest_waiting_age_s: float | None
+    problems: list[str] = field(default_factory=list)
 
 
 class _Cache:
@@ -195,7 +259,11 @@ class _Nonces(Mapping[str, int]):
 
 
 class OrderGateway:
-    """Accepts signed orders for one market deployment (see module docstring)."""
+    """Accepts signed orders for one market deployment (see module docstring).
+
+    ``admit(prosumer)``, when set, is called once an order's signature is verified and may
+    raise to refuse it (the API's per-address rate limit), before any other check.
+    """
 
     def __init__(self, mc: MarketChain, store: OrderStore,
                  settings: GatewaySettings | None = None,
@@ -206,6 +274,10 @@ class OrderGateway:
         self.settings = settings or GatewaySettings()
         self.clock = clock
         self.domain = mc.domain
+        self.interval_seconds = int(mc.deployment.interval_seconds)
+        self.watch = ChainWatch(mc, store, probe_interval_s=self.settings.probe_interval_s,
+                                identity_every_s=self.settings.identity_every_s, clock=clock)
+        self.admit: Callable[[str], None] | None = None
         ttl = self.settings.cache_ttl_s
         self._registered = _Cache(ttl)
         self._onchain_nonce = _Cache(ttl)
@@ -213,21 +285,34 @@ class OrderGateway:
         self._bounds = _Cache(self.settings.interval_ttl_s)
         self._caches = (self._open, self._bounds, self._registered, self._onchain_nonce)
         self._inflight: dict[str, int] = {}
+        self._quota: dict[tuple[str, int], int] = {}
         self._closed: set[int] = set(store.closed_intervals())
         self._local_next: dict[str, int] = {}
         self._submit_lock = threading.RLock()
-        self._relay_lock = threading.RLock()
+        self._relayer: Relayer | None = None
+        self._relay_lock: RelayLock | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self.chain_ok = True
-        self.last_block: int | None = None
-        self.last_probe_monotonic = 0.0
-        self.last_error: str | None = None
-        self._down_cause: BaseException | None = None
         self._down_wait = Backoff(self.settings.probe_interval_s, factor=1.0)
 
-    # ---- chain mirror
+    # ---- the node (see ChainWatch)
+    @property
+    def chain_ok(self) -> bool:
+        return self.watch.chain_ok
+
+    @property
+    def last_block(self) -> int | None:
+        return self.watch.last_block
+
+    @property
+    def last_error(self) -> str | None:
+        return self.watch.last_error
+
+    def probe(self) -> bool:
+        """Ask the node for its latest block (and its identity when due)."""
+        return self.watch.probe()
+
     def _read(self, fn: Callable[[], Any]) -> Any:
         """A chain read; a failure other than a revert marks the chain down and raises
         ChainUnavailable."""
@@ -236,30 +321,20 @@ class OrderGateway:
         except ContractRevert:
             raise
         except (ChainError, OSError) as exc:  # OSError: a socket error past the retries
-            self._set_down(exc)
+            self.watch.set_down(exc)
             if isinstance(exc, ChainUnavailable):
                 raise
-            raise self._unavailable(exc) from exc
+            raise self.watch.unavailable(exc) from exc
 
-    def _set_down(self, exc: BaseException) -> None:
-        if self.chain_ok:
-            log.warning("chain node unreachable, orders are refused with 503: %s", exc)
-        self.chain_ok = False
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self._down_cause = exc
-        self.last_probe_monotonic = time.monotonic()
-
-    def _unavailable(self, exc: BaseException) -> ChainUnavailable:
-        """The node counts as down after ``exc`` (one failed request)."""
-        return ChainUnavailable(self.chain.config.chain, 1, exc)
-
+    # ---- the contract's mirror
     def is_registered(self, prosumer: str) -> bool:
         f = self.mc.market.functions
         return bool(self._registered.get(
             prosumer, lambda: self._read(lambda: self.chain.call(f.isProsumer(prosumer)))))
 
     def expected_nonce(self, prosumer: str) -> int:
-        """Next nonce of ``prosumer``: after its stored orders, or the contract's if higher."""
+        """Next nonce of ``prosumer``: after its live stored orders, or the contract's if
+        higher."""
         f = self.mc.market.functions
 
         def load() -> int:
@@ -289,39 +364,104 @@ class OrderGateway:
             self._closed.add(interval)
         return is_open
 
+    def bounds(self) -> MarketBounds:
+        """The order bounds: the contract's (capped by the settings), or the settings' where
+        the contract states none."""
+        return self._bounds.get("bounds", self._load_bounds)
+
     def price_bounds(self) -> tuple[int, int]:
         """(min, max) limit price of the market in micro-euro per kWh."""
+        b = self.bounds()
+        return b.min_price_micro_eur_per_kwh, b.max_price_micro_eur_per_kwh
+
+    def _load_bounds(self) -> MarketBounds:
         f = self.mc.market.functions
+        names = {item.get("name") for item in self.mc.market.abi}
+        s = self.settings
 
-        def load() -> tuple[int, int]:
-            return (int(self._read(lambda: self.chain.call(f.minPriceMicroEurPerKwh()))),
-                    int(self._read(lambda: self.chain.call(f.maxPriceMicroEurPerKwh()))))
+        def read(name: str) -> int:
+            return int(self._read(lambda: self.chain.call(getattr(f, name)())))
 
-        return self._bounds.get("bounds", load)
+        stated = "maxOrderEnergyWh" in names and "maxIntervalsAhead" in names
+        return MarketBounds(
+            read("minPriceMicroEurPerKwh"), read("maxPriceMicroEurPerKwh"),
+            min(read("maxOrderEnergyWh"), s.max_energy_wh) if stated else s.max_energy_wh,
+            min(read("maxIntervalsAhead"), s.max_intervals_ahead) if stated
+            else s.max_intervals_ahead,
+            "contract (capped by the API's settings)" if stated else "API settings",
+            "paused" in names and bool(read("paused")))
+
+    def window(self) -> tuple[int, int]:
+        """First and last interval orders may be for now (chain time)."""
+        current = self.watch.now_unix_s() // self.interval_seconds
+        return current, current + self.bounds().max_intervals_ahead
 
     # ---- accepting
-    def _check_up(self) -> None:
-        if not self.chain_ok and time.monotonic() - self.last_probe_monotonic < \
-                self.settings.probe_interval_s:
-            raise ChainUnavailable(self.chain.config.chain, ChainUnavailable.KNOWN_DOWN,
-                                   self._down_cause)
+    def _context(self) -> ValidationContext:
+        b = self.bounds()
+        if b.paused:
+            raise MarketPausedError(f"the market contract {self.mc.market.address} is paused: "
+                                    "it takes no orders until its admin unpauses it")
+        now = self.watch.now_unix_s()
+        current = now // self.interval_seconds
+        return ValidationContext(
+            domain=self.domain, now_unix_s=now, registered=_Registered(self),
+            next_nonce=_Nonces(self), interval_open=self.interval_open,
+            min_price_micro_eur_per_kwh=b.min_price_micro_eur_per_kwh,
+            max_price_micro_eur_per_kwh=b.max_price_micro_eur_per_kwh,
+            max_energy_wh=b.max_energy_wh, window=(current, current + b.max_intervals_ahead),
+            interval_seconds=self.interval_seconds)
+
+    def _verify(self, order: Order, signature: bytes) -> tuple[bytes, str | None]:
+        """The canonical signature and its signer (None: a negative energy, refused later);
+        calls ``admit`` for a signature of the order's prosumer."""
+        signature = canonical_signature(signature)
+        if order.energy_wh < 0:
+            return signature, None
+        signer = recover_signer(order, self.domain, signature)
+        if signer == order.prosumer and self.admit is not None:
+            self.admit(order.prosumer)
+        return signature, signer
+
+    def _validate(self, order: Order, signature: bytes, signer: str | None) -> bytes:
+        """validate_order; a nonce below the expected one is checked once more against the
+        store (a relay in another process may have failed the prosumer's later orders)."""
+        try:
+            return validate_order(order, signature, self._context(), signer=signer)
+        except BadNonceError:
+            if self._inflight.get(order.prosumer) or \
+                    order.nonce >= self.expected_nonce(order.prosumer):
+                raise
+            self._local_next.pop(order.prosumer, None)
+            return validate_order(order, signature, self._context(), signer=signer)
+
+    def _take_quota(self, order: Order) -> None:
+        key = (order.prosumer, order.interval)
+        used = self._quota.get(key)
+        if used is None:
+            if len(self._quota) > MAX_QUOTA_ENTRIES:
+                current = self.watch.now_unix_s() // self.interval_seconds
+                self._quota = {k: v for k, v in self._quota.items() if k[1] >= current}
+            used = self.store.count_of(*key)
+        limit = self.settings.max_orders_per_interval
+        if used >= limit:
+            raise TooManyOrdersError(
+                f"{order.prosumer} has {used} orders for interval {order.interval}, the most "
+                f"one prosumer may place per interval ({limit})")
+        self._quota[key] = used + 1
+
+    def _give_back_quota(self, order: Order) -> None:
+        key = (order.prosumer, order.interval)
+        if self._quota.get(key):
+            self._quota[key] -= 1
 
     def _accept(self, order: Order, signature: bytes,
                 on_done: Callable[[], None] | None = None) -> tuple[bytes, Any]:
         """Validate and queue ``order`` for the group commit; (digest, pending insert)."""
+        signature, signer = self._verify(order, signature)
         with self._submit_lock:
-            lo, hi = self.price_bounds()
-            ctx = ValidationContext(
-                domain=self.domain,
-                now_unix_s=int(self.clock()),
-                registered=_Registered(self),
-                next_nonce=_Nonces(self),
-                interval_open=self.interval_open,
-                min_price_micro_eur_per_kwh=lo,
-                max_price_micro_eur_per_kwh=hi,
-                max_energy_wh=self.settings.max_energy_wh,
-            )
-            digest = validate_order(order, signature, ctx)
+            digest = self._validate(order, signature, signer)
+            self._take_quota(order)
             # queued under the lock (a prosumer's nonces enter the store in order), committed
             # outside it together with the orders of other requests (one fsync per batch)
             pending = self.store.enqueue(order, digest, signature, self.clock(), on_done)
@@ -341,45 +481,55 @@ class OrderGateway:
                     else:
                         self._inflight.pop(order.prosumer, None)
         except DuplicateOrderError as exc:
-            self._forget_prosumer(order.prosumer)
+            self._refused_after_queue(order)
             raise ReplayedOrderError(str(exc)) from None
         except Exception:
-            self._forget_prosumer(order.prosumer)
+            self._refused_after_queue(order)
             raise
         self._wake.set()
         return Accepted(digest, seq, order)
 
+    def _refused_after_queue(self, order: Order) -> None:
+        with self._submit_lock:
+            self._forget_prosumer(order.prosumer)
+            self._give_back_quota(order)
+
     def submit(self, order: Order, signature: bytes) -> Accepted:
-        """Validate and store ``order``; raises OrderError (refused) or ChainUnavailable
-        (503)."""
-        self._check_up()
+        """Validate and store ``order``; raises OrderError (refused), ChainUnavailable or
+        ChainResetError (503)."""
+        self.watch.check_up()
         digest, pending = self._accept(order, signature)
         return self._committed(order, digest, pending)
 
     def needs_chain(self, order: Order) -> bool:
         """True when validating ``order`` needs a chain read (some cached value is stale)."""
-        return not (self._registered.fresh(order.prosumer)
-                    and self._onchain_nonce.fresh(order.prosumer)
-                    and (order.interval in self._closed or self._open.fresh(order.interval))
-                    and self._bounds.fresh("bounds"))
+        return self.watch.needs_check() or not (
+            self._registered.fresh(order.prosumer)
+            and self._onchain_nonce.fresh(order.prosumer)
+            and (order.interval in self._closed or self._open.fresh(order.interval))
+            and self._bounds.fresh("bounds"))
 
     def warm(self, order: Order, signature: bytes) -> None:
         """Read what validating ``order`` needs into the caches (blocking chain reads); a
         signature that does not match the prosumer is refused first, without any read."""
-        if recover_signer(order, self.domain, signature) != order.prosumer:
+        signature = canonical_signature(signature)
+        if order.energy_wh >= 0 and recover_signer(order, self.domain, signature) != \
+                order.prosumer:
             validate_order(order, signature, ValidationContext(
                 self.domain, 0, (), {}, lambda _i: True, 0, 0))  # raises the signature error
-        self.price_bounds()
+        self.watch.check_up()
+        lo, hi = self.window()
         if self.is_registered(order.prosumer):
             self.expected_nonce(order.prosumer)
-            self.interval_open(order.interval)
+            if lo <= order.interval <= hi:
+                self.interval_open(order.interval)
 
     async def submit_async(self, order: Order, signature: bytes) -> Accepted:
         """:meth:`submit` for an event loop: chain reads (cache misses) and the wait for the
         group commit happen off the loop; validation itself runs inline (CPU only)."""
-        self._check_up()
         if self.needs_chain(order):
             await anyio.to_thread.run_sync(self.warm, order, signature)
+        self.watch.check_up()
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
@@ -396,131 +546,38 @@ class OrderGateway:
             self.store.close_interval(int(interval), self.clock())
             self._closed.add(int(interval))
 
-    # ---- relaying
     def _forget_prosumer(self, prosumer: str) -> None:
         self._local_next.pop(prosumer, None)
         self._onchain_nonce.forget(prosumer)
 
-    def _placed_digests(self, interval: int) -> set[bytes]:
-        return {p.digest for p in self.mc.placed_orders(interval)}
-
-    def _resolve_sent(self, row: StoredOrder) -> tuple[str, dict[str, Any]] | None:
-        """Status of an order sent in an earlier round: (status, fields) or None to resend."""
-        w3 = self.chain.w3
-        try:
-            receipt = w3.eth.get_transaction_receipt(HexBytes(row.tx_hash or "0x"))
-        except TransactionNotFound:
-            receipt = None
-        if receipt is not None:
-            if receipt["status"] == 1:
-                return "relayed", {"block_number": int(receipt["blockNumber"])}
-            return "failed", {"error": "relay transaction reverted"}
-        if row.digest in self._placed_digests(row.order.interval):
-            return "relayed", {}
-        onchain = int(self.chain.call(self.mc.market.functions.nonceOf(row.order.prosumer)))
-        if onchain > row.order.nonce:
-            return "failed", {"error": f"nonce {row.order.nonce} was used by another order"}
-        return None
+    # ---- relaying
+    @property
+    def relayer(self) -> Relayer:
+        """The relay of this gateway's store (made on first use: it needs the sender's key)."""
+        if self._relayer is None:
+            self._relayer = Relayer(self.mc, self.store, self.watch, self.settings, self.clock)
+        return self._relayer
 
     def relay_once(self) -> RelayReport:
-        """Send waiting orders (oldest first) and await their receipts; see module docstring."""
-        report = RelayReport()
-        with self._relay_lock:
-            rows = self.store.unfinished(self.settings.relay_batch)
-            if not rows:
-                return report
-            relayer = self.chain.account(self.settings.relayer)
-            try:
-                fees = self.chain._fees()  # one fee quote per batch (Chain's own rule)
-                sent: list[tuple[StoredOrder, HexBytes, dict[str, Any]]] = []
-                for row in rows:
-                    if row.status == "sent":
-                        resolved = self._resolve_sent(row)
-                        if resolved is not None:
-                            status, fields = resolved
-                            self._finish(row, status, report, **fields)
-                            continue
-                    fn = self.mc.market.functions.submitOrderSigned(row.order.as_abi_tuple(),
-                                                                    row.signature)
-                    tx = {"to": self.mc.market.address, "data": fn._encode_transaction_data(),
-                          "gas": self.settings.relay_gas, **fees}
-                    try:
-                        tx_hash, full = self.chain.send(tx, relayer)
-                    except ContractRevert as exc:
-                        self._finish(row, "failed", report, error=f"contract refused: {exc}")
-                        continue
-                    sent.append((row, tx_hash, full))
-                    report.sent += 1
-                self.store.mark_many([(row.seq, "sent", {"tx_hash": h.to_0x_hex()})
-                                      for row, h, _ in sent])
-                self._await(sent, report)
-            except (ChainError, OSError) as exc:
-                self.chain.nonces.resync(relayer.address)
-                self._set_down(exc)
-                if isinstance(exc, ChainUnavailable):
-                    raise
-                raise self._unavailable(exc) from exc
-        return report
-
-    def _await(self, sent: list[tuple[StoredOrder, HexBytes, dict[str, Any]]],
-               report: RelayReport) -> None:
-        deadline = time.monotonic() + self.settings.receipt_timeout_s
-        waiting = list(sent)
-        while waiting:
-            still = []
-            done: list[tuple[StoredOrder, str, dict[str, Any]]] = []
-            for row, tx_hash, full in waiting:
-                try:
-                    receipt = self.chain.w3.eth.get_transaction_receipt(tx_hash)
-                except TransactionNotFound:
-                    still.append((row, tx_hash, full))
-                    continue
-                fields: dict[str, Any] = {"block_number": int(receipt["blockNumber"])}
-                status = "relayed"
-                if receipt["status"] != 1:
-                    try:  # Chain.wait replays the failed call to name the revert
-                        self.chain.wait(tx_hash, full)
-                        fields = {"error": "relay transaction failed"}
-                    except ContractRevert as exc:
-                        fields = {"error": f"contract refused: {exc}"}
-                    status = "failed"
-                done.append((row, status, fields))
-            self.store.mark_many([(row.seq, status, fields) for row, status, fields in done])
-            for row, status, fields in done:
-                self._count(row, status, report, fields)
-            waiting = still
-            if waiting:
-                if time.monotonic() > deadline:
-                    report.waiting += len(waiting)  # stay "sent"; resolved next round
-                    return
-                time.sleep(0.02)
-
-    def _finish(self, row: StoredOrder, status: str, report: RelayReport, **fields: Any) -> None:
-        self.store.mark(row.seq, status, **fields)
-        self._count(row, status, report, fields)
-
-    def _count(self, row: StoredOrder, status: str, report: RelayReport,
-               fields: dict[str, Any]) -> None:
-        if status == "failed":
-            report.failed += 1
-            self._forget_prosumer(row.order.prosumer)
-            log.warning("order 0x%s of %s failed on-chain: %s", row.digest.hex(),
-                        row.order.prosumer, fields.get("error"))
-        else:
-            report.relayed += 1
+        """One relay round (see :class:`~market.gateway.relayer.Relayer`)."""
+        return self.relayer.round()
 
     def flush(self, interval: int | None = None, timeout_s: float = 120.0) -> None:
-        """Relay until no order (of ``interval``, or at all) is waiting; ChainUnavailable if
-        the node stays away, TimeoutError after ``timeout_s``."""
+        """Relay until no order (of ``interval``, or at all) is waiting; ChainUnavailable or
+        ChainResetError if the node stays away or is not the chain, TimeoutError after
+        ``timeout_s``."""
         end = time.monotonic() + timeout_s
         while True:
-            rows = [r for r in self.store.unfinished(10**9)
-                    if interval is None or r.order.interval == int(interval)]
-            if not rows:
+            counts = self.store.counts(interval)
+            if counts["pending"] + counts["sent"] == 0:
                 return
-            self.relay_once()
+            self.watch.check_up()
+            report = self.relay_once()
             if time.monotonic() > end:
-                raise TimeoutError(f"{len(rows)} orders still waiting for the chain")
+                raise TimeoutError(f"{counts['pending'] + counts['sent']} orders still "
+                                   "waiting for the chain")
+            if not report.progressed:
+                time.sleep(0.02)
 
     def settle_interval(self, interval: int) -> tuple[Any, Any]:
         """Close ``interval``, relay its orders, then commit, clear and settle it on-chain."""
@@ -528,21 +585,33 @@ class OrderGateway:
         self.flush(interval)
         return self.mc.settle_interval(int(interval))
 
-    # ---- background thread
-    def probe(self) -> bool:
-        """Ask the node for its latest block; updates ``chain_ok`` and ``last_block``."""
-        try:
-            self.last_block = int(self.chain.block_number)
-        except Exception as exc:  # any failure to answer counts as down
-            self._set_down(exc)
-            return False
-        if not self.chain_ok:
-            log.warning("chain node reachable again (block %d)", self.last_block)
-        self.chain_ok = True
-        self.last_error = None
-        self.last_probe_monotonic = time.monotonic()
-        return True
+    # ---- health
+    def health(self) -> Health:
+        """Chain and relay state, backlog, and what makes the service not ok (``problems``)."""
+        counts = self.store.counts()
+        waiting = counts["pending"] + counts["sent"]
+        oldest = self.store.oldest_unfinished_unix_s()
+        age = None if oldest is None else max(0.0, self.clock() - oldest)
+        relay = RelayState.from_meta(self.store.meta())
+        beat = None if relay is None else max(0.0, self.clock() - relay.heartbeat_unix_s)
+        out = Health(self.watch.state, self.watch.reset_reason or self.watch.last_error, relay,
+                     beat, waiting, age)
+        s = self.settings
+        if self.watch.state != "ok":
+            out.problems.append(f"chain {self.watch.state}: {out.chain_detail}")
+        if relay is not None and relay.state in ("stalled", "error", "paused", "chain_down",
+                                                 "chain_reset"):
+            out.problems.append(f"relay {relay.state}: {relay.detail}")
+        if waiting and (beat is None or beat > s.relay_heartbeat_s or relay is None
+                        or relay.state == "stopped"):
+            out.problems.append(f"{waiting} orders wait and no relay is running (last heard "
+                                f"{'never' if beat is None else f'{beat:.0f} s ago'})")
+        if age is not None and age > s.max_waiting_age_s:
+            out.problems.append(f"the oldest waiting order was accepted {age:.0f} s ago "
+                                f"(bound {s.max_waiting_age_s:.0f} s): the relay is behind")
+        return out
 
+    # ---- background thread
     def refresh_caches(self) -> None:
         """Reload cached contract state before it expires (keeps reads off requests)."""
         try:
@@ -558,8 +627,10 @@ class OrderGateway:
         (``python -m market.gateway.relay``)."""
         wait_s = self.settings.probe_interval_s
         while not self._stop.is_set():
-            due = time.monotonic() - self.last_probe_monotonic >= wait_s
-            if (due or not self.chain_ok) and not self.probe():
+            due = time.monotonic() - self.watch.last_probe_monotonic >= wait_s
+            if (due or self.watch.state != "ok") and not self.watch.probe():
+                if relay:
+                    self.relayer.waiting_for_chain()
                 self._down_wait.sleep(self._stop)
                 continue
             if due:
@@ -567,32 +638,65 @@ class OrderGateway:
             if not relay:
                 self._stop.wait(wait_s)
                 continue
-            try:
-                report = self.relay_once()
-            except ChainUnavailable:
-                self._down_wait.sleep(self._stop)
-                continue
-            except Exception:  # keep relaying whatever one batch did
-                log.exception("relay round failed")
-                report = RelayReport()
-            self._down_wait.reset()
-            if report.sent == 0 and report.relayed == 0 and report.failed == 0:
-                self._wake.wait(self.settings.idle_sleep_s)
-                self._wake.clear()
+            self._relay_step()
+
+    def _relay_step(self) -> None:
+        try:
+            report = self.relay_once()
+        except ChainUnavailable:
+            self._down_wait.sleep(self._stop)
+            return
+        except Exception:  # keep relaying whatever one round did
+            log.exception("relay round failed")
+            report = RelayReport()
+        self._down_wait.reset()
+        if not report.progressed:
+            self._wake.wait(self.settings.idle_sleep_s)
+            self._wake.clear()
+
+    def lock_relay(self) -> None:
+        """Take the relay locks of this store and key (``RelayLockedError`` when another relay
+        holds one); released by :meth:`unlock_relay` or when the process ends."""
+        if self._relay_lock is not None:
+            return
+        key = None
+        if not self.chain.is_embedded:  # the embedded chain lives in this process only
+            recorded = ChainIdentity.from_meta(self.store.meta())  # works while it is down
+            genesis = recorded.genesis_hash if recorded else block_hash(self.chain, 0)
+            key = f"{self.chain.chain_id}-{genesis[2:14]}-{self.relayer.account.address}"
+        lock = RelayLock(self.store.path, key)
+        lock.acquire()
+        self._relay_lock = lock
+
+    def unlock_relay(self) -> None:
+        if self._relay_lock is not None:
+            self._relay_lock.release()
+            self._relay_lock = None
 
     def start(self, relay: bool = True) -> None:
-        """Start the background thread: probe, and relay when ``relay`` (idempotent)."""
+        """Start the background thread: probe, and relay when ``relay`` (idempotent); the
+        relay takes the store's and key's relay locks first."""
         if self._thread is not None and self._thread.is_alive():
             return
+        if relay:
+            self.lock_relay()
         self._stop.clear()
         self._thread = threading.Thread(target=self.run, args=(relay,), name="order-relayer",
                                         daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the background relayer (waits for the current batch)."""
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after its current round (safe in a signal handler)."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the background thread (waits for the current round); publishes the relay's
+        stop and releases its locks."""
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self._relay_lock is not None:
+            self.relayer.stopped()
+            self.unlock_relay()

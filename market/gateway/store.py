@@ -10,19 +10,26 @@ The relayer then sends it to ``GridMarket.submitOrderSigned``; a row moves
                                                           -> failed  (the contract refused it)
 
 A partial unique index on ``(prosumer, nonce)`` over rows that did not fail makes a replayed
-nonce impossible to store twice, whatever the caller checked before. Intervals closed by the
-gateway (``closed_intervals``) take no more orders; the table survives restarts.
+nonce impossible to store twice, whatever the caller checked before. An order that failed may
+be submitted again unchanged (same digest): its row becomes ``pending`` again. Intervals closed
+by the gateway (``closed_intervals``) take no more orders; the table survives restarts.
 
 Units: energy Wh, prices micro-euro per kWh, times unix seconds (ints). The ``uint64`` fields
 of an order (interval, energy, price, nonce, deadline) and closed interval ids are stored as the
 TEXT of the decimal (``gridshare.chain.sqlite.uint64_text``), so 2**64 - 1 round-trips exactly
 (SQLite INTEGER is signed 64-bit); they are only compared for equality in SQL.
 
+``meta`` (key/value TEXT) holds what the gateway and its relay share across processes: the
+chain's identity recorded on first start (``gridshare.chain.identity.ChainIdentity.as_meta``:
+chain id, genesis and deployment block hashes, contract code hashes), the relay's state
+(key ``relay``, JSON: state, heartbeat, counters; read by ``/healthz``) and the relay's event
+cursor (key ``relay_scanned_block``).
+
 Schema version: ``PRAGMA user_version`` (``SCHEMA``, ``MIGRATIONS``; see
 ``gridshare.chain.sqlite``). Step 0 -> 1 adopts a file of the code before schema versions (the
 same tables, uint64 fields in INTEGER columns); step 1 -> 2 rewrites those fields as TEXT. A
 value >= 2**63 that the old code stored became a rounded REAL: it keeps the value the old code
-read back (precision already lost).
+read back (precision already lost). Step 2 -> 3 adds ``meta``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +56,7 @@ from market.orders import Order, Side
 
 STATUSES = ("pending", "sent", "relayed", "failed")
 
-_SCHEMA = """
+_SCHEMA_V2 = """
 CREATE TABLE orders (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     digest TEXT NOT NULL UNIQUE,
@@ -75,6 +82,8 @@ CREATE TABLE closed_intervals (
     closed_unix_s REAL NOT NULL
 );
 """
+_META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
+_SCHEMA = _SCHEMA_V2 + _META
 
 _COLUMNS = ("seq", "digest", "prosumer", "interval", "side", "energy_wh",
             "price_micro_eur_per_kwh", "nonce", "deadline_unix_s", "signature", "received_unix_s",
@@ -96,7 +105,7 @@ def _uint64_as_text(db: sqlite3.Connection) -> None:
         db.execute(f"DROP INDEX {index}")
     db.execute("ALTER TABLE orders RENAME TO orders_v1")
     db.execute("ALTER TABLE closed_intervals RENAME TO closed_intervals_v1")
-    run_script(db, _SCHEMA)
+    run_script(db, _SCHEMA_V2)
     columns = ",".join(_COLUMNS)
     as_text = [c in _UINT64_COLUMNS for c in _COLUMNS]
     rows = [tuple(str(int(v)) if t else v for t, v in zip(as_text, r, strict=True))
@@ -112,16 +121,26 @@ def _uint64_as_text(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('orders', ?)", counter)
 
 
+def _add_meta(db: sqlite3.Connection) -> None:
+    """Version 2 -> 3: the ``meta`` table (chain identity, relay state)."""
+    run_script(db, _META)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("adopt the layout of the unversioned order store", _adopt_unversioned),
     Migration("uint64 order fields as exact TEXT", _uint64_as_text),
+    Migration("meta table: chain identity and relay state", _add_meta),
 )
 SCHEMA = Schema("order store", application_id=0x47536F64,  # "GSod"
                 create=_SCHEMA, migrations=MIGRATIONS)
 
 _INSERT = ("INSERT INTO orders (digest, prosumer, interval, side, energy_wh, "
            "price_micro_eur_per_kwh, nonce, deadline_unix_s, signature, received_unix_s) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+           # the same order again after it failed: it waits for the relay once more
+           "ON CONFLICT (digest) DO UPDATE SET status = 'pending', tx_hash = NULL, "
+           "block_number = NULL, error = NULL, signature = excluded.signature, "
+           "received_unix_s = excluded.received_unix_s WHERE orders.status = 'failed'")
 _MARK = ("UPDATE orders SET status = ?, tx_hash = COALESCE(?, tx_hash), "
          "block_number = COALESCE(?, block_number), error = ? WHERE seq = ?")
 
@@ -133,6 +152,16 @@ class DuplicateOrderError(ValueError):
 def _duplicate(order: Order, digest: bytes) -> DuplicateOrderError:
     return DuplicateOrderError(
         f"order 0x{digest.hex()} or nonce {order.nonce} of {order.prosumer} is already stored")
+
+
+def _insert(db: sqlite3.Connection, row: tuple) -> int | None:
+    """Insert ``row`` (or revive the failed order with its digest); its seq, None when the
+    digest is stored and not failed."""
+    cur = db.execute(_INSERT, row)
+    if cur.rowcount == 0:
+        return None
+    found = db.execute("SELECT seq FROM orders WHERE digest = ?", (row[0],)).fetchone()
+    return int(found[0])
 
 
 def _row(order: Order, digest: bytes, signature: bytes, received_unix_s: float) -> tuple:
@@ -222,10 +251,12 @@ class OrderStore:
         """Store an accepted order durably; returns its sequence number (FIFO relay order)."""
         try:
             with self._tx() as db:
-                cur = db.execute(_INSERT, _row(order, digest, signature, received_unix_s))
-                return int(cur.lastrowid or 0)
+                seq = _insert(db, _row(order, digest, signature, received_unix_s))
         except sqlite3.IntegrityError as exc:
             raise _duplicate(order, digest) from exc
+        if seq is None:
+            raise _duplicate(order, digest)
+        return seq
 
     def insert_grouped(self, order: Order, digest: bytes, signature: bytes,
                        received_unix_s: float, timeout_s: float = 30.0) -> int:
@@ -272,10 +303,13 @@ class OrderStore:
                 with self._write_tx() as db:
                     for item in batch:
                         try:
-                            cur = db.execute(_INSERT, item.row)
-                            item.seq = int(cur.lastrowid or 0)
+                            seq = _insert(db, item.row)
                         except sqlite3.IntegrityError:
+                            seq = None
+                        if seq is None:
                             item.error = _duplicate(item.order, item.digest)
+                        else:
+                            item.seq = seq
             except Exception as exc:  # the commit failed: nothing of the batch is stored
                 for item in batch:
                     item.error = RuntimeError(f"order store commit failed: {exc}")
@@ -305,6 +339,20 @@ class OrderStore:
         with self._tx() as db:
             db.execute(_MARK, (status, tx_hash, block_number, error, int(seq)))
 
+    def back_to_sent(self, seqs: Sequence[int]) -> None:
+        """Orders whose block a reorg dropped: ``sent`` again, block unknown."""
+        if not seqs:
+            return
+        with self._tx() as db:
+            db.executemany("UPDATE orders SET status = 'sent', block_number = NULL WHERE seq = ?",
+                           [(int(s),) for s in seqs])
+
+    def set_meta(self, items: Mapping[str, str]) -> None:
+        """Insert or replace ``meta`` rows (one transaction)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           [(str(k), str(v)) for k, v in items.items()])
+
     def close_interval(self, interval: int, now_unix_s: float) -> None:
         """Take no more orders for ``interval`` (idempotent)."""
         with self._tx() as db:
@@ -329,6 +377,36 @@ class OrderStore:
                 "SELECT nonce FROM orders WHERE prosumer = ? AND status != 'failed'",
                 (prosumer,)).fetchall()
         return max(int(r[0]) for r in rows) + 1 if rows else None
+
+    def meta(self) -> dict[str, str]:
+        """Every ``meta`` row."""
+        with self._lock:
+            return {str(k): str(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def count_of(self, prosumer: str, interval: int) -> int:
+        """How many orders of ``prosumer`` for ``interval`` were stored (any status)."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM orders WHERE interval = ? AND "
+                                   "prosumer = ?", (uint64_text(interval), prosumer)).fetchone()
+        return int(row[0])
+
+    def of_prosumer(self, prosumer: str, limit: int, status: str | None = None
+                    ) -> list[StoredOrder]:
+        """The newest ``limit`` orders of ``prosumer`` (of one status, or all), newest first."""
+        if status is None:
+            return self._select("WHERE prosumer = ? ORDER BY seq DESC LIMIT ?",
+                                (prosumer, int(limit)))
+        return self._select("WHERE prosumer = ? AND status = ? ORDER BY seq DESC LIMIT ?",
+                            (prosumer, status, int(limit)))
+
+    def mined_after(self, block: int) -> list[StoredOrder]:
+        """``sent`` and ``relayed`` orders recorded in a block after ``block`` (a reorg)."""
+        return self._select("WHERE block_number > ? AND status IN ('sent', 'relayed') "
+                            "ORDER BY seq", (int(block),))
+
+    def with_status(self, status: str, limit: int) -> list[StoredOrder]:
+        """Orders in ``status``, oldest first."""
+        return self._select("WHERE status = ? ORDER BY seq LIMIT ?", (status, int(limit)))
 
     def unfinished(self, limit: int = 200) -> list[StoredOrder]:
         """Pending and sent orders, oldest first."""

@@ -291,7 +291,7 @@ def test_order_store_migrates_a_file_of_the_unversioned_code(tmp_path, caplog):
     db.close()
     with caplog.at_level(logging.INFO, logger="gridshare.chain.sqlite"):
         store = OrderStore(path)
-    assert len(caplog.records) == 2
+    assert len(caplog.records) == order_store.SCHEMA.version  # one line per step from 0
     assert [s.order for s in store.of_interval(5)] == [_order(5, 0)]
     assert [s.order for s in store.of_interval(2**63 - 1)] == [
         _order(2**63 - 1, 1, int(float(2**63 + 5)))]  # the value the old code read back
@@ -299,7 +299,7 @@ def test_order_store_migrates_a_file_of_the_unversioned_code(tmp_path, caplog):
     assert store.insert(_order(6, 3), b"\x04" * 32, b"sig", 2.0) == 4  # seq 3 stays used
     assert store.next_nonce(PROSUMER) == 4
     store.close()
-    assert _header(path) == (order_store.SCHEMA.application_id, 2)
+    assert _header(path) == (order_store.SCHEMA.application_id, order_store.SCHEMA.version)
     OrderStore(tmp_path / "new.sqlite").close()
     assert _schema_sql(path) == _schema_sql(tmp_path / "new.sqlite")
 

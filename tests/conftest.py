@@ -1,9 +1,10 @@
 """Shared pytest fixtures.
 
 * ``anvil``: one anvil node per test session (npm ``@foundry-rs/anvil-linux-amd64``), on a free
-  loopback port, ``--hardfork cancun``, automine plus 1 s interval blocks (``--mixed-mining
-  --block-time 1``); stopped at the end. Missing binary: the test skips locally and FAILS in CI
-  (``CI`` set in the environment). ``GRIDSHARE_ANVIL`` may point to another anvil binary.
+  loopback port, with the project's flags ``gridshare.chain.config.ANVIL_ARGS`` (Cancun,
+  automine plus 1 s interval blocks); stopped at the end. Missing binary: the test skips
+  locally and FAILS in CI (``CI`` set in the environment). ``GRIDSHARE_ANVIL`` may point to
+  another anvil binary.
 * ``chain``: a connected ``Chain`` (chain.client), parametrized on the embedded chain and anvil
   (the anvil case carries the ``anvil`` marker). Same code path as a Besu RPC node.
 * ``embedded_chain``: a fresh embedded chain only.
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from gridshare.chain.config import ANVIL_ARGS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ANVIL_CANDIDATES = (
@@ -106,8 +109,7 @@ def start_anvil(binary: Path, log_dir: Path) -> AnvilNode:
         log_path = log_dir / f"anvil-{port}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [str(binary), "--host", "127.0.0.1", "--port", str(port), "--hardfork",
-                 "cancun", "--mixed-mining", "--block-time", "1"],
+                [str(binary), "--host", "127.0.0.1", "--port", str(port), *ANVIL_ARGS],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         node = AnvilNode(f"http://127.0.0.1:{port}", port, process, log_path)

@@ -10,6 +10,10 @@ the day simulation, or ``python -m market.gateway.relay`` in a process of its ow
 the interpreter lock).
 
 Request bodies above ``max_body_bytes`` are refused with 413 before they are read in full.
+:class:`ApiSettings` sets the abuse limits: per-IP and per-address rate limits
+(:mod:`gridshare.api.limits`, 429 with ``Retry-After``), the lifetime of a member's read
+signature (:mod:`gridshare.api.auth`) and the CORS origins allowed to call the API from a browser
+(none by default: no CORS headers at all).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridshare.chain.client import Chain
@@ -34,13 +39,31 @@ from market.gateway.gateway import GatewaySettings, OrderGateway
 from market.gateway.store import OrderStore
 from oracle.audit import CapacityAudit
 
+from .auth import AUTH_HEADERS, DEFAULT_MAX_LIFETIME_S, ReadVerifier
+from .auth import router as auth_router
 from .errors import install_error_handlers
+from .limits import IpRateLimitMiddleware, RateLimiter
+from .routes_orders import members_router
 from .routes_orders import router as orders_router
 from .routes_read import audit_router
 from .routes_read import router as read_router
 
 #: Largest request body accepted (an order is ~500 bytes of JSON).
 MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Abuse limits of the API: rates per second, bursts in requests, lifetime in seconds;
+    ``cors_origins``: origins a browser may call the API from (exact, e.g.
+    ``https://community.example``; empty: no CORS)."""
+
+    rate_per_ip_s: float = 2000.0
+    burst_per_ip: int = 4000
+    rate_per_address_s: float = 50.0
+    burst_per_address: int = 100
+    read_max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -53,7 +76,13 @@ class ApiState:
     gateway: OrderGateway
     audit: CapacityAudit
     interval_seconds: int
+    reads: ReadVerifier
+    address_limiter: RateLimiter
     device_ids: set[int] = field(default_factory=set)
+
+    def limit_address(self, address: str) -> None:
+        """Charge ``address``'s rate limit (RateLimited when it is over)."""
+        self.address_limiter.check(address, f"address {address}")
 
 
 class BodyLimitMiddleware:
@@ -121,8 +150,10 @@ def create_app(
     relay: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
     worker_threads: int = 128,
+    api_settings: ApiSettings | None = None,
 ) -> FastAPI:
     """The API of ``deployment`` on ``chain``; orders stored in the SQLite file ``db_path``."""
+    limits = api_settings or ApiSettings()
     mc = MarketChain(chain, deployment, battery)
     store = OrderStore(db_path)
     gateway = OrderGateway(mc, store, settings, clock)
@@ -130,7 +161,11 @@ def create_app(
                           deployment.interval_seconds)
     state = ApiState(chain=chain, deployment=deployment, mc=mc, gateway=gateway, audit=audit,
                      interval_seconds=int(deployment.interval_seconds),
+                     reads=ReadVerifier.for_market(mc.domain, limits.read_max_lifetime_s),
+                     address_limiter=RateLimiter(limits.rate_per_address_s,
+                                                 limits.burst_per_address),
                      device_ids={int(d["device_id"]) for d in deployment.devices})
+    gateway.admit = state.limit_address
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -155,9 +190,18 @@ def create_app(
     app.state.api = state
     install_error_handlers(app)
     app.include_router(orders_router)
+    app.include_router(members_router)
     app.include_router(read_router)
     app.include_router(audit_router)
+    app.include_router(auth_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(IpRateLimitMiddleware,
+                       limiter=RateLimiter(limits.rate_per_ip_s, limits.burst_per_ip))
+    if limits.cors_origins:  # outermost, so that refusals carry the CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", *AUTH_HEADERS],
+                           expose_headers=["Location", "Retry-After"], max_age=600)
     return app
 
 

@@ -8,7 +8,13 @@
 * Relay of accepted orders to the chain: a child process (``python -m market.gateway.relay``) on
   an RPC node, a thread on the embedded chain (or with ``--relay-in-process``).
 * ``--db FILE``: the SQLite order store (default ``orders.sqlite`` next to the deployment
-  file); accepted orders waiting for the chain survive a restart.
+  file); accepted orders waiting for the chain survive a restart. One relay per store and key:
+  a second ``serve`` on the same store is refused before it starts (exit code 3).
+* Signals: SIGTERM and SIGINT stop the server and then its relay process (waited for); the
+  relay also stops by itself when this process dies (``--parent-pid``, ``PR_SET_PDEATHSIG``).
+* ``--confirmations N``: blocks on top of ``OrderPlaced`` before an order counts as relayed;
+  ``--cors-origin URL`` (repeatable): browser origins allowed (none by default);
+  ``--rate-per-ip`` / ``--rate-per-address``: requests per second (429 above).
 """
 
 from __future__ import annotations
@@ -16,9 +22,70 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+#: Exit code when another relay holds the order store or the relayer key.
+EXIT_LOCKED = 3
+#: Seconds the relay process may take to stop after SIGTERM before it is killed.
+RELAY_STOP_S = 30.0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the process like SIGINT (SystemExit), so ``finally`` blocks run: uvicorn
+    restores this handler after its graceful shutdown and raises the signal again."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _start_relay(args: argparse.Namespace, path: Path, rpc: str, db: Path
+                 ) -> subprocess.Popen[bytes]:
+    """The relay process of this server (it stops when this process dies)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "market.gateway.relay", "--deployment", str(path), "--rpc", rpc,
+         "--db", str(db), "--relayer", args.relayer, "--confirmations",
+         str(args.confirmations), "--parent-pid", str(os.getpid())])
+
+
+def _stop_relay(relay: subprocess.Popen[bytes]) -> None:
+    if relay.poll() is None:
+        relay.terminate()
+    try:
+        relay.wait(timeout=RELAY_STOP_S)
+    except subprocess.TimeoutExpired:
+        relay.kill()
+        relay.wait()
+
+
+def _check_relay_free(gateway: Any) -> str | None:
+    """None when no relay holds the store or key, else the refusal (the lock is released
+    again: the relay process takes it)."""
+    from market.gateway.locks import RelayLockedError
+
+    try:
+        gateway.lock_relay()
+    except RelayLockedError as exc:
+        return str(exc)
+    gateway.unlock_relay()
+    return None
+
+
+def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    from gridshare.api.app import ApiSettings
+    from market.gateway import GatewaySettings
+
+    api = ApiSettings(rate_per_ip_s=args.rate_per_ip,
+                      burst_per_ip=max(1, int(2 * args.rate_per_ip)),
+                      rate_per_address_s=args.rate_per_address,
+                      burst_per_address=max(1, int(2 * args.rate_per_address)),
+                      cors_origins=tuple(args.cors_origin or ()))
+    return GatewaySettings(relayer=args.relayer, confirmations=args.confirmations), api
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -29,7 +96,6 @@ def _serve(args: argparse.Namespace) -> int:
     from gridshare.chain.config import DEFAULT_FEEDER, EMBEDDED, ChainConfig
     from gridshare.chain.deploy import Deployment, DeployParams, deploy
     from gridshare.chain.errors import ChainError
-    from market.gateway import GatewaySettings
 
     path = Path(args.deployment)
     deployment = Deployment.load(path) if path.is_file() else None
@@ -54,13 +120,15 @@ def _serve(args: argparse.Namespace) -> int:
     # On an RPC node the relay runs in a process of its own (it would otherwise compete with
     # the requests for the interpreter lock); the embedded chain exists only in this process.
     separate = not config.is_embedded and not args.relay_in_process
-    app = create_app(chain, deployment, db_path=db, relay=not separate,
-                     settings=GatewaySettings(relayer=args.relayer))
-    relay = None
-    if separate:
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "market.gateway.relay", "--deployment", str(path), "--rpc",
-             config.chain, "--db", str(db), "--relayer", args.relayer])
+    settings, api_settings = _settings(args)
+    app = create_app(chain, deployment, db_path=db, relay=not separate, settings=settings,
+                     api_settings=api_settings)
+    refusal = _check_relay_free(app.state.api.gateway)
+    if refusal is not None:
+        print(f"gridshare serve: {refusal}", file=sys.stderr)
+        return EXIT_LOCKED
+    _stop_on_sigterm()
+    relay = _start_relay(args, path, config.chain, db) if separate else None
     print(f"serving market {deployment.contracts['GridMarket']} (chain {chain.chain_id}) on "
           f"http://{args.host}:{args.port}  docs: /docs  orders: {db}"
           f"{f'  relay: process {relay.pid}' if relay else ''}", file=sys.stderr)
@@ -70,12 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
                     access_log=args.access_log)
     finally:
         if relay is not None:
-            relay.terminate()
-            try:
-                relay.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+            _stop_relay(relay)
     return 0
 
 
@@ -98,6 +161,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="key-ring role that relays orders to the chain (default settler)")
     p.add_argument("--relay-in-process", action="store_true",
                    help="relay orders in a thread of the server instead of a process of its own")
+    p.add_argument("--confirmations", type=int, default=0,
+                   help="blocks on top of OrderPlaced before an order is relayed (default 0)")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="URL",
+                   help="browser origin allowed to call the API (repeatable; default none)")
+    p.add_argument("--rate-per-ip", type=float, default=2000.0,
+                   help="requests per second per client IP (default 2000)")
+    p.add_argument("--rate-per-address", type=float, default=50.0,
+                   help="orders and private reads per second per member (default 50)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=_serve)

@@ -1,9 +1,12 @@
 """JSON errors of the API: ``{"error": {"code", "message", "field"}}`` for every 4xx/5xx.
 
 Status codes: 400 malformed JSON; 413 body too large; 422 wrong or missing fields and order
-validation failures; 403 unknown prosumer; 409 replayed nonce or closed interval; 404 unknown
-path or object; 503 chain node unreachable (``ChainUnavailable``: code ``chain_unavailable``,
-nothing stored) or another chain failure (``chain_error``).
+validation failures (``field`` names the request field); 401 a member-private read without a
+valid signed proof, 403 with another member's; 403 unknown prosumer; 409 replayed nonce, closed
+interval or the prosumer's order quota of an interval used up; 404 unknown path or object;
+429 over a rate limit (``Retry-After``); 503 chain node unreachable (``ChainUnavailable``: code
+``chain_unavailable``, nothing stored), not the deployment's chain any more (``ChainResetError``:
+code ``chain_reset``) or another chain failure (``chain_error``).
 """
 
 from __future__ import annotations
@@ -11,13 +14,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from web3.exceptions import BadFunctionCallOutput
 
 from gridshare.chain.errors import ChainError, ChainUnavailable
+from gridshare.chain.identity import ChainResetError
 from market.orders import OrderError
+
+from .limits import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +34,12 @@ ORDER_ERROR_STATUS: dict[str, int] = {
     "unknown_prosumer": 403,
     "bad_nonce": 409,
     "interval_closed": 409,
+    "too_many_orders": 409,
+    "market_paused": 503,
 }
+#: Seconds a client should wait after a 503 (node down: it may be back soon; reset: not).
+RETRY_AFTER_DOWN_S = "1"
+RETRY_AFTER_RESET_S = "30"
 
 
 class ApiError(Exception):
@@ -82,16 +95,38 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OrderError)
     async def _order(_request: Request, exc: OrderError) -> JSONResponse:
-        return error_response(ORDER_ERROR_STATUS.get(exc.code, 422), exc.code, str(exc))
+        return error_response(ORDER_ERROR_STATUS.get(exc.code, 422), exc.code, str(exc),
+                              getattr(exc, "field", None))
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(429, "rate_limited", str(exc),
+                              headers={"Retry-After": exc.retry_after_header})
 
     @app.exception_handler(ChainUnavailable)
     async def _down(_request: Request, exc: ChainUnavailable) -> JSONResponse:
-        return error_response(503, "chain_unavailable", str(exc), headers={"Retry-After": "1"})
+        return error_response(503, "chain_unavailable", str(exc),
+                              headers={"Retry-After": RETRY_AFTER_DOWN_S})
+
+    @app.exception_handler(ChainResetError)
+    async def _reset(_request: Request, exc: ChainResetError) -> JSONResponse:
+        return error_response(503, "chain_reset", str(exc),
+                              headers={"Retry-After": RETRY_AFTER_RESET_S})
+
+    @app.exception_handler(BadFunctionCallOutput)
+    async def _no_code(request: Request, exc: BadFunctionCallOutput) -> JSONResponse:
+        # a call that returned nothing: the contract is gone (a node restarted empty)?
+        watch = request.app.state.api.gateway.watch
+        if not await anyio.to_thread.run_sync(watch.verify_identity) and \
+                watch.reset_reason is not None:
+            return await _reset(request, ChainResetError(watch.reset_reason))
+        return error_response(503, "chain_error", f"chain error: {exc}",
+                              headers={"Retry-After": RETRY_AFTER_DOWN_S})
 
     @app.exception_handler(ChainError)
     async def _chain(_request: Request, exc: ChainError) -> JSONResponse:
         return error_response(503, "chain_error", f"chain error: {exc}",
-                              headers={"Retry-After": "1"})
+                              headers={"Retry-After": RETRY_AFTER_DOWN_S})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,17 +1,29 @@
-"""``/v1/orders``: submit a signed order, read its status, fetch the EIP-712 schema."""
+"""``/v1/orders``: submit a signed order, read its status, fetch the EIP-712 schema; a
+member's own orders (``/v1/members/{address}/orders``). Reading an order needs its prosumer's
+signed read proof (:mod:`gridshare.api.auth`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from market.gateway.store import StoredOrder
 from market.orders import EIP712_TYPES, ORDER_TYPE, Order, Side
 
+from .auth import require_owner, signed_member
 from .errors import ApiError
-from .schemas import ErrorOut, OrderAccepted, OrderIn, OrderSchema, OrderStatus
+from .schemas import (
+    ErrorOut,
+    MemberOrdersOut,
+    OrderAccepted,
+    OrderIn,
+    OrderSchema,
+    OrderStatus,
+)
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
+members_router = APIRouter(prefix="/v1/members", tags=["orders"])
 
 FIELD_MAP = {
     "prosumer": "prosumer", "interval": "interval", "side": "side",
@@ -19,7 +31,11 @@ FIELD_MAP = {
     "nonce": "nonce", "deadline_unix_s": "deadline",
 }
 SIDE_CODES = {"buy": int(Side.BUY), "sell": int(Side.SELL)}
-ERRORS = {code: {"model": ErrorOut} for code in (400, 403, 409, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 403, 409, 413, 422, 429, 503)}
+PRIVATE_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422, 429, 503)}
+#: Most orders one member-orders request lists.
+MAX_LISTED = 500
+Member = Annotated[str, Depends(signed_member)]
 
 
 def order_of(body: OrderIn) -> Order:
@@ -31,9 +47,12 @@ def order_of(body: OrderIn) -> Order:
 @router.post("", status_code=201, response_model=OrderAccepted, responses=ERRORS,
              summary="Submit an EIP-712 signed order")
 async def submit_order(body: OrderIn, request: Request, response: Response) -> OrderAccepted:
-    """Verify signature, registration, nonce, deadline, bounds and open interval, then store
-    the order durably; it is relayed to the market contract and enters its interval's
-    commitment and clearing. Nothing is stored when any check fails."""
+    """Verify signature (made canonical: v 27/28, low s), registration, nonce, deadline
+    (not before the interval starts), energy and price bounds, the interval window (current
+    interval .. current + ``max_intervals_ahead`` of GET /v1/orders/schema), open interval and
+    the prosumer's order quota of the interval, then store the order durably; it is relayed to
+    the market contract and enters its interval's book and clearing. Nothing is stored when any
+    check fails."""
     gateway = request.app.state.api.gateway
     try:
         order = order_of(body)
@@ -53,26 +72,55 @@ def order_schema(request: Request) -> OrderSchema:
     """What to sign: ``eth_signTypedData_v4`` with these types, this domain and the
     ``Order`` message built from the request fields (``field_map``)."""
     gateway = request.app.state.api.gateway
-    lo, hi = gateway.price_bounds()
+    gateway.watch.check_up()
+    b = gateway.bounds()
+    first, last = gateway.window()
     return OrderSchema(
         primary_type="Order", types=EIP712_TYPES, domain=gateway.domain.as_dict(),
         order_type=ORDER_TYPE, field_map=FIELD_MAP, side_codes=SIDE_CODES,
-        price_bounds_micro_eur_per_kwh={"min": lo, "max": hi},
-        max_energy_wh=gateway.settings.max_energy_wh)
+        price_bounds_micro_eur_per_kwh={"min": b.min_price_micro_eur_per_kwh,
+                                        "max": b.max_price_micro_eur_per_kwh},
+        max_energy_wh=b.max_energy_wh, interval_seconds=gateway.interval_seconds,
+        max_intervals_ahead=b.max_intervals_ahead,
+        interval_window={"first": first, "last": last}, bounds_stated_by=b.stated_by,
+        max_orders_per_interval=gateway.settings.max_orders_per_interval)
 
 
-@router.get("/{order_hash}", response_model=OrderStatus,
-            responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
-            summary="Status of an accepted order")
+@router.get("/{order_hash}", response_model=OrderStatus, responses=PRIVATE_ERRORS,
+            summary="Status of an accepted order (its prosumer only)")
 def order_status(
     request: Request,
     order_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")],
+    member: Member,
 ) -> OrderStatus:
-    """``pending`` (stored), ``sent`` (transaction sent), ``relayed`` (OrderPlaced mined) or
-    ``failed`` (the contract refused it; ``error`` says why)."""
+    """``pending`` (stored), ``sent`` (transaction sent; ``block_number`` once mined, before
+    its confirmations), ``relayed`` (``OrderPlaced`` in ``block_number`` with the configured
+    confirmations) or ``failed`` (not placed; ``error`` says why and, after a failed earlier
+    order, which nonce to sign again with). Needs the prosumer's signed read proof."""
     row = request.app.state.api.gateway.store.by_digest(bytes.fromhex(order_hash[2:]))
-    if row is None:
-        raise ApiError(404, "unknown_order", f"no order {order_hash} was accepted here")
+    if row is None or row.order.prosumer != member:  # not telling others which orders exist
+        raise ApiError(404, "unknown_order", f"{member} has no order {order_hash} here")
+    return _status_of(row)
+
+
+@members_router.get("/{address}/orders", response_model=MemberOrdersOut,
+                    responses=PRIVATE_ERRORS, summary="A member's own orders, newest first")
+def member_orders(
+    address: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")],
+    request: Request,
+    member: Member,
+    status: Annotated[Literal["pending", "sent", "relayed", "failed"] | None,
+                      Query(description="only orders in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 100,
+) -> MemberOrdersOut:
+    """The member's orders with their relay status (e.g. ``status=failed`` to find orders to
+    sign again). Needs the member's signed read proof."""
+    require_owner(member, address)
+    rows = request.app.state.api.gateway.store.of_prosumer(member, limit, status)
+    return MemberOrdersOut(member=member, orders=[_status_of(r) for r in rows])
+
+
+def _status_of(row: StoredOrder) -> OrderStatus:
     o = row.order
     return OrderStatus(
         order_hash="0x" + row.digest.hex(), prosumer=o.prosumer, interval=o.interval,

@@ -1,16 +1,22 @@
-"""Read endpoints: intervals, member statements, bands, the DSO's compliance audit, health."""
+"""Read endpoints: intervals, member statements, bands, the DSO's compliance audit, health.
+
+A member's statement needs the member's signed read proof (:mod:`gridshare.api.auth`); the
+others are public. Reads that need the deployment's contracts answer 503 ``chain_reset`` while
+the node is not the deployment's chain (``market.gateway.watch.ChainWatch``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from eth_utils import to_checksum_address
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from gridshare.chain.errors import ContractRevert
+from gridshare.chain.identity import ChainResetError
 from market.settlement import GRID_ADDRESS
 from market.statements import member_statement
 
+from .auth import require_owner, signed_member
 from .errors import ApiError
 from .schemas import (
     UINT64_MAX,
@@ -20,16 +26,27 @@ from .schemas import (
     ErrorOut,
     HealthOut,
     IntervalOut,
+    RelayOut,
     StatementOut,
     TradeOut,
 )
 
+
+def require_chain(request: Request) -> None:
+    """Dependency: 503 ``chain_reset`` while the node is not the deployment's chain."""
+    watch = request.app.state.api.gateway.watch
+    if watch.reset_reason is not None:
+        raise ChainResetError(watch.reset_reason)
+
+
 router = APIRouter(tags=["results"])
-audit_router = APIRouter(tags=["audit"])
+audit_router = APIRouter(tags=["audit"], dependencies=[Depends(require_chain)])
 
 #: Widest interval range one request may ask for (bands, compliance).
 MAX_SPAN_INTERVALS = 10_000
-ERRORS = {code: {"model": ErrorOut} for code in (404, 422, 503)}
+ERRORS = {code: {"model": ErrorOut} for code in (404, 422, 429, 503)}
+PRIVATE_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422, 429, 503)}
+CHAIN = [Depends(require_chain)]
 
 IntervalPath = Annotated[int, Path(ge=0, le=UINT64_MAX, description="interval id")]
 FromQ = Annotated[int, Query(alias="from", ge=0, le=UINT64_MAX, description="first interval id")]
@@ -46,18 +63,19 @@ def _span(lo: int, hi: int, limit: int | None = MAX_SPAN_INTERVALS) -> None:
 
 
 @router.get("/v1/intervals/{interval}", response_model=IntervalOut, responses=ERRORS,
-            summary="Orders, commitment and settlement of one interval")
+            dependencies=CHAIN, summary="Orders, commitment and settlement of one interval")
 def get_interval(request: Request, interval: IntervalPath) -> IntervalOut:
     api = request.app.state.api
     mc, gw = api.mc, api.gateway
     state = mc.interval_state(interval)
     counts = gw.store.counts(interval)
     settled = next((s for s in mc.settlements() if s.interval == interval), None)
+    first, last = gw.window()
     out = IntervalOut(
         interval=interval,
         start_unix_s=interval * api.interval_seconds,
         end_unix_s=(interval + 1) * api.interval_seconds,
-        open_for_orders=gw.interval_open(interval),
+        open_for_orders=first <= interval <= last and gw.interval_open(interval),
         orders_accepted_by_api=sum(counts.values()) - counts["failed"],
         orders_by_status=counts,
         orders_on_chain=len(mc.placed_orders(interval)),
@@ -77,16 +95,19 @@ def get_interval(request: Request, interval: IntervalPath) -> IntervalOut:
     return out
 
 
-@router.get("/v1/members/{address}/statement", response_model=StatementOut, responses=ERRORS,
-            summary="A member's energy and money over settled intervals")
+@router.get("/v1/members/{address}/statement", response_model=StatementOut,
+            responses=PRIVATE_ERRORS, dependencies=CHAIN,
+            summary="A member's energy and money over settled intervals (the member only)")
 def get_statement(
     request: Request,
     address: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")],
+    signed: Annotated[str, Depends(signed_member)],
     from_interval: Annotated[int, Query(alias="from", ge=0, le=UINT64_MAX)] = 0,
     to_interval: Annotated[int, Query(alias="to", ge=0, le=UINT64_MAX)] = UINT64_MAX,
 ) -> StatementOut:
     """Energy in Wh and money in nano-euro; ``net_nano_eur`` over all settled intervals
-    equals the change of ``onchain_balance_nano_eur``."""
+    equals the change of ``onchain_balance_nano_eur``. Needs the member's signed read proof."""
+    require_owner(signed, address)
     _span(from_interval, to_interval, limit=None)
     mc = request.app.state.api.mc
     member = to_checksum_address(address)
@@ -136,44 +157,67 @@ def get_compliance(request: Request, from_interval: FromQ, to_interval: ToQ) -> 
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}},
-            tags=["health"], summary="Chain reachable, last block, oracle lag")
+            tags=["health"], summary="Chain, relay backlog and oracle lag")
 def healthz(request: Request, response: Response) -> HealthOut:
-    """200 when the chain answers, 503 (same body) when it does not."""
+    """200 ``ok``, or 503 ``degraded`` (same body) with ``problems``: the node unreachable or
+    not the deployment's chain any more (``chain_state``), the relay stalled, failing or not
+    running while orders wait, or an order waiting longer than ``max_waiting_age_s``."""
     api = request.app.state.api
     gw = api.gateway
-    waiting = gw.store.counts()
-    n_waiting = waiting["pending"] + waiting["sent"]
-    oldest = gw.store.oldest_unfinished_unix_s()
-    age = None if oldest is None else max(0.0, gw.clock() - oldest)
-    common = {"chain_id": api.chain.chain_id, "orders_waiting_for_chain": n_waiting,
-              "oldest_waiting_order_age_s": age}
+    health = gw.health()
+    common = _relay_fields(health, gw.settings.max_waiting_age_s) | {"chain_id":
+                                                                      api.chain.chain_id}
     try:
-        block = api.chain.w3.eth.get_block("latest")
-        cap = api.mc.capacity.functions
-        written = bool(api.chain.call(cap.anyIntervalWritten()))
-        last_band = int(api.chain.call(cap.lastInterval())) if written else None
-        band_age = None
-        if last_band is not None:
-            try:
-                record = api.chain.call(cap.intervalRecord(last_band))
-                band_age = int(block["timestamp"]) - int(_updated_at(record))
-            except ContractRevert:
-                band_age = None
-    except Exception as exc:  # unreachable node: report, do not fail
+        block, last_band, band_age = _oracle_view(api)
+    except Exception as exc:  # unreachable node or lost contracts: report, do not fail
         gw.probe()
         response.status_code = 503
-        return HealthOut(status="degraded", chain_reachable=False, last_block=gw.last_block,
-                         last_block_timestamp_unix_s=None, current_interval=None,
-                         oracle_last_band_interval=None, oracle_lag_intervals=None,
-                         oracle_band_age_s=None, error=f"{type(exc).__name__}: {exc}", **common)
+        return HealthOut(status="degraded", chain_reachable=False, chain_state=gw.watch.state,
+                         last_block=gw.last_block, last_block_timestamp_unix_s=None,
+                         current_interval=None, oracle_last_band_interval=None,
+                         oracle_lag_intervals=None, oracle_band_age_s=None,
+                         error=f"{type(exc).__name__}: {exc}",
+                         **common | {"problems": [*common["problems"], "chain read failed"]})
     ts = int(block["timestamp"])
     current = ts // api.interval_seconds
+    if health.problems:
+        response.status_code = 503
     return HealthOut(
-        status="ok", chain_reachable=True, last_block=int(block["number"]),
+        status="degraded" if health.problems else "ok", chain_reachable=True,
+        chain_state=gw.watch.state, last_block=int(block["number"]),
         last_block_timestamp_unix_s=ts, current_interval=current,
         oracle_last_band_interval=last_band,
         oracle_lag_intervals=None if last_band is None else current - last_band,
         oracle_band_age_s=band_age, **common)
+
+
+def _relay_fields(health: Any, bound_s: float) -> dict[str, Any]:
+    relay = None
+    if health.relay is not None:
+        fields = {k: v for k, v in vars(health.relay).items()
+                  if k in RelayOut.model_fields}
+        relay = RelayOut(heartbeat_age_s=health.relay_heartbeat_age_s or 0.0, **fields)
+    return {"problems": list(health.problems), "orders_waiting_for_chain": health.waiting,
+            "oldest_waiting_order_age_s": health.oldest_waiting_age_s,
+            "max_waiting_age_s": bound_s, "relay": relay}
+
+
+def _oracle_view(api: Any) -> tuple[Any, int | None, int | None]:
+    """(latest block, last interval with bands, age of its bands in s)."""
+    if api.gateway.watch.reset_reason is not None:
+        raise ChainResetError(api.gateway.watch.reset_reason)
+    block = api.chain.w3.eth.get_block("latest")
+    cap = api.mc.capacity.functions
+    written = bool(api.chain.call(cap.anyIntervalWritten()))
+    last_band = int(api.chain.call(cap.lastInterval())) if written else None
+    band_age = None
+    if last_band is not None:
+        try:
+            record = api.chain.call(cap.intervalRecord(last_band))
+            band_age = int(block["timestamp"]) - int(_updated_at(record))
+        except ContractRevert:
+            band_age = None
+    return block, last_band, band_age
 
 
 def _updated_at(record: object) -> int:

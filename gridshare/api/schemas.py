@@ -69,7 +69,11 @@ class OrderStatus(BaseModel):
 
 
 class OrderSchema(BaseModel):
-    """The EIP-712 typed-data definition and domain to sign orders with."""
+    """The EIP-712 typed-data definition and domain to sign orders with, and what an order
+    may hold: price bounds, largest energy, the interval window (chain time: the current
+    interval to ``max_intervals_ahead`` after it; the deadline must not lie before the
+    interval's start ``interval * interval_seconds``) and the orders a prosumer may place per
+    interval."""
 
     primary_type: str
     types: dict[str, list[dict[str, str]]]
@@ -79,6 +83,29 @@ class OrderSchema(BaseModel):
     side_codes: dict[str, int]
     price_bounds_micro_eur_per_kwh: dict[str, int]
     max_energy_wh: int
+    interval_seconds: int
+    max_intervals_ahead: int
+    interval_window: dict[str, int]
+    bounds_stated_by: str
+    max_orders_per_interval: int
+
+
+class MemberOrdersOut(BaseModel):
+    """A member's own orders, newest first."""
+
+    member: str
+    orders: list[OrderStatus]
+
+
+class AuthSchema(BaseModel):
+    """How to sign a member-private read: EIP-712 ``ReadAccess{member, expires}``."""
+
+    primary_type: str
+    types: dict[str, list[dict[str, str]]]
+    domain: dict[str, Any]
+    read_type: str
+    headers: dict[str, str]
+    max_lifetime_s: int
 
 
 class TradeOut(BaseModel):
@@ -198,11 +225,31 @@ class ComplianceOut(BaseModel):
     violations: list[Violation]
 
 
+class RelayOut(BaseModel):
+    """The relay's own report (``state``: running, stalled, error, chain_down, chain_reset,
+    stopped) and counters since it started."""
+
+    state: str
+    detail: str
+    pid: int
+    relayer: str
+    confirmations: int
+    heartbeat_age_s: float
+    in_flight: int
+    sent: int
+    relayed: int
+    failed: int
+    rebroadcast: int
+    replaced: int
+
+
 class HealthOut(BaseModel):
-    """Liveness of the chain, the relay and the oracle."""
+    """Liveness of the chain, the relay and the oracle; ``problems`` say why it is degraded."""
 
     status: Literal["ok", "degraded"]
+    problems: list[str] = []
     chain_reachable: bool
+    chain_state: Literal["ok", "down", "reset"]
     chain_id: int
     last_block: int | None
     last_block_timestamp_unix_s: int | None
@@ -213,6 +260,9 @@ class HealthOut(BaseModel):
     oracle_band_age_s: int | None
     orders_waiting_for_chain: int
     oldest_waiting_order_age_s: float | None
+    max_waiting_age_s: float = Field(
+        description="the bound: degraded while an order waits longer for the chain")
+    relay: RelayOut | None = Field(description="None: no relay ever ran on this order store")
     error: str | None = None
 
 

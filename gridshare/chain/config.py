@@ -48,6 +48,11 @@ ENV_DEVNET_CHAIN_IDS = "GRIDSHARE_DEVNET_CHAIN_IDS"
 DEFAULT_DEPLOYMENT_FILE = "deployment.json"
 #: Built-in feeder registered by ``gridshare deploy`` (it has a community battery).
 DEFAULT_FEEDER = "heimschuh-like"
+#: How the project runs anvil (the tests, ``bench/api.py``, README "Other chains"): Cancun rules,
+#: automine plus a block every second, so a transaction the automine did not mine (it arrived
+#: ahead of its nonce, or a pool refill) is still mined within a second. Add ``--state FILE`` to
+#: keep the chain across restarts.
+ANVIL_ARGS: tuple[str, ...] = ("--hardfork", "cancun", "--mixed-mining", "--block-time", "1")
 
 #: The public development mnemonic of anvil and Hardhat: its keys are known to everyone.
 DEVNET_MNEMONIC = "test test test test test test test test test test test junk"

@@ -15,17 +15,15 @@ from eth_account.messages import encode_typed_data
 from fastapi.testclient import TestClient
 
 from gridshare.api import create_app
-from gridshare.chain.client import connect
 from market.gateway.store import OrderStore
 from market.orders import MarketDomain, Order, Side, sign_order
 
-from .api_helpers import Signer, deploy_market, post_readings, write_bands
+from .api_helpers import Signer, post_readings, write_bands
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    chain = connect()
-    deployment = deploy_market(chain)
+def env(tmp_path_factory, api_market):
+    chain, deployment = api_market
     db = tmp_path_factory.mktemp("api") / "orders.sqlite"
     app = create_app(chain, deployment, db_path=db, relay=False)
     api = app.state.api
@@ -50,7 +48,8 @@ def test_schema_lets_a_wallet_sign_an_accepted_order(env):
     interval = next(env.signer.intervals)
     body = {"prosumer": account.address, "interval": interval, "side": "buy",
             "energy_wh": 700, "price_micro_eur_per_kwh": 120_000,
-            "nonce": env.signer.nonces[3], "deadline_unix_s": int(time.time()) + 600}
+            "nonce": env.signer.nonces[3],
+            "deadline_unix_s": (interval + 1) * env.deployment.interval_seconds}
     message = {schema["field_map"][k]: v for k, v in body.items()}
     message["side"] = schema["side_codes"][body["side"]]
     typed = {"types": schema["types"], "primaryType": schema["primary_type"],
@@ -71,10 +70,12 @@ def test_accepted_order_is_relayed_and_placed_on_chain(env):
     r = env.client.post("/v1/orders", json=env.signer.body(0, interval, "sell", 400, 90_000))
     assert r.status_code == 201, r.text
     url, digest = r.json()["status_url"], r.json()["order_hash"]
-    assert env.client.get(url).json()["status"] == "pending"
+    reads = env.signer.reads(0)
+    assert env.client.get(url, headers=reads).json()["status"] == "pending"
     report = env.gw.relay_once()
-    assert report.relayed >= 1 and report.failed == 0
-    status = env.client.get(url).json()
+    assert report.sent >= 1 and report.failed == 0
+    env.gw.relay_once()  # the next round sees OrderPlaced in its block
+    status = env.client.get(url, headers=reads).json()
     assert status["status"] == "relayed" and status["block_number"] > 0
     placed = env.api.mc.placed_orders(interval)
     assert ["0x" + p.digest.hex() for p in placed] == [digest]
@@ -110,7 +111,7 @@ def test_orders_enter_commitment_clearing_settlement_and_statements(env):
         [(t.buyer, t.seller, t.energy_wh) for t in result.trades]
     assert env.api.mc.replay(interval).equal
     for i in range(3):
-        st = client.get(f"/v1/members/{P[i]}/statement",
+        st = client.get(f"/v1/members/{P[i]}/statement", headers=s.reads(i),
                         params={"from": interval, "to": interval}).json()
         assert st["intervals"] == [interval]
         assert st["net_nano_eur"] == st["onchain_balance_nano_eur"] - before[P[i]]
@@ -126,7 +127,9 @@ BAD_CASES = ["malformed_json", "not_json_object", "wrong_type", "missing_field",
              "bad_side", "negative_energy", "uint64_overflow", "short_signature", "other_key",
              "tampered", "replayed_nonce", "skipped_nonce", "expired", "unknown_prosumer",
              "zero_energy", "price_out_of_bounds", "closed_interval", "oversized",
-             "oversized_chunked"]
+             "oversized_chunked", "interval_past", "interval_too_far", "interval_uint64_max",
+             "deadline_before_interval", "energy_above_contract_bound", "energy_uint64_max",
+             "price_uint64_max", "signature_v_2", "signature_s_zero"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -165,39 +168,41 @@ def test_bad_input_is_refused_with_a_named_error_and_nothing_stored(env, case):
         expect = (422, "invalid_request", "signature")
     elif case == "other_key":
         kwargs = {"json": s.body(4, interval, key=stranger.key, advance=False)}
-        expect = (422, "invalid_signature", None)
+        expect = (422, "invalid_signature", "signature")
     elif case == "tampered":
         kwargs = {"json": good | {"energy_wh": good["energy_wh"] + 1}}
-        expect = (422, "invalid_signature", None)
+        expect = (422, "invalid_signature", "signature")
     elif case == "replayed_nonce":
         first = client.post("/v1/orders", json=s.body(4, interval))
         assert first.status_code == 201
         kwargs = {"json": s.body(4, interval, nonce=s.nonces[4] - 1)}
-        expect = (409, "bad_nonce", None)
+        expect = (409, "bad_nonce", "nonce")
     elif case == "skipped_nonce":
         kwargs = {"json": s.body(4, interval, nonce=s.nonces[4] + 5)}
-        expect = (409, "bad_nonce", None)
+        expect = (409, "bad_nonce", "nonce")
     elif case == "expired":
         kwargs = {"json": s.body(4, interval, deadline=int(time.time()) - 10, advance=False)}
-        expect = (422, "expired", None)
+        expect = (422, "expired", "deadline_unix_s")
     elif case == "unknown_prosumer":
         order = Order(stranger.address, interval, Side.BUY, 100, 100_000, 0,
-                      int(time.time()) + 600)
+                      good["deadline_unix_s"])
         sig = sign_order(order, env.gw.domain, stranger.key)
         kwargs = {"json": good | {"prosumer": stranger.address, "nonce": 0, "side": "buy",
                                   "energy_wh": 100, "deadline_unix_s": order.deadline_unix_s,
                                   "signature": "0x" + sig.hex()}}
-        expect = (403, "unknown_prosumer", None)
+        expect = (403, "unknown_prosumer", "prosumer")
     elif case == "zero_energy":
         kwargs = {"json": s.body(4, interval, energy_wh=0, advance=False)}
-        expect = (422, "non_positive_energy", None)
+        expect = (422, "non_positive_energy", "energy_wh")
     elif case == "price_out_of_bounds":
         kwargs = {"json": s.body(4, interval, price=500_000, advance=False)}
-        expect = (422, "price_out_of_bounds", None)
+        expect = (422, "price_out_of_bounds", "price_micro_eur_per_kwh")
     elif case == "closed_interval":
         env.gw.close_interval(interval)
         kwargs = {"json": good}
-        expect = (409, "interval_closed", None)
+        expect = (409, "interval_closed", "interval")
+    elif case in HOSTILE:
+        kwargs, expect = HOSTILE[case](env, interval)
     elif case == "oversized":
         kwargs = {"json": good | {"signature": good["signature"] + "00" * 20_000}}
         expect = (413, "payload_too_large", None)
@@ -220,10 +225,65 @@ def test_bad_input_is_refused_with_a_named_error_and_nothing_stored(env, case):
     if field is not None:
         assert error["field"] == field
     assert _stored(env) == n_before  # nothing stored
-    # the server keeps serving: the good order (with the next nonce) is accepted
+    # the server keeps serving: the good order (with the next nonce) is accepted and relayed
     ok = client.post("/v1/orders", json=s.body(5, next(s.intervals)))
     assert ok.status_code == 201, ok.text
+    env.gw.flush()
     assert client.get("/healthz").status_code == 200
+
+
+def _hostile_body(env, interval: int, **over) -> dict:
+    """A body of prosumer 4 signed after ``over`` changed its fields (nonce not advanced)."""
+    s = env.signer
+    fields = {"interval": interval, "energy_wh": 500, "price": 100_000, "deadline": None} | over
+    return s.body(4, fields["interval"], energy_wh=fields["energy_wh"], price=fields["price"],
+                  deadline=fields["deadline"], advance=False)
+
+
+def _window(env) -> tuple[int, int]:
+    return env.gw.window()
+
+
+def _resigned(env, interval: int, mutate) -> dict:
+    """A good body whose 65-byte signature ``mutate(r, s, v)`` changed."""
+    body = _hostile_body(env, interval)
+    sig = bytes.fromhex(body["signature"][2:])
+    r, s_, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+    r, s_, v = mutate(r, s_, v)
+    return body | {"signature": "0x" + (r.to_bytes(32, "big") + s_.to_bytes(32, "big")
+                                        + bytes([v])).hex()}
+
+
+U64 = 2**64 - 1
+HOSTILE = {  # case -> (env, interval) -> (request kwargs, (status, code, field))
+    "interval_past": lambda env, i: (
+        {"json": _hostile_body(env, _window(env)[0] - 1, deadline=U64)},
+        (422, "interval_out_of_window", "interval")),
+    "interval_too_far": lambda env, i: (
+        {"json": _hostile_body(env, _window(env)[1] + 1, deadline=U64)},
+        (422, "interval_out_of_window", "interval")),
+    "interval_uint64_max": lambda env, i: (
+        {"json": _hostile_body(env, U64, deadline=U64)},
+        (422, "interval_out_of_window", "interval")),
+    "deadline_before_interval": lambda env, i: (
+        {"json": _hostile_body(env, _window(env)[0] + 3,
+                               deadline=(_window(env)[0] + 3) * 900 - 1)},
+        (422, "deadline_before_interval", "deadline_unix_s")),
+    "energy_above_contract_bound": lambda env, i: (
+        {"json": _hostile_body(env, i, energy_wh=env.gw.bounds().max_energy_wh + 1)},
+        (422, "energy_too_large", "energy_wh")),
+    "energy_uint64_max": lambda env, i: (
+        {"json": _hostile_body(env, i, energy_wh=U64)}, (422, "energy_too_large", "energy_wh")),
+    "price_uint64_max": lambda env, i: (
+        {"json": _hostile_body(env, i, price=U64)},
+        (422, "price_out_of_bounds", "price_micro_eur_per_kwh")),
+    "signature_v_2": lambda env, i: (
+        {"json": _resigned(env, i, lambda r, s, v: (r, s, 2))},
+        (422, "invalid_signature", "signature")),
+    "signature_s_zero": lambda env, i: (
+        {"json": _resigned(env, i, lambda r, s, v: (r, 0, v))},
+        (422, "invalid_signature", "signature")),
+}
 
 
 def test_reads_reject_bad_parameters(env):
@@ -232,15 +292,16 @@ def test_reads_reject_bad_parameters(env):
     cases = [
         (c.get("/v1/intervals/-1"), 422, "invalid_request"),
         (c.get("/v1/intervals/abc"), 422, "invalid_request"),
-        (c.get(f"/v1/members/{addr}/statement", params={"from": 5, "to": 4}), 422,
-         "invalid_range"),
-        (c.get("/v1/members/0x1234/statement"), 422, "invalid_request"),
-        (c.get(f"/v1/members/{env.api.mc.battery.account}/statement"), 422, "not_a_member"),
+        (c.get(f"/v1/members/{addr}/statement", params={"from": 5, "to": 4},
+               headers=env.signer.reads(0)), 422, "invalid_range"),
+        (c.get("/v1/members/0x1234/statement", headers=env.signer.reads(0)), 422,
+         "invalid_request"),
         (c.get("/v1/bands", params={"from": 1}), 422, "invalid_request"),
         (c.get("/v1/bands", params={"from": 0, "to": 10**6}), 422, "range_too_large"),
         (c.get("/v1/bands", params={"from": 0, "to": 5, "device": 999}), 404, "unknown_device"),
         (c.get("/v1/audit/compliance", params={"from": 9, "to": 2}), 422, "invalid_range"),
-        (c.get("/v1/orders/0x" + "00" * 32), 404, "unknown_order"),
+        (c.get("/v1/orders/0x" + "00" * 32, headers=env.signer.reads(0)), 404,
+         "unknown_order"),
         (c.get("/v1/nothing"), 404, "not_found"),
         (c.delete("/v1/orders/schema"), 405, "method_not_allowed"),
     ]
@@ -350,25 +411,28 @@ def test_stored_orders_survive_a_restart_and_are_relayed(env, tmp_path):
     with TestClient(app2) as c2:
         assert c2.post("/v1/orders", json=replay).status_code == 409
         gw2.flush()
-        assert c2.get(r.json()["status_url"]).json()["status"] == "relayed"
+        assert c2.get(r.json()["status_url"], headers=s.reads(1)).json()["status"] == \
+            "relayed"
     assert [p.digest.hex() for p in env.api.mc.placed_orders(interval)] == \
         [r.json()["order_hash"][2:]]
 
 
-def test_order_refused_on_chain_is_marked_failed(env):
-    """An order whose deadline passes before it is relayed fails on-chain, with the reason."""
+def test_order_that_expires_before_relay_is_marked_failed(env):
+    """An order whose deadline passes before it is relayed is failed, with the reason, and no
+    transaction is spent on it."""
     s = env.signer
-    interval = next(s.intervals)
-    deadline = int(time.time()) + 2
+    interval = env.gw.window()[0]  # the current interval: it has started already
+    deadline = env.gw.watch.now_unix_s() + 2
     r = env.client.post("/v1/orders", json=s.body(2, interval, deadline=deadline))
-    assert r.status_code == 201
+    assert r.status_code == 201, r.text
     env.chain.advance_time(30)
     env.gw.relay_once()
-    status = env.client.get(r.json()["status_url"]).json()
-    assert status["status"] == "failed" and "Expired" in status["error"]
+    status = env.client.get(r.json()["status_url"], headers=s.reads(2)).json()
+    assert status["status"] == "failed" and "expired before it could be relayed" in \
+        status["error"] and status["tx_hash"] is None
     # the nonce is free again: the next order of this prosumer reuses it
     s.nonces[2] -= 1
-    again = env.client.post("/v1/orders", json=s.body(2, interval))
+    again = env.client.post("/v1/orders", json=s.body(2, next(s.intervals)))
     assert again.status_code == 201, again.text
 
 
@@ -380,7 +444,8 @@ def test_background_relay(env, tmp_path):
         r = client.post("/v1/orders", json=s.body(3, interval))
         assert r.status_code == 201
         deadline = time.monotonic() + 30
-        while client.get(r.json()["status_url"]).json()["status"] != "relayed":
+        while client.get(r.json()["status_url"], headers=s.reads(3)).json()["status"] != \
+                "relayed":
             assert time.monotonic() < deadline, "relayer thread did not relay the order"
             time.sleep(0.05)
 
@@ -394,6 +459,9 @@ def test_store_refuses_a_second_live_order_with_the_same_nonce(tmp_path):
         store.insert(b, b"\x02" * 32, b"sig", 0.0)
     store.mark(1, "failed", error="test")
     store.insert(b, b"\x02" * 32, b"sig", 0.0)  # a failed order frees its nonce
+    store.mark(2, "failed", error="test")
+    assert store.insert(b, b"\x02" * 32, b"sig", 1.0) == 2  # the same order again: revived
+    assert store.by_digest(b"\x02" * 32).error is None
     with pytest.raises(ValueError, match="unknown order status"):
         store.mark(1, "lost")
     assert store.counts() == {"pending": 1, "sent": 0, "relayed": 0, "failed": 1}
@@ -405,7 +473,8 @@ def test_gateway_submit_is_the_path_of_post_orders(env):
     account = s.prosumers[5]
     interval = next(s.intervals)
     order = Order(account.address, interval, Side.SELL, 100, 90_000,
-                  env.gw.expected_nonce(account.address), int(time.time()) + 600)
+                  env.gw.expected_nonce(account.address),
+                  (interval + 1) * env.deployment.interval_seconds)
     sig = sign_order(order, env.gw.domain, account.key)
     n = _stored(env)
     accepted = env.gw.submit(order, sig)
@@ -415,7 +484,8 @@ def test_gateway_submit_is_the_path_of_post_orders(env):
     with pytest.raises(ValueError, match="replayed"):
         env.gw.submit(order, sig)
     assert env.gw.expected_nonce(account.address) == order.nonce + 1
-    assert env.client.get("/v1/orders/0x" + accepted.digest.hex()).json()["status"] == "pending"
+    assert env.client.get("/v1/orders/0x" + accepted.digest.hex(),
+                          headers=s.reads(5)).json()["status"] == "pending"
 
 
 def test_failed_chain_read_is_503_chain_unavailable_and_stores_nothing(env, monkeypatch):

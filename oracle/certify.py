@@ -10,18 +10,21 @@ flexibilities at
 * ``NrSettings.n_random`` points drawn uniformly inside the band (seeded by the interval's OCM
   seed, so the check is reproducible from the canonical inputs).
 
-A point passes when the load flow converges and every bus voltage lies within the inputs' OCM
+A point passes when the load flow converges, every bus voltage lies within the inputs' OCM
 limits widened by ``tolerance_pu`` (HELM and NR agree to about 1e-6 pu; OCM keeps a margin of
-1e-5 pu). The steps are checked in order and a step with a failing point ends the round. If any
-point fails, the band is narrowed towards its anchor (each flexibility's idle point 0 W clipped
-into its band): ``P = a + s (P - a)`` with ``s = 1/2, 1/4, ...``, at most ``max_narrowing``
-times, and checked again; a band that still fails is not written (the oracle records the
-interval as skipped). Every load flow run, failed point and narrowing is counted.
+1e-5 pu) and every rated line and transformer stays within the inputs' loading limit
+(pandapower's ``loading_percent``) widened by ``tolerance_loading_pct``. The steps are checked in
+order and a step with a failing point ends the round. If any point fails, the band is narrowed
+towards its anchor (each flexibility's idle point 0 W clipped into its band):
+``P = a + s (P - a)`` with ``s = 1/2, 1/4, ...``, at most ``max_narrowing`` times, and checked
+again; a band that still fails is not written (the oracle records the interval as skipped).
+Every load flow run, failed point and narrowing is counted.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +37,13 @@ from gridshare.units import micro_pu_to_pu, var_to_kvar, w_to_kw
 @dataclass(frozen=True)
 class NrSettings:
     """The check's parameters (part of the canonical inputs): random points per step, voltage
-    tolerance in pu, and how often a failing band is halved towards its anchor."""
+    tolerance in pu, how often a failing band is halved towards its anchor, and the loading
+    tolerance in percentage points."""
 
     n_random: int = 2
     tolerance_pu: float = 1e-4
     max_narrowing: int = 3
+    tolerance_loading_pct: float = 0.01
 
     def __post_init__(self) -> None:
         if self.n_random < 0 or self.max_narrowing < 0 or not self.tolerance_pu >= 0:
@@ -47,7 +52,8 @@ class NrSettings:
     def as_inputs(self) -> dict[str, int]:
         """The ``nr`` part of the canonical inputs (integers: tolerance in nano-pu)."""
         return {"n_random": self.n_random, "tolerance_nano_pu": round(self.tolerance_pu * 1e9),
-                "max_narrowing": self.max_narrowing}
+                "max_narrowing": self.max_narrowing,
+                "tolerance_loading_milli_pct": round(self.tolerance_loading_pct * 1000)}
 
 
 @dataclass(frozen=True)
@@ -102,14 +108,37 @@ def _failing(inputs: Mapping[str, Any], lo_w: np.ndarray, hi_w: np.ndarray, rng:
     v_low = float(micro_pu_to_pu(ocm["v_low_micro_pu"])) - settings.tolerance_pu
     v_high = float(micro_pu_to_pu(ocm["v_high_micro_pu"])) + settings.tolerance_pu
     solver = newton_raphson(str(inputs["feeder"]))
+    limits = _loading_limits(solver.feeder, ocm, settings)
     n = flex_kw.shape[0]
     for first in range(0, p.shape[0], n):
         res = solver.run(p[first:first + n], q[first:first + n], vs[first:first + n])
         vm = np.where(res.converged[:, None], res.vm_pu, np.nan)
-        ok = res.converged & (np.nanmin(vm, axis=1) >= v_low) & (np.nanmax(vm, axis=1) <= v_high)
+        loaded = np.nan_to_num(res.branch_loading_pct, nan=0.0) <= limits
+        ok = res.converged & (np.nanmin(vm, axis=1) >= v_low) \
+            & (np.nanmax(vm, axis=1) <= v_high) & loaded.all(axis=1)
         if not ok.all():
             return first + n, int(np.count_nonzero(~ok))
     return p.shape[0], 0
+
+
+def loading_limits_pct(ocm_inputs: Mapping[str, Any]) -> tuple[float, float]:
+    """(line, transformer) loading limits in percent from the ``ocm`` inputs (integer 1e-3 %);
+    inputs written before thermal limits existed carry none (``inf``): they recompute as they
+    were."""
+    def limit(key: str) -> float:
+        value = ocm_inputs.get(key)
+        return math.inf if value is None else value / 1000.0
+
+    return limit("max_line_loading_milli_pct"), limit("max_trafo_loading_milli_pct")
+
+
+def _loading_limits(feeder: Any, ocm: Mapping[str, Any], settings: NrSettings) -> np.ndarray:
+    """Per branch (lines, then transformers) the highest loading that passes, percent: the
+    inputs' thermal limits widened by ``tolerance_loading_pct`` (inf where none)."""
+    line_pct, trafo_pct = loading_limits_pct(ocm)
+    return np.concatenate([np.full(len(feeder.lines), line_pct),
+                           np.full(len(feeder.trafos), trafo_pct)]) \
+        + settings.tolerance_loading_pct
 
 
 def certify(inputs: Mapping[str, Any], p_min_w: list[int], p_max_w: list[int],
@@ -138,4 +167,5 @@ def nr_settings_of(inputs: Mapping[str, Any]) -> NrSettings | None:
     if nr is None:
         return None
     return NrSettings(int(nr["n_random"]), float(nr["tolerance_nano_pu"]) * 1e-9,
-                      int(nr["max_narrowing"]))
+                      int(nr["max_narrowing"]),
+                      float(nr.get("tolerance_loading_milli_pct", 10)) / 1000.0)

@@ -66,6 +66,8 @@ def _oracle_config(args: argparse.Namespace) -> Any:
         "ga_population": getattr(args, "ga_population", None),
         "ga_max_generations": getattr(args, "ga_generations", None),
         "objective": getattr(args, "objective", None), "seed": getattr(args, "seed", None),
+        "max_line_loading_pct": getattr(args, "max_line_loading_pct", None),
+        "max_trafo_loading_pct": getattr(args, "max_trafo_loading_pct", None),
     }.items() if v is not None})
     nr = NrSettings(**({} if getattr(args, "nr_random", None) is None
                        else {"n_random": args.nr_random}))
@@ -197,6 +199,11 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
                      help="OCM objective (default sum)")
     run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
+    run.add_argument("--max-line-loading-pct", type=float, default=None,
+                     help="thermal limit of every rated line, percent of its rating (default 100)")
+    run.add_argument("--max-trafo-loading-pct", type=float, default=None,
+                     help="thermal limit of every transformer, percent of its rating "
+                     "(default 100)")
     run.add_argument("--poll-seconds", type=float, default=1.0,
                      help="longest pause between polls when idle; a new block ends it at once "
                      "(default 1 s)")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +78,13 @@ from gridshare.chain.identity import (
     read_identity,
 )
 from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
-from oracle.certify import NrSettings, certify, newton_raphson, nr_settings_of
+from oracle.certify import (
+    NrSettings,
+    certify,
+    loading_limits_pct,
+    newton_raphson,
+    nr_settings_of,
+)
 from oracle.forecast import FORECAST_MODES, ProfileForecast, forecast_steps, intersect_bands
 from oracle.ingest import Ingestor, PollReport
 from oracle.registry import DEFAULT_WINDOW, KIND_NAMES, DeviceRegistry, ReadingWindow
@@ -117,7 +124,9 @@ class OcmSettings:
     """OCM parameters of the oracle (all part of the hashed inputs). Voltages in pu.
 
     ``forecast``: which minutes of the source interval become OCM steps ("all", "extremes",
-    "last"; see ``oracle.forecast.forecast_steps``).
+    "last"; see ``oracle.forecast.forecast_steps``). ``max_line_loading_pct`` /
+    ``max_trafo_loading_pct``: thermal limits of every rated line and transformer, percent of
+    its rating (``capacity.ocm.compute_bands``; ``inf``: none).
     """
 
     objective: str = "sum"
@@ -129,8 +138,12 @@ class OcmSettings:
     margin_pu: float = 1e-5
     ga_population: int = 16
     ga_max_generations: int = 20
+    max_line_loading_pct: float = 100.0
+    max_trafo_loading_pct: float = 100.0
 
     def __post_init__(self) -> None:
+        if not (self.max_line_loading_pct > 0 and self.max_trafo_loading_pct > 0):
+            raise ValueError("max_line_loading_pct and max_trafo_loading_pct must be > 0")
         if self.forecast not in FORECAST_MODES:
             raise ValueError(f"forecast must be one of {FORECAST_MODES}, got {self.forecast!r}")
         if self.n_random < 0 or self.ga_population < 4 or self.ga_max_generations < 0:
@@ -191,7 +204,14 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
         "v_high_micro_pu": int(pu_to_micro_pu(ocm.v_high_pu)),
         "margin_nano_pu": round(ocm.margin_pu * 1e9),
         "ga_population": ocm.ga_population, "ga_max_generations": ocm.ga_max_generations,
+        "max_line_loading_milli_pct": _milli_pct(ocm.max_line_loading_pct),
+        "max_trafo_loading_milli_pct": _milli_pct(ocm.max_trafo_loading_pct),
     }
+
+
+def _milli_pct(limit_pct: float) -> int | None:
+    """A loading limit in the canonical inputs: integer 1e-3 percent, None for no limit."""
+    return None if math.isinf(limit_pct) else round(limit_pct * 1000)
 
 
 def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
@@ -213,6 +233,7 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         raise ValueError(f"inputs are for buses {inputs['bus_ids'][:5]}..., not feeder "
                          f"{feeder.name!r}")
     ocm = inputs["ocm"]
+    line_limit_pct, trafo_limit_pct = loading_limits_pct(ocm)
     result = compute_bands(
         feeder, flexibilities_of(inputs),
         np.asarray(w_to_kw(np.asarray(inputs["p_w"])), dtype=float),
@@ -224,6 +245,7 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         ga=GaSettings(population=int(ocm["ga_population"]),
                       max_generations=int(ocm["ga_max_generations"])),
         margin_pu=float(ocm["margin_nano_pu"]) * 1e-9,
+        max_line_loading_pct=line_limit_pct, max_trafo_loading_pct=trafo_limit_pct,
     )
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,

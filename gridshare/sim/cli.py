@@ -45,6 +45,11 @@ def add_commands(subparsers: Any) -> None:
                         "with pandapower's Newton-Raphson (default 12 each)")
     p.add_argument("--nr-points", type=int, default=20,
                    help="random operating points inside the bands per checked step")
+    p.add_argument("--max-line-loading-pct", type=float, default=100.0,
+                   help="thermal limit of every rated line in the bands and the Newton-Raphson "
+                   "checks, percent of its rating (default 100)")
+    p.add_argument("--max-trafo-loading-pct", type=float, default=100.0,
+                   help="thermal limit of the transformer, percent of its rating (default 100)")
     p.add_argument("--out", required=True, type=Path, help="directory for the report and data")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
@@ -54,6 +59,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     """Run the simulation, write the report, print the summary; exit 0 when every check holds."""
     from gridshare.sim import Simulation, SimulationConfig
     from gridshare.sim.report import format_summary, write_report
+    from gridshare.sim.run import OCM_FORECAST
+    from oracle.service import OcmSettings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("pandapower", "oracle.service", "oracle.ingest"):
@@ -64,6 +71,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         interval_s=args.interval_s, readings_batch_min=args.readings_batch_min,
         nr_steps=args.nr_steps, nr_random_points=args.nr_points,
         progress=not args.no_progress,
+        ocm=OcmSettings(forecast=OCM_FORECAST, max_line_loading_pct=args.max_line_loading_pct,
+                        max_trafo_loading_pct=args.max_trafo_loading_pct),
     )
     started = time.perf_counter()
     result = Simulation(config, args.out).run()

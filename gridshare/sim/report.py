@@ -97,15 +97,19 @@ def _write_nr_csvs(result: SimulationResult, out: Path) -> list[Path]:
     return [
         _write_csv(
             out / "nr_check.csv",
-            ["minute", "interval", "v_min_pu", "v_max_pu", "n_points", "n_violating_points"],
-            ([s["minute"], s["interval"], s["v_min_pu"], s["v_max_pu"], s["n_points"],
+            ["minute", "interval", "v_min_pu", "v_max_pu", "max_line_loading_pct",
+             "max_trafo_loading_pct", "n_points", "n_violating_points"],
+            ([s["minute"], s["interval"], s["v_min_pu"], s["v_max_pu"],
+              s["max_line_loading_pct"], s["max_trafo_loading_pct"], s["n_points"],
               s["n_violating_points"]] for s in result.nr_check.get("steps", []))),
         _write_csv(
             out / "nr_operated.csv",
             ["minute", "interval", "operated_v_min_pu", "operated_v_max_pu", "random_v_min_pu",
-             "random_v_max_pu", "n_points", "n_violating_points"],
+             "random_v_max_pu", "operated_max_loading_pct", "max_line_loading_pct",
+             "max_trafo_loading_pct", "n_points", "n_violating_points"],
             ([s["minute"], s["interval"], s["operated_v_min_pu"], s["operated_v_max_pu"],
-              s["random_v_min_pu"], s["random_v_max_pu"], s["n_points"],
+              s["random_v_min_pu"], s["random_v_max_pu"], s["operated_max_loading_pct"],
+              s["max_line_loading_pct"], s["max_trafo_loading_pct"], s["n_points"],
               s["n_violating_points"]] for s in result.nr_operated.get("steps", []))),
     ]
 
@@ -306,6 +310,34 @@ def fig_nr_boxplots(result: SimulationResult, path: Path, which: str = "steps") 
     return _save(fig, path)
 
 
+def fig_loading(result: SimulationResult, path: Path, n_labelled: int = 6) -> Path:
+    """Line and transformer loading over the day (like the voltage figures): per OCM step, each
+    branch's largest loading over the band's certification points (corners and random points),
+    percent of its rating; the most loaded branches labelled, the limits dashed."""
+    from capacity.ocm.result import branch_names
+
+    steps = result.band_steps
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    if steps is not None and steps.n_steps and steps.loading_box_max_pct.size:
+        hours = np.asarray(result.band_step_hours, dtype=float)
+        loading = np.asarray(steps.loading_box_max_pct, dtype=float)
+        names = branch_names(steps.line_ids, steps.trafo_ids)
+        peak = np.nan_to_num(np.nanmax(loading, axis=0, initial=0.0))
+        order = np.argsort(-peak)
+        for rank, col in enumerate(order):
+            label = f"{names[col]} (max {peak[col]:.0f} %)" if rank < n_labelled else None
+            ax.step(hours, loading[:, col], where="post", lw=1.2 if label else 0.5,
+                    color=None if label else "0.75", label=label)
+        for limit in np.unique(steps.max_loading_pct[np.isfinite(steps.max_loading_pct)]):
+            ax.axhline(limit, color="tab:red", ls="--", lw=0.8)
+        ax.legend(loc="best", fontsize=7)
+    ax.set_xlabel("hour of day")
+    ax.set_ylabel("loading (% of rating)")
+    ax.set_title("Branch loading inside the published bands (largest over the certification "
+                 "points of each OCM step)", fontsize=10)
+    return _save(fig, path)
+
+
 def write_figures(result: SimulationResult, out: Path, retail: float, feed_in: float
                   ) -> dict[str, Path]:
     """Every figure as PNG; keys are the figure ids used by the HTML page."""
@@ -322,6 +354,7 @@ def write_figures(result: SimulationResult, out: Path, retail: float, feed_in: f
                                              out / "fig_ocm_voltages.png")
         figs["ocm_boxplots"] = plot_voltage_boxplots(result.band_steps, hours,
                                                      out / "fig_ocm_voltage_boxplots.png")
+        figs["loading"] = fig_loading(result, out / "fig_loading.png")
     if result.intervals:
         figs["operation"] = fig_operation_in_bands(result, out / "fig_operation_in_bands.png")
         figs["battery"] = fig_battery(result, out / "fig_battery.png")
@@ -350,9 +383,13 @@ _FIGURES = (
      "Lowest bus voltage with every flexibility at P_max, highest at P_min, per OCM step."),
     ("ocm_boxplots", "Bus voltages for random operation inside the bands (paper Fig. 8/11)",
      "From the oracle's certification (HELM) of every step."),
+    ("loading", "Line and transformer loading inside the bands",
+     "Per OCM step, each branch's largest loading over the band's certification points, percent "
+     "of its rating; the most loaded branches labelled; dashed: the loading limits."),
     ("nr", "Newton-Raphson check of operation inside the bands",
      "pandapower runpp at the OCM steps of sampled intervals (the conditions each band was "
-     "certified for): the band's corners and random points inside it; dashed: voltage limits."),
+     "certified for): the band's corners and random points inside it; dashed: voltage limits. "
+     "Every point's line and transformer loading is checked too (nr_check.csv)."),
     ("nr_operated", "Newton-Raphson on the day as it happened",
      "pandapower runpp at sampled minutes with the realised loads and PV: the operated point and "
      "random points inside that interval's bands. Bands come from the previous interval's "
@@ -405,7 +442,8 @@ def _checks_html(s: Mapping[str, Any]) -> str:
         _check(s["nr_violations"] == 0,
                f"Newton-Raphson: {s['nr_runs']} load flows at {s['nr_steps_checked']} OCM steps "
                f"(band corners and random points inside the bands), {s['nr_violations']} with a "
-               "bus outside the voltage limits"),
+               "bus outside the voltage limits or a line or transformer above its loading "
+               f"limit (highest loading {s['nr_max_loading_pct']:.1f} %)"),
         _check(s["recomputed_band_mismatches"] == 0,
                f"bands on-chain equal OCM recomputed from the oracle's inputs "
                f"({s['recomputed_band_mismatches']} mismatches)"),
@@ -555,8 +593,10 @@ def format_summary(result: SimulationResult) -> str:
         f"  infeasible OCM steps    {s['infeasible_ocm_steps']:10d}",
         f"  audit violations        {s['audit_violations']:10d} "
         f"({s['audit_readings_checked']} readings checked)",
-        f"  NR voltage violations   {s['nr_violations']:10d} ({s['nr_runs']} load flows at "
+        f"  NR V/loading violations {s['nr_violations']:10d} ({s['nr_runs']} load flows at "
         f"OCM steps; as operated: {s['nr_operated_violations']} of {s['nr_operated_runs']})",
+        f"  NR highest loading      {s['nr_max_loading_pct']:10.1f} % (as operated "
+        f"{s['nr_operated_max_loading_pct']:.1f} %)",
         f"  replay == settlement    {rep['equal']:10d} of {rep['replayed']} (trades; "
         f"meter totals and deviations of {rep['deviations_replayed']})",
         f"  gas used                {s['gas_used_total']:10,d}",

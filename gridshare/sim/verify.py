@@ -5,10 +5,12 @@
 * DSO audit: every accepted meter reading of a flexibility (read back from the chain by the
   oracle's ingestion) against that device's band of the reading's interval, read with
   ``GridCapacity.bandOf``. A reading outside ``[P_min, P_max]`` W is a violation.
-* Newton-Raphson (pandapower ``runpp``), the acceptance check (``nr_check_steps``): for
+* Newton-Raphson (pandapower ``runpp`` via ``capacity.nr_check``), the acceptance check
   ``nr_steps`` traded intervals, at every OCM step the interval's band was certified for (the
   oracle's stored inputs), the band's corners and ``nr_random_points`` random points inside it;
-  every bus must stay in ``[v_low - 1e-4, v_high + 1e-4]`` pu.
+  every bus must stay in ``[v_low - 1e-4, v_high + 1e-4]`` pu and every line and transformer
+  within its loading limit (``OcmSettings.max_line_loading_pct`` / ``max_trafo_loading_pct``,
+  + 0.01 percentage points), pandapower's ``loading_percent`` of the feeder's own ratings.
 * Newton-Raphson on the day as it happened (``nr_check``, reported, not a pass/fail check): at
   ``nr_steps`` minutes, the feeder as operated (that minute's profiles, flexibilities at their
   metered power) and random points inside the bands. The bands of interval k are computed from
@@ -28,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gridshare.units import nano_eur_to_eur, w_to_kw, wh_to_kwh
+from gridshare.units import micro_pu_to_pu, nano_eur_to_eur, var_to_kvar, w_to_kw, wh_to_kwh
 from market.statements import member_statement
 
 if TYPE_CHECKING:
     from gridshare.sim.run import IntervalRecord, Simulation, SimulationResult
 
 NR_TOLERANCE_PU = 1e-4
+NR_LOADING_TOLERANCE_PCT = 1e-2
 
 
 def replay_all(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
@@ -107,68 +110,108 @@ def audit(sim: Simulation, records: list[IntervalRecord]) -> dict[str, Any]:
             "metered_range_w": metered}
 
 
-def _runpp_voltages(net: Any) -> np.ndarray:
-    """Bus voltage magnitudes (pu) from pandapower's Newton-Raphson; NaN where it does not
-    converge (no operable state: counted as a violation)."""
-    import pandapower as pp
+def _nr_reference(sim: Simulation) -> Any:
+    """The one Newton-Raphson reference (``capacity.nr_check``) on the feeder's pandapower net
+    (its own line and transformer ratings), one load per bus."""
+    from capacity.feeders import load_pandapower_net
+    from capacity.nr_check import NewtonRaphson
 
-    try:
-        pp.runpp(net, algorithm="nr", calculate_voltage_angles=True, numba=False)
-    except pp.LoadflowNotConverged:
-        return np.full(len(net.bus), np.nan)
-    return net.res_bus.vm_pu.to_numpy(dtype=float)
+    return NewtonRaphson(sim.feeder, net=load_pandapower_net(sim.config.feeder))
 
 
-def _n_violating(v: np.ndarray, v_low: float, v_high: float) -> int:
-    """Points (rows of ``v``) with a bus outside the limits or without a load-flow solution."""
-    outside = (np.nanmin(np.where(np.isnan(v), -np.inf, v), axis=1) < v_low - NR_TOLERANCE_PU) \
-        | (np.nanmax(np.where(np.isnan(v), np.inf, v), axis=1) > v_high + NR_TOLERANCE_PU)
-    return int(np.count_nonzero(outside))
+def _flex_incidence(sim: Simulation) -> np.ndarray:
+    """(n_flex, n_bus) 0/1 matrix: the bus of each flexibility, ``sim.flex_names`` order."""
+    pos = sim.feeder.bus_positions([f.bus_id for f in sim.flex])
+    incidence = np.zeros((len(sim.flex), len(sim.feeder.bus_ids)))
+    incidence[np.arange(len(sim.flex)), pos] = 1.0
+    return incidence
+
+
+def _loading_limits_pct(sim: Simulation) -> np.ndarray:
+    """Loading limit of every branch (lines, then transformers), percent."""
+    ocm = sim.config.ocm
+    return np.concatenate([np.full(len(sim.feeder.lines), ocm.max_line_loading_pct),
+                           np.full(len(sim.feeder.trafos), ocm.max_trafo_loading_pct)])
+
+
+def _violating(res: Any, v_low: float, v_high: float, limits_pct: np.ndarray) -> np.ndarray:
+    """Points (rows) with a bus outside the voltage limits, a branch above its loading limit,
+    or no load-flow solution (no operable state)."""
+    vm = res.vm_pu
+    volts = (np.min(vm, axis=1) < v_low - NR_TOLERANCE_PU) \
+        | (np.max(vm, axis=1) > v_high + NR_TOLERANCE_PU)
+    over = np.nan_to_num(res.branch_loading_pct, nan=0.0) > limits_pct + NR_LOADING_TOLERANCE_PCT
+    return ~res.converged | volts | np.any(over, axis=1)
+
+
+def _step_row(res: Any, bad: np.ndarray) -> dict[str, Any]:
+    """Voltage and loading figures of one checked step's points."""
+    vm = res.vm_pu[res.converged]
+    line = res.line_loading_pct[res.converged]
+    trafo = res.trafo_loading_pct[res.converged]
+    return {
+        "n_points": len(bad), "n_violating_points": int(np.count_nonzero(bad)),
+        "v_min_pu": float(np.min(vm)) if vm.size else float("nan"),
+        "v_max_pu": float(np.max(vm)) if vm.size else float("nan"),
+        "v_stats_pu": [float(x) for x in np.percentile(vm, [0, 25, 50, 75, 100])]
+        if vm.size else [float("nan")] * 5,
+        "max_line_loading_pct": float(np.nanmax(line, initial=0.0)),
+        "max_trafo_loading_pct": float(np.nanmax(trafo, initial=0.0)),
+        "line_loading_max_pct": [float(x) for x in np.nanmax(line, axis=0, initial=0.0)]
+        if line.size else [],
+    }
+
+
+def _nr_summary(steps: list[dict[str, Any]], n_runs: int, sim: Simulation) -> dict[str, Any]:
+    """The totals of a Newton-Raphson check and the limits it used."""
+    ocm = sim.config.ocm
+    return {"steps": steps, "n_violations": sum(s["n_violating_points"] for s in steps),
+            "n_runs": n_runs, "v_low_pu": ocm.v_low_pu, "v_high_pu": ocm.v_high_pu,
+            "max_line_loading_pct": ocm.max_line_loading_pct,
+            "max_trafo_loading_pct": ocm.max_trafo_loading_pct,
+            "line_ids": [int(x) for x in sim.feeder.line_ids],
+            "tolerance_pu": NR_TOLERANCE_PU, "tolerance_loading_pct": NR_LOADING_TOLERANCE_PCT}
 
 
 def nr_check(sim: Simulation, records: list[IntervalRecord], n_steps: int,
              n_random: int) -> dict[str, Any]:
-    """Newton-Raphson voltages of the operated feeder and of random points inside the bands."""
-
-    from capacity.feeders import apply_minute, load_pandapower_net
-
+    """Newton-Raphson voltages and loadings of the operated feeder and of random points inside
+    the bands, at ``n_steps`` minutes spread over the run."""
     if not records or n_steps == 0:
-        return {"steps": [], "n_violations": 0, "n_runs": 0}
+        return _nr_summary([], 0, sim)
     rng = np.random.default_rng(np.random.SeedSequence([sim.config.seed, 9_090]))
     minutes = np.unique(np.linspace(records[0].first_minute,
                                     records[-1].first_minute + sim.n_min - 1,
                                     n_steps).astype(int))
     by_first = {r.first_minute: r for r in records}
-    v_low, v_high = sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu
+    nr, incidence, limits = _nr_reference(sim), _flex_incidence(sim), _loading_limits_pct(sim)
     steps = []
-    n_viol = 0
-    n_runs = 0
-    net = load_pandapower_net(sim.config.feeder)
     for minute in minutes:
         rec = by_first[int(minute) - int(minute) % sim.n_min]
-        operated = {n: float(w_to_kw(rec.flex_p_w[n])) for n in sim.flex_names}
-        points = [operated]
-        for _ in range(n_random):
-            points.append({n: float(rng.uniform(*w_to_kw(np.array(rec.band_w[n]))))
-                           for n in sim.flex_names})
-        v_all = []
-        for point in points:
-            apply_minute(net, sim.profiles, int(minute), point)
-            v_all.append(_runpp_voltages(net))
-            n_runs += 1
-        v = np.array(v_all)
-        bad = _n_violating(v, v_low, v_high)
-        n_viol += bad
-        steps.append({
+        lo, hi = _band_kw(sim, rec)
+        operated = w_to_kw(np.array([rec.flex_p_w[n] for n in sim.flex_names], dtype=float))
+        points = np.vstack([operated[None, :], rng.uniform(lo, hi, (n_random, len(lo)))])
+        p_kw = sim.profiles.p_kw[int(minute)][None, :] + points @ incidence
+        q_kvar = np.broadcast_to(sim.profiles.q_kvar[int(minute)], p_kw.shape)
+        res = nr.run(p_kw, q_kvar)
+        bad = _violating(res, sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu, limits)
+        row = _step_row(res, bad)
+        vm = res.vm_pu
+        row.update({
             "minute": int(minute), "interval": rec.interval,
-            "operated_v_min_pu": float(np.min(v[0])), "operated_v_max_pu": float(np.max(v[0])),
-            "random_v_min_pu": float(np.min(v[1:])) if n_random else None,
-            "random_v_max_pu": float(np.max(v[1:])) if n_random else None,
-            "n_points": len(points), "n_violating_points": bad,
-            "v_stats_pu": [float(x) for x in np.percentile(v, [0, 25, 50, 75, 100])],
+            "operated_v_min_pu": float(np.min(vm[0])), "operated_v_max_pu": float(np.max(vm[0])),
+            "random_v_min_pu": float(np.min(vm[1:])) if n_random else None,
+            "random_v_max_pu": float(np.max(vm[1:])) if n_random else None,
+            "operated_max_loading_pct": float(np.nanmax(res.branch_loading_pct[0], initial=0)),
         })
-    return {"steps": steps, "n_violations": n_viol, "n_runs": n_runs, "v_low_pu": v_low,
-            "v_high_pu": v_high, "tolerance_pu": NR_TOLERANCE_PU}
+        steps.append(row)
+    return _nr_summary(steps, nr.n_runs, sim)
+
+
+def _band_kw(sim: Simulation, rec: IntervalRecord) -> tuple[np.ndarray, np.ndarray]:
+    """The published band of every flexibility in ``rec``'s interval, kW."""
+    band_w = np.array([rec.band_w[n] for n in sim.flex_names], dtype=float).reshape(-1, 2)
+    return w_to_kw(band_w[:, 0]), w_to_kw(band_w[:, 1])
 
 
 def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: int,
@@ -178,61 +221,35 @@ def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: 
     For ``n_intervals`` traded intervals spread over the run: every OCM step of the interval's
     stored oracle inputs (per-bus uncontrollable P/Q and slack voltage in on-chain units), with
     the flexibilities at the all-min and all-max corners of the published band and at
-    ``n_random`` random points inside it. Per-bus loads replace the customers' loads and PV.
+    ``n_random`` random points inside it: bus voltages and line/transformer loadings.
     """
-    import pandapower as pp
-
-    from capacity.feeders import load_pandapower_net
-
     if not records or n_intervals == 0:
-        return {"steps": [], "n_violations": 0, "n_runs": 0}
+        return _nr_summary([], 0, sim)
     rng = np.random.default_rng(np.random.SeedSequence([sim.config.seed, 9_191]))
-    net = load_pandapower_net(sim.config.feeder)
-    flex_rows = {n: int(net.load.index[net.load.name == n][0]) for n in sim.flex_names}
-    customer_rows = [i for i in net.load.index if i not in flex_rows.values()]
-    net.load.loc[customer_rows, ["p_mw", "q_mvar"]] = 0.0
-    if len(net.sgen):
-        net.sgen[["p_mw", "q_mvar"]] = 0.0
-    ul_rows = {int(b): int(pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0, name=f"UL {b}"))
-               for b in sim.feeder.bus_ids}
-    v_low, v_high = sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu
+    nr, incidence, limits = _nr_reference(sim), _flex_incidence(sim), _loading_limits_pct(sim)
     picks = np.unique(np.linspace(0, len(records) - 1, n_intervals).astype(int))
-    steps, n_viol, n_runs = [], 0, 0
+    steps = []
     for k in picks:
         rec = records[int(k)]
         row = sim.oracle.store.interval(rec.interval)
         if row is None or not row.inputs_json:
             continue
         inputs = row.inputs
-        lo = np.array([rec.band_w[n][0] for n in sim.flex_names], dtype=float) / 1000.0
-        hi = np.array([rec.band_w[n][1] for n in sim.flex_names], dtype=float) / 1000.0
-        points = [lo, hi] + [rng.uniform(lo, hi) for _ in range(n_random)]
-        p_w = np.asarray(inputs["p_w"], dtype=float)
-        q_var = np.asarray(inputs["q_var"], dtype=float)
-        v_slack = np.asarray(inputs["v_slack_micro_pu"], dtype=float) / 1e6
+        lo, hi = _band_kw(sim, rec)
+        points = np.vstack([lo, hi, rng.uniform(lo, hi, (n_random, len(lo)))])
+        bus_pos = sim.feeder.bus_positions(inputs["bus_ids"])
+        p_ul_kw = np.zeros((len(inputs["steps_unix_s"]), len(sim.feeder.bus_ids)))
+        q_ul_kvar = np.zeros_like(p_ul_kw)
+        p_ul_kw[:, bus_pos] = w_to_kw(np.asarray(inputs["p_w"], dtype=float))
+        q_ul_kvar[:, bus_pos] = var_to_kvar(np.asarray(inputs["q_var"], dtype=float))
+        v_slack = micro_pu_to_pu(np.asarray(inputs["v_slack_micro_pu"], dtype=float))
         for j, t_s in enumerate(inputs["steps_unix_s"]):
-            for col, bus in enumerate(inputs["bus_ids"]):
-                net.load.at[ul_rows[int(bus)], "p_mw"] = p_w[j, col] / 1e6
-                net.load.at[ul_rows[int(bus)], "q_mvar"] = q_var[j, col] / 1e6
-            net.ext_grid["vm_pu"] = float(v_slack[j])
-            v_all = []
-            for point in points:
-                for name, p_kw in zip(sim.flex_names, point, strict=True):
-                    net.load.at[flex_rows[name], "p_mw"] = float(p_kw) / 1000.0
-                v_all.append(_runpp_voltages(net))
-                n_runs += 1
-            v = np.array(v_all)
-            bad = _n_violating(v, v_low, v_high)
-            n_viol += bad
-            minute = (int(t_s) - sim.day_start_s) // 60
-            steps.append({
-                "minute": int(minute), "interval": rec.interval, "n_points": len(points),
-                "v_min_pu": float(v.min()), "v_max_pu": float(v.max()),
-                "n_violating_points": bad,
-                "v_stats_pu": [float(x) for x in np.percentile(v, [0, 25, 50, 75, 100])],
-            })
-    return {"steps": steps, "n_violations": n_viol, "n_runs": n_runs, "v_low_pu": v_low,
-            "v_high_pu": v_high, "tolerance_pu": NR_TOLERANCE_PU}
+            p_kw = p_ul_kw[j][None, :] + points @ incidence
+            res = nr.run(p_kw, np.broadcast_to(q_ul_kvar[j], p_kw.shape), float(v_slack[j]))
+            bad = _violating(res, sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu, limits)
+            steps.append({"minute": (int(t_s) - sim.day_start_s) // 60,
+                          "interval": rec.interval, **_step_row(res, bad)})
+    return _nr_summary(steps, nr.n_runs, sim)
 
 
 def recompute_bands(sim: Simulation, records: list[IntervalRecord]
@@ -264,13 +281,18 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
     arrays = {}
     for name in ("p_min_kw", "p_max_kw", "feasible", "violation_pu", "v_at_min_pu", "v_at_max_pu",
                  "v_random_stats_pu", "argmin_kw", "argmax_kw", "certified_points", "shrinks",
-                 "n_evaluations", "seconds"):
+                 "n_evaluations", "seconds", "loading_at_min_pct", "loading_at_max_pct",
+                 "loading_box_max_pct"):
         arrays[name] = np.concatenate([np.asarray(getattr(p, name)) for p in parts])
+    for name in ("binding_min", "binding_max"):
+        arrays[name] = [b for p in parts for b in getattr(p, name)]
     by_id = {f"device-{v}": k for k, v in sim.flex_ids.items()}
     named = tuple(dataclasses.replace(f, name=by_id.get(f.name, f.name))
                   for f in first.flexibilities)
     merged = BandResult(flexibilities=named, objective=first.objective,
                         v_low_pu=first.v_low_pu, v_high_pu=first.v_high_pu,
+                        line_ids=first.line_ids, trafo_ids=first.trafo_ids,
+                        max_loading_pct=first.max_loading_pct,
                         notes=[n for p in parts for n in p.notes], **arrays)
     return merged, np.asarray(hours), np.asarray(ul_kw), mismatches
 
@@ -414,6 +436,8 @@ def _checks_summary(checks: _Checks, status: dict[str, Any]) -> dict[str, Any]:
         "nr_steps_checked": len(nr["steps"]),
         "nr_runs": nr["n_runs"],
         "nr_violations": nr["n_violations"],
+        "nr_max_loading_pct": _max_loading_pct(nr),
+        "nr_operated_max_loading_pct": _max_loading_pct(nr_operated),
         "nr_operated_minutes_checked": len(nr_operated["steps"]),
         "nr_operated_runs": nr_operated["n_runs"],
         "nr_operated_violations": nr_operated["n_violations"],
@@ -421,6 +445,12 @@ def _checks_summary(checks: _Checks, status: dict[str, Any]) -> dict[str, Any]:
                                           if s["n_violating_points"]],
         "recomputed_band_mismatches": checks.band_mismatches,
     }
+
+
+def _max_loading_pct(nr: dict[str, Any]) -> float:
+    """The highest line or transformer loading of a Newton-Raphson check, percent."""
+    return max((max(s["max_line_loading_pct"], s["max_trafo_loading_pct"]) for s in nr["steps"]),
+               default=0.0)
 
 
 def _aggregator_gas_summary(sim: Simulation, records: list[IntervalRecord],

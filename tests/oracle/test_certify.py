@@ -86,3 +86,46 @@ def test_compute_from_inputs_checks_only_inputs_that_ask_for_it(feeder) -> None:
     if nr.narrowed == 0:
         assert (nr.p_min_w, nr.p_max_w) == (without["p_min_w"], without["p_max_w"])
     assert np.all(np.array(nr.p_min_w) <= np.array(nr.p_max_w))
+
+
+def _peak_loading_pct(feeder, flex_w: list[int]) -> float:
+    """Highest branch loading (pandapower NR) of the unloaded feeder at 1.0 pu with the
+    flexibilities at ``flex_w`` (W)."""
+    from oracle.certify import newton_raphson
+
+    p_kw = np.zeros(feeder.n_bus)
+    for f, w in zip(feeder_case(FEEDER).flexibilities, flex_w, strict=True):
+        p_kw[feeder.bus_position(f.bus_id)] += w / 1000
+    res = newton_raphson(FEEDER).run(p_kw, np.zeros(feeder.n_bus), 1.0)
+    return float(np.nanmax(res.branch_loading_pct))
+
+
+def test_a_band_that_overloads_a_branch_is_narrowed(feeder) -> None:
+    """Voltages allow the band (it passes unchanged without a loading limit); with a line limit
+    between the idle and the full-band loading, the check narrows it until every corner is
+    within the limit."""
+    lo, hi = [-10_000, 0, 0], [10_000, 5_000, 5_000]
+    idle_pct, full_pct = _peak_loading_pct(feeder, [0, 0, 0]), _peak_loading_pct(feeder, hi)
+    assert full_pct > idle_pct + 1.0
+    limit_pct = (idle_pct + full_pct) / 2
+    inputs = inputs_of(feeder, [1_000_000])
+    inputs["ocm"]["max_line_loading_milli_pct"] = round(limit_pct * 1000)
+    check = certify(inputs, lo, hi, NrSettings(n_random=2))
+    assert check.certified and check.narrowed >= 1 and check.failed >= 1
+    for corner in (check.p_min_w, check.p_max_w):
+        assert _peak_loading_pct(feeder, corner) <= limit_pct + DEFAULT_NR.tolerance_loading_pct
+
+
+def test_loading_limits_reach_the_inputs_and_old_inputs_keep_none(feeder) -> None:
+    from oracle.certify import loading_limits_pct
+
+    ocm = ocm_inputs(OcmSettings(max_line_loading_pct=80.0), 1)
+    assert (ocm["max_line_loading_milli_pct"], ocm["max_trafo_loading_milli_pct"]) == (80_000,
+                                                                                      100_000)
+    assert loading_limits_pct(ocm) == (80.0, 100.0)
+    assert ocm_inputs(OcmSettings(max_trafo_loading_pct=np.inf), 1)[
+        "max_trafo_loading_milli_pct"] is None
+    old = {k: v for k, v in ocm.items() if "loading" not in k}  # written before thermal limits
+    assert loading_limits_pct(old) == (np.inf, np.inf)
+    with pytest.raises(ValueError, match="loading"):
+        OcmSettings(max_line_loading_pct=0.0)

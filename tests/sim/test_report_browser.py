@@ -49,12 +49,13 @@ def test_report_figures_load_in_chromium(browser):
     images = browser.execute_script(
         "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
         "i.naturalWidth, i.naturalHeight]);")
-    assert len(images) == 9, images
+    assert len(images) == 10, images
     for src, complete, width, height in images:
         assert complete and width > 0 and height > 0, (src, width, height)
     ids = browser.execute_script(
         "return Array.from(document.querySelectorAll('figure')).map(f => f.id);")
-    for key in ("ocm_bands", "ocm_voltages", "ocm_boxplots", "nr", "nr_operated", "operation",
+    for key in ("ocm_bands", "ocm_voltages", "ocm_boxplots", "loading", "nr", "nr_operated",
+                "operation",
                 "battery", "prices", "aggregator"):
         assert f"fig-{key}" in ids
     checks = browser.execute_script(

@@ -86,6 +86,10 @@ def test_newton_raphson_sees_no_voltage_violation(run):
     assert nr["n_violations"] == 0
     for step in nr["steps"]:
         assert 0.95 - 1e-4 <= step["v_min_pu"] <= step["v_max_pu"] <= 1.05 + 1e-4
+        assert 0 < step["max_line_loading_pct"] <= nr["max_line_loading_pct"] + 1e-2
+        assert 0 < step["max_trafo_loading_pct"] <= nr["max_trafo_loading_pct"] + 1e-2
+    assert result.summary["nr_max_loading_pct"] == max(
+        max(s["max_line_loading_pct"], s["max_trafo_loading_pct"]) for s in nr["steps"])
     # the day as operated is checked too (reported: persistence-forecast error)
     operated = result.nr_operated
     assert len(operated["steps"]) == CONFIG.nr_steps
@@ -108,6 +112,25 @@ def test_nr_check_flags_operation_outside_the_bands(run):
     out = nr_check(sim, forced, n_steps=2, n_random=0)
     assert out["n_violations"] > 0
     assert min(s["operated_v_min_pu"] for s in out["steps"]) < 0.95
+
+
+def test_nr_check_flags_a_branch_above_its_loading_limit(run, monkeypatch):
+    """Loading counts as well as voltage: with a line limit below what the operated day
+    reaches, the same points that pass on voltage fail."""
+    import dataclasses
+
+    from gridshare.sim.verify import nr_check
+
+    sim, result, _ = run
+    default = nr_check(sim, result.intervals, n_steps=CONFIG.nr_steps, n_random=0)
+    peak = max(s["operated_max_loading_pct"] for s in default["steps"])
+    tight = dataclasses.replace(sim.config.ocm, max_line_loading_pct=peak / 2,
+                                max_trafo_loading_pct=peak / 2)
+    monkeypatch.setattr(sim, "config", dataclasses.replace(sim.config, ocm=tight))
+    out = nr_check(sim, result.intervals, n_steps=CONFIG.nr_steps, n_random=0)
+    assert out["max_line_loading_pct"] == peak / 2
+    assert [s["minute"] for s in out["steps"]] == [s["minute"] for s in default["steps"]]
+    assert out["n_violations"] > default["n_violations"]
 
 
 def test_bands_on_chain_equal_recomputed_ocm(run):
@@ -149,7 +172,7 @@ def test_report_page_references_every_figure(run):
     _, _, index = run
     page = index.read_text()
     images = re.findall(r"<img src='([^']+)'", page)
-    assert len(images) == 9
+    assert len(images) == 10  # the figures of report._FIGURES (loading included)
     for name in images:
         assert (index.parent / name).stat().st_size > 5000
     assert "Per-member statements" in page and page.count("<tr>") > 20

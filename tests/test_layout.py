@@ -97,3 +97,20 @@ def test_the_project_keeps_its_import_contracts() -> None:
         cwd=ROOT, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_function_in_the_product_code_is_over_80_lines() -> None:
+    """Functions are split by job (docs/architecture.md): def line to last line, docstring
+    included, at most 80 lines."""
+    import ast
+
+    long = []
+    for package in ("gridshare", "capacity", "market", "oracle"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    n_lines = node.end_lineno - node.lineno + 1
+                    if n_lines > 80:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                                    f"({n_lines} lines)")
+    assert not long, long

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
+import coincurve
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
@@ -73,6 +75,12 @@ def _keccak_impl() -> Callable[[bytes], bytes]:
 _fast_keccak = _keccak_impl()
 
 
+@lru_cache(maxsize=65536)
+def checksum(address: str) -> str:
+    """``to_checksum_address``, remembered (a keccak per call; members send many orders)."""
+    return to_checksum_address(address)
+
+
 class Side(IntEnum):
     """Order side as encoded on-chain (``uint8``)."""
 
@@ -98,7 +106,7 @@ class Order:
     deadline_unix_s: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prosumer", to_checksum_address(self.prosumer))
+        object.__setattr__(self, "prosumer", checksum(self.prosumer))
         object.__setattr__(self, "side", Side(int(self.side)))
         for name in ("interval", "energy_wh", "price_micro_eur_per_kwh", "nonce",
                      "deadline_unix_s"):
@@ -234,11 +242,27 @@ def canonical_signature(signature: bytes) -> bytes:
 
 def recover_signer(order: Order, domain: MarketDomain, signature: bytes) -> str:
     """The checksum address that signed ``order`` (raises InvalidSignatureError if unreadable)."""
-    digest = domain.digest(order)
+    return recover_digest_signer(domain.digest(order), signature)
+
+
+def recover_digest_signer(digest: bytes, signature: bytes) -> str:
+    """The checksum address that signed the 32-byte ``digest``: coincurve directly for a
+    canonical signature (v 27/28), eth_keys for any other form (InvalidSignatureError if
+    unreadable)."""
+    signature = bytes(signature)
     try:
-        return Account._recover_hash(digest, signature=bytes(signature))
-    except Exception as exc:  # eth_keys raises several types for a malformed signature
+        if len(signature) == 65 and signature[64] in (27, 28):
+            key = coincurve.PublicKey.from_signature_and_message(
+                signature[:64] + bytes([signature[64] - 27]), digest, hasher=None)
+            return _address_of(key.format(compressed=False)[1:])
+        return Account._recover_hash(digest, signature=signature)
+    except Exception as exc:  # both libraries raise several types for a malformed signature
         raise InvalidSignatureError(f"signature cannot be recovered: {exc}") from None
+
+
+def _address_of(public_key: bytes) -> str:
+    """The checksum address of a 64-byte uncompressed public key."""
+    return checksum("0x" + keccak(public_key)[-20:].hex())
 
 
 # --------------------------------------------------------------------------- validation
@@ -345,7 +369,7 @@ class ValidationContext:
 
 
 def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
-                   signer: str | None = None) -> bytes:
+                   signer: str | None = None, digest: bytes | None = None) -> bytes:
     """Check one signed order; return its digest or raise the matching :class:`OrderError`.
 
     Order of checks as in ``GridMarket.submitOrderSigned``: signature, registered prosumer,
@@ -353,7 +377,8 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
     reported); a negative energy is reported first, as it has no uint64 encoding to check a
     signature against. With ``ctx.interval_seconds`` a deadline before the interval's start is
     refused too (an off-chain rule: such an order could never stand for its interval).
-    ``signer``: the signature's signer when the caller recovered it already (canonical form).
+    ``signer``: the signature's signer when the caller recovered it already (canonical form);
+    ``digest``: the order's digest when the caller computed it already.
     """
     if order.energy_wh < 0:
         raise NonPositiveEnergyError(f"order energy must be positive, got {order.energy_wh} Wh")
@@ -401,7 +426,7 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
         )
     if not ctx.interval_open(order.interval):
         raise IntervalClosedError(f"interval {order.interval} is not open for orders")
-    return ctx.domain.digest(order)
+    return digest if digest is not None else ctx.domain.digest(order)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from market.orders import (
     OrderError,
     ValidationContext,
     canonical_signature,
+    recover_digest_signer,
     recover_signer,
     validate_order,
 )
@@ -412,28 +413,31 @@ class OrderGateway:
             max_energy_wh=b.max_energy_wh, window=(current, current + b.max_intervals_ahead),
             interval_seconds=self.interval_seconds)
 
-    def _verify(self, order: Order, signature: bytes) -> tuple[bytes, str | None]:
-        """The canonical signature and its signer (None: a negative energy, refused later);
-        calls ``admit`` for a signature of the order's prosumer."""
+    def _verify(self, order: Order, signature: bytes
+                ) -> tuple[bytes, str | None, bytes | None]:
+        """The canonical signature, its signer and the order's digest (None, None: a negative
+        energy, refused later); calls ``admit`` for a signature of the order's prosumer."""
         signature = canonical_signature(signature)
         if order.energy_wh < 0:
-            return signature, None
-        signer = recover_signer(order, self.domain, signature)
+            return signature, None, None
+        digest = self.domain.digest(order)
+        signer = recover_digest_signer(digest, signature)
         if signer == order.prosumer and self.admit is not None:
             self.admit(order.prosumer)
-        return signature, signer
+        return signature, signer, digest
 
-    def _validate(self, order: Order, signature: bytes, signer: str | None) -> bytes:
+    def _validate(self, order: Order, signature: bytes, signer: str | None,
+                  digest: bytes | None) -> bytes:
         """validate_order; a nonce below the expected one is checked once more against the
         store (a relay in another process may have failed the prosumer's later orders)."""
         try:
-            return validate_order(order, signature, self._context(), signer=signer)
+            return validate_order(order, signature, self._context(), signer, digest)
         except BadNonceError:
             if self._inflight.get(order.prosumer) or \
                     order.nonce >= self.expected_nonce(order.prosumer):
                 raise
             self._local_next.pop(order.prosumer, None)
-            return validate_order(order, signature, self._context(), signer=signer)
+            return validate_order(order, signature, self._context(), signer, digest)
 
     def _take_quota(self, order: Order) -> None:
         key = (order.prosumer, order.interval)
@@ -458,9 +462,9 @@ class OrderGateway:
     def _accept(self, order: Order, signature: bytes,
                 on_done: Callable[[], None] | None = None) -> tuple[bytes, Any]:
         """Validate and queue ``order`` for the group commit; (digest, pending insert)."""
-        signature, signer = self._verify(order, signature)
+        signature, signer, digest = self._verify(order, signature)
         with self._submit_lock:
-            digest = self._validate(order, signature, signer)
+            digest = self._validate(order, signature, signer, digest)
             self._take_quota(order)
             # queued under the lock (a prosumer's nonces enter the store in order), committed
             # outside it together with the orders of other requests (one fsync per batch)

@@ -254,3 +254,19 @@ def test_deadline_before_the_interval_starts_is_refused(domain, accounts):
     assert validate_order(order, sig, ctx) == domain.digest(order)
     top, sig = _signed(domain, accounts, deadline_unix_s=2**64 - 1)  # "never expires"
     assert validate_order(top, sig, ctx) == domain.digest(top)
+
+
+def test_fast_recovery_equals_eth_account():
+    """recover_digest_signer (coincurve for v 27/28) names the same signer as eth_account, and
+    refuses what eth_account cannot read."""
+    from eth_account import Account
+
+    for i in range(20):
+        account = Account.from_key((i + 1).to_bytes(32, "big"))
+        digest = bytes(range(i, i + 32))
+        sig = bytes(Account.unsafe_sign_hash(digest, account.key).signature)
+        assert mo.recover_digest_signer(digest, sig) == account.address
+        assert mo.recover_digest_signer(digest, sig[:64] + bytes([sig[64] - 27])) == \
+            account.address  # eth_keys' path
+    with pytest.raises(mo.InvalidSignatureError):
+        mo.recover_digest_signer(b"\x01" * 32, b"\x00" * 64 + b"\x1b")

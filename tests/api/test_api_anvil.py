@@ -241,13 +241,17 @@ def test_orders_survive_a_node_outage_or_are_refused_with_503(anvil, tmp_path):
 
 
 # ---- one relay per store, and none left behind
-def _serve(served, db: Path, log: Path, relayer: str = "battery") -> subprocess.Popen:
+def _serve_cmd(served, db: Path, port: int, relayer: str = "battery") -> list[str]:
+    """``gridshare serve`` on the module's deployment, relaying with ``relayer``'s key."""
+    return [sys.executable, "-m", "gridshare.cli", "serve", "--deployment",
+            str(served.deployment_file), "--rpc", served.anvil.url, "--port", str(port), "--db",
+            str(db), "--relayer", relayer]
+
+
+def _serve(served, db: Path, log: Path) -> subprocess.Popen:
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gridshare.cli", "serve", "--deployment",
-         str(served.deployment_file), "--rpc", served.anvil.url, "--port", str(port), "--db",
-         str(db), "--relayer", relayer], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        cwd=REPO, env={**os.environ, "CI": ""})
+    proc = subprocess.Popen(_serve_cmd(served, db, port), stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "CI": ""})
     proc.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     return proc
 
@@ -292,9 +296,8 @@ def test_one_relay_per_store_and_key_and_none_left_after_sigterm(served, tmp_pat
         _wait_for(lambda: requests.get(first.base + "/healthz", timeout=2).ok, 60, "serve")
         relay = _relay_pid(log)
         # another serve with the same relayer key (another store): refused before it starts
-        other = subprocess.run(_serve(served, tmp_path / "other.sqlite",
-                                      tmp_path / "other.log").args, capture_output=True,
-                               text=True, timeout=120, cwd=REPO)
+        other = subprocess.run(_serve_cmd(served, tmp_path / "other.sqlite", _free_port()),
+                               capture_output=True, text=True, timeout=120, cwd=REPO)
         assert other.returncode == 3, other.stderr
         assert f"another relay (process {relay})" in other.stderr and "key" in other.stderr
         # another relay on the same store (another key): refused

@@ -166,6 +166,9 @@ class MarketChain:
         self.reader = EventReader(chain, self.market, deployment.deploy_block)
         self.metering = MeteringReader(chain, self.capacity, deployment.deploy_block,
                                        deployment.interval_seconds)
+        # (block, memberOfDevice by device, isProsumer by account, imbalance tariffs)
+        self._registry_cache: tuple[int, dict[int, str], dict[str, bool],
+                                    tuple[int, int] | None] = (-1, {}, {}, None)
 
     # ---- reads
     def params(self, block: int | str = "latest") -> MarketParams:
@@ -366,28 +369,37 @@ class MarketChain:
             if interval is None or int(a["interval"]) == int(interval)
         ]
 
-    def registry(self, to_block: int | None = None
+    def registry(self, devices: Sequence[int], to_block: int | None = None
                  ) -> tuple[dict[int, str], set[str], tuple[int, int]]:
-        """As of ``to_block``, from the market's events (the contract's rules): the account of
-        each meter device (the battery's included), the former members and the imbalance
-        (buy, sell) tariffs in micro-euro per kWh."""
-        members: dict[int, str] = {self.battery_device_id: self.battery.account}
-        device_of: dict[str, int] = {}
-        former: set[str] = set()
-        events = self._logs("ProsumerRegistered", to_block) + self._logs("ProsumerRemoved",
-                                                                          to_block)
-        for e in sorted(events, key=lambda e: (e["blockNumber"], e["logIndex"])):
-            members, device_of, former = _apply_registry_event(e, members, device_of, former)
-        tariffs = self._logs("TariffsSet", to_block)[-1]["args"]
-        return members, former, (int(tariffs["imbalanceBuy"]), int(tariffs["imbalanceSell"]))
+        """As of ``to_block`` (default: the head), read from the contract: the account of each
+        of ``devices`` that has one (``memberOfDevice``; the battery's included), the former
+        members among them and the imbalance (buy, sell) tariffs in micro-euro per kWh. Reads are
+        cached per block: replaying interval after interval reads each device once."""
+        block = self.chain.block_number if to_block is None else int(to_block)
+        if self._registry_cache[0] != block:
+            self._registry_cache = (block, {}, {}, None)
+        _, member_of, prosumer, imbalance = self._registry_cache
+        f = self.market.functions
+        for d in devices:
+            if d not in member_of:
+                member_of[d] = self.chain.call(f.memberOfDevice(int(d)), block=block)
+        members = {d: member_of[d] for d in devices if int(member_of[d], 16) != 0}
+        for a in members.values():
+            if a not in prosumer:
+                prosumer[a] = bool(self.chain.call(f.isProsumer(a), block=block))
+        if imbalance is None:
+            t = self.chain.call(f.tariffs(), block=block)
+            imbalance = (int(t[2]), int(t[3]))
+            self._registry_cache = (block, member_of, prosumer, imbalance)
+        former = {a for a in members.values() if a != self.battery.account and not prosumer[a]}
+        return members, former, imbalance
 
     def expected_deviations(self, interval: int, totals: dict[int, int],
                             to_block: int | None = None) -> list[Deviation]:
         """The deviations the contract books for ``totals`` given the chain as of ``to_block``."""
         book, fills, battery_bought = self.book_and_fills(interval)
         traded = traded_per_account(book, fills, self.battery.account, battery_bought)
-        members, former, (buy, sell) = self.registry(to_block)
-        members = {d: a for d, a in members.items() if d in totals}
+        members, former, (buy, sell) = self.registry(sorted(totals), to_block)
         return expected_deviations(interval, totals, traded, members, former, buy, sell)
 
     def replay_deviations(self, interval: int) -> list[str]:
@@ -408,24 +420,6 @@ class MarketChain:
                        f"settled {sorted(set(settled) - set(expected))}; only recomputed "
                        f"{sorted(set(expected) - set(settled))}")
         return out
-
-
-def _apply_registry_event(e: Any, members: dict[int, str], device_of: dict[str, int],
-                          former: set[str]) -> tuple[dict[int, str], dict[str, int], set[str]]:
-    """One ``ProsumerRegistered`` / ``ProsumerRemoved`` applied as the contract does."""
-    args = e["args"]
-    account = args["prosumer"]
-    if e["event"] == "ProsumerRemoved":
-        former.add(account)
-        return members, device_of, former
-    device = int(args["meterDeviceId"])
-    previous = device_of.get(account)
-    if previous is not None and previous != device and members.get(previous) == account:
-        del members[previous]
-    members[device] = account
-    device_of[account] = device
-    former.discard(account)
-    return members, device_of, former
 
 
 def compare_settlement(onchain: SettledInterval, recomputed: IntervalClearing) -> list[str]:

@@ -33,7 +33,7 @@ from gridshare.chain.client import connect
 from gridshare.chain.config import ANVIL_ARGS, ChainConfig
 from market.chain import MarketChain
 from market.gateway import GatewaySettings
-from market.orders import MarketDomain
+from market.orders import SECP256K1_N, MarketDomain
 
 from .api_helpers import Signer, deploy_market, write_bands
 
@@ -148,6 +148,54 @@ def test_bad_input_over_a_real_socket_keeps_the_server_serving(served):
     assert after["orders_waiting_for_chain"] == waiting_before["orders_waiting_for_chain"]
     ok = requests.post(base + "/v1/orders", json=s.body(3, interval), timeout=5)
     assert ok.status_code == 201, ok.text
+
+
+def _variant(body: dict, r_s_v) -> dict:
+    """``body`` with its signature's (r, s, v) changed by ``r_s_v``."""
+    sig = bytes.fromhex(body["signature"][2:])
+    r, s_, v = r_s_v(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64])
+    return body | {"signature": "0x" + (r.to_bytes(32, "big") + s_.to_bytes(32, "big")
+                                        + bytes([v])).hex()}
+
+
+def test_hostile_orders_get_their_4xx_or_are_relayed(served):
+    """On anvil through a real server: each hostile order is refused with its status, code and
+    field, or normalised and relayed; ordinary orders still reach the chain after them."""
+    base, s, T = served.base, served.signer, served.deployment.interval_seconds
+    u64, n = 2**64 - 1, SECP256K1_N
+    schema = requests.get(base + "/v1/orders/schema", timeout=5).json()
+    first, last = schema["interval_window"]["first"], schema["interval_window"]["last"]
+    ok = first + 2
+    refused = [
+        (s.body(4, first - 1, deadline=u64, advance=False), 422, "interval_out_of_window"),
+        (s.body(4, last + 1, deadline=u64, advance=False), 422, "interval_out_of_window"),
+        (s.body(4, u64, deadline=u64, advance=False), 422, "interval_out_of_window"),
+        (s.body(4, ok, deadline=ok * T - 1, advance=False), 422, "deadline_before_interval"),
+        (s.body(4, ok, energy_wh=schema["max_energy_wh"] + 1, advance=False), 422,
+         "energy_too_large"),
+        (s.body(4, ok, price=u64, advance=False), 422, "price_out_of_bounds"),
+        (_variant(s.body(4, ok, advance=False), lambda r, s_, v: (r, s_, 2)), 422,
+         "invalid_signature"),
+        (_variant(s.body(4, ok, advance=False), lambda r, s_, v: (r, 0, v)), 422,
+         "invalid_signature"),
+    ]
+    for body, status, code in refused:
+        r = requests.post(base + "/v1/orders", json=body, timeout=5)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+        assert r.json()["error"]["field"]
+    accepted = [
+        _variant(s.body(4, ok), lambda r, s_, v: (r, s_, v - 27)),  # v 0/1
+        _variant(s.body(4, ok), lambda r, s_, v: (r, n - s_, 55 - v)),  # the high-s twin
+        s.body(4, ok, deadline=u64),  # "never expires"
+        s.body(5, ok),  # an ordinary order after them all
+    ]
+    urls = []
+    for body in accepted:
+        r = requests.post(base + "/v1/orders", json=body, timeout=5)
+        assert r.status_code == 201, r.text
+        urls.append((r.json()["status_url"], s.reads(4 if body["prosumer"] ==
+                                                     s.prosumers[4].address else 5)))
+    _wait_for(lambda: all(_status(base, u, h) == "relayed" for u, h in urls), 30, "relay")
 
 
 class _Server:

@@ -1,32 +1,35 @@
-"""Order API throughput: signed orders accepted per second, p50/p99 latency, 50 clients.
+"""Order API under sustained load: orders accepted per second, latency, and whether the relay
+keeps up.
 
-    python bench/api.py [--clients 50] [--rate 500] [--rpc URL]
+    python bench/api.py [--clients 50] [--rate 500] [--duration 60] [--rpc URL]
 
-What runs (a bounded run, about a minute, that stops by itself):
+What runs (it stops by itself, about three minutes):
 
-1. an anvil node (npm ``@foundry-rs/anvil-linux-amd64``, automine; or ``--rpc URL``), the
-   default feeder deployed, prosumers registered up to ``--clients``;
-2. ``gridshare serve`` in its own process on a loopback port (uvicorn; SQLite order store;
-   the relay to ``submitOrderSigned`` in a process of its own);
-3. ``--clients`` concurrent clients (asyncio, one keep-alive HTTP/1.1 connection and one
-   prosumer each; orders pre-signed, signing is not timed). An order counts as accepted on
-   HTTP 201 = validated (signature, nonce, deadline, registered prosumer, open interval, price
+1. anvil with the project's flags (``gridshare.chain.config.ANVIL_ARGS``: automine plus a
+   block every second; ``--anvil-args`` to change them; or ``--rpc URL``), the default feeder
+   deployed, prosumers (each with a connection meter) registered up to ``--clients`` plus one
+   for the peer;
+2. ``gridshare serve`` in its own process on a loopback port (uvicorn; SQLite order store; the
+   relay to ``submitOrderSigned`` in a process of its own);
+3. orders pre-signed (not timed), spread over the interval window so that no prosumer places
+   more than the API's per-interval quota in one interval; an order counts as accepted on HTTP
+   201 = validated (signature, nonce, deadline, window, registered prosumer, open interval,
    bounds) and committed to SQLite (WAL, synchronous=FULL, group commit);
+4. a warm-up order per client, then the sustained phase: ``--clients`` clients (asyncio, one
+   keep-alive connection and one prosumer each) offer ``--rate`` orders/s together for
+   ``--duration`` s on a fixed schedule (open loop: a late request's latency counts from its
+   scheduled time, so a stalled server is not hidden). Meanwhile ``/healthz`` is read every
+   second: the backlog (orders waiting for the chain), the oldest one's age, the relay's state;
+5. drain: after the last order, wait until no order waits (``relayed`` = its ``OrderPlaced`` is
+   confirmed) or ``--drain-s``; then the ``OrderPlaced`` events on-chain are counted against the
+   accepted orders' hashes (the chain, not the API, says what is on-chain);
+6. the peer, measured in the same run on the same node: one client placing orders with its own
+   ``submitOrderSigned`` transaction each and waiting for the receipt.
 
-   * saturation: every client posts its orders back to back (closed loop): the most orders
-     per second the server accepts;
-   * at the target rate: the clients together offer ``--rate`` orders/s on a fixed schedule
-     (open loop; a late request's latency counts from its scheduled time, so a stalled server
-     is not hidden): p50/p99 latency at that load;
-
-4. the relay is awaited until every accepted order is on-chain (``OrderPlaced``) or a time
-   limit passes; its duration is reported for information;
-5. the peer, measured in the same run on the same node: one client placing orders with its
-   own ``submitOrderSigned`` transaction each, waiting for the receipt (web3 via
-   ``gridshare.chain.client.Chain.transact``), i.e. what a prosumer does without the API.
-
-Targets: >= 500 accepted orders/s at saturation, p99 <= 100 ms at 500 orders/s offered by 50
-clients. The machine is shared: numbers vary from run to run with the other load on it.
+Targets (exit 1 when one is missed): >= 500 accepted orders/s and p99 <= 100 ms at 500 orders/s
+offered by 50 clients for 60 s; the relay keeps up: the oldest waiting order is never older than
+``MAX_WAITING_AGE_S`` (the API's health bound) and every accepted order is on-chain within
+``DRAIN_TARGET_S`` of the last one. The machine is shared: numbers vary with its other load.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import coincurve
 import numpy as np
 import requests
 
@@ -51,13 +58,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gridshare.chain.client import connect  # noqa: E402
-from gridshare.chain.config import ChainConfig  # noqa: E402
-from gridshare.chain.deploy import DeployParams, deploy  # noqa: E402
+from gridshare.chain.config import ANVIL_ARGS, ChainConfig  # noqa: E402
+from gridshare.chain.deploy import (  # noqa: E402
+    DeployParams,
+    DeviceSpec,
+    deploy,
+    register_devices,
+)
 from market.chain import MarketChain  # noqa: E402
 from market.orders import MarketDomain, Order, Side, sign_order  # noqa: E402
 
 TARGET_ORDERS_PER_S = 500.0
 TARGET_P99_MS = 100.0
+MAX_WAITING_AGE_S = 30.0
+DRAIN_TARGET_S = 30.0
 ANVIL = REPO / "node_modules" / ".bin" / "anvil"
 
 
@@ -67,28 +81,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout_s: float, method: str = "GET", **kwargs: object) -> None:
+def wait_http(url: str, timeout_s: float, method: str = "GET", **kwargs: Any) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         with contextlib.suppress(requests.RequestException):
-            if requests.request(method, url, timeout=2, **kwargs).status_code < 500:  # type: ignore[arg-type]
+            if requests.request(method, url, timeout=2, **kwargs).status_code < 500:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
-def start_anvil(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_anvil(tmp: Path, anvil_args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     binary = os.environ.get("GRIDSHARE_ANVIL") or str(ANVIL)
     if not Path(binary).is_file():
         raise SystemExit(f"no anvil at {binary}: run `npm ci` or pass --rpc URL")
     port = free_port()
-    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--hardfork",
-                             "cancun"], stdout=(tmp / "anvil.log").open("wb"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), *anvil_args],
+                            stdout=(tmp / "anvil.log").open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_http(url, 30, "POST", json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
                                      "params": []})
     return proc, url
+
+
+# ---- set-up
+def register_prosumers(chain: Any, deployment: Any, n: int) -> None:
+    """Register prosumers ``len(deployment.prosumers)..n-1``, each bound to a new meter."""
+    have = len(deployment.prosumers)
+    if n <= have:
+        return
+    mc = MarketChain(chain, deployment)
+    used = [int(d["device_id"]) for d in [*deployment.devices, *deployment.prosumers]]
+    specs = [DeviceSpec(f"bench-meter-{i}", 1, "other", -10.0, 15.0) for i in range(have, n)]
+    meters = register_devices(chain, mc.capacity, specs, first_device_id=max(used) + 1,
+                              meter_role=deployment.prosumers[0]["meter_role"])
+    for i, meter in zip(range(have, n), meters, strict=True):
+        chain.transact(mc.market.functions.registerProsumer(
+            chain.keys.address(f"prosumer_{i}"), meter["device_id"]), "deployer")
+
+
+def fast_signature(order: Order, domain: MarketDomain, key: coincurve.PrivateKey) -> bytes:
+    """``sign_order``'s signature (RFC 6979, same bytes), from the digest directly."""
+    sig = key.sign_recoverable(domain.digest(order), hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
 
 
 def http_request(body: bytes, host: str) -> bytes:
@@ -97,6 +132,47 @@ def http_request(body: bytes, host: str) -> bytes:
             str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+@dataclass
+class Workload:
+    """Pre-signed requests per client, and every order's hash."""
+
+    per_client: list[list[bytes]]
+    hashes: set[bytes]
+    intervals: set[int]
+
+
+def sign_workload(chain: Any, deployment: Any, host: str, clients: int, per_client: int,
+                  quota: int) -> Workload:
+    """``per_client`` orders per client, order n of a client for interval current + 1 +
+    n // quota (its deadline: that interval's end plus an hour)."""
+    domain = MarketDomain(chain.chain_id, deployment.contracts["GridMarket"])
+    T = deployment.interval_seconds
+    current = int(chain.w3.eth.get_block("latest")["timestamp"]) // T
+    out = Workload([], set(), set())
+    for c in range(clients):
+        account = chain.keys.account(f"prosumer_{c}")
+        key = coincurve.PrivateKey(bytes(account.key))
+        reqs = []
+        for n in range(per_client):
+            interval = current + 1 + n // quota
+            side = Side.SELL if (c + n) % 2 else Side.BUY
+            price = 100_000 + 1000 * (c % 50)
+            order = Order(account.address, interval, side, 100 + n % 50, price, n,
+                          (interval + 1) * T + 3600)
+            sig = fast_signature(order, domain, key)
+            body = json.dumps({
+                "prosumer": account.address, "interval": interval,
+                "side": "sell" if side == Side.SELL else "buy", "energy_wh": order.energy_wh,
+                "price_micro_eur_per_kwh": price, "nonce": n,
+                "deadline_unix_s": order.deadline_unix_s, "signature": "0x" + sig.hex()})
+            reqs.append(http_request(body.encode(), host))
+            out.hashes.add(domain.digest(order))
+            out.intervals.add(interval)
+        out.per_client.append(reqs)
+    return out
+
+
+# ---- load
 async def read_response(reader: asyncio.StreamReader) -> int:
     """Read one HTTP/1.1 response (Content-Length body); its status code."""
     status = int((await reader.readline()).split()[1])
@@ -110,37 +186,6 @@ async def read_response(reader: asyncio.StreamReader) -> int:
             length = int(value)
     await reader.readexactly(length)
     return status
-
-
-async def client(host: str, port: int, requests_: list[bytes], latencies_s: list[float],
-                 statuses: list[int]) -> None:
-    """Send ``requests_`` one after another on one keep-alive connection."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        for raw in requests_:
-            t0 = time.perf_counter()
-            writer.write(raw)
-            await writer.drain()
-            status = await read_response(reader)
-            latencies_s.append(time.perf_counter() - t0)
-            statuses.append(status)
-    finally:
-        writer.close()
-
-
-async def load(host: str, port: int, per_client: list[list[bytes]]
-               ) -> tuple[float, list[float], list[int]]:
-    latencies: list[float] = []
-    statuses: list[int] = []
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(host, port, reqs, latencies, statuses) for reqs in per_client))
-    return time.perf_counter() - t0, latencies, statuses
-
-
-def percentile_ms(latencies_s: list[float], q: float) -> float:
-    if not latencies_s:
-        return float("nan")
-    return float(np.percentile(np.asarray(latencies_s) * 1000.0, q))
 
 
 async def paced_client(host: str, port: int, requests_: list[bytes], start: float,
@@ -165,6 +210,8 @@ async def paced_client(host: str, port: int, requests_: list[bytes], start: floa
 
 async def paced_load(host: str, port: int, per_client: list[list[bytes]], rate_per_s: float
                      ) -> tuple[float, list[float], list[int]]:
+    """All clients together at ``rate_per_s`` (clients staggered evenly); (seconds from the
+    first scheduled send to the last answer, latencies, statuses)."""
     latencies: list[float] = []
     statuses: list[int] = []
     period_s = len(per_client) / rate_per_s
@@ -175,152 +222,222 @@ async def paced_load(host: str, port: int, per_client: list[list[bytes]], rate_p
     return time.perf_counter() - t0, latencies, statuses
 
 
+def percentile_ms(latencies_s: list[float], q: float) -> float:
+    if not latencies_s:
+        return float("nan")
+    return float(np.percentile(np.asarray(latencies_s) * 1000.0, q))
+
+
+@dataclass
+class HealthSamples:
+    """``/healthz`` read every second in a thread: (t s, backlog, oldest age s, relay state,
+    relayed so far)."""
+
+    base: str
+    rows: list[tuple[float, int, float, str, int]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+                h = requests.get(self.base + "/healthz", timeout=5).json()
+                relay = h.get("relay") or {}
+                self.rows.append((time.monotonic() - t0, int(h["orders_waiting_for_chain"]),
+                                  float(h["oldest_waiting_order_age_s"] or 0.0),
+                                  str(relay.get("state", "absent")),
+                                  int(relay.get("relayed", 0))))
+
+    def max_backlog(self) -> int:
+        return max((r[1] for r in self.rows), default=0)
+
+    def max_age_s(self) -> float:
+        return max((r[2] for r in self.rows), default=0.0)
+
+    def relay_rate(self) -> float:
+        """Orders relayed per second over the samples (first to last)."""
+        if len(self.rows) < 2:
+            return float("nan")
+        (t0, *_, r0), (t1, *_, r1) = self.rows[0], self.rows[-1]
+        return (r1 - r0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def drain(base: str, timeout_s: float) -> tuple[float, int]:
+    """Seconds until no order waits for the chain (or the timeout), and how many still wait."""
+    t0 = time.perf_counter()
+    waiting = -1
+    while time.perf_counter() - t0 < timeout_s:
+        waiting = requests.get(base + "/healthz", timeout=10).json()["orders_waiting_for_chain"]
+        if waiting == 0:
+            break
+        time.sleep(0.25)
+    return time.perf_counter() - t0, waiting
+
+
+def on_chain(mc: MarketChain, workload: Workload) -> int:
+    """How many of the workload's orders have an ``OrderPlaced`` event."""
+    placed = {p.digest for i in workload.intervals for p in mc.placed_orders(i)}
+    return len(placed & workload.hashes)
+
+
+def peer_rate(chain: Any, deployment: Any, clients: int, n_orders: int
+              ) -> tuple[float, list[float]]:
+    """One prosumer placing orders with its own transaction each (orders/s, latencies s)."""
+    mc = MarketChain(chain, deployment)
+    peer = chain.keys.account(f"prosumer_{clients}")
+    T = deployment.interval_seconds
+    interval = int(chain.w3.eth.get_block("latest")["timestamp"]) // T + 2
+    latencies = []
+    t_start = time.perf_counter()
+    for n in range(n_orders):
+        order = Order(peer.address, interval, Side.BUY, 100, 100_000, n, (interval + 1) * T)
+        sig = sign_order(order, mc.domain, peer.key)
+        t0 = time.perf_counter()
+        chain.transact(mc.market.functions.submitOrderSigned(order.as_abi_tuple(), sig),
+                       "deployer")
+        latencies.append(time.perf_counter() - t0)
+    return n_orders / (time.perf_counter() - t_start), latencies
+
+
+# ---- the run
+@dataclass
+class Result:
+    """What one run measured."""
+
+    warm: list[int]
+    pace_s: float
+    latencies_s: list[float]
+    statuses: list[int]
+    samples: HealthSamples
+    drain_s: float
+    still_waiting: int
+    placed: int
+    peer_rate: float
+    peer_latencies_s: list[float]
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for x in self.warm + self.statuses if x == 201)
+
+    @property
+    def rate(self) -> float:
+        return sum(1 for x in self.statuses if x == 201) / self.pace_s
+
+
+def start_server(tmp: Path, rpc: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gridshare.cli", "serve", "--deployment",
+         str(tmp / "deployment.json"), "--rpc", rpc, "--port", str(port), "--db",
+         str(tmp / "orders.sqlite")],
+        stdout=(tmp / "serve.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
+    wait_http(f"http://127.0.0.1:{port}/healthz", 60)
+    return server, port
+
+
+def measure(args: argparse.Namespace, chain: Any, deployment: Any, port: int) -> Result:
+    """Warm-up, sustained load with health samples, drain, on-chain count, peer."""
+    base, host = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
+    quota = requests.get(base + "/v1/orders/schema", timeout=10).json()[
+        "max_orders_per_interval"]
+    per_client = 1 + round(args.rate * args.duration / args.clients)
+    t_sign = time.perf_counter()
+    work = sign_workload(chain, deployment, host, args.clients, per_client, quota)
+    print(f"pre-signed {args.clients * per_client} orders in "
+          f"{time.perf_counter() - t_sign:.1f} s", file=sys.stderr)
+    _, _, warm = asyncio.run(paced_load("127.0.0.1", port, [r[:1] for r in work.per_client],
+                                        args.clients / 0.5))
+    samples = HealthSamples(base)
+    sampler = threading.Thread(target=samples.run, daemon=True)
+    sampler.start()
+    pace_s, latencies, statuses = asyncio.run(paced_load(
+        "127.0.0.1", port, [r[1:] for r in work.per_client], args.rate))
+    drain_s, still = drain(base, args.drain_s)
+    samples.stop.set()
+    sampler.join()
+    placed = on_chain(MarketChain(chain, deployment), work)
+    p_rate, p_lat = peer_rate(chain, deployment, args.clients, args.peer_orders)
+    return Result(warm, pace_s, latencies, statuses, samples, drain_s, still, placed, p_rate,
+                  p_lat)
+
+
+def report(args: argparse.Namespace, r: Result) -> bool:
+    """Print the table and the verdicts; True when every target holds."""
+    p50, p99 = percentile_ms(r.latencies_s, 50), percentile_ms(r.latencies_s, 99)
+    peer50, peer99 = percentile_ms(r.peer_latencies_s, 50), percentile_ms(r.peer_latencies_s, 99)
+    node = args.rpc or "anvil " + args.anvil_args
+    print(f"bench/api.py: {args.clients} clients offering {args.rate:.0f} orders/s together for "
+          f"{args.duration:.0f} s on {node}; load average {os.getloadavg()[0]:.1f} at the end "
+          f"({os.cpu_count()} cores)")
+    print()
+    header = f"{'':44}{'API (201 = stored)':>20}{'own tx per order':>18}{'API/peer':>10}"
+    print(header)
+    print("-" * len(header))
+    for label, api_value, peer_value in [
+            ("accepted orders/s", r.rate, r.peer_rate), ("p50 latency ms", p50, peer50),
+            ("p99 latency ms", p99, peer99),
+            ("relayed orders/s (during the run)", r.samples.relay_rate(), r.peer_rate)]:
+        print(f"{label:44}{api_value:>20.1f}{peer_value:>18.1f}{api_value / peer_value:>10.2f}")
+    n = len(r.warm) + len(r.statuses)
+    print(f"{'requests / non-201 answers':44}{n:>20}{n - r.accepted:>18}")
+    print(f"{'relay backlog: max orders waiting':44}{r.samples.max_backlog():>20}")
+    print(f"{'relay backlog: oldest waiting order, max s':44}{r.samples.max_age_s():>20.1f}")
+    print()
+    ok_rate = r.rate >= TARGET_ORDERS_PER_S and r.accepted == n
+    ok_p99 = p99 <= TARGET_P99_MS
+    ok_relay = (r.samples.max_age_s() <= MAX_WAITING_AGE_S and r.still_waiting == 0
+                and r.drain_s <= DRAIN_TARGET_S and r.placed == r.accepted)
+    print(f"target accepted orders/s >= {TARGET_ORDERS_PER_S:.0f} (all 201): {r.rate:.0f}  "
+          f"{'PASS' if ok_rate else 'FAIL'}")
+    print(f"target p99 <= {TARGET_P99_MS:.0f} ms: {p99:.1f} ms  {'PASS' if ok_p99 else 'FAIL'}")
+    print(f"target relay keeps up (oldest waiting <= {MAX_WAITING_AGE_S:.0f} s, all on-chain "
+          f"within {DRAIN_TARGET_S:.0f} s of the last order): oldest {r.samples.max_age_s():.1f} "
+          f"s, drained in {r.drain_s:.1f} s, {r.placed} of {r.accepted} accepted orders have "
+          f"OrderPlaced on-chain, {r.still_waiting} still waiting  "
+          f"{'PASS' if ok_relay else 'FAIL'}")
+    return ok_rate and ok_p99 and ok_relay
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--saturation-orders", type=int, default=30,
-                    help="orders per client in the closed-loop phase")
     ap.add_argument("--rate", type=float, default=TARGET_ORDERS_PER_S,
-                    help="orders/s offered by all clients together in the paced phase")
-    ap.add_argument("--paced-s", type=float, default=5.0, help="length of the paced phase")
+                    help="orders/s offered by all clients together")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of sustained load")
+    ap.add_argument("--drain-s", type=float, default=120.0,
+                    help="how long to wait for the relay after the last order")
     ap.add_argument("--peer-orders", type=int, default=40)
     ap.add_argument("--rpc", default=None, help="JSON-RPC node (default: start anvil)")
-    ap.add_argument("--relay-timeout-s", type=float, default=120.0)
+    ap.add_argument("--anvil-args", default=" ".join(ANVIL_ARGS),
+                    help="flags of the anvil started (default: the tests', ANVIL_ARGS)")
     args = ap.parse_args(argv)
-    if args.clients < 1 or args.saturation_orders < 2 or args.rate <= 0 or args.paced_s <= 0:
-        raise SystemExit("--clients >= 1, --saturation-orders >= 2, --rate and --paced-s > 0")
-    paced_per_client = max(1, round(args.rate * args.paced_s / args.clients))
-
+    if args.clients < 1 or args.rate <= 0 or args.duration <= 0 or args.peer_orders < 1:
+        raise SystemExit("--clients, --peer-orders >= 1; --rate and --duration > 0")
     tmp = Path(tempfile.mkdtemp(prefix="gridshare-bench-api-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        if args.rpc:
-            rpc = args.rpc
-        else:
-            node, rpc = start_anvil(tmp)
+        rpc = args.rpc
+        if rpc is None:
+            node, rpc = start_anvil(tmp, args.anvil_args.split())
             procs.append(node)
         chain = connect(ChainConfig(chain=rpc, receipt_timeout_s=60.0))
         deployment = deploy(chain, DeployParams())
-        mc = MarketChain(chain, deployment)
-        head_end = deployment.prosumers[0]["meter_role"]
-        for i in range(len(deployment.prosumers), args.clients + 1):  # one more for the peer
-            device_id = 100_000 + i  # each member's connection meter, posted by the head-end
-            chain.transact(mc.capacity.functions.registerDevice(
-                device_id, 0, 2, chain.keys.address("deployer"), chain.keys.address(head_end),
-                0, 15_000), "deployer")
-            chain.transact(mc.market.functions.registerProsumer(
-                chain.keys.address(f"prosumer_{i}"), device_id), "deployer")
+        register_prosumers(chain, deployment, args.clients + 1)  # one more for the peer
         deployment.save(tmp / "deployment.json")
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gridshare.cli", "serve", "--deployment",
-             str(tmp / "deployment.json"), "--rpc", rpc, "--port", str(port), "--db",
-             str(tmp / "orders.sqlite")],
-            stdout=(tmp / "serve.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
+        server, port = start_server(tmp, rpc)
         procs.append(server)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/healthz", 60)
-
-        domain = MarketDomain(chain.chain_id, deployment.contracts["GridMarket"])
-        interval = int(time.time()) // deployment.interval_seconds + 4
-        deadline = int(time.time()) + 3600
-        host = f"127.0.0.1:{port}"
-        per_client: list[list[bytes]] = []
-        n_orders = 1 + args.saturation_orders + paced_per_client
-        t_sign = time.perf_counter()
-        for c in range(args.clients):
-            account = chain.keys.account(f"prosumer_{c}")
-            reqs = []
-            for n in range(n_orders):
-                side = Side.SELL if (c + n) % 2 else Side.BUY
-                price = 100_000 + 1000 * (c % 50)
-                order = Order(account.address, interval, side, 100 + n, price, n, deadline)
-                sig = sign_order(order, domain, account.key)
-                body = json.dumps({
-                    "prosumer": account.address, "interval": interval,
-                    "side": "sell" if side == Side.SELL else "buy", "energy_wh": 100 + n,
-                    "price_micro_eur_per_kwh": price, "nonce": n, "deadline_unix_s": deadline,
-                    "signature": "0x" + sig.hex()}).encode()
-                reqs.append(http_request(body, host))
-            per_client.append(reqs)
-        sign_s = time.perf_counter() - t_sign
-
-        # warm-up: the first order of every client (fills the server's caches), not timed
-        _, _, warm = asyncio.run(load("127.0.0.1", port, [r[:1] for r in per_client]))
-        sat_s, sat_lat, sat_st = asyncio.run(load(
-            "127.0.0.1", port, [r[1:1 + args.saturation_orders] for r in per_client]))
-        pace_s, pace_lat, pace_st = asyncio.run(paced_load(
-            "127.0.0.1", port, [r[1 + args.saturation_orders:] for r in per_client], args.rate))
-        statuses = warm + sat_st + pace_st
-        accepted = sum(1 for x in statuses if x == 201)
-        sat_rate = sum(1 for x in sat_st if x == 201) / sat_s
-        pace_rate = sum(1 for x in pace_st if x == 201) / pace_s
-
-        # relay: wait until every accepted order is on-chain
-        t_relay = time.perf_counter()
-        relay_end = time.monotonic() + args.relay_timeout_s
-        waiting = None
-        while time.monotonic() < relay_end:
-            waiting = requests.get(base + "/healthz", timeout=10).json()["orders_waiting_for_chain"]
-            if waiting == 0:
-                break
-            time.sleep(0.25)
-        relay_s = time.perf_counter() - t_relay
-        on_chain = len(mc.placed_orders(interval))
-
-        # the peer: one prosumer, one submitOrderSigned transaction per order
-        peer = chain.keys.account(f"prosumer_{args.clients}")
-        peer_lat = []
-        t_peer = time.perf_counter()
-        for n in range(args.peer_orders):
-            order = Order(peer.address, interval, Side.BUY, 100, 100_000, n, deadline)
-            sig = sign_order(order, domain, peer.key)
-            t0 = time.perf_counter()
-            chain.transact(mc.market.functions.submitOrderSigned(order.as_abi_tuple(), sig),
-                           "deployer")
-            peer_lat.append(time.perf_counter() - t0)
-        peer_rate = args.peer_orders / (time.perf_counter() - t_peer)
+        result = measure(args, chain, deployment, port)
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(timeout=20)
+                    proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-
-    peer50, peer99 = percentile_ms(peer_lat, 50), percentile_ms(peer_lat, 99)
-    rows = [
-        ("saturation: accepted orders/s", sat_rate, peer_rate),
-        ("saturation: p50 latency ms", percentile_ms(sat_lat, 50), peer50),
-        ("saturation: p99 latency ms", percentile_ms(sat_lat, 99), peer99),
-        (f"at {args.rate:.0f}/s offered: accepted orders/s", pace_rate, peer_rate),
-        (f"at {args.rate:.0f}/s offered: p50 latency ms", percentile_ms(pace_lat, 50), peer50),
-        (f"at {args.rate:.0f}/s offered: p99 latency ms", percentile_ms(pace_lat, 99), peer99),
-    ]
-    print(f"bench/api.py: {args.clients} clients on {'anvil' if not args.rpc else args.rpc}, "
-          f"{args.saturation_orders} orders each back to back, then {paced_per_client} each at "
-          f"{args.rate:.0f} orders/s together; pre-signing took {sign_s:.1f} s")
-    print()
-    header = f"{'':42}{'API (201 = stored)':>20}{'own tx per order':>18}{'API/peer':>10}"
-    print(header)
-    print("-" * len(header))
-    for label, api_value, peer_value in rows:
-        print(f"{label:42}{api_value:>20.1f}{peer_value:>18.1f}{api_value / peer_value:>10.2f}")
-    print(f"{'requests / non-201 answers':42}{len(statuses):>20}{len(statuses) - accepted:>18}")
-    print()
-    p99_paced = percentile_ms(pace_lat, 99)
-    ok_rate, ok_p99 = sat_rate >= TARGET_ORDERS_PER_S, p99_paced <= TARGET_P99_MS
-    ok_offered = pace_rate >= 0.95 * args.rate
-    print(f"target accepted orders/s >= {TARGET_ORDERS_PER_S:.0f} (saturation): {sat_rate:.0f}  "
-          f"{'PASS' if ok_rate else 'FAIL'}")
-    print(f"target p99 <= {TARGET_P99_MS:.0f} ms at {args.rate:.0f} orders/s from "
-          f"{args.clients} clients: {p99_paced:.1f} ms (kept up: {pace_rate:.0f}/s)  "
-          f"{'PASS' if ok_p99 and ok_offered else 'FAIL'}")
-    print(f"relay (information): {accepted} accepted orders, all on-chain {relay_s:.1f} s after "
-          f"the last was accepted ({on_chain} OrderPlaced in the interval, {waiting} waiting)")
-    return 0 if ok_rate and ok_p99 and ok_offered and accepted == len(statuses) else 1
+    print(f"logs: {tmp}", file=sys.stderr)
+    return 0 if report(args, result) else 1
 
 
 if __name__ == "__main__":

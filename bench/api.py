@@ -146,7 +146,7 @@ def sign_workload(chain: Any, deployment: Any, host: str, clients: int, per_clie
     """``per_client`` orders per client, order n of a client for interval current + 1 +
     n // quota (its deadline: that interval's end plus an hour)."""
     domain = MarketDomain(chain.chain_id, deployment.contracts["GridMarket"])
-    T = deployment.interval_seconds
+    T = deployment.interval_s
     current = int(chain.w3.eth.get_block("latest")["timestamp"]) // T
     out = Workload([], set(), set())
     for c in range(clients):
@@ -285,7 +285,7 @@ def peer_rate(chain: Any, deployment: Any, clients: int, n_orders: int
     """One prosumer placing orders with its own transaction each (orders/s, latencies s)."""
     mc = MarketChain(chain, deployment)
     peer = chain.keys.account(f"prosumer_{clients}")
-    T = deployment.interval_seconds
+    T = deployment.interval_s
     interval = int(chain.w3.eth.get_block("latest")["timestamp"]) // T + 2
     latencies = []
     t_start = time.perf_counter()

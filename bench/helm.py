@@ -96,7 +96,7 @@ def _solve_then_load(feeder: Feeder, p: np.ndarray, q: np.ndarray) -> tuple[floa
 
 
 def time_helm(
-    feeder: Feeder, n_scen: int, min_seconds: float
+    feeder: Feeder, n_scen: int, min_s: float
 ) -> tuple[float, float, int, bool, float]:
     """Median wall and CPU seconds per batched solve of ``n_scen`` scenarios, coefficients
     used, all converged, median wall seconds of the loadings of a result."""
@@ -104,7 +104,7 @@ def time_helm(
     p, q = factors * feeder.p_kw, factors * feeder.q_kvar
     result = solve(feeder, p, q)  # warm-up (and builds the caches)
     walls, cpus, loads = [], [], []
-    while sum(walls) < min_seconds or len(walls) < 3:
+    while sum(walls) < min_s or len(walls) < 3:
         wall, cpu, load = _solve_then_load(feeder, p, q)
         walls.append(wall)
         cpus.append(cpu)
@@ -134,7 +134,7 @@ def single_latency(feeder: Feeder, repeats: int) -> tuple[float, float, float, f
 
 
 def bench_feeder(
-    name: str, net: pp.pandapowerNet, n_runpp: int, min_seconds: float, n_single: int
+    name: str, net: pp.pandapowerNet, n_runpp: int, min_s: float, n_single: int
 ) -> tuple[list[str], float]:
     """Print the feeder's rows; returns its verdicts and its largest loading share."""
     feeder = Feeder.from_pandapower(net, name=name)
@@ -142,7 +142,7 @@ def bench_feeder(
         n_runpp, feeder.n_bus))
     verdicts, shares = [], []
     for n_scen in BATCH_SIZES if name in NETWORKS else ():
-        wall, cpu, n_coef, ok, load = time_helm(feeder, n_scen, min_seconds)
+        wall, cpu, n_coef, ok, load = time_helm(feeder, n_scen, min_s)
         x_wall = runpp_wall * n_scen / wall
         x_cpu = runpp_cpu * n_scen / cpu
         shares.append(load / wall)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args(argv)
     n_runpp = 10 if args.quick else 30
-    min_seconds = 0.3 if args.quick else 1.0
+    min_s = 0.3 if args.quick else 1.0
     n_single = 100 if args.quick else 400
 
     header = (
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     verdicts, share = [], 0.0
     for name, build in {**NETWORKS, **LATENCY_ONLY}.items():
-        rows, feeder_share = bench_feeder(name, build(), n_runpp, min_seconds, n_single)
+        rows, feeder_share = bench_feeder(name, build(), n_runpp, min_s, n_single)
         verdicts += rows
         share = max(share, feeder_share)
     print()

@@ -110,7 +110,7 @@ def ingestion_case(chain: Chain, n_meters: int, n_intervals: int, workdir: Path
     while ingestor.poll().advanced:
         pass
     ours_s = time.perf_counter() - started
-    counts = store.counts(deployment.interval_seconds)
+    counts = store.counts(deployment.interval_s)
     assert counts["readings"] == n_readings, counts
     started = time.perf_counter()
     logs = capacity.events.ReadingsPosted().get_logs(from_block=start_block, to_block=end_block)
@@ -155,7 +155,7 @@ def latency_run(binary: Path, n_intervals: int, start_minute: int, workdir: Path
             time.sleep(1.0)  # the oracle is idle, polling
             started = time.monotonic()
             sim.post([first + 14])
-            target = sim.timestamp(first + 15) // deployment.interval_seconds
+            target = sim.timestamp(first + 15) // deployment.interval_s
             while not band_on_chain(chain, capacity, target):
                 if time.monotonic() - started > 60:
                     raise AssertionError(f"no band for {target}: {log_path.read_text()[-2000:]}")

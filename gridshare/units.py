@@ -71,6 +71,17 @@ def micro_pu_to_pu(v_micro_pu: int | np.ndarray) -> float | np.ndarray:
     return _to_float(v_micro_pu, MICRO)
 
 
+def mw_to_kw(p_mw: float | np.ndarray) -> float | np.ndarray:
+    """MW or MVA (pandapower's unit, float) -> kW or kVA (float)."""
+    out = np.asarray(p_mw, dtype=float) * 1e3
+    return float(out) if out.ndim == 0 else out
+
+
+def ppm_to_fraction(value_ppm: int | np.ndarray) -> float | np.ndarray:
+    """Parts per million (int, e.g. an efficiency on-chain) -> fraction (float)."""
+    return _to_float(value_ppm, MICRO)
+
+
 rad_to_micro_rad = pu_to_micro_pu
 micro_rad_to_rad = micro_pu_to_pu
 

@@ -165,7 +165,7 @@ class MarketChain:
         self.domain = MarketDomain(chain.chain_id, self.market.address)
         self.reader = EventReader(chain, self.market, deployment.deploy_block)
         self.metering = MeteringReader(chain, self.capacity, deployment.deploy_block,
-                                       deployment.interval_seconds)
+                                       deployment.interval_s)
         # (block, memberOfDevice by device, isProsumer by account, imbalance tariffs)
         self._registry_cache: tuple[int, dict[int, str], dict[str, bool],
                                     tuple[int, int] | None] = (-1, {}, {}, None)

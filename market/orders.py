@@ -365,7 +365,7 @@ class ValidationContext:
     max_price_micro_eur_per_kwh: int
     max_energy_wh: int = 10_000_000
     window: tuple[int, int] | None = None
-    interval_seconds: int | None = None
+    interval_s: int | None = None
 
 
 def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
@@ -375,7 +375,7 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
     Order of checks as in ``GridMarket.submitOrderSigned``: signature, registered prosumer,
     nonce, deadline, energy, price, interval window, open interval (the first failing check is
     reported); a negative energy is reported first, as it has no uint64 encoding to check a
-    signature against. With ``ctx.interval_seconds`` a deadline before the interval's start is
+    signature against. With ``ctx.interval_s`` a deadline before the interval's start is
     refused too (an off-chain rule: such an order could never stand for its interval).
     ``signer``: the signature's signer when the caller recovered it already (canonical form);
     ``digest``: the order's digest when the caller computed it already.
@@ -418,11 +418,11 @@ def validate_order(order: Order, signature: bytes, ctx: ValidationContext,
             f"interval {order.interval} {where}: the market's window takes intervals "
             f"{ctx.window[0]} (the current one) to {ctx.window[1]}"
         )
-    if ctx.interval_seconds is not None and \
-            order.deadline_unix_s < order.interval * ctx.interval_seconds:
+    if ctx.interval_s is not None and \
+            order.deadline_unix_s < order.interval * ctx.interval_s:
         raise DeadlineBeforeIntervalError(
             f"deadline {order.deadline_unix_s} is before interval {order.interval} starts "
-            f"({order.interval * ctx.interval_seconds}): the order could not stand for it"
+            f"({order.interval * ctx.interval_s}): the order could not stand for it"
         )
     if not ctx.interval_open(order.interval):
         raise IntervalClosedError(f"interval {order.interval} is not open for orders")

@@ -60,12 +60,12 @@ class CapacityAudit:
     """Event reads of one GridCapacity contract through a reorg-aware ``EventReader`` (which
     keeps the logs read so far and is safe for several threads)."""
 
-    def __init__(self, chain: Any, capacity: Any, start_block: int, interval_seconds: int,
+    def __init__(self, chain: Any, capacity: Any, start_block: int, interval_s: int,
                  max_range_blocks: int = DEFAULT_WINDOW_BLOCKS) -> None:
         self.chain = chain
         self.capacity = capacity
         self.start_block = int(start_block)
-        self.interval_seconds = int(interval_seconds)
+        self.interval_s = int(interval_s)
         self.reader = EventReader(chain, capacity, self.start_block,
                                   window_blocks=max_range_blocks)
 
@@ -95,7 +95,7 @@ class CapacityAudit:
         if not blobs:
             return decode_readings(b"\0" * 24)[:0]
         arr = np.concatenate(blobs)
-        interval = arr["timestamp"].astype(np.int64) // self.interval_seconds
+        interval = arr["timestamp"].astype(np.int64) // self.interval_s
         return arr[(interval >= from_interval) & (interval <= to_interval)]
 
     def compliance(self, from_interval: int, to_interval: int) -> ComplianceReport:
@@ -106,7 +106,7 @@ class CapacityAudit:
         dev = readings["device_id"].astype(np.int64)
         ts = readings["timestamp"].astype(np.int64)
         p_w = readings["p_w"].astype(np.int64)
-        interval = ts // self.interval_seconds
+        interval = ts // self.interval_s
         key = (interval << 32) | dev
         if not bands:
             report.n_readings_without_band = len(readings)

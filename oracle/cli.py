@@ -71,12 +71,12 @@ def _oracle_config(args: argparse.Namespace) -> Any:
     }.items() if v is not None})
     nr = NrSettings(**({} if getattr(args, "nr_random", None) is None
                        else {"n_random": args.nr_random}))
-    window = ReadingWindow(**({} if getattr(args, "max_reading_age_seconds", None) is None
-                              else {"max_age_s": args.max_reading_age_seconds}))
+    window = ReadingWindow(**({} if getattr(args, "max_reading_age_s", None) is None
+                              else {"max_age_s": args.max_reading_age_s}))
     return OracleConfig(
         db_path=str(_db_path(args)), confirmations=getattr(args, "confirmations", None),
-        grace_s=getattr(args, "grace_seconds", 60),
-        poll_interval_s=getattr(args, "poll_seconds", 1.0),
+        grace_s=getattr(args, "grace_s", 60),
+        poll_interval_s=getattr(args, "poll_s", 1.0),
         explicit_gas=getattr(args, "explicit_gas", None), ocm=ocm, nr=nr, window=window,
     )
 
@@ -147,7 +147,7 @@ def _status_of(args: argparse.Namespace) -> dict[str, Any]:
                       read_only=True).status()
     except ChainError as exc:
         return {"chain": chain_problem(exc), "feeder": deployment.feeder,
-                **store_status(store, deployment.interval_seconds)}
+                **store_status(store, deployment.interval_s)}
     finally:
         store.close()
 
@@ -181,10 +181,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--confirmations", type=int, default=None,
                      help="blocks to wait before reading a block (default by node: 1 on anvil "
                      "and Besu, 6 on other nodes)")
-    run.add_argument("--grace-seconds", type=int, default=60,
+    run.add_argument("--grace-s", "--grace-seconds", type=int, default=60,
                      help="wait this long after an interval's end (chain time) for missing "
                      "meters (default 60)")
-    run.add_argument("--max-reading-age-seconds", type=int, default=None,
+    run.add_argument("--max-reading-age-s", "--max-reading-age-seconds", type=int, default=None,
                      help="reject readings whose minute ended longer before their block "
                      "(default 3600)")
     run.add_argument("--forecast", choices=("all", "extremes", "last"), default=None,
@@ -204,7 +204,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-trafo-loading-pct", type=float, default=None,
                      help="thermal limit of every transformer, percent of its rating "
                      "(default 100)")
-    run.add_argument("--poll-seconds", type=float, default=1.0,
+    run.add_argument("--poll-s", "--poll-seconds", type=float, default=1.0,
                      help="longest pause between polls when idle; a new block ends it at once "
                      "(default 1 s)")
     run.add_argument("--explicit-gas", type=int, default=None,

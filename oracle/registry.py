@@ -276,7 +276,7 @@ def rejection_codes(records: np.ndarray, registry: DeviceRegistry, *,
         return np.full(ids.size, RULES.index("unknown_device") + 1, dtype=np.int8)
     ts = np.asarray(records["timestamp"], dtype=np.int64)
     p = np.asarray(records["p_w"], dtype=float)
-    v_pu = np.asarray(records["v_micro_pu"], dtype=np.int64) / 1e6
+    v_pu = micro_pu_to_pu(np.asarray(records["v_micro_pu"], dtype=np.int64))
     slack = (RATED_TOLERANCE - 1) * dev["rated"]
     broken = {
         "unknown_device": ~found | dev["unknown"],

@@ -298,10 +298,10 @@ class Oracle:
         self.store.check_binding(binding) if read_only else self.store.bind(binding)
         self.identity = self._identity()
         self.feeder = feeder if feeder is not None else feeder_model(deployment.feeder)
-        self.interval_seconds = int(chain.call(self.capacity.functions.intervalSeconds()))
-        self.n_minutes = minutes_per_interval(self.interval_seconds)
+        self.interval_s = int(chain.call(self.capacity.functions.intervalSeconds()))
+        self.n_minutes = minutes_per_interval(self.interval_s)
         self.deploy_interval = int(chain.w3.eth.get_block(deployment.deploy_block)["timestamp"]
-                                   ) // self.interval_seconds
+                                   ) // self.interval_s
         self.confirmations = (default_confirmations(chain) if self.config.confirmations is None
                               else self.config.confirmations)
         self.names = {int(d["device_id"]): str(d["name"]) for d in deployment.devices}
@@ -359,7 +359,7 @@ class Oracle:
 
     def current_interval(self) -> int:
         """The interval of the chain's clock (the contract's ``currentInterval``)."""
-        return self.clock_s() // self.interval_seconds
+        return self.clock_s() // self.interval_s
 
     def chain_last_interval(self) -> int | None:
         """The contract's last written interval (None before the first write); read once per
@@ -446,10 +446,10 @@ class Oracle:
         candidates = [x + 1 for x in (last, handled) if x is not None]
         if candidates:
             return max(candidates)
-        first = self.store.first_reading_s(self.deploy_interval * self.interval_seconds)
+        first = self.store.first_reading_s(self.deploy_interval * self.interval_s)
         if first is None:
             return None
-        return max(first // self.interval_seconds, self.current_interval())
+        return max(first // self.interval_s, self.current_interval())
 
     def read_clock_s(self) -> int | None:
         """The chain's clock as far as the oracle has read it: the time of the last processed
@@ -462,7 +462,7 @@ class Oracle:
     def source_closed(self, source: int) -> bool:
         """Whether the source interval's readings are complete, or its grace time is over in
         the blocks read so far (so no reading posted before then is still unread)."""
-        end_s = (source + 1) * self.interval_seconds
+        end_s = (source + 1) * self.interval_s
         expected = {d.device_id for d in (*self.registry.of_role("load"),
                                           *self.registry.of_role("transformer"))}
         if expected and expected <= self.store.devices_with_reading_at(end_s - 60):
@@ -474,10 +474,10 @@ class Oracle:
     def build_inputs(self, target: int) -> tuple[dict[str, Any], Any]:
         """Canonical inputs of ``target`` (from the state of ``target - 1``) and the state."""
         source = target - 1
-        start_s = source * self.interval_seconds
+        start_s = source * self.interval_s
         state = build_state(
-            source, self.interval_seconds, self.registry, self.feeder,
-            self.store.readings_between(start_s, start_s + self.interval_seconds),
+            source, self.interval_s, self.registry, self.feeder,
+            self.store.readings_between(start_s, start_s + self.interval_s),
             self.store.last_readings_before(start_s), self.forecast,
         )
         steps = forecast_steps(state, self.config.ocm.forecast)
@@ -492,7 +492,7 @@ class Oracle:
             "feeder": self.deployment.feeder,
             "interval": int(target),
             "source_interval": int(source),
-            "interval_seconds": self.interval_seconds,
+            "interval_s": self.interval_s,
             "bus_ids": [int(b) for b in state.bus_ids],
             "steps_unix_s": [int(x) for x in state.timestamps[steps]],
             "p_w": state.p_w[steps].tolist(),
@@ -642,7 +642,7 @@ class Oracle:
         (unix s; readings are at most ``window.max_age_s`` older than their block) with the
         readings on the chain now; flag those whose measured inputs changed (``stale_reason``),
         clear the flag of those that agree again. Returns the stale ones."""
-        first_source = (since_s - self.config.window.max_age_s - 60) // self.interval_seconds
+        first_source = (since_s - self.config.window.max_age_s - 60) // self.interval_s
         stale = {}
         for row in self.store.intervals("written"):
             if row.source_interval < first_source or not row.inputs_json:

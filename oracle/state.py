@@ -89,14 +89,14 @@ class FeederState:
         return np.asarray(micro_pu_to_pu(self.v_slack_micro_pu), dtype=float)
 
 
-def minutes_per_interval(interval_seconds: int) -> int:
+def minutes_per_interval(interval_s: int) -> int:
     """Minute readings per interval; ValueError unless a positive multiple of 60 s."""
-    if interval_seconds <= 0 or interval_seconds % SECONDS_PER_MINUTE:
+    if interval_s <= 0 or interval_s % SECONDS_PER_MINUTE:
         raise ValueError(
             f"intervalSeconds must be a positive multiple of 60 (minute readings), "
-            f"got {interval_seconds}"
+            f"got {interval_s}"
         )
-    return interval_seconds // SECONDS_PER_MINUTE
+    return interval_s // SECONDS_PER_MINUTE
 
 
 def _fill(values: np.ndarray, seen: np.ndarray, previous: float | None,
@@ -210,7 +210,7 @@ def _flexibility_readings(flexes: Sequence[Device], slots: Slots, n_min: int
 
 def build_state(
     interval: int,
-    interval_seconds: int,
+    interval_s: int,
     registry: DeviceRegistry,
     feeder: Any,
     readings: Sequence[Mapping[str, Any]],
@@ -219,8 +219,8 @@ def build_state(
 ) -> FeederState:
     """The state of ``interval`` from its accepted ``readings`` and each device's last reading
     before it (``previous``), missing values filled by the module's rules."""
-    n_min = minutes_per_interval(interval_seconds)
-    start_s = interval * interval_seconds
+    n_min = minutes_per_interval(interval_s)
+    start_s = interval * interval_s
     timestamps = start_s + SECONDS_PER_MINUTE * np.arange(n_min, dtype=np.int64)
     bus_ids = np.asarray(feeder.bus_ids, dtype=np.int64)
     rows = forecast.minute_rows(timestamps)

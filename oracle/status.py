@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 CHAIN_FIELDS = ("head_block", "lag_blocks", "last_interval_on_chain", "next_interval")
 
 
-def store_status(store: Store, interval_seconds: int) -> dict[str, Any]:
+def store_status(store: Store, interval_s: int) -> dict[str, Any]:
     """Everything the store knows: processed block, intervals, readings, checks, failures."""
     cursor = store.cursor()
     rows = store.intervals()
@@ -45,7 +45,7 @@ def store_status(store: Store, interval_seconds: int) -> dict[str, Any]:
         "filled_meter_minutes": filled,
         "tx_failures": len(store.failures()),
         "median_latency_s": float(np.median(latencies)) if latencies else None,
-        **store.counts(interval_seconds),
+        **store.counts(interval_s),
         "nr_check": {
             "points": sum(r.nr_points for r in checked),
             "failed_points": sum(r.nr_failed for r in checked),
@@ -60,10 +60,10 @@ def oracle_status(oracle: Oracle) -> dict[str, Any]:
     """The store's status plus the chain's side (see the module docstring)."""
     out: dict[str, Any] = {
         "chain_id": int(oracle.chain.chain_id), "capacity": oracle.capacity.address,
-        "feeder": oracle.deployment.feeder, "interval_seconds": oracle.interval_seconds,
+        "feeder": oracle.deployment.feeder, "interval_s": oracle.interval_s,
         "deployment_interval": oracle.deploy_interval, "confirmations": oracle.confirmations,
         "reading_window_s": asdict(oracle.config.window),
-        **store_status(oracle.store, oracle.interval_seconds),
+        **store_status(oracle.store, oracle.interval_s),
         "ocm": asdict(oracle.config.ocm), "nr": asdict(oracle.config.nr),
         **dict.fromkeys(CHAIN_FIELDS),
     }

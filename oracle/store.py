@@ -370,16 +370,16 @@ class Store:
         return self.db.execute("SELECT * FROM rejected ORDER BY block_number, log_index, "
                                "position").fetchall()
 
-    def counts(self, interval_seconds: int) -> dict[str, Any]:
+    def counts(self, interval_s: int) -> dict[str, Any]:
         """Numbers of accepted, late and rejected readings, and the rejections per rule.
 
         Late: on chain in a later block than the written band of the interval its interval was
-        the source of (``timestamp // interval_seconds + 1``), so it could not count."""
+        the source of (``timestamp // interval_s + 1``), so it could not count."""
         one = self.db.execute
         late = one("SELECT COUNT(*) FROM readings r JOIN intervals i "
                    "ON i.interval = r.timestamp / ? + 1 WHERE i.status = 'written' "
                    "AND i.block_number IS NOT NULL AND r.block_number > i.block_number",
-                   (int(interval_seconds),)).fetchone()[0]
+                   (int(interval_s),)).fetchone()[0]
         rules = one("SELECT rule, COUNT(*) FROM rejected GROUP BY rule ORDER BY rule").fetchall()
         return {
             "readings": int(one("SELECT COUNT(*) FROM readings").fetchone()[0]),

@@ -37,3 +37,10 @@ def test_non_finite_values_are_refused(bad: float) -> None:
         units.kw_to_w(bad)
     with pytest.raises(ValueError, match="non-finite"):
         units.eur_per_kwh_to_price(np.array([0.1, bad]))
+
+
+def test_pandapower_megawatts_and_parts_per_million() -> None:
+    assert units.mw_to_kw(0.4) == 400.0 and isinstance(units.mw_to_kw(0.4), float)
+    assert units.mw_to_kw(np.array([0.0, -0.011])).tolist() == [0.0, -11.0]
+    assert units.ppm_to_fraction(950_000) == pytest.approx(0.95)
+    assert units.ppm_to_fraction(np.array([1_000_000, 0])).tolist() == [1.0, 0.0]

@@ -75,7 +75,7 @@ class ApiState:
     mc: MarketChain
     gateway: OrderGateway
     audit: CapacityAudit
-    interval_seconds: int
+    interval_s: int
     reads: ReadVerifier
     address_limiter: RateLimiter
     device_ids: set[int] = field(default_factory=set)
@@ -158,9 +158,9 @@ def create_app(
     store = OrderStore(db_path)
     gateway = OrderGateway(mc, store, settings, clock)
     audit = CapacityAudit(chain, mc.capacity, deployment.deploy_block,
-                          deployment.interval_seconds)
+                          deployment.interval_s)
     state = ApiState(chain=chain, deployment=deployment, mc=mc, gateway=gateway, audit=audit,
-                     interval_seconds=int(deployment.interval_seconds),
+                     interval_s=int(deployment.interval_s),
                      reads=ReadVerifier.for_market(mc.domain, limits.read_max_lifetime_s),
                      address_limiter=RateLimiter(limits.rate_per_address_s,
                                                  limits.burst_per_address),

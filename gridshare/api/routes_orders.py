@@ -80,7 +80,7 @@ def order_schema(request: Request) -> OrderSchema:
         order_type=ORDER_TYPE, field_map=FIELD_MAP, side_codes=SIDE_CODES,
         price_bounds_micro_eur_per_kwh={"min": b.min_price_micro_eur_per_kwh,
                                         "max": b.max_price_micro_eur_per_kwh},
-        max_energy_wh=b.max_energy_wh, interval_seconds=gateway.interval_seconds,
+        max_energy_wh=b.max_energy_wh, interval_s=gateway.interval_s,
         max_intervals_ahead=b.max_intervals_ahead,
         interval_window={"first": first, "last": last}, bounds_stated_by=b.stated_by,
         max_orders_per_interval=gateway.settings.max_orders_per_interval)

@@ -73,8 +73,8 @@ def get_interval(request: Request, interval: IntervalPath) -> IntervalOut:
     first, last = gw.window()
     out = IntervalOut(
         interval=interval,
-        start_unix_s=interval * api.interval_seconds,
-        end_unix_s=(interval + 1) * api.interval_seconds,
+        start_unix_s=interval * api.interval_s,
+        end_unix_s=(interval + 1) * api.interval_s,
         open_for_orders=first <= interval <= last and gw.interval_open(interval),
         orders_accepted_by_api=sum(counts.values()) - counts["failed"],
         orders_by_status=counts,
@@ -179,7 +179,7 @@ def healthz(request: Request, response: Response) -> HealthOut:
                          error=f"{type(exc).__name__}: {exc}",
                          **common | {"problems": [*common["problems"], "chain read failed"]})
     ts = int(block["timestamp"])
-    current = ts // api.interval_seconds
+    current = ts // api.interval_s
     if health.problems:
         response.status_code = 503
     return HealthOut(

@@ -72,7 +72,7 @@ class OrderSchema(BaseModel):
     """The EIP-712 typed-data definition and domain to sign orders with, and what an order
     may hold: price bounds, largest energy, the interval window (chain time: the current
     interval to ``max_intervals_ahead`` after it; the deadline must not lie before the
-    interval's start ``interval * interval_seconds``) and the orders a prosumer may place per
+    interval's start ``interval * interval_s``) and the orders a prosumer may place per
     interval."""
 
     primary_type: str
@@ -83,7 +83,7 @@ class OrderSchema(BaseModel):
     side_codes: dict[str, int]
     price_bounds_micro_eur_per_kwh: dict[str, int]
     max_energy_wh: int
-    interval_seconds: int
+    interval_s: int
     max_intervals_ahead: int
     interval_window: dict[str, int]
     bounds_stated_by: str

@@ -33,8 +33,8 @@ def _deploy(args: argparse.Namespace) -> int:
                 return 0
         params = DeployParams(
             feeder=args.feeder,
-            interval_seconds=args.interval_seconds,
-            heartbeat_seconds=args.heartbeat_seconds,
+            interval_s=args.interval_s,
+            heartbeat_s=args.heartbeat_s,
         )
         deployment = deploy(chain, params, log=lambda msg: print(msg, file=sys.stderr))
     except ChainError as exc:
@@ -85,9 +85,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--out", default=os.environ.get(ENV_DEPLOYMENT, DEFAULT_DEPLOYMENT_FILE),
         help=f"deployment file to write (default ${ENV_DEPLOYMENT} or {DEFAULT_DEPLOYMENT_FILE})",
     )
-    deploy_parser.add_argument("--interval-seconds", type=int, default=900,
+    deploy_parser.add_argument("--interval-s", "--interval-seconds", type=int, default=900,
                                help="market/band interval length in s (default 900)")
-    deploy_parser.add_argument("--heartbeat-seconds", type=int, default=3600,
+    deploy_parser.add_argument("--heartbeat-s", "--heartbeat-seconds", type=int, default=3600,
                                help="band staleness limit in s (default 3600)")
     deploy_parser.add_argument("--if-missing", action="store_true",
                                help="do nothing when --out names a live deployment on this chain")

@@ -79,15 +79,15 @@ class DeployParams:
     """What to deploy. Times in seconds, prices in EUR/kWh, order energy in Wh.
 
     ``max_intervals_ahead``: how far after the current interval bands and orders may reach;
-    ``admin_delay_seconds``: the delay of a two-step admin hand-over in both contracts;
+    ``admin_delay_s``: the delay of a two-step admin hand-over in both contracts;
     ``imbalance_*``: the prices of metered deviations (bought: consumed more than traded).
     """
 
     feeder: str = DEFAULT_FEEDER
-    interval_seconds: int = 900
-    heartbeat_seconds: int = 3600
+    interval_s: int = 900
+    heartbeat_s: int = 3600
     max_intervals_ahead: int = 96
-    admin_delay_seconds: int = 86_400
+    admin_delay_s: int = 86_400
     retail_eur_per_kwh: float = 0.30
     feed_in_eur_per_kwh: float = 0.08
     imbalance_buy_eur_per_kwh: float = 0.35
@@ -98,10 +98,10 @@ class DeployParams:
     register_prosumers: bool = True
 
     def __post_init__(self) -> None:
-        if self.interval_seconds <= 0 or self.heartbeat_seconds <= 0:
-            raise ValueError("interval_seconds and heartbeat_seconds must be positive")
-        if self.max_intervals_ahead < 0 or self.admin_delay_seconds < 0:
-            raise ValueError("max_intervals_ahead and admin_delay_seconds must be >= 0")
+        if self.interval_s <= 0 or self.heartbeat_s <= 0:
+            raise ValueError("interval_s and heartbeat_s must be positive")
+        if self.max_intervals_ahead < 0 or self.admin_delay_s < 0:
+            raise ValueError("max_intervals_ahead and admin_delay_s must be >= 0")
         lo, hi = self.min_price_eur_per_kwh, self.max_price_eur_per_kwh
         tariffs = (self.retail_eur_per_kwh, self.feed_in_eur_per_kwh,
                    self.imbalance_buy_eur_per_kwh, self.imbalance_sell_eur_per_kwh)
@@ -116,6 +116,11 @@ class DeployParams:
                              f"2^96 nano-euro, got {self.max_order_energy_wh} Wh")
 
 
+#: Keys of deployment files written before the ``*_s`` names (read, never written).
+LEGACY_KEYS = {"interval_seconds": "interval_s", "heartbeat_seconds": "heartbeat_s",
+               "admin_delay_seconds": "admin_delay_s"}
+
+
 @dataclass
 class Deployment:
     """Everything other commands need to talk to a deployment (the deployment file)."""
@@ -124,10 +129,10 @@ class Deployment:
     rpc: str
     deploy_block: int
     deployed_at_unix_s: int
-    interval_seconds: int
-    heartbeat_seconds: int
+    interval_s: int
+    heartbeat_s: int
     max_intervals_ahead: int
-    admin_delay_seconds: int
+    admin_delay_s: int
     max_order_energy_wh: int
     contracts: dict[str, str]  # name -> address
     roles: dict[str, str]  # contract role -> address
@@ -159,6 +164,7 @@ class Deployment:
                 f"not a gridshare deployment file (format {data.get('format')!r}, "
                 f"expected {DEPLOYMENT_FORMAT!r})"
             )
+        data = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}
         known = set(cls.__dataclass_fields__)
         missing = known - set(data) - {"notes"}
         if missing:
@@ -282,8 +288,8 @@ def _deploy_capacity(chain: Chain, artifact: Artifact, params: DeployParams,
     intervals), grant ORACLE_ROLE to the oracle account; returns (contract, deploy block)."""
     keys = chain.keys
     capacity, receipt = chain.deploy(
-        artifact, "deployer", keys.address("deployer"), params.admin_delay_seconds,
-        params.interval_seconds, params.heartbeat_seconds, params.max_intervals_ahead,
+        artifact, "deployer", keys.address("deployer"), params.admin_delay_s,
+        params.interval_s, params.heartbeat_s, params.max_intervals_ahead,
     )
     deploy_block = int(receipt["blockNumber"])
     say(f"GridCapacity at {capacity.address} (block {deploy_block})")
@@ -327,7 +333,7 @@ def _deploy_market(chain: Chain, artifact: Artifact, capacity: Contract,
     keys = chain.keys
     p = _prices(params)
     market, _ = chain.deploy(
-        artifact, "deployer", keys.address("deployer"), params.admin_delay_seconds,
+        artifact, "deployer", keys.address("deployer"), params.admin_delay_s,
         capacity.address,
         battery_device_id if battery_device_id is not None else NO_BATTERY_DEVICE_ID,
         keys.address("battery"),
@@ -418,10 +424,10 @@ def deploy(chain: Chain, params: DeployParams | None = None, log: Any = None) ->
         rpc=chain.config.chain,
         deploy_block=deploy_block,
         deployed_at_unix_s=int(time.time()),
-        interval_seconds=params.interval_seconds,
-        heartbeat_seconds=params.heartbeat_seconds,
+        interval_s=params.interval_s,
+        heartbeat_s=params.heartbeat_s,
         max_intervals_ahead=params.max_intervals_ahead,
-        admin_delay_seconds=params.admin_delay_seconds,
+        admin_delay_s=params.admin_delay_s,
         max_order_energy_wh=params.max_order_energy_wh,
         contracts={"GridCapacity": capacity.address, "GridMarket": market.address},
         roles=_contract_roles(keys, device_records),

@@ -86,7 +86,7 @@ def interval_inputs(model: FeederModel, registry: DeviceRegistry, interval: int,
     steps = forecast_steps(state, settings.forecast)
     return {
         "format": INPUTS_FORMAT, "feeder": model.name, "interval": int(interval),
-        "source_interval": int(interval), "interval_seconds": INTERVAL_S,
+        "source_interval": int(interval), "interval_s": INTERVAL_S,
         "bus_ids": [int(b) for b in state.bus_ids],
         "steps_unix_s": [int(x) for x in state.timestamps[steps]],
         "p_w": state.p_w[steps].tolist(), "q_var": state.q_var[steps].tolist(),

@@ -33,6 +33,7 @@ from capacity.flexibility import Flexibility, FlexibilityKind
 from capacity.grid import Feeder
 from capacity.profiles import Customer, build_day_profiles
 from gridshare.fleet.model import FeederModel, make_model
+from gridshare.units import mw_to_kw
 
 FEEDER_SUFFIXES = (".json", ".yaml", ".yml")
 HOUSEHOLD_KWH = 4000.0
@@ -74,7 +75,7 @@ def _pandapower_feeder(text: str, name: str) -> Feeder:
         if len(rows) and missing:
             raise ValueError(f"controllable {element}s need {sorted(missing)} (rated range)")
         flexes += [Flexibility(str(r["name"] or f"{element}{i}"), int(r["bus"]),
-                               float(r["min_p_mw"]) * 1e3, float(r["max_p_mw"]) * 1e3, kind)
+                               mw_to_kw(float(r["min_p_mw"])), mw_to_kw(float(r["max_p_mw"])), kind)
                    for i, r in rows.iterrows()]
         net[element].loc[rows.index, ["p_mw", "q_mvar"]] = 0.0
     return Feeder.from_pandapower(net, name=name).with_flexibilities(flexes)

@@ -40,7 +40,7 @@ import numpy as np
 from capacity.grid import S_BASE_MVA
 from gridshare.chain.deploy import HOUSEHOLD_PEAK_KW, KIND_CODES, Deployment
 from gridshare.chain.identity import client_name
-from gridshare.units import kvar_to_var, kw_to_w, pu_to_micro_pu, rad_to_micro_rad
+from gridshare.units import kvar_to_var, kw_to_w, mw_to_kw, pu_to_micro_pu, rad_to_micro_rad
 from oracle.ingest import encode_readings
 from oracle.state import feeder_model, feeder_profiles
 
@@ -126,7 +126,7 @@ def register_meters(chain: Any, deployment: Deployment, head_end_role: str | Non
         devices = [MeterDevice(x.device_id, x.name, x.bus, x.role, head_end,
                                flex_index=x.flex_index) for x in devices]
     next_id = max((int(r["device_id"]) for r in flex_records), default=0) + 1
-    sn_kw = float(np.sum(feeder.trafos.sn_mva)) * 1000.0 if len(feeder.trafos) else 1000.0
+    sn_kw = mw_to_kw(float(np.sum(feeder.trafos.sn_mva))) if len(feeder.trafos) else 1000.0
     plan: list[tuple[MeterDevice, float, float]] = [
         (MeterDevice(next_id, TRANSFORMER_NAME, int(feeder.slack.bus_id), "transformer",
                      head_end), -sn_kw, sn_kw)
@@ -173,7 +173,7 @@ def _slack_power_kw(feeder: Any, v_bus: np.ndarray) -> np.ndarray:
     v_node = np.zeros((v_bus.shape[0], adm.n_node), dtype=complex)
     v_node[:, adm.bus_to_node] = v_bus
     current = (adm.y_bus[adm.slack_node, :] @ v_node.T).ravel()
-    return v_node[:, adm.slack_node] * np.conj(current) * S_BASE_MVA * 1000.0
+    return v_node[:, adm.slack_node] * np.conj(current) * mw_to_kw(S_BASE_MVA)
 
 
 class MeterSimulator:

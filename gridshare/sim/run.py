@@ -63,6 +63,7 @@ from gridshare.sim.meters import MeterSimulator, register_meters
 from gridshare.units import (
     eur_per_kwh_to_price,
     kw_to_w,
+    ppm_to_fraction,
     price_to_eur_per_kwh,
     w_to_kw,
     wh_to_kwh,
@@ -234,7 +235,7 @@ class Simulation:
             raise ValueError(f"feeder {cfg.feeder!r} has no community battery; the simulation "
                              "settles the battery inside its band")
         self.deployment = deploy(self.chain, DeployParams(feeder=cfg.feeder,
-                                                          interval_seconds=cfg.interval_s))
+                                                          interval_s=cfg.interval_s))
         self.deployment.save(self.out_dir / "deployment.json")
         self.feeder = feeder_model(cfg.feeder)
         self.profiles = feeder_profiles(cfg.feeder, cfg.seed)
@@ -309,7 +310,7 @@ class Simulation:
             battery_soc_max_kwh=wh_to_kwh(cb.soc_max_wh),
             battery_initial_kwh=wh_to_kwh(cb.initial_soc_wh),
             battery_p_kw=float(max(-cb_flex.p_low_kw, cb_flex.p_high_kw)),
-            battery_eff=cb.charge_efficiency_ppm / 1e6, stations=stations,
+            battery_eff=ppm_to_fraction(cb.charge_efficiency_ppm), stations=stations,
             sessions=self.sessions, retail_eur_per_kwh=self.retail_eur,
             feed_in_eur_per_kwh=self.feed_in_eur)
 

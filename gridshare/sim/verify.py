@@ -274,7 +274,7 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
             mismatches += 1
         parts.append(out["result"])
         hours.extend((np.asarray(inputs["steps_unix_s"]) - sim.day_start_s) / 3600.0)
-        ul_kw.extend(np.asarray(inputs["p_w"], dtype=float).sum(axis=1) / 1000.0)
+        ul_kw.extend(w_to_kw(np.asarray(inputs["p_w"], dtype=np.int64).sum(axis=1)))
     if not parts:
         return None, np.zeros(0), np.zeros(0), mismatches
     first = parts[0]

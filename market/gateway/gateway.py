@@ -275,7 +275,7 @@ class OrderGateway:
         self.settings = settings or GatewaySettings()
         self.clock = clock
         self.domain = mc.domain
-        self.interval_seconds = int(mc.deployment.interval_seconds)
+        self.interval_s = int(mc.deployment.interval_s)
         self.watch = ChainWatch(mc, store, probe_interval_s=self.settings.probe_interval_s,
                                 identity_every_s=self.settings.identity_every_s, clock=clock)
         self.admit: Callable[[str], None] | None = None
@@ -394,7 +394,7 @@ class OrderGateway:
 
     def window(self) -> tuple[int, int]:
         """First and last interval orders may be for now (chain time)."""
-        current = self.watch.now_unix_s() // self.interval_seconds
+        current = self.watch.now_unix_s() // self.interval_s
         return current, current + self.bounds().max_intervals_ahead
 
     # ---- accepting
@@ -404,14 +404,14 @@ class OrderGateway:
             raise MarketPausedError(f"the market contract {self.mc.market.address} is paused: "
                                     "it takes no orders until its admin unpauses it")
         now = self.watch.now_unix_s()
-        current = now // self.interval_seconds
+        current = now // self.interval_s
         return ValidationContext(
             domain=self.domain, now_unix_s=now, registered=_Registered(self),
             next_nonce=_Nonces(self), interval_open=self.interval_open,
             min_price_micro_eur_per_kwh=b.min_price_micro_eur_per_kwh,
             max_price_micro_eur_per_kwh=b.max_price_micro_eur_per_kwh,
             max_energy_wh=b.max_energy_wh, window=(current, current + b.max_intervals_ahead),
-            interval_seconds=self.interval_seconds)
+            interval_s=self.interval_s)
 
     def _verify(self, order: Order, signature: bytes
                 ) -> tuple[bytes, str | None, bytes | None]:
@@ -444,7 +444,7 @@ class OrderGateway:
         used = self._quota.get(key)
         if used is None:
             if len(self._quota) > MAX_QUOTA_ENTRIES:
-                current = self.watch.now_unix_s() // self.interval_seconds
+                current = self.watch.now_unix_s() // self.interval_s
                 self._quota = {k: v for k, v in self._quota.items() if k[1] >= current}
             used = self.store.count_of(*key)
         limit = self.settings.max_orders_per_interval

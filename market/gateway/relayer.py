@@ -155,7 +155,7 @@ class Relayer:
         self.settings = settings
         self.clock = clock
         self.account = self.chain.account(settings.relayer)
-        self.interval_seconds = int(mc.deployment.interval_seconds)
+        self.interval_s = int(mc.deployment.interval_s)
         self.reader = EventReader(self.chain, mc.market, self._start_block(),
                                   confirmations=settings.confirmations, keep_logs=False,
                                   window_blocks=settings.log_window_blocks, decode=False)
@@ -470,7 +470,7 @@ class Relayer:
         if order.deadline_unix_s < now_unix_s:
             return (f"expired before it could be relayed: deadline {order.deadline_unix_s}, "
                     f"chain time {now_unix_s}")
-        current = now_unix_s // self.interval_seconds
+        current = now_unix_s // self.interval_s
         if order.interval < current:
             return f"interval {order.interval} was over before it could be relayed " \
                    f"(current interval {current})"

@@ -51,7 +51,7 @@ class Signer:
         # from the chain's next interval on: the contracts take bands and orders only from the
         # current interval to maxIntervalsAhead after it
         now_s = int(chain.w3.eth.get_block("latest")["timestamp"])
-        self.intervals = itertools.count(now_s // deployment.interval_seconds + ahead)
+        self.intervals = itertools.count(now_s // deployment.interval_s + ahead)
 
     def body(self, who: int, interval: int, side: str = "sell", energy_wh: int = 500,
              price: int = 100_000, *, nonce: int | None = None, deadline: int | None = None,
@@ -62,7 +62,7 @@ class Signer:
         n = self.nonces[who] if nonce is None else nonce
         if deadline is None:
             deadline = max(int(time.time()) + 3600,
-                           (interval + 1) * self.deployment.interval_seconds)
+                           (interval + 1) * self.deployment.interval_s)
         order = Order(account.address, interval, Side.SELL if side == "sell" else Side.BUY,
                       energy_wh, price, n, deadline)
         sig = sign_order(order, self.domain, key if key is not None else account.key)

@@ -49,7 +49,7 @@ def test_schema_lets_a_wallet_sign_an_accepted_order(env):
     body = {"prosumer": account.address, "interval": interval, "side": "buy",
             "energy_wh": 700, "price_micro_eur_per_kwh": 120_000,
             "nonce": env.signer.nonces[3],
-            "deadline_unix_s": (interval + 1) * env.deployment.interval_seconds}
+            "deadline_unix_s": (interval + 1) * env.deployment.interval_s}
     message = {schema["field_map"][k]: v for k, v in body.items()}
     message["side"] = schema["side_codes"][body["side"]]
     typed = {"types": schema["types"], "primaryType": schema["primary_type"],
@@ -317,7 +317,7 @@ def test_bands_and_compliance_audit(env):
     devices = [int(d["device_id"]) for d in env.deployment.devices]
     dev_a, dev_b = devices[0], devices[1]
     receipt = write_bands(env.chain, cap, interval, {dev_a: (-4000, 3000), dev_b: (0, 2000)})
-    T = env.deployment.interval_seconds
+    T = env.deployment.interval_s
     t0 = interval * T
     post_readings(env.chain, cap, env.deployment, [
         (dev_a, t0 + 60, 2500), (dev_a, t0 + 120, 3400),      # second one 400 W above
@@ -354,7 +354,7 @@ def test_audit_judges_the_new_branch_after_a_reorg(env):
     interval = next(env.signer.intervals)
     cap = env.api.mc.capacity
     dev = int(env.deployment.devices[0]["device_id"])
-    t0 = interval * env.deployment.interval_seconds
+    t0 = interval * env.deployment.interval_s
     params = {"from": interval, "to": interval}
     snapshot = env.chain.snapshot()
     write_bands(env.chain, cap, interval, {dev: (-1000, 1000)})
@@ -474,7 +474,7 @@ def test_gateway_submit_is_the_path_of_post_orders(env):
     interval = next(s.intervals)
     order = Order(account.address, interval, Side.SELL, 100, 90_000,
                   env.gw.expected_nonce(account.address),
-                  (interval + 1) * env.deployment.interval_seconds)
+                  (interval + 1) * env.deployment.interval_s)
     sig = sign_order(order, env.gw.domain, account.key)
     n = _stored(env)
     accepted = env.gw.submit(order, sig)

@@ -97,7 +97,7 @@ def served(anvil, tmp_path_factory):
 
 def test_orders_over_http_are_relayed_settled_and_read_back(served):
     base, chain, deployment, s = served.base, served.chain, served.deployment, served.signer
-    interval = int(time.time()) // deployment.interval_seconds + 10
+    interval = int(time.time()) // deployment.interval_s + 10
     bodies = [s.body(0, interval, "sell", 800, 90_000), s.body(1, interval, "buy", 500, 250_000),
               s.body(2, interval, "buy", 200, 300_000)]
     urls = []
@@ -126,7 +126,7 @@ def test_orders_over_http_are_relayed_settled_and_read_back(served):
 
 def test_bad_input_over_a_real_socket_keeps_the_server_serving(served):
     base, deployment, s, proc = served.base, served.deployment, served.signer, served.proc
-    interval = int(time.time()) // deployment.interval_seconds + 20
+    interval = int(time.time()) // deployment.interval_s + 20
     waiting_before = requests.get(base + "/healthz", timeout=5).json()
     bad = [
         (requests.post(base + "/v1/orders", data=b"{not json",
@@ -161,7 +161,7 @@ def _variant(body: dict, r_s_v) -> dict:
 def test_hostile_orders_get_their_4xx_or_are_relayed(served):
     """On anvil through a real server: each hostile order is refused with its status, code and
     field, or normalised and relayed; ordinary orders still reach the chain after them."""
-    base, s, T = served.base, served.signer, served.deployment.interval_seconds
+    base, s, T = served.base, served.signer, served.deployment.interval_s
     u64, n = 2**64 - 1, SECP256K1_N
     schema = requests.get(base + "/v1/orders/schema", timeout=5).json()
     first, last = schema["interval_window"]["first"], schema["interval_window"]["last"]
@@ -242,7 +242,7 @@ def test_orders_survive_a_node_outage_or_are_refused_with_503(anvil, tmp_path):
                          settings=settings)
         gw = app.state.api.gateway
         s = Signer(chain, deployment, gw.domain)
-        interval = int(time.time()) // deployment.interval_seconds + 5
+        interval = int(time.time()) // deployment.interval_s + 5
         api_port = _free_port()
         base = f"http://127.0.0.1:{api_port}"
         with _Server(app, api_port):

@@ -22,7 +22,7 @@ ADMIN = b"\x00" * 32
 @pytest.fixture(scope="module")
 def deployed() -> tuple[Chain, Deployment]:
     chain = connect()
-    return chain, deploy(chain, DeployParams(feeder="heimschuh-like", interval_seconds=600))
+    return chain, deploy(chain, DeployParams(feeder="heimschuh-like", interval_s=600))
 
 
 def test_roles_are_granted_to_the_configured_accounts(deployed) -> None:
@@ -43,7 +43,7 @@ def test_roles_are_granted_to_the_configured_accounts(deployed) -> None:
     assert has(market, keccak(text="PAUSER_ROLE"), keys.address("deployer"))
     for contract in (capacity, market):  # two-step admin hand-over with the configured delay
         assert chain.call(contract.functions.defaultAdmin()) == keys.address("deployer")
-        assert chain.call(contract.functions.defaultAdminDelay()) == dep.admin_delay_seconds
+        assert chain.call(contract.functions.defaultAdminDelay()) == dep.admin_delay_s
 
 
 def test_feeder_devices_registered_with_rated_ranges_in_w(deployed) -> None:
@@ -73,7 +73,7 @@ def test_market_parameters_and_prosumers(deployed) -> None:
     assert chain.call(market.functions.batteryDeviceId()) == dep.battery_device_id
     assert chain.call(market.functions.batteryAccount()) == chain.keys.address("battery")
     assert chain.call(market.functions.capacity()) == capacity.address
-    assert chain.call(market.functions.intervalSeconds()) == 600 == dep.interval_seconds
+    assert chain.call(market.functions.intervalSeconds()) == 600 == dep.interval_s
     assert chain.call(capacity.functions.intervalSeconds()) == 600
     assert chain.call(market.functions.retailTariffMicroEurPerKwh()) == eur_per_kwh_to_price(0.30)
     assert chain.call(market.functions.maxOrderEnergyWh()) == dep.max_order_energy_wh
@@ -115,6 +115,18 @@ def test_deployment_file_round_trip_and_errors(deployed, tmp_path: Path) -> None
         Deployment.from_dict(data)
 
 
+def test_deployment_file_with_the_old_seconds_keys_still_loads(deployed) -> None:
+    """Files written before the ``*_s`` names keep working: same deployment, new keys on save."""
+    _, dep = deployed
+    data = json.loads(dep.to_json())
+    old = {("interval_seconds" if k == "interval_s" else "heartbeat_seconds" if k == "heartbeat_s"
+            else "admin_delay_seconds" if k == "admin_delay_s" else k): v for k, v in data.items()}
+    assert "interval_s" not in old and old["interval_seconds"] == dep.interval_s
+    loaded = Deployment.from_dict(old)
+    assert loaded == dep
+    assert '"interval_s"' in loaded.to_json() and "interval_seconds" not in loaded.to_json()
+
+
 def test_deployment_refuses_another_chain(deployed) -> None:
     _, dep = deployed
     other = Deployment.from_dict({**json.loads(dep.to_json()), "chain_id": 31337})
@@ -130,7 +142,7 @@ def test_feeder_without_battery_is_noted() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"interval_seconds": 0}, "positive"), ({"retail_eur_per_kwh": 2.0}, "prices"),
+    [({"interval_s": 0}, "positive"), ({"retail_eur_per_kwh": 2.0}, "prices"),
      ({"min_price_eur_per_kwh": 0.5, "feed_in_eur_per_kwh": 0.1}, "prices"),
      ({"imbalance_buy_eur_per_kwh": 1.5}, "prices"), ({"max_intervals_ahead": -1}, ">= 0"),
      ({"max_order_energy_wh": 0}, "max_order_energy_wh"),
@@ -157,10 +169,10 @@ def _run_cli(argv: list[str]) -> int:
 def test_cli_deploys_to_anvil_once(anvil, tmp_path: Path, capsys) -> None:
     out = tmp_path / "deployment.json"
     assert _run_cli(["deploy", "--rpc", anvil.url, "--out", str(out),
-                     "--interval-seconds", "300"]) == 0
+                     "--interval-s", "300"]) == 0
     first = out.read_text()
     dep = Deployment.load(out)
-    assert (dep.rpc, dep.chain_id, dep.interval_seconds) == (anvil.url, 31337, 300)
+    assert (dep.rpc, dep.chain_id, dep.interval_s) == (anvil.url, 31337, 300)
     chain = connect(ChainConfig(chain=anvil.url))
     assert dep.is_live(chain)
     capsys.readouterr()

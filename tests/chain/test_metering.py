@@ -69,15 +69,15 @@ def test_only_the_registered_meter_counts_and_totals_are_written() -> None:
     capacity = dep.capacity(chain)
     member = dep.prosumers[0]
     now = int(chain.w3.eth.get_block("latest")["timestamp"])
-    interval = now // dep.interval_seconds
-    start = interval * dep.interval_seconds
+    interval = now // dep.interval_s
+    start = interval * dep.interval_s
     own = READING.pack(member["device_id"], start, 2_000, 0, 1_000_000, 0)
     foreign = READING.pack(member["device_id"], start, 99_000, 0, 1_000_000, 0)
     chain.transact(capacity.functions.postReadings(foreign), "meter_0")  # the battery's meter
     chain.transact(capacity.functions.postReadings(own), member["meter_role"])
-    reader = MeteringReader(chain, capacity, dep.deploy_block, dep.interval_seconds)
+    reader = MeteringReader(chain, capacity, dep.deploy_block, dep.interval_s)
     assert reader.totals(interval) == {member["device_id"]: 500}
-    chain.advance_time(start + dep.interval_seconds - now)
+    chain.advance_time(start + dep.interval_s - now)
     totals, receipt = write_meter_totals(chain, reader, interval)
     assert receipt["status"] == 1 and decode_totals(reader.written(interval)) == totals
     assert reader.written(interval + 1) is None

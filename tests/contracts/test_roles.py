@@ -56,7 +56,7 @@ class Env:
         return int(self.chain.w3.eth.get_block("latest")["timestamp"])
 
     def current(self) -> int:
-        return self.now() // self.deployment.interval_seconds
+        return self.now() // self.deployment.interval_s
 
     def device_of(self, role: str) -> int:
         return next(p["device_id"] for p in self.deployment.prosumers if p["role"] == role)
@@ -213,7 +213,7 @@ def test_admin_cannot_renounce_revoke_or_hand_over_in_one_step(env: Env, contrac
                   contract.functions.acceptDefaultAdminTransfer(), "prosumer_0", chain=env.chain)
     expect_revert("AccessControlInvalidDefaultAdmin",
                   contract.functions.acceptDefaultAdminTransfer(), "prosumer_1", chain=env.chain)
-    env.chain.advance_time(env.deployment.admin_delay_seconds + 1)
+    env.chain.advance_time(env.deployment.admin_delay_s + 1)
     env.chain.transact(contract.functions.acceptDefaultAdminTransfer(), "prosumer_0")
     assert env.chain.call(contract.functions.defaultAdmin()) == env.addr("prosumer_0")
 
@@ -321,7 +321,7 @@ def test_bands_only_inside_the_window_and_no_write_blocks_another(env: Env) -> N
 
 
 def test_latest_band_is_the_current_intervals_and_goes_stale(env: Env) -> None:
-    interval_s = env.deployment.interval_seconds
+    interval_s = env.deployment.interval_s
     env.chain.advance_time(env.interval * interval_s - env.now())  # the start of an interval
     write_band(env, env.interval, [BATTERY_ID], [-1_000], [2_000])
     write_band(env, env.interval + 1, [BATTERY_ID], [-5], [5])  # a later band is not "latest"
@@ -558,7 +558,7 @@ def _settled_interval_with_totals(env: Env, metered: dict[int, int]) -> tuple[li
     write_band(env, env.interval, [BATTERY_ID], [-10_000], [10_000])
     book = book_of(env)
     env.chain.transact(settle(env, book, [(0, 1, 1_000)], 0), "settler")
-    env.chain.advance_time((env.interval + 1) * env.deployment.interval_seconds - env.now())
+    env.chain.advance_time((env.interval + 1) * env.deployment.interval_s - env.now())
     totals = encode_totals(metered)
     env.chain.transact(env.capacity.functions.writeMeterTotals(env.interval, totals), "oracle")
     return book, totals

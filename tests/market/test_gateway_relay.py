@@ -31,7 +31,7 @@ class _Market:
         self.mc = MarketChain(chain, self.deployment)
         self.gw = OrderGateway(self.mc, OrderStore(db), settings)
         self.keys = [chain.keys.account(f"prosumer_{i}") for i in range(4)]
-        self.T = self.deployment.interval_seconds
+        self.T = self.deployment.interval_s
 
     def current(self) -> int:
         return self.gw.watch.now_unix_s() // self.T

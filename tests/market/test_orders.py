@@ -244,7 +244,7 @@ def test_canonical_signature_of_any_65_bytes(r, s, v):
 def test_deadline_before_the_interval_starts_is_refused(domain, accounts):
     """With the interval length known, an order whose deadline lies before its interval's
     start is refused (field deadline_unix_s); at the start it is taken."""
-    ctx = _ctx(domain, accounts, interval_seconds=900, now_unix_s=0)
+    ctx = _ctx(domain, accounts, interval_s=900, now_unix_s=0)
     start = 12 * 900
     order, sig = _signed(domain, accounts, deadline_unix_s=start - 1)
     with pytest.raises(mo.DeadlineBeforeIntervalError, match="before interval 12 starts") as e:

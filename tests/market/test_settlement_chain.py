@@ -49,7 +49,7 @@ class Env:
 
     def next_interval(self, band_w: tuple[int, int] | None = (-30_000, 30_000)) -> int:
         """Move the chain's clock to the start of the next interval; write the battery's band."""
-        interval_s = self.deployment.interval_seconds
+        interval_s = self.deployment.interval_s
         interval = self.now() // interval_s + 1
         self.chain.advance_time(interval * interval_s - self.now())
         if band_w is not None:
@@ -84,7 +84,7 @@ class Env:
         """Post one reading per member (``who: P in W``) from the head-end meter and one of the
         battery from its own meter, each held for the whole interval; then move the clock past
         the interval."""
-        start = interval * self.deployment.interval_seconds
+        start = interval * self.deployment.interval_s
         records = b"".join(READING.pack(self.deployment.prosumers[who]["device_id"], start,
                                         p, 0, 1_000_000, 0) for who, p in p_w.items())
         self.chain.transact(self.mc.capacity.functions.postReadings(records),
@@ -94,7 +94,7 @@ class Env:
         self.chain.transact(self.mc.capacity.functions.postReadings(
             READING.pack(battery["device_id"], start, battery_w, 0, 1_000_000, 0)),
             battery["meter_role"])
-        self.chain.advance_time(start + self.deployment.interval_seconds - self.now())
+        self.chain.advance_time(start + self.deployment.interval_s - self.now())
 
 
 @pytest.fixture(scope="module",

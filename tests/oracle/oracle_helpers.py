@@ -46,15 +46,15 @@ class Deployed:
         return next(d.device_id for d in self.setup.devices if d.name == name)
 
     def interval_of_minute(self, minute: int) -> int:
-        return self.sim.timestamp(minute) // self.deployment.interval_seconds
+        return self.sim.timestamp(minute) // self.deployment.interval_s
 
 
-def deploy_feeder(chain: Chain, interval_seconds: int = INTERVAL_S, seed: int = 1,
+def deploy_feeder(chain: Chain, interval_s: int = INTERVAL_S, seed: int = 1,
                   v_slack: bool = True, via_head_end: bool = False) -> Deployed:
     """Deploy, register the meters and build a simulator (slack voltage varying a little).
 
     ``via_head_end``: every device posts through the head-end (one transaction per batch)."""
-    deployment = deploy(chain, DeployParams(feeder=FEEDER, interval_seconds=interval_seconds,
+    deployment = deploy(chain, DeployParams(feeder=FEEDER, interval_s=interval_s,
                                             register_prosumers=False))
     setup = register_meters(chain, deployment, flexibilities_via_head_end=via_head_end)
 
@@ -127,8 +127,8 @@ class AnvilProcess:
 def embedded_deployment_file(path: Path) -> Path:
     """A deployment file that names the embedded chain (which no second process can reach)."""
     return Deployment(
-        chain_id=1, rpc="embedded", deploy_block=1, deployed_at_unix_s=0, interval_seconds=900,
-        heartbeat_seconds=3600, max_intervals_ahead=96, admin_delay_seconds=0,
+        chain_id=1, rpc="embedded", deploy_block=1, deployed_at_unix_s=0, interval_s=900,
+        heartbeat_s=3600, max_intervals_ahead=96, admin_delay_s=0,
         max_order_energy_wh=10**6, contracts={}, roles={}, accounts={}, feeder=FEEDER,
         devices=[], battery_device_id=None, prosumers=[], prices_micro_eur_per_kwh={},
     ).save(path)

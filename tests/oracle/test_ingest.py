@@ -249,7 +249,7 @@ def test_bad_readings_rejected_with_reasons(deployed: Deployed, feeder) -> None:
     assert "bus 999 is not in the feeder" in reasons[(99, 5)][1]
     accepted = store.readings_between(row[1], row[1] + 1)
     assert [(r["device_id"], r["p_w"]) for r in accepted] == [(h01, int(row[2]))]
-    counts = store.counts(d.deployment.interval_seconds)
+    counts = store.counts(d.deployment.interval_s)
     assert (counts["readings"], counts["late"], counts["rejected"]) == (25 + 1, 0, 8)
     assert counts["rejected_by_rule"] == {"angle": 1, "duplicate": 2, "p": 1,
                                           "unknown_device": 1, "v": 1, "window": 2}

@@ -125,7 +125,7 @@ def test_a_day_on_the_embedded_chain_with_a_crash_at_midday(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- anvil
 def oracle_command(deployment: Path, db: Path) -> list[str]:
     return [sys.executable, "-m", "gridshare.cli", "oracle", "run", "--deployment",
-            str(deployment), "--db", str(db), "--poll-seconds", "0.2",
+            str(deployment), "--db", str(db), "--poll-s", "0.2",
             "--forecast", FAST_OCM.forecast, "--n-random", str(FAST_OCM.n_random),
             "--ga-population", str(FAST_OCM.ga_population),
             "--ga-generations", str(FAST_OCM.ga_max_generations),

@@ -53,6 +53,9 @@ OPERATIONS = [
 ]
 
 
+NO_INPUTS = {"/v1/orders/schema", "/v1/auth/schema", "/healthz"}
+
+
 def test_every_operation_is_covered(api_schema):
     served = {(r.ok().method.upper(), r.ok().path) for r in api_schema.get_all_operations()}
     assert served == set(OPERATIONS)
@@ -73,4 +76,5 @@ def test_no_server_errors(api_schema, method, path):
         case.validate_response(response)  # every check
 
     check()
-    assert seen  # the strategy generated requests (one for an operation without inputs)
+    # every operation with inputs really got MAX_EXAMPLES requests (one without inputs: one)
+    assert len(seen) == (1 if path in NO_INPUTS else MAX_EXAMPLES), len(seen)

@@ -4,8 +4,9 @@ Variables are laid out in blocks of shape (units, slots), unit-major. The constr
 assembled once as a scipy.sparse CSR matrix from vectorised index arrays (no loop over
 resources, only over the handful of resource types). Rows per slot: one power balance, four per
 storage unit or charging station (energy balance, charge <= P x_ch, discharge <= P x_dis,
-x_ch + x_dis <= 1), two per market (buy <= C y, sell <= C (1 - y)), and with the deviation caps
-one ranged row per storage unit or charging station.
+x_ch + x_dis <= 1), two per market (buy <= C y, sell <= C (1 - y)), two across the markets (no
+selling on one while buying on the other), and with the deviation caps one ranged row per storage
+unit or charging station.
 """
 
 from __future__ import annotations
@@ -236,6 +237,24 @@ def _storage(b: _Builder, case: Case, key: str, fleet: StorageFleet, hz: Horizon
     return [(ch, dis, x_ch, x_dis)]
 
 
+def _one_direction_across_markets(b: _Builder, case: Case, market_vars: dict,
+                                  exclusive: list) -> None:
+    """One trading direction per slot across both markets: buying on one market (its y = 1)
+    forbids selling on the other, ``sell_lem <= C_sell,lem (1 - y_wm)`` and
+    ``sell_wm <= C_sell,wm (1 - y_lem)`` (two rows per slot). Without them the aggregator could
+    buy wholesale and resell on the local market in the same slot whenever the local sell price
+    exceeds the wholesale price, which is arbitrage, not scheduling."""
+    T = b.n_slots
+    for buyer, seller, sell_cap in (("wm", "lem", case.lem_sell_max_kw),
+                                    ("lem", "wm", case.wm_sell_max_kw)):
+        buy, _, y = market_vars[buyer]
+        sell = market_vars[seller][1]
+        r = b.new_rows(T, -np.inf, sell_cap).reshape(1, T)
+        b.add(r, sell, 1.0)
+        b.add(r, y, sell_cap)
+        exclusive.append((buy, sell, y, None))
+
+
 def build_model(case: Case, hz: Horizon, opts: ModelOptions) -> Model:
     """Assemble Eq. 1 and the Sec. 2.2 constraints over the horizon ``hz`` (all units kW, kWh)."""
     s, dt = hz.slots, case.slot_h
@@ -277,7 +296,8 @@ def build_model(case: Case, hz: Horizon, opts: ModelOptions) -> Model:
         b.add(r, sell, 1.0)
         b.add(r, y, sell_cap)
         exclusive.append((buy, sell, y, None))
-        market_vars[key] = (buy, sell)
+        market_vars[key] = (buy, sell, y)
+    _one_direction_across_markets(b, case, market_vars, exclusive)
     # power balance per slot: supply - consumption = load - renewable forecast
     rhs = hz.load_kw.sum(axis=0) - hz.res_kw.sum(axis=0)
     r = b.new_rows(T, rhs, rhs)

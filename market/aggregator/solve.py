@@ -1,7 +1,8 @@
 """Solver path: LP relaxation first, integral-feasibility check, then the MILP (HiGHS).
 
 The binaries of the H-ERM model carry no cost, so an LP optimum in which no unit charges and
-discharges at once and no market is bought from and sold to at once is also MILP-optimal once
+discharges at once and nothing is bought (on either market) while something is sold (on either)
+is also MILP-optimal once
 the binaries are set from it (the LP value is a lower bound the MILP attains). Otherwise
 ``scipy.optimize.milp`` runs with an explicit relative gap and time limit.
 """

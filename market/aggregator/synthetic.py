@@ -161,3 +161,17 @@ def synthetic_case(seed: int = 0) -> Case:
     """The paper-size case (Sec. 3) with its day-ahead plan; deterministic from ``seed``."""
     case = synthetic_data(seed)
     return dataclasses.replace(case, day_ahead=day_ahead_plan(case))
+
+
+def with_local_premium(case: Case, premium_eur_per_kwh: np.ndarray | float) -> Case:
+    """``case`` with a local market that pays ``premium_eur_per_kwh`` above the wholesale price
+    for local energy (per slot or one value; a community paying for local supply), its buy
+    price kept at least ``premium + 0.004`` EUR/kWh above wholesale. Where the premium is > 0,
+    buying wholesale to sell locally in the same slot would pay: the relaxation does it and only
+    the one-direction rows across markets (``model._one_direction_across_markets``) stop it."""
+    premium = np.broadcast_to(np.asarray(premium_eur_per_kwh, dtype=float),
+                              case.wm_price_eur_per_kwh.shape)
+    sell = case.wm_price_eur_per_kwh + premium
+    buy = np.maximum(case.lem_buy_price_eur_per_kwh, sell + 0.004)
+    return dataclasses.replace(case, lem_sell_price_eur_per_kwh=sell,
+                               lem_buy_price_eur_per_kwh=buy)

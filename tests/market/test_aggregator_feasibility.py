@@ -41,6 +41,9 @@ def assert_feasible(case: Case, p: dict[str, np.ndarray], e: dict[str, np.ndarra
     for market in ("wm", "lem"):
         both = np.minimum(p[f"{market}_buy"], p[f"{market}_sell"])
         assert np.all(both <= TOL_KW), f"{market}: buying and selling in the same slot"
+    for buy, sell in (("wm", "lem"), ("lem", "wm")):
+        both = np.minimum(p[f"{buy}_buy"], p[f"{sell}_sell"])
+        assert np.all(both <= TOL_KW), f"buying on {buy} while selling on {sell} in one slot"
     # power balance per slot (generation side = consumption side)
     supply = (p["dg"].sum(0) + p["res"].sum(0) + p["supplier"].sum(0) + p["dr"].sum(0)
               + p["nsd"].sum(0) + p["ess_dis"].sum(0) + p["cs_dis"].sum(0)

@@ -18,6 +18,7 @@ from market.aggregator import (
     synthetic_data,
 )
 from market.aggregator.case import Case
+from market.aggregator.synthetic import with_local_premium
 
 
 def highs_objective(model: dict) -> float:
@@ -65,7 +66,8 @@ def full_storage(case: Case, hour: int) -> dict[str, np.ndarray]:
 
 def test_paper_size_counts() -> None:
     """Per slot: 116 DG + 90 DR + 90 NSD + supplier + 12 x 5 storage + 2 x 3 market variables;
-    26 binaries; rows 1 + 12 x 4 + 2 x 2. One fixed variable carries Eq. 1's constant."""
+    26 binaries; rows 1 + 12 x 4 + 2 x 2 + 2 (one direction across the markets). One fixed
+    variable carries Eq. 1's constant."""
     case = synthetic_case(0)
     result = schedule_hour(case, 10)
     n_dg = case.dg_p_max_kw.size + case.res_cost_eur_per_kwh.size
@@ -74,7 +76,7 @@ def test_paper_size_counts() -> None:
     per_slot = 116 + 2 * 90 + 1 + 5 * (7 + 5) + 2 * 3
     assert result.stats["n_vars"] == 4 * per_slot + 1 + (7 + 5)   # + constant, + two-piece value
     assert result.stats["n_binaries"] == 104                         # paper: 104
-    assert result.stats["n_constraints"] == 4 * (1 + 4 * 12 + 2 * 2)  # 212; paper: 208
+    assert result.stats["n_constraints"] == 4 * (1 + 4 * 12 + 2 * 2 + 2)  # 220; paper: 208
     assert np.count_nonzero(result.milp["integrality"]) == 104
     assert sp.issparse(result.milp["constraints"].A)
 
@@ -130,6 +132,23 @@ def test_milp_fallback_when_the_relaxation_is_not_integral() -> None:
     assert result.stats["lp_objective_eur"] < result.cost - 1e-6
     for key in ("ess", "cs"):
         assert np.all(np.minimum(result.p_kw[f"{key}_ch"], result.p_kw[f"{key}_dis"]) <= 1e-6)
+
+
+def test_no_buying_on_one_market_while_selling_on_the_other() -> None:
+    """A local market paying 2 ct/kWh above wholesale: the relaxation buys wholesale and resells
+    locally in the same slot (arbitrage); the MILP path keeps one direction per slot and costs
+    more than the relaxation's bound."""
+    case = with_local_premium(synthetic_case(0), 0.02)
+    result = schedule_hour(case, 12)
+    p = result.p_kw
+    assert result.stats["lp_violations"] > 0
+    assert result.stats["method"] == "milp" and result.stats["status"] == 0
+    assert result.stats["lp_objective_eur"] < result.cost - 1e-6
+    assert np.all(np.minimum(p["wm_buy"], p["lem_sell"]) <= 1e-6)
+    assert np.all(np.minimum(p["lem_buy"], p["wm_sell"]) <= 1e-6)
+    assert highs_objective(result.milp) == pytest.approx(result.cost, rel=1e-6)
+    # without the premium the same hour is LP-integral: the rows cost nothing there
+    assert schedule_hour(synthetic_case(0), 12).stats["method"] == "lp-integral"
 
 
 def test_cost_breakdown_adds_up() -> None:

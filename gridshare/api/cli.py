@@ -15,6 +15,12 @@
 * ``--confirmations N``: blocks on top of ``OrderPlaced`` before an order counts as relayed;
   ``--cors-origin URL`` (repeatable): browser origins allowed (none by default);
   ``--rate-per-ip`` / ``--rate-per-address``: requests per second (429 above).
+* The DSO audit (``/v1/audit/compliance``, ``/v1/bands``): ``--max-line-loading-pct`` /
+  ``--max-trafo-loading-pct`` (default 100: percent of the ratings) are the loading limits; they
+  and the other oracle settings of ``gridshare oracle run`` (``--forecast``, ``--n-random``,
+  ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``, ``--seed``,
+  ``--max-reading-age-s``) must be the oracle's: they are hashed into the band inputs the audit
+  recomputes (a band whose hash does not match is reported ``stale``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from typing import Any
 EXIT_LOCKED = 3
 #: Seconds the relay process may take to stop after SIGTERM before it is killed.
 RELAY_STOP_S = 30.0
+#: ``gridshare oracle run`` options the audit needs (hashed into the band inputs).
+ORACLE_OPTIONS = ("forecast", "n_random", "nr_random", "ga_population", "ga_generations",
+                  "objective", "seed", "max_line_loading_pct", "max_trafo_loading_pct",
+                  "max_reading_age_s")
 
 
 def _stop_on_sigterm() -> None:
@@ -88,6 +98,14 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
     return GatewaySettings(relayer=args.relayer, confirmations=args.confirmations), api
 
 
+def _audit_config(args: argparse.Namespace) -> Any:
+    """The oracle's settings as the audit uses them (``oracle.cli``'s own mapping)."""
+    from oracle.cli import _oracle_config
+
+    return _oracle_config(argparse.Namespace(
+        db=":memory:", **{k: getattr(args, k, None) for k in ORACLE_OPTIONS}))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -123,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings, api_settings = _settings(args)
     app = create_app(chain, deployment, db_path=db, relay=not separate, settings=settings,
                      api_settings=api_settings)
+    app.state.api.audit.configure(_audit_config(args))
     refusal = _check_relay_free(app.state.api.gateway)
     if refusal is not None:
         print(f"gridshare serve: {refusal}", file=sys.stderr)
@@ -140,6 +159,28 @@ def _serve(args: argparse.Namespace) -> int:
         if relay is not None:
             _stop_relay(relay)
     return 0
+
+
+def _audit_options(p: argparse.ArgumentParser) -> None:
+    """The oracle settings of the DSO audit (see the module docstring)."""
+    g = p.add_argument_group("DSO audit: the oracle's settings (hashed into the band inputs)")
+    g.add_argument("--max-line-loading-pct", type=float, default=None,
+                   help="loading limit of every rated line, percent of its rating (default 100)")
+    g.add_argument("--max-trafo-loading-pct", type=float, default=None,
+                   help="loading limit of every transformer, percent of its rating "
+                   "(default 100)")
+    g.add_argument("--forecast", choices=("all", "extremes", "last"), default=None,
+                   help="the oracle's OCM steps (default extremes)")
+    for name, what in (("--n-random", "random certification points per step (default 200)"),
+                       ("--nr-random", "random Newton-Raphson points per step (default 2)"),
+                       ("--ga-population", "GA population size"),
+                       ("--ga-generations", "GA generations (max)"),
+                       ("--seed", "base OCM seed (default 0)"),
+                       ("--max-reading-age-s", "reading window before the block, s "
+                        "(default 3600)")):
+        g.add_argument(name, type=int, default=None, help=f"the oracle's {what}")
+    g.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
+                   help="the oracle's OCM objective (default sum)")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -169,6 +210,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="requests per second per client IP (default 2000)")
     p.add_argument("--rate-per-address", type=float, default=50.0,
                    help="orders and private reads per second per member (default 50)")
+    _audit_options(p)
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=_serve)

@@ -15,6 +15,7 @@ from gridshare.chain.errors import ContractRevert
 from gridshare.chain.identity import ChainResetError
 from market.settlement import GRID_ADDRESS
 from market.statements import member_statement
+from oracle.audit import LOADING_BASIS
 
 from .auth import require_owner, signed_member
 from .errors import ApiError
@@ -26,7 +27,9 @@ from .schemas import (
     ErrorOut,
     HealthOut,
     IntervalOut,
+    LoadingLimits,
     RelayOut,
+    StaleBand,
     StatementOut,
     TradeOut,
 )
@@ -130,30 +133,51 @@ def get_bands(
     to_interval: ToQ,
     device: Annotated[int | None, Query(ge=0, le=2**32 - 1, description="device id")] = None,
 ) -> BandsOut:
-    """Each band with the hash of the oracle's inputs and the block it was written in."""
+    """Each band with the hash of the oracle's inputs and the block it was written in, and
+    whether those inputs still match the readings on chain (``stale``, with the reason)."""
     _span(from_interval, to_interval)
     api = request.app.state.api
     if device is not None and device not in api.device_ids:
         raise ApiError(404, "unknown_device",
                        f"device {device} is not registered in this deployment", "device")
-    bands = api.audit.bands(from_interval, to_interval, device)
+    bands = api.audit.check_bands(api.audit.bands(from_interval, to_interval, device))
     return BandsOut(from_interval=from_interval, to_interval=to_interval, device_id=device,
                     bands=[BandOut(**vars(b)) for b in bands])
 
 
 @audit_router.get("/v1/audit/compliance", response_model=ComplianceOut, responses=ERRORS,
-                  summary="Metered power against bands per device and interval")
+                  summary="Metered power against bands, branch loading and stale bands")
 def get_compliance(request: Request, from_interval: FromQ, to_interval: ToQ) -> ComplianceOut:
     """Every meter reading of a device with a band is checked against it; violations are
-    listed (the first 1000) with their excess in W."""
+    listed (the first 1000) with their excess in W. Each band's inputs are checked against the
+    readings on chain (``stale``). Branch loading per interval from a load flow of the metered
+    minutes, against the loading limits (percent of the ratings); intervals whose readings do
+    not cover the feeder say what is missing instead of a figure."""
     _span(from_interval, to_interval)
-    rep = request.app.state.api.audit.compliance(from_interval, to_interval)
+    audit = request.app.state.api.audit
+    rep = audit.compliance(from_interval, to_interval)
+    checked = audit.check_bands(audit.bands(from_interval, to_interval))
+    verdict = {b.interval: (b.stale, b.stale_reason, b.inputs_hash, b.block_number)
+               for b in checked}
+    rows = [r | {"stale": verdict[r["interval"]][0], "stale_reason": verdict[r["interval"]][1]}
+            for r in rep.rows]
+    stale = [StaleBand(interval=i, inputs_hash=v[2], block_number=v[3], reason=v[1] or "")
+             for i, v in sorted(verdict.items()) if v[0]]
+    loading = audit.loading(from_interval, to_interval)
+    limits = audit.limits_pct
     return ComplianceOut(
         from_interval=rep.from_interval, to_interval=rep.to_interval,
         compliant=rep.n_violations == 0, n_readings_checked=rep.n_readings_checked,
         n_readings_without_band=rep.n_readings_without_band, n_violations=rep.n_violations,
-        violations_listed=len(rep.violations), rows=rep.rows,  # type: ignore[arg-type]
-        violations=rep.violations)  # type: ignore[arg-type]
+        violations_listed=len(rep.violations), rows=rows,  # type: ignore[arg-type]
+        violations=rep.violations,  # type: ignore[arg-type]
+        n_stale_bands=len(stale), stale_bands=stale,
+        loading_limits=LoadingLimits(max_line_loading_pct=limits[0],
+                                     max_trafo_loading_pct=limits[1]),
+        loading_basis=LOADING_BASIS, loading_complete=loading.complete,
+        loading_within_limits=loading.within_limits, n_loading_violations=loading.n_violations,
+        loading_violations_listed=len(loading.violations),
+        loading=loading.rows, loading_violations=loading.violations)  # type: ignore[arg-type]
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}},

@@ -176,6 +176,11 @@ class BandOut(BaseModel):
     updated_at_unix_s: int
     block_number: int
     tx_hash: str
+    stale: bool | None = Field(description=(
+        "true: the oracle's inputs recomputed from the readings now on chain before the band's "
+        "block do not hash to inputs_hash (readings changed by a reorg, or the audit's oracle "
+        "settings differ); false: they do; null: not checked (stale_reason says why)"))
+    stale_reason: str | None
 
 
 class BandsOut(BaseModel):
@@ -199,6 +204,8 @@ class ComplianceRow(BaseModel):
     n_violations: int
     worst_excess_w: int
     compliant: bool
+    stale: bool | None = Field(description="the band's inputs check (as in /v1/bands)")
+    stale_reason: str | None
 
 
 class Violation(BaseModel):
@@ -213,16 +220,78 @@ class Violation(BaseModel):
     excess_w: int
 
 
+class LoadingRow(BaseModel):
+    """Branch loading of one interval from a load flow of its metered minutes (percent of the
+    rating, pandapower's ``loading_percent``); null figures when no minute was computed."""
+
+    interval: int
+    n_minutes: int
+    n_minutes_computed: int
+    complete: bool = Field(description="every minute of the interval computed")
+    missing_readings: dict[str, int] = Field(
+        description="device id -> minutes without an accepted reading (not computed)")
+    missing_transformer_readings: int = Field(
+        description="minutes without the transformer meter's voltage (the slack)")
+    unmetered_buses: list[int] = Field(
+        description="buses with load in the feeder model but no load meter: nothing computed")
+    n_minutes_not_converged: int
+    max_line_loading_pct: float | None
+    max_line_id: int | None = Field(description="pandapower line index")
+    max_line_timestamp_unix_s: int | None
+    max_trafo_loading_pct: float | None
+    max_trafo_id: int | None = Field(description="pandapower transformer index")
+    max_trafo_timestamp_unix_s: int | None
+    max_voltage_mismatch_pu: float | None = Field(
+        description="largest |V_load_flow - V_meter| (complex, pu) at a metered bus")
+
+
+class LoadingViolation(BaseModel):
+    """One branch above its loading limit in one interval."""
+
+    interval: int
+    branch: str = Field(description="line or trafo")
+    branch_id: int = Field(description="pandapower line or transformer index")
+    loading_pct: float = Field(description="highest loading of the interval, percent")
+    limit_pct: float
+    n_minutes_above: int
+    timestamp_unix_s: int = Field(description="minute of the highest loading")
+
+
+class LoadingLimits(BaseModel):
+    max_line_loading_pct: float
+    max_trafo_loading_pct: float
+
+
+class StaleBand(BaseModel):
+    """An interval whose band's inputs hash does not match the chain's readings now."""
+
+    interval: int
+    inputs_hash: str
+    block_number: int
+    reason: str
+
+
 class ComplianceOut(BaseModel):
     from_interval: int
     to_interval: int
-    compliant: bool
+    compliant: bool = Field(description="no reading outside its band")
     n_readings_checked: int
     n_readings_without_band: int
     n_violations: int
     violations_listed: int
     rows: list[ComplianceRow]
     violations: list[Violation]
+    n_stale_bands: int
+    stale_bands: list[StaleBand]
+    loading_limits: LoadingLimits
+    loading_basis: str = Field(description="how the loading figures are computed")
+    loading_complete: bool = Field(description="every minute of every interval computed")
+    loading_within_limits: bool | None = Field(
+        description="false: a loading violation; true: complete and none; null: incomplete")
+    n_loading_violations: int
+    loading_violations_listed: int
+    loading: list[LoadingRow]
+    loading_violations: list[LoadingViolation]
 
 
 class RelayOut(BaseModel):

@@ -157,8 +157,7 @@ def create_app(
     mc = MarketChain(chain, deployment, battery)
     store = OrderStore(db_path)
     gateway = OrderGateway(mc, store, settings, clock)
-    audit = CapacityAudit(chain, mc.capacity, deployment.deploy_block,
-                          deployment.interval_s)
+    audit = CapacityAudit.for_deployment(chain, deployment, mc.capacity)
     state = ApiState(chain=chain, deployment=deployment, mc=mc, gateway=gateway, audit=audit,
                      interval_s=int(deployment.interval_s),
                      reads=ReadVerifier.for_market(mc.domain, limits.read_max_lifetime_s),

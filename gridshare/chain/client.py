@@ -223,6 +223,9 @@ def embedded_web3() -> Web3:
     from eth_tester import EthereumTester, PyEVMBackend
     from eth_tester.backends.pyevm.main import get_default_account_state
 
+    from gridshare.chain import pyevm_index
+
+    pyevm_index.install()  # receipts and logs by hash without a scan of the whole chain
     state = {
         Account.from_key(devnet_private_key(i)).address: get_default_account_state(
             {"balance": DEVNET_BALANCE_WEI}

@@ -41,6 +41,7 @@ from oracle.audit import CapacityAudit
 
 from .auth import AUTH_HEADERS, DEFAULT_MAX_LIFETIME_S, ReadVerifier
 from .auth import router as auth_router
+from .dashboard import mount_dashboard
 from .errors import install_error_handlers
 from .limits import IpRateLimitMiddleware, RateLimiter
 from .routes_orders import members_router
@@ -193,6 +194,7 @@ def create_app(
     app.include_router(read_router)
     app.include_router(audit_router)
     app.include_router(auth_router)
+    mount_dashboard(app)  # /dashboard/ (docs/dashboard.md)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(IpRateLimitMiddleware,
                        limiter=RateLimiter(limits.rate_per_ip_s, limits.burst_per_ip))

@@ -546,10 +546,28 @@ class Simulation:
             time.perf_counter() - t0
 
     def _order_gas(self, interval: int) -> int:
-        """Gas of the relayed orders of ``interval`` (from their receipts)."""
+        """Gas of the relayed orders of ``interval``: per block holding them, the block's
+        ``gasUsed`` when every transaction of the block is one of them (the embedded chain
+        mines one block per transaction), else their receipts. A receipt by hash on the
+        embedded chain scans back from the head (see ``verify._band_events``); a block by
+        number does not. An order's transaction counts once per order, as before."""
+        from hexbytes import HexBytes
+
         w3 = self.chain.w3
-        return sum(int(w3.eth.get_transaction_receipt(r.tx_hash)["gasUsed"])
-                   for r in self.gateway.store.of_interval(interval) if r.tx_hash)
+        by_block: dict[int | None, list[str]] = {}
+        for r in self.gateway.store.of_interval(interval):
+            if r.tx_hash:
+                by_block.setdefault(r.block_number, []).append(r.tx_hash)
+        gas = 0
+        for number, hashes in by_block.items():
+            block = None if number is None else w3.eth.get_block(number)
+            mined = set() if block is None else {HexBytes(h).to_0x_hex()
+                                                 for h in block["transactions"]}
+            if len(hashes) == len(mined) and mined == {HexBytes(h).to_0x_hex() for h in hashes}:
+                gas += int(block["gasUsed"])
+            else:
+                gas += sum(int(w3.eth.get_transaction_receipt(h)["gasUsed"]) for h in hashes)
+        return gas
 
     def _account_trades(self, rec: IntervalRecord, trades: Any) -> None:
         battery = self.mc.battery.account

@@ -180,3 +180,50 @@ def test_the_api_reports_loading_and_stale_bands(day, tmp_path) -> None:
     assert {v["branch"] for v in low["loading_violations"]} == {"line"}
     assert [s["interval"] for s in low["stale_bands"]] == [day.i0 + 1, day.i0 + 2, day.i0 + 3]
     assert "oracle settings" in low["stale_bands"][0]["reason"]
+
+
+@pytest.mark.anvil
+def test_a_reorg_changing_the_readings_under_a_band_is_stale_in_the_audit(tmp_path) -> None:
+    """As ``test_oracle_faults``' reorg: the new branch keeps the oracle's band transaction but
+    carries other readings of its source interval. The audit (its own reader, which saw the old
+    branch first) flags that band stale, the one before it not; the oracle's status names the
+    same interval; the audit's loading follows the new readings."""
+    from gridshare.chain.config import ChainConfig
+    from tests.conftest import find_anvil, missing_tool
+    from tests.oracle.oracle_helpers import AnvilProcess
+    from tests.oracle.test_oracle_faults import own_oracle, post_interval
+
+    binary = find_anvil()
+    if binary is None:
+        missing_tool("anvil not installed (npm ci installs @foundry-rs/anvil-linux-amd64)")
+    anvil = AnvilProcess(binary, tmp_path / "state.json", tmp_path)  # type: ignore[arg-type]
+    anvil.start()
+    try:
+        d = deploy_feeder(connect(ChainConfig(chain=anvil.url, receipt_timeout_s=60.0,
+                                              retries=1, backoff_s=0.1)), via_head_end=True)
+        oracle = own_oracle(d, anvil.url, tmp_path / "o.sqlite")
+        audit = audit_of(d)
+        i0 = d.interval_of_minute(0)
+        post_interval(d, oracle, 0)
+        snapshot = d.chain.snapshot()
+        post_interval(d, oracle, 15)
+        before = audit.check_bands(audit.bands(i0 + 1, i0 + 2))
+        line_before = audit.loading(i0 + 1, i0 + 1).rows[0]["max_line_loading_pct"]
+        assert {(b.interval, b.stale) for b in before} == {(i0 + 1, False), (i0 + 2, False)}
+        raw = d.chain.w3.eth.get_raw_transaction(oracle.store.interval(i0 + 2).tx_hash)
+        d.chain.revert(snapshot)
+        d.chain._rpc("evm_mine", [])  # the new branch starts with another block
+        records = d.sim.readings(list(range(15, 30)))
+        records[records[:, 0] == d.device("H01"), 2] += 2_000
+        d.sim.await_chain_time(d.sim.timestamp(30))
+        d.sim.post_by_meter(records)
+        d.chain.w3.eth.wait_for_transaction_receipt(d.chain.w3.eth.send_raw_transaction(raw))
+        oracle.step()
+        after = {b.interval: b for b in audit.check_bands(audit.bands(i0 + 1, i0 + 2))}
+        assert after[i0 + 1].stale is False and after[i0 + 2].stale is True
+        assert "changed after the band was computed" in after[i0 + 2].stale_reason
+        assert list(oracle.status()["stale_bands"]) == [str(i0 + 2)]
+        assert audit.loading(i0 + 1, i0 + 1).rows[0]["max_line_loading_pct"] > line_before
+        oracle.close()
+    finally:
+        anvil.stop()

@@ -46,6 +46,8 @@ ENV_ORACLE_DB = "GRIDSHARE_ORACLE_DB"
 MAX_HOURS = 24.0
 #: Seconds the oracle store's status is reused (it is a few SQLite aggregates).
 ORACLE_STATUS_TTL_S = 5.0
+#: Replays per snapshot on the embedded chain (elsewhere a background thread does them all).
+INLINE_REPLAYS = 2
 MICRO = 1_000_000
 
 
@@ -351,6 +353,11 @@ class DashboardData:
 
     # ---------------------------------------------------------------- replays
     def _start_replays(self) -> None:
+        """Replay in a background thread; on the embedded chain (not for concurrent callers)
+        a few replays per snapshot, in the request's thread instead."""
+        if self.api.chain.is_embedded:
+            self._replay_some(INLINE_REPLAYS)
+            return
         if self._replay_thread is None or not self._replay_thread.is_alive():
             self._replay_thread = threading.Thread(target=self._replay_loop, daemon=True,
                                                    name="dashboard-replay")
@@ -359,20 +366,25 @@ class DashboardData:
     def _replay_loop(self) -> None:
         """Replay every settled interval once (newest first), then wait for new ones."""
         while not self._stop.is_set():
-            todo = [(i, r["settlement_tx"]) for i, r in sorted(
-                self._intervals_all.items(), reverse=True)
-                if r.get("settled") and (i, r["settlement_tx"]) not in self.replays]
-            for interval, tx in todo:
-                if self._stop.is_set():
-                    return
-                try:
-                    rep = self.api.mc.replay(interval)
-                    self.replays[(interval, tx)] = {"equal": bool(rep.equal),
-                                                    "differences": list(rep.differences)}
-                except Exception as exc:  # a node hiccup: try again in the next round
-                    log.warning("dashboard: replay of interval %d failed: %s", interval, exc)
-                    break
+            self._replay_some(None)
             self._stop.wait(1.0)
+
+    def _replay_some(self, limit: int | None) -> None:
+        """Replay up to ``limit`` (None: all) settled intervals not replayed yet, newest first;
+        a failure (a node hiccup) leaves the rest for the next round."""
+        todo = [(i, r["settlement_tx"]) for i, r in sorted(
+            self._intervals_all.items(), reverse=True)
+            if r.get("settled") and (i, r["settlement_tx"]) not in self.replays]
+        for interval, tx in todo[:limit]:
+            if self._stop.is_set():
+                return
+            try:
+                rep = self.api.mc.replay(interval)
+            except Exception as exc:
+                log.warning("dashboard: replay of interval %d failed: %s", interval, exc)
+                return
+            self.replays[(interval, tx)] = {"equal": bool(rep.equal),
+                                            "differences": list(rep.differences)}
 
     # ---------------------------------------------------------------- health
     def _chain(self, head: Any) -> dict[str, Any]:

@@ -122,11 +122,13 @@ function drawFlex() {
   $("#flex-list").innerHTML = snap.flexibilities.map((fl) => {
     const cur = fl.bands.find((b) => b.interval === win.current_interval);
     const next = fl.bands.find((b) => b.interval === win.current_interval + 1);
-    const inside = cur && fl.latest_p_w !== null ? fl.latest_p_w >= cur.p_min_w && fl.latest_p_w <= cur.p_max_w : null;
+    // the latest reading is judged against the band of its own interval
+    const own = fl.latest_at_unix_s === null ? null : fl.bands.find((b) => b.interval === Math.floor(fl.latest_at_unix_s / win.interval_s));
+    const inside = own && fl.latest_p_w !== null ? fl.latest_p_w >= own.p_min_w && fl.latest_p_w <= own.p_max_w : null;
     const nv = viol[fl.device_id] || 0;
     const text = `${fl.name}: band now ${cur ? kw(cur.p_min_w) + " to " + kw(cur.p_max_w) + " kW" : "none"}, ` +
       `next interval ${next ? kw(next.p_min_w) + " to " + kw(next.p_max_w) + " kW" : "not written yet"}, ` +
-      `latest metered ${kw(fl.latest_p_w)} kW${inside === null ? "" : inside ? " (inside the band)" : " (OUTSIDE the band)"}; ` +
+      `latest metered ${kw(fl.latest_p_w)} kW${inside === null ? "" : inside ? " (inside its interval's band)" : " (OUTSIDE its interval's band)"}; ` +
       `${nv} readings outside their bands in the window.`;
     return `<article class="flex" data-device="${fl.device_id}" data-name="${esc(fl.name)}" aria-labelledby="flex-${fl.device_id}-h">` +
       `<h3 id="flex-${fl.device_id}-h">${esc(fl.name)} <span class="muted">(${esc(fl.kind.replace("_", " "))}, device ${fl.device_id}, bus ${fl.bus})</span></h3>` +
@@ -143,7 +145,7 @@ function drawCompliance() {
   const c = state.snap.compliance, names = {};
   for (const f of state.snap.flexibilities) names[f.device_id] = f.name;
   let summary = `${c.compliant ? flag(true, "Compliant") : flag(false, "NOT compliant")}: ${c.n_readings_checked} readings checked against their bands, ` +
-    `${c.n_violations} outside, ${c.n_readings_without_band} without a band (intervals ${c.from_interval}–${c.to_interval}).`;
+    `${c.n_violations} outside, ${c.n_readings_without_band} without a band, e.g. customers and the transformer (intervals ${c.from_interval}–${c.to_interval}).`;
   if (c.stale !== null && c.stale !== undefined) summary += ` Stale: ${esc(typeof c.stale === "object" ? JSON.stringify(c.stale) : c.stale)}.`;
   $("#compliance-summary").innerHTML = summary;
   const rows = [...c.rows].sort((a, b) => b.interval - a.interval || a.device_id - b.device_id);
@@ -185,7 +187,7 @@ function drawHealth() {
   const st = o.store;
   const rows = [["Last band interval", o.last_band_interval === null ? flag(false, "none") : `${o.last_band_interval} (${hhmm(o.last_band_interval * state.snap.window.interval_s)})`],
     ["Lag", o.lag_intervals === null ? "–" : o.lag_intervals < 0 ? flag(true, `bands ${-o.lag_intervals} interval(s) ahead`) : o.lag_intervals === 0 ? flag(true, "bands of the current interval written") : flag(o.lag_intervals > 1 ? false : null, `${o.lag_intervals} interval(s) behind`)],
-    ["Written before start", o.band_written_before_start_s === null ? "–" : `${o.band_written_before_start_s} s`],
+    ["Band written", o.band_written_before_start_s === null ? "–" : o.band_written_before_start_s >= 0 ? `${o.band_written_before_start_s} s before its interval started` : `${-o.band_written_before_start_s} s after its interval started`],
     ["Band tx", txLink(o.band_tx_hash)]];
   if (st && !st.error) {
     rows.push(["Median latency", st.median_latency_s === null ? "–" : `${st.median_latency_s.toFixed(2)} s`],

@@ -71,6 +71,8 @@ LOADING_BASIS = ("load flow (HELM) of the metered P and Q of every load and flex
                  "per minute, slack voltage from the transformer meter; branch currents as "
                  "pandapower's loading_percent, percent of the rating")
 REGISTRY_EVENTS = ("DeviceRegistered", "RatedRangeSet", "DeviceMeterSet")
+#: Readings' timestamps are uint32 unix seconds: none lies at or after this.
+MAX_READING_S = 2**32
 #: Accepted-readings tables kept (one per registry state and readings seen).
 METERED_CACHE = 4
 
@@ -117,6 +119,7 @@ class LoadingReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
     n_violations: int = 0
+    unmetered_buses: list[int] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -200,7 +203,7 @@ class _Grid:
     device (loads, then flexibilities) P (W), Q (var) and whether it was read; the slack
     voltage (pu) and angle (rad) of the transformer meter; metered V (complex pu) per device."""
 
-    slot_ts: np.ndarray
+    first_s: int
     p_w: np.ndarray
     q_var: np.ndarray
     seen: np.ndarray
@@ -218,7 +221,9 @@ def _metered_grid(readings: np.ndarray, device_ids: list[int], slack_id: int | N
     order = np.argsort(ids)
     dev = readings["device_id"].astype(np.int64)
     col = order[np.clip(np.searchsorted(ids[order], dev), 0, ids.size - 1)]
-    slot = (readings["timestamp"].astype(np.int64) - first_s) // SECONDS_PER_MINUTE
+    ts = readings["timestamp"].astype(np.int64)
+    # readings carry uint32 times: a range starting later (interval ids up to 2**64 - 1) has none
+    slot = (ts - first_s) // SECONDS_PER_MINUTE if first_s < MAX_READING_S else ts * 0 - 1
     use = (ids[col] == dev) & (slot >= 0) & (slot < n_slots)
     col, slot, r = col[use], slot[use], readings[use]
     shape = (n_slots, n_dev + 1)
@@ -227,7 +232,7 @@ def _metered_grid(readings: np.ndarray, device_ids: list[int], slack_id: int | N
     p[slot, col], q[slot, col], seen[slot, col] = r["p_w"], r["q_var"], True
     v[slot, col] = micro_pu_to_pu(r["v_micro_pu"].astype(np.int64)) * np.exp(
         1j * micro_rad_to_rad(r["theta_micro_rad"].astype(np.int64)))
-    return _Grid(slot_ts=first_s + SECONDS_PER_MINUTE * np.arange(n_slots, dtype=np.int64),
+    return _Grid(first_s=first_s,
                  p_w=p[:, :n_dev], q_var=q[:, :n_dev], seen=seen[:, :n_dev],
                  v_slack_pu=np.abs(v[:, n_dev]), slack_seen=seen[:, n_dev],
                  v_meter=v[:, :n_dev], v_seen=seen[:, :n_dev])
@@ -271,31 +276,35 @@ def _solve_slots(feeder: Any, grid: _Grid, bus_cols: np.ndarray, ok: np.ndarray
     return loading, converged, mismatch
 
 
-def _worst(loading: np.ndarray, ts: np.ndarray, ids: np.ndarray, prefix: str
+def _worst(loading: np.ndarray, start_s: int, ids: np.ndarray, prefix: str
            ) -> dict[str, Any]:
-    """Highest loading of one interval's (M, n) block: value (percent), branch id, minute."""
+    """Highest loading of one interval's (M, n) block from ``start_s`` (unix s): value
+    (percent), branch id, minute."""
     keys = (f"max_{prefix}_loading_pct", f"max_{prefix}_id", f"max_{prefix}_timestamp_unix_s")
     finite = np.where(np.isfinite(loading), loading, -np.inf)
     if finite.size == 0 or not np.isfinite(finite).any():
         return dict.fromkeys(keys)
     m, j = np.unravel_index(int(np.argmax(finite)), finite.shape)
-    return dict(zip(keys, (float(finite[m, j]), int(ids[j]), int(ts[m])), strict=True))
+    return dict(zip(keys, (float(finite[m, j]), int(ids[j]),
+                           start_s + SECONDS_PER_MINUTE * int(m)), strict=True))
 
 
-def _loading_violations(loading: np.ndarray, limits: np.ndarray, ts: np.ndarray,
-                        intervals: np.ndarray, kinds: np.ndarray, ids: np.ndarray
+def _loading_violations(loading: np.ndarray, limits: np.ndarray, from_interval: int,
+                        interval_s: int, kinds: np.ndarray, ids: np.ndarray
                         ) -> tuple[list[dict[str, Any]], int]:
-    """One entry per interval and branch above its limit ((I, M, n) loading): the minutes above,
-    the worst loading and its minute; and how many there are in all."""
+    """One entry per interval and branch above its limit ((I, M, n) loading from interval
+    ``from_interval``): the minutes above, the worst loading and its minute; and how many there
+    are in all."""
     above = np.nan_to_num(loading, nan=-np.inf) > limits
     count = above.sum(axis=1)
     worst = np.nanmax(np.where(above, loading, -np.inf), axis=1)
     at = np.argmax(np.where(above, loading, -np.inf), axis=1)
     hit_i, hit_j = np.nonzero(count)
-    out = [{"interval": int(intervals[i]), "branch": str(kinds[j]), "branch_id": int(ids[j]),
+    out = [{"interval": from_interval + i, "branch": str(kinds[j]), "branch_id": int(ids[j]),
             "loading_pct": float(worst[i, j]), "limit_pct": float(limits[j]),
             "n_minutes_above": int(count[i, j]),
-            "timestamp_unix_s": int(ts[i, at[i, j]])}
+            "timestamp_unix_s": (from_interval + i) * interval_s
+            + SECONDS_PER_MINUTE * int(at[i, j])}
            for i, j in zip(hit_i[:MAX_LISTED_VIOLATIONS].tolist(),
                            hit_j[:MAX_LISTED_VIOLATIONS].tolist(), strict=True)]
     return out, int(hit_i.size)
@@ -314,8 +323,8 @@ def metered_loading(feeder: Any, registry: DeviceRegistry, readings: np.ndarray,
     grid = _metered_grid(readings, [d.device_id for d in devices],
                          slack[0].device_id if slack else None,
                          from_interval * interval_s, n_int * n_min)
-    unmetered = unmetered_load_buses(feeder, registry)
-    ok = grid.seen.all(axis=1) & grid.slack_seen & (not unmetered)
+    report.unmetered_buses = unmetered_load_buses(feeder, registry)
+    ok = grid.seen.all(axis=1) & grid.slack_seen & (not report.unmetered_buses)
     loading, converged, mismatch = _solve_slots(
         feeder, grid, feeder.bus_positions([d.bus for d in devices]), ok)
     n_line = len(feeder.lines)
@@ -324,12 +333,11 @@ def metered_loading(feeder: Any, registry: DeviceRegistry, readings: np.ndarray,
     limits = np.where(kinds == "line", limits_pct[0], limits_pct[1])
     shape = (n_int, n_min, ids.size)
     report.violations, report.n_violations = _loading_violations(
-        loading.reshape(shape), limits, grid.slot_ts.reshape(n_int, n_min),
-        np.arange(from_interval, to_interval + 1), kinds, ids)
+        loading.reshape(shape), limits, from_interval, interval_s, kinds, ids)
     missing = ~grid.seen.reshape(n_int, n_min, -1)
     for i in range(n_int):  # one row per interval (the response's size)
         s = slice(i * n_min, (i + 1) * n_min)
-        block, ts = loading[s], grid.slot_ts[s]
+        block, start_s = loading[s], (from_interval + i) * interval_s
         gaps = missing[i].sum(axis=0)
         report.rows.append({
             "interval": from_interval + i, "n_minutes": n_min,
@@ -339,10 +347,9 @@ def metered_loading(feeder: Any, registry: DeviceRegistry, readings: np.ndarray,
                                  zip(devices, gaps.tolist(), strict=True) if g},
             "missing_transformer_readings": (int((~grid.slack_seen[s]).sum()) if slack
                                              else n_min),
-            "unmetered_buses": unmetered,
             "n_minutes_not_converged": int((ok[s] & ~converged[s]).sum()),
-            **_worst(block[:, :n_line], ts, ids[:n_line], "line"),
-            **_worst(block[:, n_line:], ts, ids[n_line:], "trafo"),
+            **_worst(block[:, :n_line], start_s, ids[:n_line], "line"),
+            **_worst(block[:, n_line:], start_s, ids[n_line:], "trafo"),
             "max_voltage_mismatch_pu": (None if np.isnan(mismatch[s]).all()
                                         else float(np.nanmax(mismatch[s]))),
         })
@@ -589,7 +596,8 @@ class CapacityAudit:
             return None
         registry, metered = self.metered()
         ts = metered.records["timestamp"].astype(np.int64)
-        span = (ts >= from_interval * self.interval_s) & (ts < (to_interval + 1) * self.interval_s)
+        lo, hi = (min(x * self.interval_s, MAX_READING_S) for x in (from_interval, to_interval + 1))
+        span = (ts >= lo) & (ts < hi)
         return metered_loading(self.feeder, registry, metered.records[span], self.interval_s,
                                from_interval, to_interval, self.limits_pct)
 

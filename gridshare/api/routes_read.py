@@ -159,8 +159,9 @@ def get_compliance(request: Request, from_interval: FromQ, to_interval: ToQ) -> 
     checked = audit.check_bands(audit.bands(from_interval, to_interval))
     verdict = {b.interval: (b.stale, b.stale_reason, b.inputs_hash, b.block_number)
                for b in checked}
-    rows = [r | {"stale": verdict[r["interval"]][0], "stale_reason": verdict[r["interval"]][1]}
-            for r in rep.rows]
+    unseen = (None, "not checked: the band left the chain during the request (reorg)")
+    rows = [r | dict(zip(("stale", "stale_reason"), verdict.get(r["interval"], unseen)[:2],
+                         strict=True)) for r in rep.rows]
     stale = [StaleBand(interval=i, inputs_hash=v[2], block_number=v[3], reason=v[1] or "")
              for i, v in sorted(verdict.items()) if v[0]]
     loading = audit.loading(from_interval, to_interval)
@@ -175,6 +176,7 @@ def get_compliance(request: Request, from_interval: FromQ, to_interval: ToQ) -> 
         loading_limits=LoadingLimits(max_line_loading_pct=limits[0],
                                      max_trafo_loading_pct=limits[1]),
         loading_basis=LOADING_BASIS, loading_complete=loading.complete,
+        loading_unmetered_buses=loading.unmetered_buses,
         loading_within_limits=loading.within_limits, n_loading_violations=loading.n_violations,
         loading_violations_listed=len(loading.violations),
         loading=loading.rows, loading_violations=loading.violations)  # type: ignore[arg-type]

@@ -232,8 +232,6 @@ class LoadingRow(BaseModel):
         description="device id -> minutes without an accepted reading (not computed)")
     missing_transformer_readings: int = Field(
         description="minutes without the transformer meter's voltage (the slack)")
-    unmetered_buses: list[int] = Field(
-        description="buses with load in the feeder model but no load meter: nothing computed")
     n_minutes_not_converged: int
     max_line_loading_pct: float | None
     max_line_id: int | None = Field(description="pandapower line index")
@@ -286,6 +284,9 @@ class ComplianceOut(BaseModel):
     loading_limits: LoadingLimits
     loading_basis: str = Field(description="how the loading figures are computed")
     loading_complete: bool = Field(description="every minute of every interval computed")
+    loading_unmetered_buses: list[int] = Field(
+        description="buses with load in the feeder model but no load meter: while there is "
+        "one, no minute is computed")
     loading_within_limits: bool | None = Field(
         description="false: a loading violation; true: complete and none; null: incomplete")
     n_loading_violations: int

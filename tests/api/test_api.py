@@ -346,6 +346,19 @@ def test_bands_and_compliance_audit(env):
     clean = env.client.get("/v1/audit/compliance",
                            params={"from": interval + 1, "to": interval + 1}).json()
     assert clean["compliant"] and clean["n_readings_checked"] == 0
+    # only these readings in this deployment: no loading figure, and why
+    assert not audit["loading_complete"]
+    assert {r["missing_transformer_readings"] for r in audit["loading"]} == {15}
+    assert audit["loading_within_limits"] is None and audit["n_loading_violations"] == 0
+    assert [(r["n_minutes_computed"], r["max_line_loading_pct"]) for r in audit["loading"]] == \
+        [(0, None), (0, None)]
+    # the readings above lie ahead of their blocks' time: the oracle's window rejects them, so
+    # the loading counts none of them (compliance judges every posted reading)
+    assert audit["loading"][0]["missing_readings"][str(dev_a)] == 15
+    # the helper's band hashes no oracle inputs: stale, with the reason
+    assert [s["interval"] for s in audit["stale_bands"]] == [interval]
+    assert {r["stale"] for r in audit["rows"]} == {True} and bands[0]["stale"] is True
+    assert "do not trust it" in bands[0]["stale_reason"]
 
 
 def test_audit_judges_the_new_branch_after_a_reorg(env):

@@ -129,7 +129,7 @@ def test_a_bus_without_its_load_meter_stops_the_load_flow(day) -> None:
                              registry.slack_bus)
     rep = metered_loading(day.d.sim.feeder, without, metered.records, 900, day.i0, day.i0,
                           (100.0, 100.0))
-    assert rep.rows[0]["unmetered_buses"] == [h01.bus]
+    assert rep.unmetered_buses == [h01.bus]
     assert rep.rows[0]["n_minutes_computed"] == 0 and rep.within_limits is None
 
 
@@ -172,6 +172,7 @@ def test_the_api_reports_loading_and_stale_bands(day, tmp_path) -> None:
     assert [r["interval"] for r in same["loading"]] == [day.i0 + 1, day.i0 + 2, day.i0 + 3]
     assert [r["complete"] for r in same["loading"]] == [True, True, False]
     assert same["loading_complete"] is False and same["loading_within_limits"] is None
+    assert same["loading_unmetered_buses"] == []
     assert same["n_loading_violations"] == 0 and "HELM" in same["loading_basis"]
     assert same["n_stale_bands"] == 0 and {r["stale"] for r in same["rows"]} == {False}
     assert {b["stale"] for b in bands} == {False} and len(bands) == 9

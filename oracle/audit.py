@@ -50,6 +50,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,20 @@ class MeteredReadings:
         """Those in blocks ``<= block``."""
         keep = self.block_number <= block
         return MeteredReadings(self.records[keep], self.block_number[keep])
+
+    @cached_property
+    def by_time(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions sorted by timestamp, the sorted timestamps), computed once."""
+        ts = self.records["timestamp"].astype(np.int64)
+        order = np.argsort(ts, kind="stable")
+        return order, ts[order]
+
+    @cached_property
+    def first_s(self) -> dict[int, int]:
+        """Per device, its earliest reading's timestamp (unix s)."""
+        order, ts = self.by_time
+        dev, first = np.unique(self.records["device_id"][order], return_index=True)
+        return dict(zip(dev.tolist(), ts[first].tolist(), strict=True))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -359,37 +374,49 @@ def metered_loading(feeder: Any, registry: DeviceRegistry, readings: np.ndarray,
 # ----------------------------------------------------------------------------- the audit
 class _OracleView:
     """What ``Oracle.build_inputs`` reads (config, registry, feeder, forecast, and a store's
-    ``readings_between`` / ``last_readings_before``), from the chain's readings before one block
-    instead of the oracle's store: the audit runs the oracle's own code on them."""
+    ``readings_between`` / ``last_readings_before``), from the chain's accepted readings in
+    blocks up to ``to_block`` instead of the oracle's store: the audit runs the oracle's own code
+    on them. Lookups go through the time-sorted index, not over every reading."""
 
     def __init__(self, audit: CapacityAudit, registry: DeviceRegistry,
-                 readings: MeteredReadings) -> None:
+                 readings: MeteredReadings, to_block: int) -> None:
         self.chain, self.capacity, self.deployment = audit.chain, audit.capacity, audit.deployment
         self.config, self.interval_s, self.feeder = audit.config, audit.interval_s, audit.feeder
         self.registry = registry
         self.forecast = audit.forecast()
         self.store = self
-        self._r = readings.records
+        self._m = readings
+        self._to_block = to_block
 
-    def _rows(self, mask: np.ndarray) -> list[dict[str, int]]:
+    def _rows(self, positions: np.ndarray) -> list[dict[str, int]]:
+        keep = positions[self._m.block_number[positions] <= self._to_block]
         return [dict(zip(READING_DTYPE.names, (int(x) for x in r), strict=True))
-                for r in self._r[mask].tolist()]
+                for r in self._m.records[keep].tolist()]
 
     def readings_between(self, start_s: int, end_s: int) -> list[dict[str, int]]:
         """Readings with ``start_s <= timestamp < end_s``, by device then time (as ``Store``)."""
-        ts = self._r["timestamp"].astype(np.int64)
-        rows = self._rows((ts >= start_s) & (ts < end_s))
-        return sorted(rows, key=lambda r: (r["device_id"], r["timestamp"]))
+        order, ts = self._m.by_time
+        lo, hi = np.searchsorted(ts, [start_s, end_s], side="left")
+        return sorted(self._rows(order[lo:hi]), key=lambda r: (r["device_id"], r["timestamp"]))
 
     def last_readings_before(self, start_s: int) -> dict[int, dict[str, int]]:
-        """Per device, its latest reading with ``timestamp < start_s`` (as ``Store``)."""
-        ts = self._r["timestamp"].astype(np.int64)
-        before = np.flatnonzero(ts < start_s)
-        newest_first = before[np.lexsort((-ts[before], self._r["device_id"][before]))]
-        _, first = np.unique(self._r["device_id"][newest_first], return_index=True)
-        mask = np.zeros(ts.size, dtype=bool)
-        mask[newest_first[first]] = True
-        return {r["device_id"]: r for r in self._rows(mask)}
+        """Per device, its latest reading with ``timestamp < start_s`` (as ``Store``): back
+        from ``start_s`` in doubling windows until every device read before then is found."""
+        order, ts = self._m.by_time
+        dev = self._m.records["device_id"]
+        need = {d for d, first in self._m.first_s.items() if first < start_s}
+        found: dict[int, int] = {}
+        hi, step = int(np.searchsorted(ts, start_s, side="left")), 4096
+        while hi > 0 and not need <= found.keys():
+            lo = max(0, hi - step)
+            pos = order[lo:hi][::-1]  # newest first
+            pos = pos[self._m.block_number[pos] <= self._to_block]
+            ids, first = np.unique(dev[pos], return_index=True)
+            for d, k in zip(ids.tolist(), first.tolist(), strict=True):
+                found.setdefault(d, int(pos[k]))
+            hi, step = lo, 2 * step
+        rows = self._rows(np.array(sorted(found.values()), dtype=np.int64))
+        return {r["device_id"]: r for r in rows}
 
 
 class CapacityAudit:
@@ -567,9 +594,11 @@ class CapacityAudit:
             out[int(e["blockNumber"])] = self._cache[key]
         return out
 
-    def metered(self, to_block: int | None = None) -> tuple[DeviceRegistry, MeteredReadings]:
+    def metered(self, to_block: int | None = None, cut: bool = True
+                ) -> tuple[DeviceRegistry, MeteredReadings]:
         """The registry as of ``to_block`` (None: the confirmed head) and the readings the
-        oracle would accept with it, in blocks up to ``to_block``. Acceptance is per reading
+        oracle would accept with it, in blocks up to ``to_block`` (``cut`` False: in all
+        blocks, for the caller to cut). Acceptance is per reading
         (its block's time and meter) plus the first reading per device and minute in chain
         order, so it is computed once over all readings per registry and cut at the block."""
         reg_logs = self._registry_logs(to_block)
@@ -586,7 +615,7 @@ class CapacityAudit:
             while len(self._metered) > METERED_CACHE:
                 self._metered.popitem(last=False)
         registry, accepted = found
-        return registry, accepted if to_block is None else accepted.upto(to_block)
+        return registry, accepted if to_block is None or not cut else accepted.upto(to_block)
 
     # ---- loading
     def loading(self, from_interval: int, to_interval: int) -> LoadingReport | None:
@@ -629,8 +658,8 @@ class CapacityAudit:
         block = int(band_log["blockNumber"])
         on_chain = "0x" + bytes(band_log["args"]["inputsHash"]).hex()
         try:
-            registry, metered = self.metered(block - 1)
-            view = _OracleView(self, registry, metered)
+            registry, metered = self.metered(block - 1, cut=False)
+            view = _OracleView(self, registry, metered, block - 1)
             inputs, _ = Oracle.build_inputs(view, interval)  # type: ignore[arg-type]
         except Exception as exc:  # the oracle's own refusal (e.g. no flexibility registered)
             return None, f"not checked: {type(exc).__name__}: {exc}"

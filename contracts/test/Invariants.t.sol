@@ -169,6 +169,7 @@ contract MarketHandler is TestBase {
     bool public secondSettlementAccepted;
     uint256 public settledCount;
     uint256 public deviationCount;
+    uint256 public deviationsAfterTrades;
 
     constructor(GridCapacity cap_, GridMarket market_, address oracle_, address battery_) {
         cap = cap_;
@@ -215,7 +216,10 @@ contract MarketHandler is TestBase {
     /// 1 invents an order, 2 enlarges a fill, 3 re-prices beyond a limit, 4 puts the battery
     /// 2 Wh off, 5 alters the book.
     function settle(uint8 pick, uint256 seed, uint8 tamper) external {
-        uint64 interval = _pick(pick);
+        _settle(_pick(pick), seed, tamper);
+    }
+
+    function _settle(uint64 interval, uint256 seed, uint8 tamper) internal {
         GridMarket.IntervalState memory st = market.intervalState(interval);
         GridMarket.BookOrder[] memory book = books[interval];
         if (st.settled || st.deviationsSettled) {
@@ -237,9 +241,44 @@ contract MarketHandler is TestBase {
         }
     }
 
-    /// Settle the deviations of a known interval (the oracle writes random totals first).
+    /// Settle the deviations of a known interval (the oracle writes random totals first); three
+    /// times in four the handler first lets time pass to the interval's end, so deviation
+    /// settlements interleave with later orders and settlements.
     function settleDeviations(uint8 pick, uint256 seed) external {
         uint64 interval = _pick(pick);
+        if (seed % 4 != 0 && interval >= market.currentInterval()) {
+            vm.warp(uint256(interval + 1) * market.intervalSeconds());
+        }
+        _settleDeviations(interval, seed);
+    }
+
+    /// The end of a run: every open interval with orders that can still get a band is settled
+    /// with valid trades, then time moves past every known interval and the deviations of each
+    /// one not yet settled are settled (so every run ends with deviation settlements, whatever
+    /// the fuzzer chose before). Returns how many deviation settlements it made.
+    function settleAllDeviations() external returns (uint256 settledNow) {
+        if (intervals.length == 0) _track(market.currentInterval());
+        for (uint256 w = 0; w < intervals.length; ++w) {
+            GridMarket.IntervalState memory st = market.intervalState(intervals[w]);
+            if (!st.settled && !st.deviationsSettled && books[intervals[w]].length != 0) {
+                _settle(intervals[w], uint256(keccak256(abi.encode("end", w, block.timestamp))), 0);
+            }
+        }
+        uint64 last = 0;
+        for (uint256 w = 0; w < intervals.length; ++w) {
+            if (intervals[w] > last) last = intervals[w];
+        }
+        if (last >= market.currentInterval()) vm.warp(uint256(last + 1) * market.intervalSeconds());
+        uint256 before = deviationCount;
+        for (uint256 w = 0; w < intervals.length; ++w) {
+            if (!market.intervalState(intervals[w]).deviationsSettled) {
+                _settleDeviations(intervals[w], uint256(keccak256(abi.encode(w, block.timestamp))));
+            }
+        }
+        settledNow = deviationCount - before;
+    }
+
+    function _settleDeviations(uint64 interval, uint256 seed) internal {
         bool over = interval < market.currentInterval();
         if (over && cap.meterTotalsHash(interval) == 0) {
             vm.prank(oracle);
@@ -258,6 +297,7 @@ contract MarketHandler is TestBase {
         try market.settleDeviations(interval, book, fills, over ? _totals(seed) : bytes("")) {
             if (!valid) tamperedAccepted = true;
             ++deviationCount;
+            if (st.tradeCount != 0) ++deviationsAfterTrades;
         } catch {
             if (valid) validRejected = true;
         }
@@ -471,6 +511,23 @@ contract MarketInvariantTest is TestBase {
         targets[0] = address(handler);
     }
 
+    /// A target's selectors as forge-std's StdInvariant declares them.
+    struct FuzzSelector {
+        address addr;
+        bytes4[] selectors;
+    }
+
+    /// forge reads this too: the handler's actions, not its end-of-run `settleAllDeviations`.
+    function targetSelectors() public view returns (FuzzSelector[] memory targets) {
+        bytes4[] memory selectors = new bytes4[](4);
+        selectors[0] = MarketHandler.warp.selector;
+        selectors[1] = MarketHandler.placeOrder.selector;
+        selectors[2] = MarketHandler.settle.selector;
+        selectors[3] = MarketHandler.settleDeviations.selector;
+        targets = new FuzzSelector[](1);
+        targets[0] = FuzzSelector(address(handler), selectors);
+    }
+
     /// Money moves between members, except what the grid pays or charges (trades and deviations).
     function invariant_balancesSumToGridExchange() public view {
         int256 sum = market.balanceOf(BATTERY);
@@ -493,6 +550,19 @@ contract MarketInvariantTest is TestBase {
             for (uint256 k = 0; k < book.length; ++k) {
                 assertTrue(fills[k] <= book[k].energyWh, "order filled above its energy");
             }
+        }
+    }
+
+    /// After each run: settle every remaining interval's deviations, then the invariants hold
+    /// again, and the run did settle deviations.
+    function afterInvariant() public {
+        handler.settleAllDeviations();
+        require(handler.deviationCount() > 0, "no deviation settlement in this run");
+        invariant_balancesSumToGridExchange();
+        invariant_noOrderFilledAboveItsEnergy();
+        invariant_onlyValidSettlementsAccepted();
+        for (uint256 w = 0; w < handler.intervalCount(); ++w) {
+            require(market.intervalState(handler.intervals(w)).deviationsSettled, "an interval left unsettled");
         }
     }
 

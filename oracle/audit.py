@@ -201,7 +201,8 @@ def accepted_readings(logs: list[Any], registry: DeviceRegistry,
     records = np.concatenate(blobs)
     block = np.repeat([int(e["blockNumber"]) for e in events], sizes).astype(np.int64)
     meters = np.repeat(np.array([str(e["args"]["meter"]) for e in events], dtype=object), sizes)
-    times = np.array([block_time_s[int(b)] for b in block.tolist()], dtype=np.int64)
+    times = np.repeat([block_time_s[int(e["blockNumber"])] for e in events], sizes).astype(
+        np.int64)
     ok = rejection_codes(records, registry, block_time_s=times, meters=meters,
                          window=window) == 0
     key = (records["device_id"].astype(np.int64) << 32) | records["timestamp"].astype(np.int64)

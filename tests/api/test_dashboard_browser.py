@@ -113,7 +113,7 @@ def site(tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "gridshare.cli", "serve", "--deployment",
              str(out / "deployment.json"), "--rpc", node.url, "--port", str(port),
-             "--db", str(out / "serve-orders.sqlite")],
+             "--db", str(out / "serve-orders.sqlite"), "--forecast", "last"],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "CI": ""})
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: requests.get(base + "/dashboard/api/snapshot", timeout=30).ok, 90,
@@ -212,6 +212,13 @@ def test_page_shows_flexibilities_feeder_compliance_intervals(site, browser):
     _wait(lambda: _js(d, "return Array.from(document.querySelectorAll('#intervals-table "
                          "tbody tr')).filter(r => r.textContent.includes('equal')).length")
           == len(traded), 30, "the replays")
+    # the audit's background checks: bands not stale (serve has the simulation's oracle
+    # settings), loading computed for the traded intervals
+    _wait(lambda: _js(d, "return Array.from(document.querySelectorAll('#compliance-table tbody "
+                         "tr')).filter(r => r.textContent.includes('match')).length")
+          >= len(checked), 60, "the stale-band check")
+    assert "intervals computed" in _js(d, "return document.querySelector('#loading-note')"
+                                          ".textContent")
     health = _js(d, "return ['#health-chain', '#health-oracle', '#health-relay'].map("
                     "s => document.querySelector(s).textContent);")
     assert "31337" in health[0] and "Rejected readings" in health[1] and "Orders waiting" in \

@@ -15,6 +15,10 @@ settlements, the compliance report) is recomputed only when its count changes (o
 logs away), so a new block without events costs about ten RPC calls. Replays of settled
 intervals (``MarketChain.replay``, tens of contract calls each) run in a background thread and
 are remembered per settlement transaction; until then an interval's ``replay_equal`` is None.
+The same thread runs the audit's costlier checks for the window last shown,
+``CapacityAudit.loading`` (branch loading from a load flow of the metered data) and
+``CapacityAudit.check_bands`` (stale bands): the snapshot carries the latest result in
+``audit_checks`` (``current`` False while it is for an older window or older events).
 
 Units: W, Wh, micro-euro per kWh, per-unit voltage, unix s; interval ids as in the API.
 """
@@ -84,6 +88,9 @@ class DashboardData:
         self._replay_thread: threading.Thread | None = None
         self._marks: dict[str, tuple[int, Any]] = {}
         self._logs: dict[str, list[Any]] = {}
+        self._derived: tuple[Any, dict[str, Any]] | None = None
+        self._extras_wanted: Any = None
+        self._extras: tuple[Any, dict[str, Any]] | None = None
         self._stop = threading.Event()
 
     # ---------------------------------------------------------------- public
@@ -121,16 +128,22 @@ class DashboardData:
         self._update_readings()
         self._update_bands()
         self._update_settlements()
-        compliance = self._compliance_of(first, last)
+        key = (first, last, self._count(*_EVENTS["capacity"], *_EVENTS["market"]))
+        if self._derived is None or self._derived[0] != key:  # new events or another window
+            self._derived = (key, {"buses": self._bus_voltages(),
+                                   "flexibilities": self._flexibilities(first, last),
+                                   "compliance": self._compliance_of(first, last)})
+        self._extras_wanted = key
+        extras = None if self._extras is None else {
+            **self._extras[1], "current": self._extras[0] == key}
         return {
             "deployment": self._deployment(),
+            "audit_checks": extras,
             "window": {"from_interval": first, "to_interval": last,
                        "current_interval": current, "interval_s": interval_s,
                        "hours": hours},
             "health": {"chain": self._chain(head), "oracle": self._oracle(current)},
-            "buses": self._bus_voltages(),
-            "flexibilities": self._flexibilities(first, last),
-            "compliance": compliance,
+            **self._derived[1],
             "intervals": self._intervals(first, last),
         }
 
@@ -144,23 +157,28 @@ class DashboardData:
 
     # ---------------------------------------------------------------- log streams
     def _sync(self) -> None:
-        """Read the new blocks of both contracts' all-logs streams; group the logs by event.
+        """Read the new blocks of both contracts' all-logs streams; group the new logs by event.
 
         A stream that got shorter, or whose log at a remembered position changed, was
-        reorganised: the derived state is then rebuilt from scratch."""
+        reorganised: the derived state is then rebuilt from scratch (both streams)."""
+        while not self._sync_once():
+            pass
+
+    def _sync_once(self) -> bool:
+        """One pass of :meth:`_sync`; False when it found a reorg and reset everything."""
         for name, reader in (("capacity", self.api.audit.reader), ("market", self.api.mc.reader)):
             logs = reader.logs()
             mark = self._marks.get(name)
             if mark is not None and (len(logs) < mark[0] or (
                     mark[0] and _log_id(logs[mark[0] - 1]) != mark[1])):
                 self._reset()
+                return False
+            for e in logs[0 if mark is None else mark[0]:]:  # only the new logs
+                self._logs.setdefault(str(e["event"]), []).append(e)
             self._marks[name] = (len(logs), _log_id(logs[-1]) if logs else None)
-            by_event: dict[str, list[Any]] = {}
-            for e in logs:
-                by_event.setdefault(str(e["event"]), []).append(e)
-            self._logs.update(by_event)
             for event in _EVENTS[name]:
                 self._logs.setdefault(event, [])
+        return True
 
     def _reset(self) -> None:
         """Forget everything derived from logs (after a reorg)."""
@@ -168,7 +186,9 @@ class DashboardData:
         self._bands_key = self._devices_key = -1
         self._settle_key = (-1, -1, -1)
         self._compliance = None
+        self._derived = None
         self._logs = {}
+        self._marks = {}
 
     def _count(self, *events: str) -> tuple[int, ...]:
         return tuple(len(self._logs.get(e, ())) for e in events)
@@ -364,10 +384,38 @@ class DashboardData:
             self._replay_thread.start()
 
     def _replay_loop(self) -> None:
-        """Replay every settled interval once (newest first), then wait for new ones."""
+        """Replay every settled interval once (newest first) and bring the audit's loading and
+        stale-band checks up to the window last shown; then wait for new work."""
         while not self._stop.is_set():
             self._replay_some(None)
+            self._audit_checks()
             self._stop.wait(1.0)
+
+    def _audit_checks(self) -> None:
+        """``CapacityAudit.loading`` and ``check_bands`` of the window last shown (seconds on
+        a cold start, so never in a request): loading per interval, branches above their limit,
+        stale bands by interval."""
+        wanted = self._extras_wanted
+        if wanted is None or (self._extras is not None and self._extras[0] == wanted):
+            return
+        first, last = wanted[0], wanted[1]
+        audit = self.api.audit
+        out: dict[str, Any] = {"from_interval": first, "to_interval": last}
+        try:
+            rep = audit.loading(first, last)
+            out["loading"] = None if rep is None else {
+                "limits_pct": {"line": rep.max_line_loading_pct,
+                               "trafo": rep.max_trafo_loading_pct},
+                "complete": rep.complete, "unmetered_buses": list(rep.unmetered_buses),
+                "rows": _jsonable(rep.rows), "violations": _jsonable(rep.violations[:200]),
+                "n_violations": int(rep.n_violations)}
+            checked = audit.check_bands(audit.bands(first, last))
+            out["stale"] = {str(b.interval): {"stale": b.stale, "reason": b.stale_reason}
+                            for b in checked}
+        except Exception as exc:  # reported on the page, retried with the next window
+            log.warning("dashboard: audit checks of %d..%d failed: %s", first, last, exc)
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        self._extras = (wanted, out)
 
     def _replay_some(self, limit: int | None) -> None:
         """Replay up to ``limit`` (None: all) settled intervals not replayed yet, newest first;

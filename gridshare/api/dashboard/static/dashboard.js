@@ -45,6 +45,35 @@ function vClass(v) {
 }
 const V_FILL = { "v-low": "#cf222e", "v-high": "#cf222e", "v-nearlow": "#b35900", "v-nearhigh": "#b35900", "v-ok": "#1a7f37", "v-none": "#8c959f" };
 
+// ---------------------------------------------------------------- loading (from the audit)
+function loadingOf() { const a = state.snap && state.snap.audit_checks; return a && a.loading ? a.loading : null; }
+// Branches to mark: those above their limit in the window, and the most loaded line and
+// transformer of the latest interval with computed minutes (the audit reports no other branch).
+function branchLoading() {
+  const L = loadingOf(), out = {};
+  if (!L) return out;
+  const rows = L.rows.filter((r) => r.n_minutes_computed > 0);
+  const r = rows[rows.length - 1];
+  if (r) {
+    if (r.max_line_id !== null) out[`line:${r.max_line_id}`] = { pct: r.max_line_loading_pct, interval: r.interval, over: false };
+    if (r.max_trafo_id !== null) out[`trafo:${r.max_trafo_id}`] = { pct: r.max_trafo_loading_pct, interval: r.interval, over: false };
+  }
+  for (const v of L.violations) out[`${v.branch}:${v.branch_id}`] = { pct: v.loading_pct, interval: v.interval, over: true };
+  return out;
+}
+function loadingText() {
+  const a = state.snap.audit_checks;
+  if (!a) return "Branch loading: being computed by the audit…";
+  if (a.error) return `Branch loading: the audit failed (${a.error}).`;
+  const L = a.loading;
+  if (!L) return "Branch loading: not available (the audit has no feeder model).";
+  const rows = L.rows.filter((r) => r.n_minutes_computed > 0);
+  let t = `Branch loading (audit: load flow of the metered data, limits line ${L.limits_pct.line} %, transformer ${L.limits_pct.trafo} %): `;
+  t += rows.length ? `${rows.length} of ${L.rows.length} intervals computed, ${L.n_violations} branch-intervals above the limit; the most loaded line and transformer of the latest computed interval are labelled.` : "no interval computed yet (missing readings)";
+  if (L.unmetered_buses.length) t += ` Unmetered load buses: ${L.unmetered_buses.join(", ")}.`;
+  return t + (a.current ? "" : " (updating)");
+}
+
 // ---------------------------------------------------------------- feeder
 function drawFeeder() {
   const f = state.feeder;
@@ -62,9 +91,14 @@ function drawFeeder() {
     if (v) { nMetered++; if (v.v_pu < 0.95) nLow++; if (v.v_pu > 1.05) nHigh++; }
   }
   out += `<desc id="feeder-desc">${nMetered} of ${f.buses.length} buses metered; ${nLow} below 0.95 pu, ${nHigh} above 1.05 pu. The table below lists every bus.</desc>`;
+  const load = branchLoading();
   for (const br of f.branches) {
     const [x1, y1] = pos[br.from], [x2, y2] = pos[br.to];
-    out += `<line class="${esc(br.kind)}" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}"><title>${esc(br.kind)} ${esc(br.name)}: bus ${br.from} – bus ${br.to}</title></line>`;
+    const l = load[`${br.kind}:${br.id}`];
+    const cls = l ? (l.over ? " overload" : " maxload") : "";
+    const lt = l ? `; ${l.over ? "ABOVE its limit" : "most loaded"}: ${l.pct.toFixed(0)} % in interval ${l.interval}` : "";
+    out += `<line class="${esc(br.kind)}${cls}" data-branch="${esc(br.kind)}:${br.id}" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}"><title>${esc(br.kind)} ${esc(br.name)}: bus ${br.from} – bus ${br.to}${esc(lt)}</title></line>`;
+    if (l) out += `<text class="loadlabel" x="${(x1 + x2) / 2 - 12}" y="${(y1 + y2) / 2 + 16}">${l.over ? "OVER " : ""}${l.pct.toFixed(0)} %</text>`;
   }
   for (const b of f.buses) {
     const [x, y] = pos[b.id];
@@ -77,6 +111,7 @@ function drawFeeder() {
       `<text x="${x + 9}" y="${y - 4}">${esc(b.name)}${b.flex.length ? " [" + esc(b.flex.join(",")) + "]" : ""}${label ? " " + label : ""}</text></g>`;
   }
   svg.innerHTML = out;
+  $("#loading-note").textContent = loadingText();
   $("#bus-table tbody").innerHTML = f.buses.map((b) => {
     const v = volts[String(b.id)];
     const [, word] = vClass(v ? v.v_pu : null);
@@ -146,7 +181,11 @@ function drawCompliance() {
   for (const f of state.snap.flexibilities) names[f.device_id] = f.name;
   let summary = `${c.compliant ? flag(true, "Compliant") : flag(false, "NOT compliant")}: ${c.n_readings_checked} readings checked against their bands, ` +
     `${c.n_violations} outside, ${c.n_readings_without_band} without a band, e.g. customers and the transformer (intervals ${c.from_interval}–${c.to_interval}).`;
-  if (c.stale !== null && c.stale !== undefined) summary += ` Stale: ${esc(typeof c.stale === "object" ? JSON.stringify(c.stale) : c.stale)}.`;
+  const a = state.snap.audit_checks;
+  if (a && a.stale) {
+    const vs = Object.values(a.stale), n = vs.filter((v) => v.stale).length;
+    summary += ` Band inputs re-checked: ${n ? flag(false, n + " stale") : flag(true, "none stale")} of ${vs.length}${a.current ? "" : " (updating)"}.`;
+  }
   $("#compliance-summary").innerHTML = summary;
   const rows = [...c.rows].sort((a, b) => b.interval - a.interval || a.device_id - b.device_id);
   $("#compliance-table tbody").innerHTML = rows.map((r) => `<tr class="${r.compliant ? "" : "bad"}" data-device="${r.device_id}" data-interval="${r.interval}">` +
@@ -154,10 +193,27 @@ function drawCompliance() {
     `<td class="num">${kw(r.band_p_min_w)} … ${kw(r.band_p_max_w)}</td>` +
     `<td class="num">${r.n_readings ? `${kw(r.metered_p_min_w)} / ${kw(r.metered_p_mean_w)} / ${kw(r.metered_p_max_w)}` : "no readings yet"}</td>` +
     `<td class="num">${r.n_readings}</td><td>${!r.n_readings ? "–" : r.compliant ? flag(true, "inside") : flag(false, `${r.n_violations} outside (worst ${kw(r.worst_excess_w, 2)} kW)`)}</td>` +
-    `<td>${txLink(r.band_tx_hash)}</td><td>${(r.readings_tx_hashes || []).map(txLink).join(" ") || "–"}</td></tr>`).join("");
+    `<td>${staleCell(r.interval)}</td><td>${txLink(r.band_tx_hash)}</td><td>${(r.readings_tx_hashes || []).map(txLink).join(" ") || "–"}</td></tr>`).join("");
   const ex = c.extras || {};
   const keys = Object.keys(ex).filter((k) => ex[k] !== null && ex[k] !== undefined);
   $("#loading-extras").innerHTML = keys.length ? `<details><summary>More from the audit (${esc(keys.join(", "))})</summary><pre>${esc(JSON.stringify(ex, null, 1))}</pre></details>` : "";
+}
+
+function staleCell(interval) {
+  const a = state.snap.audit_checks, v = a && a.stale ? a.stale[String(interval)] : undefined;
+  if (v === undefined) return flag(null, "checking");
+  if (v.stale === null) return `<span class="muted" title="${esc(v.reason)}">not checked</span>`;
+  return v.stale ? `<span title="${esc(v.reason)}">${flag(false, "STALE")}</span>` : flag(true, "match");
+}
+
+function loadCell(interval) {
+  const L = loadingOf();
+  const r = L ? L.rows.find((x) => x.interval === interval) : null;
+  if (!r) return "–";
+  if (!r.n_minutes_computed) return '<span class="muted">missing readings</span>';
+  const over = L.violations.some((v) => v.interval === interval);
+  const t = `${r.max_line_loading_pct === null ? "–" : r.max_line_loading_pct.toFixed(0)} / ${r.max_trafo_loading_pct === null ? "–" : r.max_trafo_loading_pct.toFixed(0)}`;
+  return over ? flag(false, t + " OVER") : t;
 }
 
 function replayCell(r) {
@@ -173,7 +229,7 @@ function drawIntervals() {
     `<td>${r.settled ? flag(true, "settled") : flag(null, "open")}</td>` +
     `<td class="num">${eur(r.clearing_price_micro_eur_per_kwh)}</td><td class="num">${kwh(r.traded_wh)}</td><td class="num">${kwh(r.local_wh)}</td>` +
     `<td class="num">${r.settled ? kw(r.battery_power_w, 2) : "–"}</td><td class="num">${r.soc_after_pct ?? "–"}${r.soc_after_pct === undefined || r.soc_after_pct === null ? "" : " %"}</td>` +
-    `<td class="num">${r.orders_on_chain}</td><td>${r.deviations_settled ? "settled" : "–"}</td><td>${replayCell(r)}</td><td>${txLink(r.settlement_tx)}</td></tr>`).join("");
+    `<td class="num">${r.orders_on_chain}</td><td>${r.deviations_settled ? "settled" : "–"}</td><td class="num">${loadCell(r.interval)}</td><td>${replayCell(r)}</td><td>${txLink(r.settlement_tx)}</td></tr>`).join("");
 }
 
 function drawHealth() {
@@ -222,6 +278,7 @@ async function refresh() {
     state.snap = await getJSON(`/dashboard/api/snapshot?hours=${$("#hours").value}`);
     drawAll();
     state.updates++;
+    if (state.updates === 1) document.body.dataset.firstUpdateMs = String(Math.round(performance.now()));
     document.body.dataset.updates = String(state.updates);
     document.body.dataset.head = String(state.snap.health.chain.head_block);
     $("#status").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC (block ${state.snap.health.chain.head_block}, ${state.snap.server_ms} ms)`;

@@ -402,9 +402,35 @@ class MarketChain:
         members, former, (buy, sell) = self.registry(sorted(totals), to_block)
         return expected_deviations(interval, totals, traded, members, former, buy, sell)
 
+    def deviations_settled_block(self, interval: int) -> int | None:
+        """The block of the interval's ``DeviationsSettled`` event (None: not settled)."""
+        logs = self._logs("DeviationsSettled", None, {"interval": int(interval)})
+        return int(logs[-1]["blockNumber"]) if logs else None
+
+    def _registry_block(self, interval: int) -> int | None:
+        """The block to read the registry and tariffs at for replaying ``interval``'s
+        deviations: the block of their settlement when a registration, removal or tariff
+        change (the only writes of what the deviations read) came after it, else None (the
+        head: the same state, and one cached read per device for a whole day's replay)."""
+        block = self.deviations_settled_block(interval)
+        if block is None:
+            return None
+        later = any(int(e["blockNumber"]) > block
+                    for event in ("ProsumerRegistered", "ProsumerRemoved", "TariffsSet")
+                    for e in self._logs(event))
+        return block if later else None
+
+    def replayable_intervals(self) -> list[int]:
+        """Every interval whose trades or deviations were settled, ascending."""
+        return sorted({int(e["args"]["interval"]) for event in ("IntervalSettled",
+                                                                 "DeviationsSettled")
+                       for e in self._logs(event)})
+
     def replay_deviations(self, interval: int) -> list[str]:
         """Differences between the chain's meter totals and deviations of ``interval`` and
-        their recomputation from the readings and the settlement (empty: equal)."""
+        their recomputation from the readings and the settlement (empty: equal). The registry
+        and imbalance tariffs are read as of the block of the deviations' settlement, so a
+        later tariff change or member removal does not change the replay."""
         written = self.metering.written(interval)
         if written is None:
             return [f"interval {interval}: no meter totals written"]
@@ -414,7 +440,8 @@ class MarketChain:
             out.append(f"meter totals: written {decode_totals(written)}, from the readings "
                        f"{recomputed}")
         settled = self.deviations(interval)
-        expected = self.expected_deviations(interval, decode_totals(written))
+        expected = self.expected_deviations(interval, decode_totals(written),
+                                            self._registry_block(interval))
         if sorted(settled) != sorted(expected):
             out.append(f"deviations: {len(settled)} settled, {len(expected)} recomputed; only "
                        f"settled {sorted(set(settled) - set(expected))}; only recomputed "

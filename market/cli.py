@@ -3,10 +3,11 @@
 * ``gridshare market settle --interval N``: close, clear and settle interval N (settler key).
 * ``gridshare market deviations --interval N``: settle N's metered deviations against the
   oracle's meter totals (anyone may send it; the settler key by default).
-* ``gridshare market replay --interval N``: re-run the clearing of a settled interval from
-  on-chain data and, once its deviations are settled, recompute its meter totals from the
-  readings and its deviations from the settlement; exit code 0 when all equal the chain's, 3
-  when something differs.
+* ``gridshare market replay --interval N`` (or ``--all``: every interval whose trades or
+  deviations are settled): re-run the clearing of a settled interval from on-chain data and,
+  once its deviations are settled, recompute its meter totals from the readings and its
+  deviations from the settlement; exit code 0 when all equal the chain's, 3 when something
+  differs.
 * ``gridshare market statement --member ADDR [--from N] [--to N]``: energy and money of one
   member over the settled intervals, with the on-chain balance as a cross-check.
 
@@ -123,25 +124,53 @@ def _deviation(d: Any) -> dict[str, Any]:
 
 def _replay(args: argparse.Namespace) -> int:
     mc = _market_chain(args)
-    report = mc.replay(args.interval)
-    settled = bool(mc.interval_state(args.interval)["deviationsSettled"])
-    deviations = mc.replay_deviations(args.interval) if settled else []
-    equal = report.equal and not deviations
+    intervals = mc.replayable_intervals() if args.all else [args.interval]
+    if args.all and not intervals:
+        raise ValueError("nothing to replay: no interval's trades or deviations are settled")
+    history = {s.interval: s for s in mc.settlements()}
+    rows = [_replay_interval(mc, i, i in history) for i in intervals]
+    equal = all(r["equal"] for r in rows)
+    texts = [r.pop("text") for r in rows]
     if args.json:
-        print(json.dumps({"interval": report.interval, "equal": equal,
-                          "differences": list(report.differences) + deviations,
-                          "deviations_replayed": settled,
-                          "recomputed": _summary(report.recomputed),
-                          "tx": report.onchain.tx_hash}, indent=2))
+        print(json.dumps(rows[0] if not args.all else
+                         {"equal": equal, "replayed": len(rows),
+                          "differing": [r["interval"] for r in rows if not r["equal"]],
+                          "intervals": rows}, indent=2))
     else:
-        print(report.format_text())
-        if settled:
-            print("deviations: " + ("EQUAL (meter totals from the readings, deviations from "
-                                    "the settlement)" if not deviations else
-                                    "DIFFERENT\n" + "\n".join(f"  {d}" for d in deviations)))
-        else:
-            print("deviations: not settled yet")
+        print("\n".join(texts))
+        if args.all:
+            n_dev = sum(1 for r in rows if r["deviations_replayed"])
+            print(f"replayed {len(rows)} intervals ({sum(1 for r in rows if r['trades_replayed'])}"
+                  f" with trades, {n_dev} with deviations): "
+                  f"{sum(1 for r in rows if r['equal'])} equal")
     return 0 if equal else REPLAY_DIFFERS_EXIT
+
+
+def _replay_interval(mc: Any, interval: int, trades_settled: bool) -> dict[str, Any]:
+    """Replay one interval's trades (when settled) and deviations (when settled) from chain
+    data; a row for ``_replay`` with a ``text`` rendering. An interval whose deviations were
+    settled without a trade settlement replays its deviations only (traded 0 Wh)."""
+    from market.chain import SettlementError
+
+    if not trades_settled and not mc.interval_state(interval)["deviationsSettled"]:
+        raise SettlementError(f"interval {interval}: neither its trades nor its deviations are "
+                              "settled on-chain")
+    report = mc.replay(interval) if trades_settled else None
+    settled = bool(mc.interval_state(interval)["deviationsSettled"])
+    deviations = mc.replay_deviations(interval) if settled else []
+    differences = (list(report.differences) if report else []) + deviations
+    text = [report.format_text() if report else
+            f"interval {interval}: trades not settled (deviations settled with 0 Wh traded)"]
+    if settled:
+        text.append("deviations: " + ("EQUAL (meter totals from the readings, deviations from "
+                                      "the settlement)" if not deviations else
+                                      "DIFFERENT\n" + "\n".join(f"  {d}" for d in deviations)))
+    else:
+        text.append("deviations: not settled yet")
+    return {"interval": interval, "equal": not differences, "differences": differences,
+            "trades_replayed": report is not None, "deviations_replayed": settled,
+            "recomputed": _summary(report.recomputed) if report else None,
+            "tx": report.onchain.tx_hash if report else None, "text": "\n".join(text)}
 
 
 def _statement(args: argparse.Namespace) -> int:
@@ -217,9 +246,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     common(deviations)
     deviations.set_defaults(func=_chain_errors_as_exit(_deviations))
 
-    replay = sub.add_parser("replay", help="re-run a settled interval's clearing from chain "
-                            "data and compare (exit 3 if it differs)")
-    replay.add_argument("--interval", type=int, required=True, help="interval id")
+    replay = sub.add_parser("replay", help="re-run a settled interval's clearing and its "
+                            "deviations from chain data and compare (exit 3 if it differs)")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--interval", type=int, help="interval id")
+    which.add_argument("--all", action="store_true",
+                       help="every interval whose trades or deviations are settled")
     common(replay)
     replay.set_defaults(func=_chain_errors_as_exit(_replay))
 

@@ -415,3 +415,57 @@ def test_every_earlier_interval_still_replays_equal(env):
     honest = [s for s in history if s.clearing_price_micro_eur_per_kwh != 150_000]
     for s in random.Random(0).sample(honest, k=min(3, len(honest))):
         assert env.mc.replay(s.interval).equal
+
+
+def test_replay_all_includes_deviations_and_reads_them_as_settled(env, tmp_path, monkeypatch,
+                                                                   capsys):
+    """``gridshare market replay --all``: an interval with trades and deviations and one whose
+    deviations were settled without a trade settlement both replay equal, also after the
+    imbalance tariffs changed (the replay reads them as of the deviations' settlement)."""
+    import json
+
+    import gridshare.chain.client
+    from gridshare.cli import main
+
+    traded = env.next_interval((-8000, 2000))
+    env.place(EXAMPLE_ROWS, traded)
+    result, _ = env.mc.settle_interval(traded)
+    env.meter(traded, dict.fromkeys(range(10), 0) | {5: 6_300, 0: -8_400},
+              battery_w=result.battery_power_w)
+    write_meter_totals(env.chain, env.mc.metering, traded)
+    env.mc.settle_deviations(traded)
+    untraded = env.next_interval()
+    env.meter(untraded, {3: 2_000}, battery_w=0)  # metered, never ordered nor settled
+    write_meter_totals(env.chain, env.mc.metering, untraded)
+    env.mc.settle_deviations(untraded)
+    assert [d.traded_wh for d in env.mc.deviations(untraded)
+            if d.account == env.prosumers[3].address] == [0]
+    f = env.mc.market.functions
+    old = tuple(env.chain.call(f.tariffs()))
+    env.chain.transact(f.setTariffs((old[0], old[1], old[2] + 1, old[3] + 1)), "deployer")
+    try:
+        assert env.mc.replay_deviations(traded) == []
+        assert env.mc.replay_deviations(untraded) == []
+        dep_file = env.deployment.save(tmp_path / "deployment.json")
+        bat_file = tmp_path / "battery.json"
+        bat_file.write_text(json.dumps(env.mc.battery.to_dict()))
+        if env.chain.is_embedded:
+            monkeypatch.setattr(gridshare.chain.client, "connect", lambda *a, **k: env.chain)
+        capsys.readouterr()
+        code = main(["market", "replay", "--all", "--json", "--deployment", str(dep_file),
+                     "--battery", str(bat_file)])
+        out = json.loads(capsys.readouterr().out)
+        rows = {r["interval"]: r for r in out["intervals"]}
+        # earlier tests of the module settle a dishonest interval on purpose: it must differ
+        assert code == (3 if out["differing"] else 0) and out["equal"] == (not out["differing"])
+        assert rows[traded]["equal"] and rows[untraded]["equal"]
+        assert set(rows) >= {s.interval for s in env.mc.settlements()}
+        assert (rows[traded]["trades_replayed"], rows[traded]["deviations_replayed"]) == (True,
+                                                                                           True)
+        assert (rows[untraded]["trades_replayed"], rows[untraded]["deviations_replayed"]) == (
+            False, True)
+        assert main(["market", "replay", "--interval", str(untraded), "--deployment",
+                     str(dep_file), "--battery", str(bat_file)]) == 0
+        assert "deviations: EQUAL" in capsys.readouterr().out
+    finally:
+        env.chain.transact(f.setTariffs(old), "deployer")

@@ -13,17 +13,53 @@ ever beats a feasible one, and among infeasible ones the smaller violation wins.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from deap import base, creator, tools
+from deap.tools import crossover, mutation, selection
 
 from capacity.ocm.problem import StepProblem
 
 if not hasattr(creator, "OcmFitness"):
     creator.create("OcmFitness", base.Fitness, weights=(1.0,))
     creator.create("OcmIndividual", list, fitness=creator.OcmFitness)
+
+
+
+class _ThreadRandom:
+    """Stands in for the ``random`` module inside DEAP's operator modules: while a GA runs in a
+    thread (:meth:`seeded`), their draws come from that thread's own ``random.Random(seed)``;
+    otherwise from the ``random`` module as before. DEAP's operators draw from the module's one
+    global generator, so any other thread drawing meanwhile (Dask's worker event loop picks
+    peers with ``random.choice``) changed the GA's sequence and, through near-ties between
+    flexibilities, the bands. ``Random(seed)`` gives the very sequence ``random.seed(seed)``
+    gave, so undisturbed results are unchanged."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        rng = getattr(self._local, "rng", None)
+        return getattr(random if rng is None else rng, name)
+
+    @contextmanager
+    def seeded(self, seed: int) -> Iterator[random.Random]:
+        previous = getattr(self._local, "rng", None)
+        self._local.rng = random.Random(seed)
+        try:
+            yield self._local.rng
+        finally:
+            self._local.rng = previous
+
+
+_RANDOM = _ThreadRandom()
+for _module in (selection, crossover, mutation):
+    _module.random = _RANDOM  # type: ignore[attr-defined]
 
 #: Fitness weight of one pu of voltage violation for infeasible individuals.
 _VIOLATION_WEIGHT = 1e6
@@ -108,9 +144,7 @@ def run_ga(
 
     genes0 = _initial_genes(lower_kw, upper_kw, free, seeds_kw, settings.population, seed)
 
-    saved_state = random.getstate()
-    random.seed(seed)
-    try:
+    with _RANDOM.seeded(seed):
         pop = [creator.OcmIndividual(g.tolist()) for g in genes0]
         best_x, best_viol, best_fit = _evaluate(problem, pop, to_kw, sense, floor, margin_pu)
         stall, generations = 0, 0
@@ -134,8 +168,6 @@ def run_ga(
                 best_x, best_viol, best_fit = x, viol, fit
             if stall >= settings.patience:
                 break
-    finally:
-        random.setstate(saved_state)
     return Extreme(best_x, best_viol, generations)
 
 
@@ -169,11 +201,11 @@ def _next_generation(pop: list, settings: GaSettings, n_free: int) -> tuple[list
         _clone(ind) for ind in tools.selTournament(pop, len(pop) - settings.n_elite, tournsize=2)
     ]
     for c1, c2 in zip(offspring[::2], offspring[1::2], strict=False):
-        if random.random() < settings.crossover_prob:
+        if _RANDOM.random() < settings.crossover_prob:
             tools.cxSimulatedBinaryBounded(c1, c2, settings.eta_crossover, 0.0, 1.0)
             del c1.fitness.values, c2.fitness.values
     for ind in offspring:
-        if random.random() < settings.mutation_prob:
+        if _RANDOM.random() < settings.mutation_prob:
             tools.mutPolynomialBounded(
                 ind, settings.eta_mutation, 0.0, 1.0, indpb=max(1.0 / n_free, 0.25)
             )

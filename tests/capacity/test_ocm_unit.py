@@ -152,6 +152,51 @@ def test_ga_population_is_evaluated_in_one_call_per_generation():
     assert best.generations == settings.max_generations
 
 
+def test_ga_is_deterministic_while_other_threads_draw_random_numbers():
+    """DEAP's operators draw from ``random``; other threads of the process (a Dask worker's event
+    loop, a server) draw from it too. The GA's result must not depend on them."""
+    import random
+    import threading
+    import time
+
+    def yielding_solver(p_kw, q_kvar, v_slack_pu):
+        time.sleep(0.001)  # let the other threads run between generations
+        return SOLVER(p_kw, q_kvar, v_slack_pu)
+
+    def ga():
+        problem = toy_problem(np.array([0, 30.0, 0, 0, 5]))
+        problem.solver = yielding_solver
+        lo = np.array([f.p_low_kw for f in FLEX])
+        hi = np.array([f.p_high_kw for f in FLEX])
+        return run_ga(problem, 1.0, lo, hi, [], GaSettings(population=12, max_generations=25,
+                                                            patience=100), seed=5)
+
+    quiet = ga()
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+            time.sleep(0)
+
+    noise = threading.Thread(target=draw)
+    noise.start()
+    try:
+        results: list = [None, None]
+        threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, ga()))
+                   for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        noise.join()
+    for disturbed in results:
+        np.testing.assert_array_equal(disturbed.x_kw, quiet.x_kw)
+        assert disturbed.generations == quiet.generations
+
+
 def test_polish_is_feasible_and_never_worse_than_the_ga():
     problem = toy_problem(np.array([0, 30.0, 0, 0, 5]))
     lo = np.array([f.p_low_kw for f in FLEX])

@@ -82,6 +82,28 @@ def ppm_to_fraction(value_ppm: int | np.ndarray) -> float | np.ndarray:
     return _to_float(value_ppm, MICRO)
 
 
+def pu_to_nano_pu(value_pu: float) -> int:
+    """pu (float) -> nano-pu (int, Python's round): the scale of OCM margins and NR tolerances
+    in the oracle's hashed inputs."""
+    return round(value_pu * 1e9)
+
+
+def nano_pu_to_pu(value_nano_pu: int) -> float:
+    """nano-pu (int) -> pu (float)."""
+    return float(value_nano_pu) * 1e-9
+
+
+def pct_to_milli_pct(value_pct: float) -> int:
+    """Percent (float) -> thousandths of a percent (int, Python's round): loading limits and
+    tolerances in the oracle's hashed inputs."""
+    return round(value_pct * 1000)
+
+
+def milli_pct_to_pct(value_milli_pct: int) -> float:
+    """Thousandths of a percent (int) -> percent (float)."""
+    return float(value_milli_pct) / 1000.0
+
+
 rad_to_micro_rad = pu_to_micro_pu
 micro_rad_to_rad = micro_pu_to_pu
 

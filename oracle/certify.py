@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from gridshare.units import micro_pu_to_pu, var_to_kvar, w_to_kw
+from gridshare.units import (
+    micro_pu_to_pu,
+    milli_pct_to_pct,
+    nano_pu_to_pu,
+    pct_to_milli_pct,
+    pu_to_nano_pu,
+    var_to_kvar,
+    w_to_kw,
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,9 @@ class NrSettings:
 
     def as_inputs(self) -> dict[str, int]:
         """The ``nr`` part of the canonical inputs (integers: tolerance in nano-pu)."""
-        return {"n_random": self.n_random, "tolerance_nano_pu": round(self.tolerance_pu * 1e9),
+        return {"n_random": self.n_random, "tolerance_nano_pu": pu_to_nano_pu(self.tolerance_pu),
                 "max_narrowing": self.max_narrowing,
-                "tolerance_loading_milli_pct": round(self.tolerance_loading_pct * 1000)}
+                "tolerance_loading_milli_pct": pct_to_milli_pct(self.tolerance_loading_pct)}
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,7 @@ def loading_limits_pct(ocm_inputs: Mapping[str, Any]) -> tuple[float, float]:
     were."""
     def limit(key: str) -> float:
         value = ocm_inputs.get(key)
-        return math.inf if value is None else value / 1000.0
+        return math.inf if value is None else milli_pct_to_pct(value)
 
     return limit("max_line_loading_milli_pct"), limit("max_trafo_loading_milli_pct")
 
@@ -166,6 +174,6 @@ def nr_settings_of(inputs: Mapping[str, Any]) -> NrSettings | None:
     nr = inputs.get("nr")
     if nr is None:
         return None
-    return NrSettings(int(nr["n_random"]), float(nr["tolerance_nano_pu"]) * 1e-9,
+    return NrSettings(int(nr["n_random"]), nano_pu_to_pu(nr["tolerance_nano_pu"]),
                       int(nr["max_narrowing"]),
-                      float(nr.get("tolerance_loading_milli_pct", 10)) / 1000.0)
+                      milli_pct_to_pct(nr.get("tolerance_loading_milli_pct", 10)))

@@ -77,7 +77,16 @@ from gridshare.chain.identity import (
     client_name,
     read_identity,
 )
-from gridshare.units import kw_to_w, micro_pu_to_pu, pu_to_micro_pu, var_to_kvar, w_to_kw
+from gridshare.units import (
+    kw_to_w,
+    micro_pu_to_pu,
+    nano_pu_to_pu,
+    pct_to_milli_pct,
+    pu_to_micro_pu,
+    pu_to_nano_pu,
+    var_to_kvar,
+    w_to_kw,
+)
 from oracle.certify import (
     NrSettings,
     certify,
@@ -202,7 +211,7 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
         "n_random": ocm.n_random, "forecast": ocm.forecast,
         "v_low_micro_pu": int(pu_to_micro_pu(ocm.v_low_pu)),
         "v_high_micro_pu": int(pu_to_micro_pu(ocm.v_high_pu)),
-        "margin_nano_pu": round(ocm.margin_pu * 1e9),
+        "margin_nano_pu": pu_to_nano_pu(ocm.margin_pu),
         "ga_population": ocm.ga_population, "ga_max_generations": ocm.ga_max_generations,
         "max_line_loading_milli_pct": _milli_pct(ocm.max_line_loading_pct),
         "max_trafo_loading_milli_pct": _milli_pct(ocm.max_trafo_loading_pct),
@@ -211,7 +220,7 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
 
 def _milli_pct(limit_pct: float) -> int | None:
     """A loading limit in the canonical inputs: integer 1e-3 percent, None for no limit."""
-    return None if math.isinf(limit_pct) else round(limit_pct * 1000)
+    return None if math.isinf(limit_pct) else pct_to_milli_pct(limit_pct)
 
 
 def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
@@ -244,7 +253,7 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         objective=ocm["objective"], seed=int(ocm["seed"]), n_random=int(ocm["n_random"]),
         ga=GaSettings(population=int(ocm["ga_population"]),
                       max_generations=int(ocm["ga_max_generations"])),
-        margin_pu=float(ocm["margin_nano_pu"]) * 1e-9,
+        margin_pu=nano_pu_to_pu(ocm["margin_nano_pu"]),
         max_line_loading_pct=line_limit_pct, max_trafo_loading_pct=trafo_limit_pct,
     )
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)

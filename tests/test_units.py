@@ -44,3 +44,8 @@ def test_pandapower_megawatts_and_parts_per_million() -> None:
     assert units.mw_to_kw(np.array([0.0, -0.011])).tolist() == [0.0, -11.0]
     assert units.ppm_to_fraction(950_000) == pytest.approx(0.95)
     assert units.ppm_to_fraction(np.array([1_000_000, 0])).tolist() == [1.0, 0.0]
+
+
+def test_hashed_input_scales_round_trip() -> None:
+    assert units.pu_to_nano_pu(1e-5) == 10_000 and units.nano_pu_to_pu(10_000) == 1e-5
+    assert units.pct_to_milli_pct(100.0) == 100_000 and units.milli_pct_to_pct(10) == 0.01

@@ -347,6 +347,9 @@ def measure(args: argparse.Namespace, chain: Any, deployment: Any, port: int) ->
           f"{time.perf_counter() - t_sign:.1f} s", file=sys.stderr)
     _, _, warm = asyncio.run(paced_load("127.0.0.1", port, [r[:1] for r in work.per_client],
                                         args.clients / 0.5))
+    # the peer first, on the same node while its pool is empty (measured after the load it
+    # once waited behind the relay's backlog for over 60 s and the run's figures were lost)
+    p_rate, p_lat = peer_rate(chain, deployment, args.clients, args.peer_orders)
     samples = HealthSamples(base)
     sampler = threading.Thread(target=samples.run, daemon=True)
     sampler.start()
@@ -356,7 +359,6 @@ def measure(args: argparse.Namespace, chain: Any, deployment: Any, port: int) ->
     samples.stop.set()
     sampler.join()
     placed = on_chain(MarketChain(chain, deployment), work)
-    p_rate, p_lat = peer_rate(chain, deployment, args.clients, args.peer_orders)
     return Result(warm, pace_s, latencies, statuses, samples, drain_s, still, placed, p_rate,
                   p_lat)
 

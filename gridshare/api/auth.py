@@ -27,7 +27,7 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from fastapi import APIRouter, Header, Request
 
-from market.orders import MarketDomain
+from market.orders import EIP712_TYPES, MarketDomain
 
 from .errors import ApiError
 from .schemas import AuthSchema
@@ -36,12 +36,7 @@ READ_DOMAIN_NAME = "gridshare-read"
 READ_TYPE = "ReadAccess(address member,uint64 expires)"
 READ_TYPEHASH = keccak(text=READ_TYPE)
 READ_TYPES: dict[str, list[dict[str, str]]] = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
+    "EIP712Domain": EIP712_TYPES["EIP712Domain"],
     "ReadAccess": [{"name": "member", "type": "address"}, {"name": "expires", "type": "uint64"}],
 }
 HEADER_MEMBER = "X-Gridshare-Member"

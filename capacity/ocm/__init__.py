@@ -8,10 +8,12 @@ refinement, ``bands`` the objectives and band formation, ``certify`` the Eq. 14 
 from capacity.ocm.bands import OBJECTIVES
 from capacity.ocm.core import compute_bands, helm_voltage_solver, loading_limits
 from capacity.ocm.ga import GaSettings
+from capacity.ocm.policy import BandPolicy
 from capacity.ocm.result import BandResult
 
 __all__ = [
     "OBJECTIVES",
+    "BandPolicy",
     "BandResult",
     "GaSettings",
     "compute_bands",

@@ -38,6 +38,7 @@ import numpy as np
 from capacity.flexibility import Flexibility, FlexibilityKind
 from capacity.ocm.certify import box_points
 from capacity.ocm.ga import Extreme, GaSettings, run_ga
+from capacity.ocm.policy import PolicyVectors
 from capacity.ocm.polish import polish
 from capacity.ocm.problem import StepProblem
 
@@ -72,6 +73,7 @@ class BandSolver:
         ga: GaSettings | None = None,
         margin_pu: float = 1e-5,
         use_polish: bool = True,
+        policy: PolicyVectors | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
@@ -79,6 +81,7 @@ class BandSolver:
         self.ga = ga or GaSettings()
         self.margin_pu = margin_pu
         self.use_polish = use_polish
+        self.policy = policy
         self.p_low_kw = np.array([f.p_low_kw for f in flexibilities], dtype=float)
         self.p_high_kw = np.array([f.p_high_kw for f in flexibilities], dtype=float)
         self.rest_kw = np.clip(0.0, self.p_low_kw, self.p_high_kw)
@@ -95,10 +98,19 @@ class BandSolver:
         upper_kw: np.ndarray,
         seeds_kw: list[np.ndarray],
         seed: int,
+        on_kw: np.ndarray | None = None,
     ) -> Extreme:
-        """GA (one batched load flow per generation) then SLP polish of its best if feasible."""
-        best = run_ga(problem, sense, lower_kw, upper_kw, seeds_kw, self.ga, seed, self.margin_pu)
+        """GA (one batched load flow per generation) then SLP polish of its best if feasible.
+
+        ``on_kw``: chargers' minimum-current powers: the GA works in their operating sets
+        ``{0} u [on, upper]`` and the polish within the on/off pattern of the GA's best."""
+        best = run_ga(problem, sense, lower_kw, upper_kw, seeds_kw, self.ga, seed, self.margin_pu,
+                      on_kw)
         if best.feasible and self.use_polish:
+            if on_kw is not None:
+                off = (on_kw > 0) & (best.x_kw < on_kw)
+                lower_kw = np.where((on_kw > 0) & ~off, np.maximum(lower_kw, on_kw), lower_kw)
+                upper_kw = np.where(off, best.x_kw, upper_kw)
             x, _ = polish(problem, sense, lower_kw, upper_kw, best.x_kw, self.margin_pu)
             best = Extreme(x, 0.0, best.generations)
         return best
@@ -168,9 +180,12 @@ class BandSolver:
         _, _, _, _, lo, hi = min(options, key=lambda o: (o[0], o[1]))
         return np.minimum(lo, hi), np.maximum(lo, hi), lo, "reordered"
 
-    def _infeasible(self, problem: StepProblem, candidates: list[np.ndarray]) -> StepSolution:
-        """The least-violating candidate (ties: the first, i.e. everything at p_low)."""
-        pts = np.vstack([self.p_low_kw, self.rest_kw, self.p_high_kw, *candidates])
+    def _infeasible(self, problem: StepProblem, candidates: list[np.ndarray],
+                    corners: list[np.ndarray] | None = None) -> StepSolution:
+        """The least-violating candidate (ties: the first of ``corners``, by default every
+        device at p_low, then the rest point and every device at p_high)."""
+        corners = [self.p_low_kw, self.rest_kw, self.p_high_kw] if corners is None else corners
+        pts = np.vstack([*corners, *candidates])
         viol, _ = problem.evaluate(pts, 0.0)
         i = int(np.argmin(viol))
         x = pts[i]
@@ -230,7 +245,9 @@ class BandSolver:
     def _solve_objective(
         self, problem: StepProblem, warm: StepSolution | None, seed: int
     ) -> StepSolution:
-        """Optimise one step for the configured objective."""
+        """Optimise one step for the configured objective (the band policy if one is set)."""
+        if self.policy is not None:
+            return self._policy(problem, warm, seed)
         if self.objective == "two-step" and self.battery.any() and not self.battery.all():
             return self._two_step(problem, warm, seed)
         if self.objective == "fair":
@@ -299,14 +316,17 @@ class BandSolver:
             return None
         return StepSolution(a.x_kw, b.x_kw, a.x_kw, b.x_kw, a.x_kw, True, 0.0, "fair")
 
-    def _largest_fraction(self, problem: StepProblem, direction_kw: np.ndarray) -> float:
-        """Largest s in [0, 1] with rest + s * direction feasible (batched grid refinement)."""
+    def _largest_fraction(self, problem: StepProblem, direction_kw: np.ndarray,
+                          base_kw: np.ndarray | None = None) -> float:
+        """Largest s in [0, 1] with base + s * direction feasible (batched grid refinement;
+        base: the rest point unless given). 0 for a zero direction."""
         lo_s, hi_s = 0.0, 1.0
+        base_kw = self.rest_kw if base_kw is None else base_kw
         if not np.any(direction_kw):
             return 0.0
         for _ in range(_FAIR_ROUNDS):
             grid = np.linspace(lo_s, hi_s, _FAIR_GRID + 1)[1:]
-            pts = self.rest_kw[None, :] + grid[:, None] * direction_kw[None, :]
+            pts = base_kw[None, :] + grid[:, None] * direction_kw[None, :]
             viol, _ = problem.evaluate(pts, self.margin_pu)
             bad = np.flatnonzero(viol > 0)
             if bad.size == 0:
@@ -316,3 +336,77 @@ class BandSolver:
                 lo_s = float(grid[k - 1])
             hi_s = float(grid[k])
         return lo_s
+
+    # ------------------------------------------------------------------ band policy (issue 16)
+    def _policy(self, problem: StepProblem, warm: StepSolution | None, seed: int) -> StepSolution:
+        """``capacity.ocm.policy``: the argmin with every station at its committed minimum, then
+        the guaranteed minimum, the fair share of the headroom and the argmax of the sum."""
+        pv = self.policy
+        assert pv is not None
+        st = pv.station
+        lower_a = np.where(st, pv.floor_kw, self.p_low_kw)
+        upper_a = np.where(st, pv.floor_kw, self.p_high_kw)
+        rest_a = np.clip(self.rest_kw, lower_a, upper_a)
+        warm_min = [] if warm is None else [warm.argmin_kw]
+        a = self.extreme(problem, -1.0, lower_a, upper_a, [*warm_min, rest_a], seed + 1)
+        if not a.feasible:
+            return self._infeasible(problem, [a.x_kw], [lower_a, rest_a, upper_a])
+        lower_b, upper_b, note = self._policy_floors(problem, a.x_kw, seed)
+        feasible_b = np.where(st, lower_b, np.clip(a.x_kw, lower_b, upper_b))
+        warm_max = [] if warm is None else [warm.argmax_kw]
+        b = self.extreme(problem, +1.0, lower_b, upper_b, [feasible_b, *warm_max], seed)
+        b_kw = b.x_kw if b.feasible else feasible_b
+        lo, hi, anchor, order_note = self._order(problem, a.x_kw, b_kw, ~st, seed)
+        return StepSolution(a.x_kw, b_kw, lo, hi, anchor, True, 0.0,
+                            f"{note} {order_note}".strip())
+
+    def _policy_floors(self, problem: StepProblem, argmin_kw: np.ndarray, seed: int
+                       ) -> tuple[np.ndarray, np.ndarray, str]:
+        """The argmax's box (lower, upper) and note. ``base``: stations at their committed
+        minimum, the other devices at rest (none is forced to make room for a station). The
+        guarantee from ``base``; if it does not fit, from the argmin (the battery discharging:
+        note ``battery-for-guarantee``, or ``forced`` when the rest point itself breaks a
+        limit); if it does not fit there either, the GA's operable choice (``_operable_share``).
+        Only from ``base`` do the max-min fair share of the active stations' headroom and the
+        argmax follow; otherwise the stations stay at their guarantee and the argmax moves only
+        the other devices (the battery discharges no more than the load and guarantees need)."""
+        pv = self.policy
+        assert pv is not None
+        st = pv.station
+        to_guarantee = np.where(st, pv.guarantee_kw - pv.floor_kw, 0.0)
+        base = np.where(st, pv.floor_kw, np.maximum(argmin_kw, self.rest_kw))
+        from_rest = bool(problem.evaluate(base[None, :], self.margin_pu)[0][0] <= 0)
+
+        def fits(at_kw: np.ndarray) -> bool:
+            return (not to_guarantee.any()
+                    or self._largest_fraction(problem, to_guarantee, at_kw) >= 1.0)
+
+        guaranteed = from_rest and fits(base)
+        note = "policy" if from_rest else "policy forced"
+        if from_rest and not guaranteed and np.any(~st & (argmin_kw != base)):
+            from_rest, note = False, note + " battery-for-guarantee"
+        if not from_rest:
+            base = argmin_kw
+            guaranteed = fits(base)
+        if guaranteed:
+            start, active = base + to_guarantee, st
+        else:
+            start = self._operable_share(problem, base, seed)
+            active, note = st & (start > 0), note + " partial-guarantee"
+        headroom = np.where(active, self.p_high_kw - start, 0.0)
+        lam = self._largest_fraction(problem, headroom, start) if from_rest else 0.0
+        lower = np.where(st, start + lam * headroom, base if from_rest else self.p_low_kw)
+        upper = np.where(st & (~active | (not from_rest)), start, self.p_high_kw)
+        return lower, upper, note
+
+    def _operable_share(self, problem: StepProblem, base_kw: np.ndarray, seed: int) -> np.ndarray:
+        """When not every station can have its guarantee: the GA picks which stations get an
+        operable share (``{0} u [on, guarantee]``, the other devices at ``base_kw``) maximising
+        the served power; returns that setting (kW)."""
+        pv = self.policy
+        assert pv is not None
+        st = pv.station
+        lower = np.where(st, pv.floor_kw, base_kw)
+        upper = np.where(st, pv.guarantee_kw, base_kw)
+        ext = self.extreme(problem, +1.0, lower, upper, [lower], seed + 11, on_kw=pv.on_kw)
+        return ext.x_kw if ext.feasible else lower

@@ -26,6 +26,7 @@ from capacity.flexibility import Flexibility
 from capacity.ocm.bands import OBJECTIVES, BandSolver, StepSolution
 from capacity.ocm.certify import MAX_FULL_CORNER_FLEXIBILITIES, certify, certify_or_shrink
 from capacity.ocm.ga import GaSettings
+from capacity.ocm.policy import BandPolicy, policy_vectors
 from capacity.ocm.problem import StepProblem, VoltageSolver
 from capacity.ocm.result import RATING, BandResult, binding_constraint, branch_names
 
@@ -171,6 +172,7 @@ def compute_bands(
     blas_threads: int | None = 1,
     max_line_loading_pct: float = 100.0,
     max_trafo_loading_pct: float = 100.0,
+    policy: BandPolicy | None = None,
 ) -> BandResult:
     """Certified OCM bands (kW) for every step of ``p_kw``/``q_kvar`` (T, n_bus).
 
@@ -186,19 +188,25 @@ def compute_bands(
     first step here (for callers that compute one interval at a time, like the oracle loop).
     ``blas_threads``: BLAS threads while solving (1 is much faster for the many small batched
     solves on a shared machine; None leaves the BLAS default).
+    ``policy``: the product band policy (``capacity.ocm.policy.BandPolicy``: stations never
+    forced on, a guaranteed minimum, a fair share, then efficiency); needs ``objective="fair"``.
+    None (default): the paper's objectives as they are.
     """
     if n_random < 0:
         raise ValueError(f"n_random must be >= 0, got {n_random}")
     flexibilities, incidence, p, q, vs = _validate(
         feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective
     )
+    if policy is not None and objective != "fair":
+        raise ValueError(f"a band policy needs objective='fair', got {objective!r}")
+    vectors = None if policy is None else policy_vectors(policy, flexibilities)
     limits = loading_limits(feeder, max_line_loading_pct, max_trafo_loading_pct)
     make_problem = partial(
         StepProblem, solver or helm_voltage_solver(feeder), incidence,
         v_low_pu=v_low, v_high_pu=v_high, max_loading_pct=limits,
         corner_masks=thermal_corner_masks(feeder, incidence, limits),
     )
-    band_solver = BandSolver(flexibilities, objective, ga, margin_pu, use_polish)
+    band_solver = BandSolver(flexibilities, objective, ga, margin_pu, use_polish, vectors)
     warm = _warm_solution(warm_from, flexibilities)
     line_ids = np.asarray(getattr(feeder, "line_ids", ()), dtype=np.int64)
     trafo_ids = np.asarray(getattr(feeder, "trafo_ids", ()), dtype=np.int64)
@@ -216,7 +224,8 @@ def compute_bands(
         notes=notes,
         meta={"seed": int(seed), "n_random": int(n_random), "margin_pu": float(margin_pu),
               "max_line_loading_pct": float(max_line_loading_pct),
-              "max_trafo_loading_pct": float(max_trafo_loading_pct)},
+              "max_trafo_loading_pct": float(max_trafo_loading_pct),
+              **({} if policy is None else {"policy": policy.as_dict()})},
         line_ids=line_ids,
         trafo_ids=trafo_ids,
         max_loading_pct=limits,

@@ -23,6 +23,7 @@ import numpy as np
 from deap import base, creator, tools
 from deap.tools import crossover, mutation, selection
 
+from capacity.ocm.policy import snap_to_operating_set
 from capacity.ocm.problem import StepProblem
 
 if not hasattr(creator, "OcmFitness"):
@@ -119,12 +120,14 @@ def run_ga(
     settings: GaSettings,
     seed: int,
     margin_pu: float = 0.0,
+    on_kw: np.ndarray | None = None,
 ) -> Extreme:
     """Maximise (``sense=+1``) or minimise (``-1``) ``sum(x)`` over the box s.t. voltage limits.
 
     ``seeds_kw``: warm-start settings (clipped into the box) placed in the first population,
-    e.g. the previous step's solution. Deterministic for a given ``seed``; the global ``random``
-    state DEAP uses is restored afterwards.
+    e.g. the previous step's solution. ``on_kw`` (n_flex,): chargers' minimum-current powers;
+    every individual is snapped into ``{0} u [on, upper]`` before its load flow
+    (``capacity.ocm.policy.snap_to_operating_set``). Deterministic for a given ``seed``.
     """
     lower_kw = np.asarray(lower_kw, dtype=float)
     upper_kw = np.asarray(upper_kw, dtype=float)
@@ -136,7 +139,7 @@ def run_ga(
     def to_kw(genes: np.ndarray) -> np.ndarray:
         x = np.tile(lower_kw, (genes.shape[0], 1))
         x[:, free] = lower_kw[free] + np.clip(genes, 0.0, 1.0) * span
-        return x
+        return x if on_kw is None else snap_to_operating_set(x, on_kw, upper_kw)
 
     if n_free == 0:
         viol, _ = problem.evaluate(lower_kw[None, :], margin_pu)

@@ -15,6 +15,17 @@ drives the SAME GA with pandapower's Newton-Raphson instead of HELM (``capacity.
 repeatedly) on ``--nr-steps`` steps per feeder and prints the per-step time ratio runpp / HELM
 measured on the same steps in the same run.
 
+``--ga-contribution`` instead measures what the DEAP GA adds under the band policy of issue 16
+(``capacity.ocm.policy``) where the chargers' operating sets ``{0} u [4.14 kW, rating]`` make
+the problem non-convex: the evening steps where not every station can have its guaranteed
+minimum (``partial-guarantee``; the uncontrollable load scaled up on heimschuh-like and cigre-lv
+to create them), each solved cold by the default GA + polish, by the polish alone (the GA's
+first population, no generation: ``max_generations=0``), by the polish from the seeds only (a
+population of 4: the box corners and the seeds, no random individuals) and by a long GA (64 x
+40) as the reference. Per variant: the stations' summed P_max (the served power), its gap to the
+best variant per step, how many steps fall short by more than 0.01 kW, and the optimiser's
+load flows per step (certification off: ``n_random=0``, the corners only).
+
 Targets (issues 4 and 15): median <= 0.5 s per step for feeders up to 50 buses with 4
 flexibilities; a full day (1440 steps) of heimschuh-like <= 10 min on this 2-core machine;
 loadings <= 10 % of the HELM time. Exits 1 if a target measured in this run fails.
@@ -29,16 +40,26 @@ import time
 import numpy as np
 
 from capacity.feeders import day_profiles, feeder_case, load_feeder, load_pandapower_net
+from capacity.flexibility import FlexibilityKind
 from capacity.grid import Feeder
 from capacity.helm import solve
 from capacity.nr_check import NewtonRaphson
-from capacity.ocm import compute_bands
+from capacity.ocm import BandPolicy, GaSettings, compute_bands
 from capacity.ocm.result import RATING
 
 FEEDERS = ("paper-test-feeder", "heimschuh-like", "cigre-lv")
 TARGET_MEDIAN_S = 0.5
 TARGET_DAY_S = 600.0
 TARGET_LOADING_SHARE = 0.10
+#: (feeder, load scale) of the GA-contribution cases: evening steps every 10 min, 17:00-23:00.
+GA_CASES = (("paper-test-feeder", 1.0), ("heimschuh-like", 1.6), ("heimschuh-like", 1.8),
+            ("cigre-lv", 1.2), ("cigre-lv", 1.35), ("cigre-lv", 1.5))
+GA_VARIANTS = {
+    "GA + polish": GaSettings(),
+    "polish alone": GaSettings(max_generations=0),
+    "seeds + polish": GaSettings(population=4, max_generations=0),
+    "long GA (ref)": GaSettings(population=64, max_generations=40, patience=10),
+}
 
 
 class TimedHelm:
@@ -119,12 +140,58 @@ def _check_targets(r: dict) -> list[str]:
     return fails
 
 
+def ga_contribution(name: str, scale: float) -> dict[str, np.ndarray] | None:
+    """Served station power (T,) kW and load flows per step (T,) of every ``GA_VARIANTS`` entry
+    on the case's ``partial-guarantee`` steps; None when the case has none."""
+    feeder, case = load_feeder(name), feeder_case(name)
+    prof = day_profiles(name, seed=0)
+    minutes = np.arange(17 * 60, 23 * 60, 10)
+    p_kw, q_kvar = scale * prof.p_kw[minutes], scale * prof.q_kvar[minutes]
+    kw = {"v_slack_pu": case.v_slack_pu, "seed": 0, "objective": "fair", "policy": BandPolicy()}
+    probe = compute_bands(feeder, case.flexibilities, p_kw, q_kvar, n_random=0, **kw)
+    pick = np.flatnonzero(["partial-guarantee" in n for n in probe.notes])
+    if pick.size == 0:
+        return None
+    station = np.array([f.kind == FlexibilityKind.CHARGING_STATION for f in case.flexibilities])
+    out = {}
+    for label, ga in GA_VARIANTS.items():
+        res = compute_bands(feeder, case.flexibilities, p_kw[pick], q_kvar[pick], n_random=0,
+                            ga=ga, warm_start=False, **kw)
+        out[label] = res.p_max_kw[:, station].sum(axis=1)
+        out[label + " flows"] = res.n_evaluations.astype(float)
+    return out
+
+
+def print_ga_contribution() -> None:
+    """The GA-contribution table (module docstring)."""
+    print(f"{'case':<24} {'steps':>5} " + " | ".join(f"{v:>30}" for v in GA_VARIANTS))
+    print(f"{'':<24} {'':>5} " + " | ".join(
+        f"{'served kW':>9} {'gap %':>6} {'short':>5} {'flows':>6}" for _ in GA_VARIANTS))
+    for name, scale in GA_CASES:
+        out = ga_contribution(name, scale)
+        if out is None:
+            print(f"{name} x{scale:<10} no partial-guarantee step")
+            continue
+        best = np.max([out[v] for v in GA_VARIANTS], axis=0)
+        cells = []
+        for v in GA_VARIANTS:
+            gap = best - out[v]
+            cells.append(f"{out[v].sum():9.1f} {100 * gap.sum() / best.sum():6.2f} "
+                         f"{int((gap > 0.01).sum()):5d} {out[v + ' flows'].mean():6.0f}")
+        print(f"{name + ' x' + str(scale):<24} {best.size:5d} " + " | ".join(cells))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1440, help="minutes per feeder (1440 = day)")
     parser.add_argument("--nr-steps", type=int, default=1, help="steps per feeder with runpp")
     parser.add_argument("--feeders", nargs="+", default=list(FEEDERS), choices=FEEDERS)
+    parser.add_argument("--ga-contribution", action="store_true",
+                        help="only the GA-contribution table of the band policy")
     args = parser.parse_args(argv)
+    if args.ga_contribution:
+        print_ga_contribution()
+        return 0
     rows = [run_feeder(name, args.steps, args.nr_steps) for name in args.feeders]
     print()
     print(f"{'feeder':<18} {'bus':>4} {'flex':>4} {'steps':>5} {'median s':>9} {'p95 s':>7} "

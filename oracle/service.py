@@ -60,6 +60,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 
 from capacity.flexibility import Flexibility, FlexibilityKind
+from capacity.ocm.policy import BandPolicy
 from gridshare.chain.backoff import Backoff, Stop, sleep, stop_requested
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import (
@@ -135,7 +136,8 @@ class OcmSettings:
     ``forecast``: which minutes of the source interval become OCM steps ("all", "extremes",
     "last"; see ``oracle.forecast.forecast_steps``). ``max_line_loading_pct`` /
     ``max_trafo_loading_pct``: thermal limits of every rated line and transformer, percent of
-    its rating (``capacity.ocm.compute_bands``; ``inf``: none).
+    its rating (``capacity.ocm.compute_bands``; ``inf``: none). ``band_policy``: the product
+    band policy (``capacity.ocm.policy``, needs objective "fair"); None: the paper's objective.
     """
 
     objective: str = "sum"
@@ -149,8 +151,11 @@ class OcmSettings:
     ga_max_generations: int = 20
     max_line_loading_pct: float = 100.0
     max_trafo_loading_pct: float = 100.0
+    band_policy: BandPolicy | None = None
 
     def __post_init__(self) -> None:
+        if self.band_policy is not None and self.objective != "fair":
+            raise ValueError(f"band_policy needs objective 'fair', got {self.objective!r}")
         if not (self.max_line_loading_pct > 0 and self.max_trafo_loading_pct > 0):
             raise ValueError("max_line_loading_pct and max_trafo_loading_pct must be > 0")
         if self.forecast not in FORECAST_MODES:
@@ -215,7 +220,22 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
         "ga_population": ocm.ga_population, "ga_max_generations": ocm.ga_max_generations,
         "max_line_loading_milli_pct": _milli_pct(ocm.max_line_loading_pct),
         "max_trafo_loading_milli_pct": _milli_pct(ocm.max_trafo_loading_pct),
+        **({} if ocm.band_policy is None else {"policy": {
+            "guaranteed_min_w": int(kw_to_w(ocm.band_policy.guaranteed_min_kw)),
+            "station_on_min_w": int(kw_to_w(ocm.band_policy.station_on_min_kw)),
+            "committed_min_w": {k: int(kw_to_w(v))
+                                for k, v in ocm.band_policy.committed_min_kw.items()}}}),
     }
+
+
+def _policy_of(ocm: Mapping[str, Any]) -> BandPolicy | None:
+    """The band policy of the ``ocm`` part of canonical inputs (None: none)."""
+    policy = ocm.get("policy")
+    if policy is None:
+        return None
+    return BandPolicy(float(w_to_kw(policy["guaranteed_min_w"])),
+                      float(w_to_kw(policy["station_on_min_w"])),
+                      {k: float(w_to_kw(v)) for k, v in policy["committed_min_w"].items()})
 
 
 def _milli_pct(limit_pct: float) -> int | None:
@@ -255,6 +275,7 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
                       max_generations=int(ocm["ga_max_generations"])),
         margin_pu=nano_pu_to_pu(ocm["margin_nano_pu"]),
         max_line_loading_pct=line_limit_pct, max_trafo_loading_pct=trafo_limit_pct,
+        policy=_policy_of(ocm),
     )
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from web3.contract import Contract
 
+from capacity.ocm.policy import BandPolicy
 from gridshare.chain.client import Chain, connect
 from gridshare.chain.config import ChainConfig
 from gridshare.chain.deploy import Deployment, DeployParams, deploy
@@ -107,7 +108,8 @@ class SimulationConfig:
     seed: int = 0
     interval_s: int = 900
     readings_batch_min: int = 15
-    ocm: OcmSettings = field(default_factory=lambda: OcmSettings(forecast=OCM_FORECAST))
+    ocm: OcmSettings = field(default_factory=lambda: OcmSettings(
+        forecast=OCM_FORECAST, objective="fair", band_policy=BandPolicy()))
     nr_steps: int = 12
     nr_random_points: int = 20
     progress: bool = True

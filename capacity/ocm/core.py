@@ -197,9 +197,7 @@ def compute_bands(
     flexibilities, incidence, p, q, vs = _validate(
         feeder, flexibilities, p_kw, q_kvar, v_slack_pu, v_low, v_high, objective
     )
-    if policy is not None and objective != "fair":
-        raise ValueError(f"a band policy needs objective='fair', got {objective!r}")
-    vectors = None if policy is None else policy_vectors(policy, flexibilities)
+    vectors = None if policy is None else policy_vectors(policy, flexibilities, objective)
     limits = loading_limits(feeder, max_line_loading_pct, max_trafo_loading_pct)
     make_problem = partial(
         StepProblem, solver or helm_voltage_solver(feeder), incidence,

@@ -79,8 +79,12 @@ class PolicyVectors:
     on_kw: np.ndarray
 
 
-def policy_vectors(policy: BandPolicy, flexibilities: Sequence[Flexibility]) -> PolicyVectors:
-    """Check ``policy`` against the devices' ratings and return it per device."""
+def policy_vectors(policy: BandPolicy, flexibilities: Sequence[Flexibility],
+                   objective: str = "fair") -> PolicyVectors:
+    """Check ``policy`` against the objective (it is the "fair" one) and the devices' ratings;
+    return it per device."""
+    if objective != "fair":
+        raise ValueError(f"a band policy needs objective='fair', got {objective!r}")
     names = [f.name for f in flexibilities]
     unknown = sorted(set(policy.committed_min_kw) - set(names))
     if unknown:

@@ -408,5 +408,6 @@ class BandSolver:
         st = pv.station
         lower = np.where(st, pv.floor_kw, base_kw)
         upper = np.where(st, pv.guarantee_kw, base_kw)
-        ext = self.extreme(problem, +1.0, lower, upper, [lower], seed + 11, on_kw=pv.on_kw)
+        alone = np.where(np.eye(st.size, dtype=bool)[st], upper, lower)  # one station on each
+        ext = self.extreme(problem, +1.0, lower, upper, [lower, *alone], seed + 11, on_kw=pv.on_kw)
         return ext.x_kw if ext.feasible else lower

@@ -367,8 +367,9 @@ class BandSolver:
         guarantee from ``base``; if it does not fit, from the argmin (the battery discharging:
         note ``battery-for-guarantee``, or ``forced`` when the rest point itself breaks a
         limit); if it does not fit there either, the GA's operable choice (``_operable_share``).
-        Only from ``base`` do the max-min fair share of the active stations' headroom and the
-        argmax follow; otherwise the stations stay at their guarantee and the argmax moves only
+        Only from ``base`` do the max-min fair share of the headroom of the active stations and
+        the other devices (the battery's charging is shared like a station's) and the argmax
+        follow; otherwise the stations stay at their guarantee and the argmax moves only
         the other devices (the battery discharges no more than the load and guarantees need)."""
         pv = self.policy
         assert pv is not None
@@ -393,9 +394,9 @@ class BandSolver:
         else:
             start = self._operable_share(problem, base, seed)
             active, note = st & (start > 0), note + " partial-guarantee"
-        headroom = np.where(active, self.p_high_kw - start, 0.0)
+        headroom = np.where(active | ~st, self.p_high_kw - start, 0.0)
         lam = self._largest_fraction(problem, headroom, start) if from_rest else 0.0
-        lower = np.where(st, start + lam * headroom, base if from_rest else self.p_low_kw)
+        lower = start + lam * headroom if from_rest else np.where(st, start, self.p_low_kw)
         upper = np.where(st & (~active | (not from_rest)), start, self.p_high_kw)
         return lower, upper, note
 

@@ -11,9 +11,10 @@ it every objective is the paper's. Per step, with the flexibilities' powers ``x`
 2. **Guaranteed minimum** (like section 14a EnWG: a DSO may curtail a controllable device, not
    below 4.2 kW): from the argmin, the largest common fraction ``t`` in [0, 1] with every station
    at ``committed + t (guarantee - committed)`` is found (batched grid refinement).
-3. **Fair share of the remaining headroom** (max-min): when the full guarantee fits (``t = 1``),
-   the largest common fraction ``lam`` of each station's headroom above its guarantee,
-   ``P_c >= guarantee_c + lam (p_high_c - guarantee_c)``; with equal ratings, equal kW.
+3. **Fair share of the remaining headroom** (max-min, only from rest): the largest common
+   fraction ``lam`` of each device's headroom, ``P_c >= guarantee_c + lam (p_high_c -
+   guarantee_c)`` for a station, ``P_c >= rest_c + lam (p_high_c - rest_c)`` for the others
+   (the battery's charging); stations of equal rating get equal kW.
 4. **Efficiency**: the argmax of the summed power (Eq. 2-3) with those floors.
 
 **Operating sets.** A charger draws 0 or between its minimum-current power

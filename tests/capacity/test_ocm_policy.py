@@ -66,6 +66,10 @@ def test_capacity_from_rest_is_shared_equally_and_the_battery_is_not_forced(heim
     battery = ~station
     assert np.all(policy.p_max_kw[from_rest][:, battery] >= 0.0)
     assert np.all(policy.p_min_kw[from_rest][:, battery] <= 0.0)
+    # the battery's charging gets the same fraction of its headroom as the stations (max-min)
+    cb_fraction = policy.p_max_kw[limited][:, 0] / 50.0
+    cs_fraction = (cs.min(axis=1) - GUARANTEE_KW) / (22.0 - GUARANTEE_KW)
+    assert np.all(cb_fraction >= cs_fraction - 0.01)
 
 
 def test_the_battery_discharges_only_as_far_as_the_guarantees_need(heimschuh):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from capacity.ocm import OBJECTIVES, BandResult, compute_bands
+from capacity.ocm import OBJECTIVES, BandPolicy, BandResult, compute_bands
 
 MINUTES_PER_DAY = 1440
 
@@ -36,8 +36,13 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--hours", type=float, default=24.0, help="hours to compute (default 24)")
     p.add_argument("--step-min", type=int, default=1, help="step length in minutes (default 1)")
     p.add_argument("--start-hour", type=float, default=0.0, help="first hour of day (default 0)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="sum",
-                   help="sum (paper Eq. 2-3), two-step (Eq. 15-16) or fair (max-min share)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="sum (paper Eq. 2-3, the default), two-step (Eq. 15-16) or fair "
+                   "(max-min share; the default with --band-policy)")
+    p.add_argument("--band-policy", action="store_true",
+                   help="the product band policy (capacity.ocm.policy, docs/ocm.md): no station "
+                   "forced on, 4.2 kW guaranteed per station, then a fair share; needs "
+                   "objective fair")
     p.add_argument("--seed", type=int, default=0, help="profile and GA seed (default 0)")
     p.add_argument("--n-random", type=int, default=1000,
                    help="random certification points per step (default 1000)")
@@ -110,6 +115,8 @@ def run_ocm(args: argparse.Namespace) -> int:
     flexibilities = tuple(feeder.flexibilities) or tuple(case.flexibilities)
     if not flexibilities:
         raise ValueError(f"feeder {args.feeder!r} has no flexibilities")
+    policy = BandPolicy() if args.band_policy else None
+    objective = args.objective or ("fair" if policy is not None else "sum")
     starts = step_windows(args.start_hour, args.hours, args.step_min)
     prof = day_profiles(args.feeder, seed=args.seed)
     p_kw = step_means(prof.p_kw, starts, args.step_min)
@@ -117,8 +124,8 @@ def run_ocm(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = compute_bands(
         feeder, flexibilities, p_kw, q_kvar, v_slack_pu=case.v_slack_pu, v_low=args.v_low,
-        v_high=args.v_high, objective=args.objective, seed=args.seed, n_random=args.n_random,
-        progress=True, max_line_loading_pct=args.max_line_loading_pct,
+        v_high=args.v_high, objective=objective, seed=args.seed, n_random=args.n_random,
+        progress=True, policy=policy, max_line_loading_pct=args.max_line_loading_pct,
         max_trafo_loading_pct=args.max_trafo_loading_pct,
     )
     elapsed = time.perf_counter() - started
@@ -132,7 +139,8 @@ def run_ocm(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     doc = {
         "feeder": args.feeder,
-        "objective": args.objective,
+        "objective": objective,
+        "band_policy": None if policy is None else policy.as_dict(),
         "seed": args.seed,
         "date": str(prof.time[0].date()),
         "step_min": args.step_min,
@@ -163,7 +171,7 @@ def run_ocm(args: argparse.Namespace) -> int:
         written += ["bands.png", "voltages.png", "voltage_boxplots.png"]
     n_bad = int((~result.feasible).sum())
     print(
-        f"{args.feeder}: {result.n_steps} steps of {args.step_min} min ({args.objective}) in "
+        f"{args.feeder}: {result.n_steps} steps of {args.step_min} min ({objective}) in "
         f"{elapsed:.1f} s, median {np.median(result.seconds):.3f} s/step; "
         f"{n_bad} infeasible step(s)"
         + (f", worst violation {result.violation_pu.max():.4f} pu" if n_bad else "")

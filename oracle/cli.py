@@ -57,15 +57,18 @@ def _chain_config(args: argparse.Namespace, deployment: Any) -> ChainConfig:
 
 
 def _oracle_config(args: argparse.Namespace) -> Any:
+    from capacity.ocm.policy import BandPolicy
     from oracle.certify import NrSettings
     from oracle.registry import ReadingWindow
     from oracle.service import OcmSettings, OracleConfig
 
+    policy = BandPolicy() if getattr(args, "band_policy", False) else None
+    objective = getattr(args, "objective", None) or ("fair" if policy is not None else None)
     ocm = OcmSettings(**{k: v for k, v in {
         "forecast": getattr(args, "forecast", None), "n_random": getattr(args, "n_random", None),
         "ga_population": getattr(args, "ga_population", None),
         "ga_max_generations": getattr(args, "ga_generations", None),
-        "objective": getattr(args, "objective", None), "seed": getattr(args, "seed", None),
+        "objective": objective, "seed": getattr(args, "seed", None), "band_policy": policy,
         "max_line_loading_pct": getattr(args, "max_line_loading_pct", None),
         "max_trafo_loading_pct": getattr(args, "max_trafo_loading_pct", None),
     }.items() if v is not None})
@@ -197,7 +200,11 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--ga-population", type=int, default=None, help="GA population size")
     run.add_argument("--ga-generations", type=int, default=None, help="GA generations (max)")
     run.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
-                     help="OCM objective (default sum)")
+                     help="OCM objective (default sum; fair with --band-policy)")
+    run.add_argument("--band-policy", action="store_true",
+                     help="the product band policy (capacity.ocm.policy, docs/ocm.md): no "
+                     "station forced on, 4.2 kW guaranteed per station, then a fair share; needs "
+                     "objective fair (the default with it). Default: the paper's objective")
     run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
     run.add_argument("--max-line-loading-pct", type=float, default=None,
                      help="thermal limit of every rated line, percent of its rating (default 100)")

@@ -62,6 +62,11 @@ class BandPolicy:
                 f"guaranteed_min_kw={self.guaranteed_min_kw} is below station_on_min_kw="
                 f"{self.station_on_min_kw}: a charger could not draw its guarantee")
 
+    def __hash__(self) -> int:
+        """Hashable like the settings that hold it (caches keyed by the oracle's settings)."""
+        return hash((self.guaranteed_min_kw, self.station_on_min_kw,
+                     tuple(sorted(self.committed_min_kw.items()))))
+
     def as_dict(self) -> dict[str, object]:
         """Plain-data form (result metadata)."""
         return {"guaranteed_min_kw": self.guaranteed_min_kw,

@@ -18,9 +18,10 @@
 * The DSO audit (``/v1/audit/compliance``, ``/v1/bands``): ``--max-line-loading-pct`` /
   ``--max-trafo-loading-pct`` (default 100: percent of the ratings) are the loading limits; they
   and the other oracle settings of ``gridshare oracle run`` (``--forecast``, ``--n-random``,
-  ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``, ``--seed``,
-  ``--max-reading-age-s``) must be the oracle's: they are hashed into the band inputs the audit
-  recomputes (a band whose hash does not match is reported ``stale``).
+  ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``,
+  ``--band-policy``, ``--seed``, ``--max-reading-age-s``) must be the oracle's: they are hashed
+  into the band inputs the audit recomputes (a band whose hash does not match is reported
+  ``stale``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ EXIT_LOCKED = 3
 RELAY_STOP_S = 30.0
 #: ``gridshare oracle run`` options the audit needs (hashed into the band inputs).
 ORACLE_OPTIONS = ("forecast", "n_random", "nr_random", "ga_population", "ga_generations",
-                  "objective", "seed", "max_line_loading_pct", "max_trafo_loading_pct",
-                  "max_reading_age_s")
+                  "objective", "band_policy", "seed", "max_line_loading_pct",
+                  "max_trafo_loading_pct", "max_reading_age_s")
 
 
 def _stop_on_sigterm() -> None:
@@ -180,7 +181,10 @@ def _audit_options(p: argparse.ArgumentParser) -> None:
                         "(default 3600)")):
         g.add_argument(name, type=int, default=None, help=f"the oracle's {what}")
     g.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
-                   help="the oracle's OCM objective (default sum)")
+                   help="the oracle's OCM objective (default sum; fair with --band-policy)")
+    g.add_argument("--band-policy", action="store_true",
+                   help="the oracle runs the product band policy (gridshare oracle run "
+                   "--band-policy; the simulation's default)")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

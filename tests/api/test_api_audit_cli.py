@@ -3,6 +3,8 @@ become the audit's ``OracleConfig`` through ``oracle run``'s own mapping."""
 
 from __future__ import annotations
 
+import pytest
+
 from gridshare.api.cli import _audit_config
 from gridshare.cli import build_parser
 from oracle.service import OracleConfig
@@ -27,3 +29,12 @@ def test_serve_defaults_are_the_oracles() -> None:
     default = OracleConfig()
     assert (config.ocm, config.nr, config.window, config.forecast_seed) == (
         default.ocm, default.nr, default.window, default.forecast_seed)
+
+
+def test_serve_band_policy_is_the_simulations_and_needs_the_fair_objective() -> None:
+    from capacity.ocm.policy import BandPolicy
+
+    config = _audit_config(build_parser().parse_args(["serve", "--band-policy"]))
+    assert (config.ocm.objective, config.ocm.band_policy) == ("fair", BandPolicy())
+    with pytest.raises(ValueError, match="band_policy needs objective 'fair'"):
+        _audit_config(build_parser().parse_args(["serve", "--band-policy", "--objective", "sum"]))

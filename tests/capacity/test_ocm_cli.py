@@ -69,3 +69,23 @@ def test_steps_average_their_minutes():
     np.testing.assert_array_equal(starts, [60, 75])
     values = np.arange(1440.0)[:, None] * np.ones((1, 2))
     np.testing.assert_allclose(step_means(values, starts, 15), [[67.0, 67.0], [82.0, 82.0]])
+
+
+def test_ocm_command_with_the_band_policy_forces_no_station(tmp_path):
+    out = tmp_path / "ocm"
+    code = main(["ocm", "--feeder", "heimschuh-like", "--start-hour", "12", "--hours", "0.5",
+                 "--step-min", "15", "--n-random", "20", "--band-policy", "--out", str(out),
+                 "--no-figures"])
+    assert code == 0
+    doc = json.loads((out / "bands.json").read_text())
+    assert doc["objective"] == "fair" and doc["band_policy"]["guaranteed_min_kw"] == 4.2
+    rows = list(csv.DictReader((out / "bands.csv").open()))
+    station_p_min = [float(v) for r in rows for k, v in r.items()
+                     if k.startswith("CS") and k.endswith("_p_min_kw")]
+    assert len(station_p_min) >= 2 * len(rows) and max(station_p_min) == 0.0
+
+
+def test_ocm_command_refuses_the_band_policy_with_another_objective(tmp_path, capsys):
+    assert main(["ocm", "--feeder", "heimschuh-like", "--hours", "0.25", "--band-policy",
+                 "--objective", "sum", "--n-random", "10", "--out", str(tmp_path)]) == 1
+    assert "needs objective='fair'" in capsys.readouterr().err

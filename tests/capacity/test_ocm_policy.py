@@ -172,3 +172,12 @@ def test_hostile_policy_settings_get_clear_errors(policy_kw, flex_kw, objective,
     with pytest.raises(ValueError, match=match):
         compute_bands(feeder, _station(**flex_kw), p, p, objective=objective,
                       policy=BandPolicy(**policy_kw))
+
+
+def test_policies_hash_like_the_settings_that_hold_them():
+    """The DSO audit caches its stale-band verdicts keyed by the oracle's settings: a policy
+    with committed minima must hash (equal policies equally)."""
+    a = BandPolicy(committed_min_kw={"CS01": 5.0, "CS02": 4.2})
+    b = BandPolicy(committed_min_kw={"CS02": 4.2, "CS01": 5.0})
+    assert a == b and hash(a) == hash(b) and {a: 1}[b] == 1
+    assert hash(a) != hash(BandPolicy())

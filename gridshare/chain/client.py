@@ -703,6 +703,10 @@ def connect(config: ChainConfig | None = None, keys: KeyRing | None = None) -> C
     if config.is_embedded:
         return Chain(embedded_web3(), config, keys)
     w3 = Web3(http_provider(config))
+    # web3's "validation" middleware asks the node for eth_chainId before every eth_call and
+    # eth_estimateGas (one extra round trip each); transactions are signed here with the chain
+    # id and the node's identity is checked by the services (market.gateway.watch.ChainWatch)
+    w3.middleware_onion.remove("validation")
     poa = config.poa if config.poa is not None else needs_poa_middleware(w3)
     if poa:
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,19 +188,39 @@ class _Cache:
         self.idle_drop_s = idle_drop_s
         # key -> (loaded at, value, loader, last used)
         self._data: dict[Any, tuple[float, Any, Callable[[], Any], float]] = {}
+        self._loading: dict[Any, Future[Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        """The value of ``key``; on a miss one caller loads it and concurrent callers of the
+        same key wait for that load (its value or its exception), not a read each."""
         now = time.monotonic()
         with self._lock:
             hit = self._data.get(key)
             if hit is not None and now - hit[0] <= self.ttl_s:
                 self._data[key] = (hit[0], hit[1], hit[2], now)
                 return hit[1]
-        value = load()
-        with self._lock:
-            self._data[key] = (now, value, load, now)
-        return value
+            loading = self._loading.get(key)
+            if loading is None:
+                loading = self._loading[key] = Future()
+                owner = True
+            else:
+                owner = False
+        if not owner:
+            return loading.result()
+        try:
+            value = load()
+        except BaseException as exc:
+            loading.set_exception(exc)
+            raise
+        else:
+            loading.set_result(value)
+            with self._lock:
+                self._data[key] = (now, value, load, now)
+            return value
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
 
     def fresh(self, key: Any) -> bool:
         with self._lock:

@@ -1,0 +1,50 @@
+"""The gateway's read cache: concurrent misses of one key cost one chain read (a burst of
+orders for a new interval must not become a burst of ``isOpen`` calls), and a failed read
+reaches every waiter and is retried by the next caller."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from market.gateway.gateway import _Cache
+
+
+def test_concurrent_misses_of_one_key_share_one_load() -> None:
+    cache, loads = _Cache(ttl_s=10.0), []
+
+    def load() -> int:
+        loads.append(threading.get_ident())
+        time.sleep(0.2)
+        return 42
+
+    with ThreadPoolExecutor(20) as pool:
+        values = list(pool.map(lambda _i: cache.get("k", load), range(20)))
+    assert values == [42] * 20 and len(loads) == 1
+    assert cache.get("other", lambda: 7) == 7  # another key loads on its own
+
+
+def test_a_failed_load_reaches_every_waiter_and_the_next_caller_retries() -> None:
+    cache, calls = _Cache(ttl_s=10.0), []
+
+    def failing() -> int:
+        calls.append(1)
+        time.sleep(0.2)
+        raise ConnectionError("node down")
+
+    def attempt(_i: int) -> str:
+        try:
+            cache.get("k", failing)
+        except ConnectionError as exc:
+            return str(exc)
+        return "no error"
+
+    with ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(attempt, range(10)))
+    assert outcomes == ["node down"] * 10 and len(calls) == 1
+    assert cache.get("k", lambda: 5) == 5 and not cache.fresh("missing")
+    with pytest.raises(ConnectionError):
+        cache.get("j", failing)

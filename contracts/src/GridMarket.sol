@@ -72,6 +72,8 @@ contract GridMarket is AccessControlDefaultAdminRules, Pausable, EIP712 {
     uint32 public constant BATTERY_REF = type(uint32).max - 1;
     /// @notice Largest maxOrderEnergyWh * maxPrice (nano-euro) a deployment may state (2^96).
     uint256 public constant MAX_ORDER_VALUE_NANO_EUR = uint256(1) << 96;
+    /// @notice Most orders one `submitOrdersSigned` call takes (bounds its gas: about 70k each).
+    uint256 public constant MAX_ORDERS_PER_BATCH = 200;
 
     /// @notice A buy (side 0) or sell (side 1) order for one interval.
     struct Order {
@@ -195,6 +197,9 @@ contract GridMarket is AccessControlDefaultAdminRules, Pausable, EIP712 {
         uint64 priceMicroEurPerKwh,
         uint64 nonce
     );
+    /// @notice An order of a `submitOrdersSigned` batch was not placed; `reason` is the ABI-encoded
+    /// custom error `submitOrderSigned` would have reverted with (e.g. BadNonce, Expired).
+    event OrderRejected(address indexed prosumer, bytes32 digest, uint64 nonce, bytes reason);
     /// @notice The interval takes no more orders; `bookHash` commits its book.
     event OrdersCommitted(uint64 indexed interval, bytes32 bookHash);
     /// @notice One trade of a settlement (order indices into the book, or GRID_REF/BATTERY_REF).
@@ -239,6 +244,9 @@ contract GridMarket is AccessControlDefaultAdminRules, Pausable, EIP712 {
     error Expired(uint64 deadline, uint256 nowSeconds);
     /// @notice The signature is malformed or not the prosumer's.
     error BadSignature();
+    /// @notice A `submitOrdersSigned` batch is empty, longer than MAX_ORDERS_PER_BATCH, or its
+    /// orders and signatures differ in number.
+    error BadBatch(uint256 orders, uint256 signatures);
     /// @notice The sender of `submitOrder` is not the order's prosumer.
     error NotOrderOwner(address sender, address prosumer);
     /// @notice Zero energy in an order or trade.
@@ -423,9 +431,37 @@ contract GridMarket is AccessControlDefaultAdminRules, Pausable, EIP712 {
         returns (bytes32 digest)
     {
         digest = hashOrder(order);
-        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || signer != order.prosumer) revert BadSignature();
-        _placeOrder(order, digest);
+        bytes memory refusal = _signedOrderRefusal(order, digest, signature);
+        if (refusal.length != 0) _revertWith(refusal);
+        _book(order, digest);
+    }
+
+    /// @notice Place a batch of signed orders relayed by anyone, in order. An order the contract
+    /// refuses is skipped with OrderRejected (the reason `submitOrderSigned` would revert with)
+    /// and never blocks the others; a prosumer's later order in the batch then sees its nonce.
+    /// @param orders the orders (1..MAX_ORDERS_PER_BATCH)
+    /// @param signatures one 65-byte (r, s, v) signature per order
+    /// @return placed how many orders were placed
+    function submitOrdersSigned(Order[] calldata orders, bytes[] calldata signatures)
+        external
+        whenNotPaused
+        returns (uint256 placed)
+    {
+        uint256 n = orders.length;
+        if (n == 0 || n > MAX_ORDERS_PER_BATCH || signatures.length != n) {
+            revert BadBatch(n, signatures.length);
+        }
+        for (uint256 i = 0; i < n; ++i) {
+            Order calldata order = orders[i];
+            bytes32 digest = hashOrder(order);
+            bytes memory refusal = _signedOrderRefusal(order, digest, signatures[i]);
+            if (refusal.length == 0) {
+                _book(order, digest);
+                ++placed;
+            } else {
+                emit OrderRejected(order.prosumer, digest, order.nonce, refusal);
+            }
+        }
     }
 
     /// @notice Place an order sent by the prosumer itself (msg.sender == order.prosumer).
@@ -434,7 +470,9 @@ contract GridMarket is AccessControlDefaultAdminRules, Pausable, EIP712 {
     function submitOrder(Order calldata order) external whenNotPaused returns (bytes32 digest) {
         if (msg.sender != order.prosumer) revert NotOrderOwner(msg.sender, order.prosumer);
         digest = hashOrder(order);
-        _placeOrder(order, digest);
+        bytes memory refusal = _orderRefusal(order);
+        if (refusal.length != 0) _revertWith(refusal);
+        _book(order, digest);
     }
 
     /// @notice The EIP-712 digest of an order (the 32 bytes that are signed).
@@ -651,32 +689,76 @@ contract GridMarket is AccessControlDefaultAdminRules, Pausable, EIP712 {
         if (hasRole(held, account)) revert RoleConflict(account, held, SETTLER_ROLE);
     }
 
-    function _placeOrder(Order calldata order, bytes32 digest) private {
-        address prosumer = order.prosumer;
-        Member storage m = _members[prosumer];
-        if (m.standing != Standing.Prosumer) revert NotProsumer(prosumer);
-        uint64 expected = m.nonce;
-        if (order.nonce != expected) revert BadNonce(prosumer, expected, order.nonce);
-        if (block.timestamp > order.deadline) revert Expired(order.deadline, block.timestamp);
-        _checkOrderContent(order.side, order.energyWh, order.priceMicroEurPerKwh);
-        uint64 interval = order.interval;
-        uint64 current = currentInterval();
-        if (interval < current) revert IntervalInPast(interval, current);
-        _checkNotTooFar(interval);
-        IntervalState storage st = _intervals[interval];
-        if (st.committed || st.settled || st.deviationsSettled) revert IntervalClosed(interval);
-        m.nonce = expected + 1;
-        st.bookHash = _link(st.bookHash, prosumer, order.side, order.energyWh, order.priceMicroEurPerKwh);
-        emit OrderPlaced(interval, prosumer, digest, order.side, order.energyWh, order.priceMicroEurPerKwh, expected);
+    /// Why a signed order cannot be placed now (an ABI-encoded custom error), or empty bytes.
+    function _signedOrderRefusal(Order calldata order, bytes32 digest, bytes calldata signature)
+        private
+        view
+        returns (bytes memory)
+    {
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || signer != order.prosumer) {
+            return abi.encodeWithSelector(BadSignature.selector);
+        }
+        return _orderRefusal(order);
     }
 
-    function _checkOrderContent(uint8 side, uint64 energyWh, uint64 price) private view {
-        if (side > SELL) revert InvalidSide(side);
-        if (energyWh == 0) revert ZeroEnergy();
-        if (energyWh > maxOrderEnergyWh) revert EnergyOutOfBounds(energyWh, maxOrderEnergyWh);
-        if (price < minPriceMicroEurPerKwh || price > maxPriceMicroEurPerKwh) {
-            revert PriceOutOfBounds(price, minPriceMicroEurPerKwh, maxPriceMicroEurPerKwh);
+    /// Why an order cannot be placed now (an ABI-encoded custom error), or empty bytes.
+    function _orderRefusal(Order calldata order) private view returns (bytes memory) {
+        address prosumer = order.prosumer;
+        Member storage m = _members[prosumer];
+        if (m.standing != Standing.Prosumer) return abi.encodeWithSelector(NotProsumer.selector, prosumer);
+        if (order.nonce != m.nonce) {
+            return abi.encodeWithSelector(BadNonce.selector, prosumer, m.nonce, order.nonce);
         }
+        if (block.timestamp > order.deadline) {
+            return abi.encodeWithSelector(Expired.selector, order.deadline, block.timestamp);
+        }
+        bytes memory content = _orderContentRefusal(order.side, order.energyWh, order.priceMicroEurPerKwh);
+        if (content.length != 0) return content;
+        uint64 interval = order.interval;
+        uint64 current = currentInterval();
+        if (interval < current) return abi.encodeWithSelector(IntervalInPast.selector, interval, current);
+        uint64 lastAllowed = current + maxIntervalsAhead;
+        if (interval > lastAllowed) {
+            return abi.encodeWithSelector(IntervalTooFarAhead.selector, interval, lastAllowed);
+        }
+        IntervalState storage st = _intervals[interval];
+        if (st.committed || st.settled || st.deviationsSettled) {
+            return abi.encodeWithSelector(IntervalClosed.selector, interval);
+        }
+        return "";
+    }
+
+    /// Book an order that passed `_orderRefusal`: the nonce, the book's hash chain, the event.
+    function _book(Order calldata order, bytes32 digest) private {
+        address prosumer = order.prosumer;
+        Member storage m = _members[prosumer];
+        uint64 nonce = m.nonce;
+        m.nonce = nonce + 1;
+        IntervalState storage st = _intervals[order.interval];
+        st.bookHash = _link(st.bookHash, prosumer, order.side, order.energyWh, order.priceMicroEurPerKwh);
+        emit OrderPlaced(
+            order.interval, prosumer, digest, order.side, order.energyWh, order.priceMicroEurPerKwh, nonce
+        );
+    }
+
+    /// Revert with ABI-encoded error data as is (a custom error built by `_orderRefusal`).
+    function _revertWith(bytes memory data) private pure {
+        assembly ("memory-safe") {
+            revert(add(data, 0x20), mload(data))
+        }
+    }
+
+    function _orderContentRefusal(uint8 side, uint64 energyWh, uint64 price) private view returns (bytes memory) {
+        if (side > SELL) return abi.encodeWithSelector(InvalidSide.selector, side);
+        if (energyWh == 0) return abi.encodeWithSelector(ZeroEnergy.selector);
+        if (energyWh > maxOrderEnergyWh) {
+            return abi.encodeWithSelector(EnergyOutOfBounds.selector, energyWh, maxOrderEnergyWh);
+        }
+        if (price < minPriceMicroEurPerKwh || price > maxPriceMicroEurPerKwh) {
+            return abi.encodeWithSelector(PriceOutOfBounds.selector, price, minPriceMicroEurPerKwh, maxPriceMicroEurPerKwh);
+        }
+        return "";
     }
 
     function _checkNotTooFar(uint64 interval) private view {

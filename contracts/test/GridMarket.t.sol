@@ -7,7 +7,7 @@ import {IAccessControlDefaultAdminRules} from
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {GridCapacity} from "../src/GridCapacity.sol";
 import {GridMarket, IGridCapacity} from "../src/GridMarket.sol";
-import {TestBase} from "./TestBase.sol";
+import {TestBase, Vm} from "./TestBase.sol";
 
 /// @notice Shared deployment: capacity with the battery (device 1) and three member meters
 /// (devices 2, 3, 4), the market, three prosumers.
@@ -375,6 +375,108 @@ contract GridMarketTest is MarketFixture {
         bytes memory sig = _sign(who, o);
         vm.expectRevert(err);
         market.submitOrderSigned(o, sig);
+    }
+
+    function test_batchPlacesGoodOrdersAndRejectsBadOnesWithTheirError() public {
+        GridMarket.Order[] memory os = new GridMarket.Order[](7);
+        bytes[] memory sigs = new bytes[](7);
+        os[0] = _order(0, I, 1, 1_000, 120_000); // good
+        sigs[0] = _sign(0, os[0]);
+        os[1] = _order(1, I, 0, 500, 150_000); // signed by another member
+        sigs[1] = _sign(0, os[1]);
+        os[2] = _order(1, I, 0, 500, 150_000); // good: member 1's nonce is still 0
+        sigs[2] = _sign(1, os[2]);
+        os[3] = _order(0, I, 1, 1_000, 120_000); // replays nonce 0 of member 0
+        sigs[3] = _sign(0, os[3]);
+        os[4] = _order(2, I0 - 1, 1, 1, 120_000); // a past interval
+        sigs[4] = _sign(2, os[4]);
+        os[5] = _order(2, I, 1, 1, type(uint64).max); // price at the type's extreme
+        sigs[5] = _sign(2, os[5]);
+        os[6] = _order(2, I, 1, 2_000, 120_000); // good: member 2's rejected orders used no nonce
+        sigs[6] = _sign(2, os[6]);
+        bytes[7] memory reasons = [
+            bytes(""),
+            abi.encodeWithSelector(GridMarket.BadSignature.selector),
+            bytes(""),
+            abi.encodeWithSelector(GridMarket.BadNonce.selector, members[0], uint64(1), uint64(0)),
+            abi.encodeWithSelector(GridMarket.IntervalInPast.selector, I0 - 1, I0),
+            abi.encodeWithSelector(GridMarket.PriceOutOfBounds.selector, type(uint64).max, MIN_PRICE, MAX_PRICE),
+            bytes("")
+        ];
+        uint256[3] memory alone = [uint256(1), 4, 5]; // refused alone too, with the same error
+        for (uint256 k = 0; k < 3; ++k) {
+            vm.expectRevert(reasons[alone[k]]);
+            market.submitOrderSigned(os[alone[k]], sigs[alone[k]]);
+        }
+        vm.recordLogs();
+        vm.prank(STRANGER); // anyone relays
+        uint256 placed = market.submitOrdersSigned(os, sigs);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(placed, 3, "placed");
+        assertEq(logs.length, 7, "one event per order");
+        bytes32 placedTopic = keccak256("OrderPlaced(uint64,address,bytes32,uint8,uint64,uint64,uint64)");
+        bytes32 rejectedTopic = keccak256("OrderRejected(address,bytes32,uint64,bytes)");
+        for (uint256 i = 0; i < 7; ++i) {
+            bytes32 digest = market.hashOrder(os[i]);
+            if (reasons[i].length == 0) {
+                assertEq(logs[i].topics[0], placedTopic, "placed in order");
+                (bytes32 d,,,,) = abi.decode(logs[i].data, (bytes32, uint8, uint64, uint64, uint64));
+                assertEq(d, digest, "placed digest");
+            } else {
+                assertEq(logs[i].topics[0], rejectedTopic, "rejected in order");
+                assertEq(logs[i].topics[1], bytes32(uint256(uint160(os[i].prosumer))), "rejected prosumer");
+                (bytes32 d, uint64 nonce, bytes memory reason) = abi.decode(logs[i].data, (bytes32, uint64, bytes));
+                assertEq(d, digest, "rejected digest");
+                assertEq(uint256(nonce), uint256(os[i].nonce), "rejected nonce");
+                assertEq(reason, reasons[i], "the reason submitOrderSigned reverts with");
+            }
+        }
+        assertEq(uint256(market.nonceOf(members[0])), 1, "member 0");
+        assertEq(uint256(market.nonceOf(members[1])), 1, "member 1");
+        assertEq(uint256(market.nonceOf(members[2])), 1, "member 2");
+    }
+
+    function test_malformedBatchesRevertWholeAndPausedTakesNone() public {
+        GridMarket.Order[] memory none = new GridMarket.Order[](0);
+        bytes[] memory noSigs = new bytes[](0);
+        vm.expectRevert(abi.encodeWithSelector(GridMarket.BadBatch.selector, 0, 0));
+        market.submitOrdersSigned(none, noSigs);
+        GridMarket.Order[] memory one = new GridMarket.Order[](1);
+        one[0] = _order(0, I, 1, 1_000, 120_000);
+        bytes[] memory two = new bytes[](2);
+        two[0] = _sign(0, one[0]);
+        two[1] = two[0];
+        vm.expectRevert(abi.encodeWithSelector(GridMarket.BadBatch.selector, 1, 2));
+        market.submitOrdersSigned(one, two);
+        uint256 tooMany = market.MAX_ORDERS_PER_BATCH() + 1;
+        GridMarket.Order[] memory big = new GridMarket.Order[](tooMany);
+        bytes[] memory bigSigs = new bytes[](tooMany);
+        vm.expectRevert(abi.encodeWithSelector(GridMarket.BadBatch.selector, tooMany, tooMany));
+        market.submitOrdersSigned(big, bigSigs);
+        bytes[] memory sig = new bytes[](1);
+        sig[0] = two[0];
+        vm.prank(DSO);
+        market.pause();
+        vm.expectRevert(Pausable.EnforcedPause.selector);
+        market.submitOrdersSigned(one, sig);
+        vm.prank(DSO);
+        market.unpause();
+        assertEq(market.submitOrdersSigned(one, sig), 1, "placed after unpause");
+        assertEq(uint256(market.nonceOf(members[0])), 1, "one nonce");
+    }
+
+    function test_fullBatchFitsABlock() public {
+        uint256 n = market.MAX_ORDERS_PER_BATCH();
+        GridMarket.Order[] memory os = new GridMarket.Order[](n);
+        bytes[] memory sigs = new bytes[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            os[i] = _order(i % 3, I, uint8(i % 2), 100, 120_000);
+            os[i].nonce = uint64(i / 3);
+            sigs[i] = _sign(i % 3, os[i]);
+        }
+        uint256 gasBefore = gasleft();
+        assertEq(market.submitOrdersSigned(os, sigs), n, "all placed");
+        assertTrue(gasBefore - gasleft() < 15_000_000, "a full batch in half a 30M block");
     }
 
     function test_ownOrderOnlyByTheProsumer() public {

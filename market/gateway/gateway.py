@@ -11,7 +11,7 @@ in-process callers (the day simulation):
    ``cache_ttl_s`` / ``interval_ttl_s`` and refreshed ahead of expiry by the background thread)
    and the chain's time (:class:`~market.gateway.watch.ChainWatch`), limits each prosumer to
    ``max_orders_per_interval`` orders per interval (so the settler's gas spent on one
-   prosumer's orders is bounded: at most that many transactions of ``relay_gas``), then
+   prosumer's orders is bounded: at most that many orders of ``relay_gas`` each), then
    commits it to the SQLite :class:`~market.gateway.store.OrderStore`. Only then is it
    *accepted* (HTTP 201). The expected nonce is one more than the prosumer's last live stored
    order, or the contract's ``nonceOf`` when that is higher, so a client can send its next
@@ -58,7 +58,7 @@ from market.orders import (
 )
 
 from .locks import RelayLock
-from .relayer import Relayer, RelayReport, RelayState
+from .relayer import MAX_ORDERS_PER_TX, Relayer, RelayReport, RelayState
 from .store import DuplicateOrderError, OrderStore
 from .watch import ChainWatch
 
@@ -99,7 +99,10 @@ class GatewaySettings:
     replaced with ``fee_bump`` times its fees; ``max_waiting_age_s``: ``/healthz`` is not ok
     while an order waits longer (the bound on how far the relay may fall behind);
     ``relay_heartbeat_s``: nor while orders wait and the relay was not heard from for longer;
-    ``send_workers``: connections the relay sends a round's transactions over at once.
+    ``send_workers``: connections the relay sends a round's transactions over at once;
+    ``relay_batch``: orders per relay round; ``orders_per_tx``: orders per transaction
+    (``submitOrdersSigned``, at most the contract's 200); ``relay_gas``: gas limit per order
+    (a transaction of n orders has n times it).
     """
 
     relayer: str = "settler"
@@ -109,6 +112,7 @@ class GatewaySettings:
     probe_interval_s: float = 0.5
     identity_every_s: float = 10.0
     relay_batch: int = 200
+    orders_per_tx: int = 50
     max_in_flight: int = 1000
     send_workers: int = 4
     relay_gas: int = 200_000
@@ -133,6 +137,9 @@ class GatewaySettings:
                 or self.confirmations < 0 or self.fee_bump < 1.1 or self.log_window_blocks < 1:
             raise ValueError("relay_batch, max_in_flight, log_window_blocks >= 1, relay_gas "
                              ">= 21000, confirmations >= 0, fee_bump >= 1.1")
+        if not 1 <= self.orders_per_tx <= MAX_ORDERS_PER_TX:
+            raise ValueError(f"orders_per_tx must be in 1..{MAX_ORDERS_PER_TX} (the contract's "
+                             f"MAX_ORDERS_PER_BATCH), got {self.orders_per_tx}")
         if self.max_energy_wh < 1 or self.max_intervals_ahead < 0 or \
                 self.max_orders_per_interval < 1 or self.max_waiting_age_s <= 0:
             raise ValueError("max_energy_wh, max_orders_per_interval >= 1, "

@@ -1,4 +1,10 @@
-"""The relay of accepted orders to ``GridMarket.submitOrderSigned``: one sender key, one store.
+"""The relay of accepted orders to ``GridMarket.submitOrdersSigned``: one sender key, one store.
+
+Orders go out in batches (up to ``orders_per_tx`` per transaction): the contract places each
+order it accepts and skips each one it refuses with ``OrderRejected`` (the error
+``submitOrderSigned`` would revert with), so one bad order never blocks the others in its batch.
+A batch that reverts as a whole (paused, out of gas) puts its orders back to ``pending`` to go
+out one per transaction; a single order's revert fails it with the reason.
 
 One :meth:`Relayer.round` (the background loop calls it back to back; ``flush`` until an
 interval's orders are done):
@@ -9,9 +15,10 @@ interval's orders are done):
    event is in a block with the configured confirmations, never just "a receipt said 1". A reorg
    puts the orders of the dropped blocks back to ``sent`` (block unknown) and resyncs the
    sender's nonces; they are resolved again (step 2) and re-sent if the chain lost them.
-2. **check what is in flight**: a transaction whose nonce is mined but whose order has no
-   confirmed ``OrderPlaced`` either reverted (the order is ``failed`` with the decoded reason)
-   or lost its nonce to another transaction (the order is ``pending`` again); one not mined
+2. **check what is in flight**: a transaction whose nonce is mined but with orders that have no
+   confirmed ``OrderPlaced`` either rejected them (``failed`` with the decoded reason), reverted
+   (see above) or lost its nonce to another transaction (its orders are ``pending`` again); one
+   not mined
    within ``stall_s`` is *stalled*: it is first re-broadcast (the node may have lost its pool),
    then replaced with fees ``fee_bump`` times higher; a nonce gap below it (a transaction
    that never reached the node) is closed by re-signing the waiting ones from the mined count.
@@ -36,9 +43,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_utils import keccak
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
@@ -63,7 +72,10 @@ RESTART_MARGIN_BLOCKS = 64
 #: Seconds between two publications of an unchanged relay state.
 PUBLISH_EVERY_S = 1.0
 ORDER_TUPLE = "(address,uint64,uint8,uint64,uint64,uint64,uint64)"
-SUBMIT_SELECTOR = keccak(text=f"submitOrderSigned({ORDER_TUPLE},bytes)")[:4]
+BATCH_TYPES = (f"{ORDER_TUPLE}[]", "bytes[]")
+BATCH_SELECTOR = keccak(text=f"submitOrdersSigned({','.join(BATCH_TYPES)})")[:4]
+#: ``GridMarket.MAX_ORDERS_PER_BATCH``: most orders one transaction takes.
+MAX_ORDERS_PER_TX = 200
 
 
 @dataclass
@@ -85,9 +97,10 @@ class RelayReport:
 
 @dataclass
 class _Flight:
-    """An order's transaction on its way: as sent (nonce, fees), every hash it went out under."""
+    """A batch transaction on its way: its orders not resolved yet (digest -> row), as sent
+    (nonce, fees), every hash it went out under."""
 
-    row: StoredOrder
+    rows: dict[bytes, StoredOrder]
     full: dict[str, Any]
     hashes: list[HexBytes]
     sent_monotonic: float
@@ -127,15 +140,11 @@ class RelayState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def submit_calldata(order: Order, signature: bytes) -> bytes:
-    """Call data of ``GridMarket.submitOrderSigned(order, signature)``, ABI-encoded by hand:
-    seven static words of the order, the offset of the signature (8 words), its length and its
-    bytes padded to whole words (web3's contract-function path costs milliseconds per call)."""
-    words = [int(order.prosumer, 16), order.interval, int(order.side), order.energy_wh,
-             order.price_micro_eur_per_kwh, order.nonce, order.deadline_unix_s, 8 * 32,
-             len(signature)]
-    padded = bytes(signature).ljust(-(-len(signature) // 32) * 32, b"\0")
-    return SUBMIT_SELECTOR + b"".join(w.to_bytes(32, "big") for w in words) + padded
+def batch_calldata(orders: Sequence[tuple[Order, bytes]]) -> bytes:
+    """Call data of ``GridMarket.submitOrdersSigned(orders, signatures)`` (eth_abi directly:
+    web3's contract-function path costs milliseconds per call)."""
+    return BATCH_SELECTOR + abi_encode(
+        BATCH_TYPES, [[o.as_abi_tuple() for o, _ in orders], [bytes(s) for _, s in orders]])
 
 
 def _placement(block: Any, tx_hash: Any) -> dict[str, Any]:
@@ -164,6 +173,7 @@ class Relayer:
         self._flights: dict[bytes, _Flight] = {}
         self._next_nonce: dict[str, int] = {}
         self._failure: dict[str, str] = {}  # prosumer -> why its nonce sequence broke
+        self._alone: set[bytes] = set()  # orders of a batch that reverted: one per transaction
         self._orphans_checked = False
         self._can_pause = any(item.get("name") == "paused" for item in mc.market.abi)
         self._published = (0.0, "")
@@ -230,7 +240,7 @@ class Relayer:
             digest = bytes(HexBytes(entry["data"])[:32])  # OrderPlaced: digest, the 1st word
             flight = self._flights.pop(digest, None)
             if flight is not None:
-                row: StoredOrder | None = flight.row
+                row: StoredOrder | None = flight.rows.pop(digest)
             else:  # placed by an earlier run of the relay, or by another sender
                 row = self.store.by_digest(digest)
                 if row is None or row.status in ("relayed", "failed"):
@@ -254,15 +264,20 @@ class Relayer:
         log.warning("reorg below block %d: %d orders back to sent", ancestor + 1, len(rows))
 
     def _adopt_orphans(self, report: RelayReport) -> None:
-        """``sent`` orders without a transaction in memory (a restart, a reorg): adopt the
-        transaction if the node still has it, else resolve it from its receipt, else send the
-        order again (pending)."""
-        known = {f.row.seq for f in self._flights.values()}
+        """``sent`` orders without a transaction in memory (a restart, a reorg): adopt their
+        transaction if the node still has it, else resolve them from its receipt, else send the
+        orders again (pending)."""
+        by_tx: dict[str, list[StoredOrder]] = {}
         for row in self.store.with_status("sent", 10**9):
-            if row.seq in known:
+            if row.digest not in self._flights:
+                by_tx.setdefault(row.tx_hash or "", []).append(row)
+        for tx_hash, rows in by_tx.items():
+            tx = self._transaction(tx_hash)
+            if tx is None:
+                self.store.mark_many([(r.seq, "pending", {"error": None}) for r in rows])
+                report.requeued += len(rows)
                 continue
-            tx = self._transaction(row.tx_hash)
-            if tx is not None and tx.get("blockNumber") is None:
+            if tx.get("blockNumber") is None:
                 full = {"to": tx["to"], "data": HexBytes(tx["input"]), "gas": int(tx["gas"]),
                         "value": int(tx["value"]), "nonce": int(tx["nonce"]),
                         "chainId": self.chain.chain_id, "from": self.account.address,
@@ -270,16 +285,23 @@ class Relayer:
                                                    "maxPriorityFeePerGas") if tx.get(k)}}
                 if "maxFeePerGas" in full:
                     full.pop("gasPrice", None)
-                self._flights[row.digest] = _Flight(row, full, [HexBytes(row.tx_hash or "")],
-                                                    time.monotonic())
-            elif tx is None:
-                self.store.mark(row.seq, "pending", error=None)
-                report.requeued += 1
+                flight = _Flight({r.digest: r for r in rows}, full, [HexBytes(tx_hash)],
+                                 time.monotonic())
             else:
-                self._flights[row.digest] = _Flight(
-                    row, {"nonce": int(tx["nonce"])}, [HexBytes(row.tx_hash or "")],
-                    time.monotonic(), mined_block=int(tx["blockNumber"]))
+                flight = _Flight({r.digest: r for r in rows}, {"nonce": int(tx["nonce"])},
+                                 [HexBytes(tx_hash)], time.monotonic(),
+                                 mined_block=int(tx["blockNumber"]))
+            self._flights.update(dict.fromkeys(flight.rows, flight))
         self._orphans_checked = True
+
+    def _in_flight(self) -> list[_Flight]:
+        """The transactions in flight (each once; ``_flights`` maps every order to its own)."""
+        return list({id(f): f for f in self._flights.values()}.values())
+
+    def _land(self, flight: _Flight, digest: bytes) -> StoredOrder:
+        """``digest``'s order is resolved: no longer in flight."""
+        del self._flights[digest]
+        return flight.rows.pop(digest)
 
     def _transaction(self, tx_hash: str | None) -> Any:
         if not tx_hash:
@@ -292,9 +314,9 @@ class Relayer:
     # ---- 2. in flight
     def _check_flights(self, mined: int, report: RelayReport) -> None:
         confirmed_to, _ = self.reader.position("OrderPlaced")
-        for flight in [f for f in self._flights.values() if f.nonce < mined]:
+        for flight in [f for f in self._in_flight() if f.nonce < mined]:
             self._resolve_mined(flight, confirmed_to, report)
-        waiting = sorted((f for f in self._flights.values() if f.nonce >= mined),
+        waiting = sorted((f for f in self._in_flight() if f.nonce >= mined),
                          key=lambda f: f.nonce)
         stalled = waiting and time.monotonic() - waiting[0].sent_monotonic > \
             self.settings.stall_s
@@ -304,29 +326,59 @@ class Relayer:
             self._set_state("running", "")
 
     def _resolve_mined(self, flight: _Flight, confirmed_to: int, report: RelayReport) -> None:
-        """A flight whose nonce is mined but whose order has no confirmed OrderPlaced."""
+        """A transaction whose nonce is mined with orders that have no confirmed OrderPlaced."""
         if flight.mined_block is not None and flight.mined_block > confirmed_to:
             return  # mined, confirmations pending: the reader will see it
         receipt = self._receipt(flight)
-        row = flight.row
-        if receipt is None:  # the nonce went to another transaction: send the order again
-            del self._flights[row.digest]
-            self._next_nonce.pop(row.order.prosumer, None)
-            self.store.mark(row.seq, "pending", error=None)
-            report.requeued += 1
+        if receipt is None:  # the nonce went to another transaction: send the orders again
+            rows = [self._land(flight, d) for d in list(flight.rows)]
+            for row in rows:
+                self._next_nonce.pop(row.order.prosumer, None)
+            self.store.mark_many([(r.seq, "pending", {"error": None}) for r in rows])
+            report.requeued += len(rows)
             return
         block = int(receipt["blockNumber"])
         if block > confirmed_to:
             if flight.mined_block != block:  # shown as sent in its block until confirmed
-                self.store.mark(row.seq, "sent", block_number=block)
+                self.store.mark_many([(r.seq, "sent", {"block_number": block})
+                                      for r in flight.rows.values()])
             flight.mined_block = block
-        elif receipt["status"] == 1 and self._placed_in(receipt, row.digest):
-            # confirmed, below where the reader started (a restart): relayed by its receipt
-            del self._flights[row.digest]
-            self.store.mark(row.seq, "relayed", **_placement(block, receipt["transactionHash"]))
-            report.relayed += 1
+        elif receipt["status"] == 1:
+            self._resolve_receipt(flight, receipt, report)
+        elif len(flight.rows) > 1:  # the whole batch reverted: each order alone next time
+            rows = [self._land(flight, d) for d in list(flight.rows)]
+            self._alone.update(r.digest for r in rows)
+            for row in rows:
+                self._next_nonce.pop(row.order.prosumer, None)
+            self.store.mark_many([(r.seq, "pending", {"error": None}) for r in rows])
+            report.requeued += len(rows)
+            log.warning("relay: a batch of %d orders reverted (%s); they go out one by one",
+                        len(rows), self._revert_reason(receipt, flight))
         else:
-            self._fail_flight(flight, receipt, report)
+            reason = self._revert_reason(receipt, flight)
+            self._fail(flight, next(iter(flight.rows)), reason, receipt, report)
+
+    def _resolve_receipt(self, flight: _Flight, receipt: Any, report: RelayReport) -> None:
+        """A confirmed, successful transaction: each order still in flight was placed (below
+        where the reader started: a restart) or rejected with its reason."""
+        placed = {bytes(e["args"]["digest"]) for e in
+                  self.chain.events(receipt, self.mc.market, "OrderPlaced")}
+        rejected = {bytes(e["args"]["digest"]): bytes(e["args"]["reason"]) for e in
+                    self.chain.events(receipt, self.mc.market, "OrderRejected")}
+        tx_hash = HexBytes(receipt["transactionHash"])
+        for digest in list(flight.rows):
+            if digest in placed:
+                row = self._land(flight, digest)
+                self.store.mark(row.seq, "relayed",
+                                **_placement(receipt["blockNumber"], tx_hash))
+                report.relayed += 1
+            elif digest in rejected:
+                refusal = self.chain.decoder.decode(rejected[digest], tx_hash.to_0x_hex())
+                self._fail(flight, digest, f"contract refused: {refusal}", receipt, report)
+            else:
+                self._fail(flight, digest, f"transaction {tx_hash.to_0x_hex()} was mined "
+                           f"without an OrderPlaced event of {self.mc.market.address}",
+                           receipt, report)
 
     def _receipt(self, flight: _Flight) -> Any:
         for tx_hash in reversed(flight.hashes):
@@ -336,19 +388,10 @@ class Relayer:
                 continue
         return None
 
-    def _placed_in(self, receipt: Any, digest: bytes) -> bool:
-        return any(bytes(e["args"]["digest"]) == digest
-                   for e in self.chain.events(receipt, self.mc.market, "OrderPlaced"))
-
-    def _fail_flight(self, flight: _Flight, receipt: Any, report: RelayReport) -> None:
-        row = flight.row
-        if receipt["status"] == 1:
-            reason = (f"transaction {HexBytes(receipt['transactionHash']).to_0x_hex()} was "
-                      f"mined without an OrderPlaced event of {self.mc.market.address}")
-        else:
-            reason = self._revert_reason(receipt, flight)
+    def _fail(self, flight: _Flight, digest: bytes, reason: str, receipt: Any,
+              report: RelayReport) -> None:
+        row = self._land(flight, digest)
         reason = self._note_failure(row, reason)
-        del self._flights[row.digest]
         self.store.mark(row.seq, "failed", error=reason,
                         tx_hash=HexBytes(receipt["transactionHash"]).to_0x_hex())
         report.failed += 1
@@ -408,7 +451,8 @@ class Relayer:
         tx_hash = self.chain.resend(flight.full, self.account)
         if tx_hash is not None and tx_hash not in flight.hashes:
             flight.hashes.append(tx_hash)
-            self.store.mark(flight.row.seq, "sent", tx_hash=tx_hash.to_0x_hex())
+            self.store.mark_many([(r.seq, "sent", {"tx_hash": tx_hash.to_0x_hex()})
+                                  for r in flight.rows.values()])
         flight.attempts += 1
         flight.sent_monotonic = time.monotonic()
 
@@ -425,30 +469,44 @@ class Relayer:
         now = self.watch.now_unix_s()
         fees = self.chain._fees()  # one fee quote per round (Chain's own rule)
         updates: list[tuple[int, str, dict[str, Any]]] = []
-        signed: list[tuple[bytes, HexBytes]] = []
+        batch: list[StoredOrder] = []
+        batches: list[list[StoredOrder]] = []
         for row in rows:
             refusal = self._refusal(row, now)
-            if refusal is None:
-                signed.append(self._sign(row, fees))
-                updates.append((row.seq, "sent", {"tx_hash": signed[-1][1].to_0x_hex()}))
-            else:
+            if refusal is not None:
                 updates.append((row.seq, "failed", {"error": self._note_failure(row, refusal)}))
                 report.failed += 1
+            elif row.digest in self._alone:  # after the batch before it: nonce order
+                batches += [batch, [row]] if batch else [[row]]
+                batch = []
+            else:
+                batch.append(row)
+                if len(batch) == self.settings.orders_per_tx:
+                    batches.append(batch)
+                    batch = []
+            if refusal is None:
+                self._next_nonce[row.order.prosumer] = row.order.nonce + 1
+                self._failure.pop(row.order.prosumer, None)
+        batches += [batch] if batch else []
+        signed = [self._sign(b, fees) for b in batches]
+        updates += [(r.seq, "sent", {"tx_hash": tx_hash.to_0x_hex()})
+                    for b, (_, tx_hash) in zip(batches, signed, strict=True) for r in b]
         # recorded before they go out: after a crash in between, the next relay finds out by
         # the hash whether a transaction reached the node
         self.store.mark_many(updates)
-        report.sent += len(signed)
+        report.sent += sum(len(b) for b in batches)
         self._broadcast(signed)
 
-    def _sign(self, row: StoredOrder, fees: dict[str, int]) -> tuple[bytes, HexBytes]:
-        """Sign ``row``'s transaction with the relayer's next nonce; it is in flight from now."""
-        order = row.order
-        tx = {"to": self.mc.market.address, "data": submit_calldata(order, row.signature),
-              "gas": self.settings.relay_gas, **fees}
+    def _sign(self, rows: list[StoredOrder], fees: dict[str, int]) -> tuple[bytes, HexBytes]:
+        """Sign a transaction placing ``rows`` with the relayer's next nonce; it is in flight
+        from now."""
+        tx = {"to": self.mc.market.address,
+              "data": batch_calldata([(r.order, r.signature) for r in rows]),
+              "gas": self.settings.relay_gas * len(rows), **fees}
         full, raw, tx_hash = self.chain.sign_next(tx, self.account)
-        self._flights[row.digest] = _Flight(row, full, [tx_hash], time.monotonic())
-        self._next_nonce[order.prosumer] = order.nonce + 1
-        self._failure.pop(order.prosumer, None)
+        flight = _Flight({r.digest: r for r in rows}, full, [tx_hash], time.monotonic())
+        self._flights.update(dict.fromkeys(flight.rows, flight))
+        self._alone.difference_update(flight.rows)
         return raw, tx_hash
 
     def _broadcast(self, signed: list[tuple[bytes, HexBytes]]) -> None:

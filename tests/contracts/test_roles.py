@@ -243,6 +243,7 @@ def test_paused_market_refuses_orders_and_settlement_not_reads(env: Env) -> None
     env.chain.transact(env.market.functions.pause(), "deployer")
     for fn, sender in (
         (env.market.functions.submitOrderSigned(as_struct(order), signature), "settler"),
+        (env.market.functions.submitOrdersSigned([as_struct(order)], [signature]), "settler"),
         (env.market.functions.submitOrder(as_struct(order)), "prosumer_0"),
         (env.market.functions.commitOrders(env.interval), "settler"),
         (env.market.functions.settle(env.interval, PRICE, 0, [], []), "settler"),
@@ -447,6 +448,39 @@ def test_forged_orders_revert_bad_signature(env: Env) -> None:
         as_struct(order), b"\x01" * 65), "settler", chain=env.chain)
 
 
+def test_a_batch_skips_malleable_and_malformed_signatures_and_places_the_rest(env: Env
+                                                                            ) -> None:
+    """In one ``submitOrdersSigned``: the high-s twin, v as 0/1, a 64-byte and an empty
+    signature are each rejected (``OrderRejected`` with ``BadSignature``), the genuine orders
+    around them are placed, and no rejected order uses a nonce."""
+    from market.orders import SECP256K1_N
+
+    nonce = {r: env.chain.call(env.market.functions.nonceOf(env.addr(r)))
+             for r in ("prosumer_0", "prosumer_1", "prosumer_2")}
+    order = {r: order_for(env, r, nonce=n) for r, n in nonce.items()}
+    sig = {r: sign_order(o, domain(env), key_of(r)) for r, o in order.items()}
+    r1, s1, v1 = sig["prosumer_1"][:32], int.from_bytes(sig["prosumer_1"][32:64], "big"), \
+        sig["prosumer_1"][64]
+    twin = r1 + (SECP256K1_N - s1).to_bytes(32, "big") + bytes([55 - v1])
+    v_low = sig["prosumer_2"][:64] + bytes([sig["prosumer_2"][64] - 27])
+    batch = [(order["prosumer_1"], twin), (order["prosumer_0"], sig["prosumer_0"]),
+             (order["prosumer_2"], v_low), (order["prosumer_2"], sig["prosumer_2"][:64]),
+             (order["prosumer_2"], b""), (order["prosumer_1"], sig["prosumer_1"])]
+    receipt = env.chain.transact(env.market.functions.submitOrdersSigned(
+        [as_struct(o) for o, _ in batch], [s for _, s in batch]), "settler")
+    placed = [bytes(e["args"]["digest"]) for e in
+              env.chain.events(receipt, env.market, "OrderPlaced")]
+    rejected = env.chain.events(receipt, env.market, "OrderRejected")
+    digest = {r: env.chain.call(env.market.functions.hashOrder(as_struct(o)))
+              for r, o in order.items()}
+    assert placed == [digest["prosumer_0"], digest["prosumer_1"]]
+    assert [(e["args"]["prosumer"], bytes(e["args"]["reason"])) for e in rejected] == [
+        (env.addr(r), keccak(text="BadSignature()")[:4])
+        for r in ("prosumer_1", "prosumer_2", "prosumer_2", "prosumer_2")]
+    assert env.chain.call(env.market.functions.nonceOf(env.addr("prosumer_2"))) == \
+        nonce["prosumer_2"]
+
+
 def test_own_order_must_come_from_prosumer(env: Env) -> None:
     order = order_for(env, "prosumer_0")
     revert = expect_revert("NotOrderOwner", env.market.functions.submitOrder(as_struct(order)),
@@ -622,7 +656,7 @@ def test_meter_totals_refused_before_the_interval_ends_and_twice(env: Env) -> No
 OPEN_FUNCTIONS = {
     "GridCapacity": {"renounceRole", "acceptDefaultAdminTransfer"},
     "GridMarket": {"renounceRole", "acceptDefaultAdminTransfer", "submitOrder",
-                   "submitOrderSigned", "settleDeviations"},
+                   "submitOrderSigned", "submitOrdersSigned", "settleDeviations"},
 }
 WRONG_CALLER_TESTED = {
     "GridCapacity": set(CAPACITY_ADMIN_CALLS) | {"writeBands", "writeMeterTotals",

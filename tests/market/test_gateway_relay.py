@@ -188,11 +188,11 @@ def test_a_stalled_pool_recovers(own_anvil, tmp_path):
     first of two is lost: both are re-broadcast; (4) a transaction of another sender with the
     same key is lost below the relay's (a nonce gap nothing of the relay's fills): the relay's
     are re-signed from the mined nonce. After each, every order is placed exactly once and
-    health is ok again."""
+    health is ok again. One order per transaction, so that "two transactions" are two."""
     from gridshare.chain.config import ChainConfig
 
     chain = connect(ChainConfig(chain=own_anvil.url, receipt_timeout_s=20.0))
-    m = _Market(chain, tmp_path / "o.sqlite", GatewaySettings(stall_s=0.3))
+    m = _Market(chain, tmp_path / "o.sqlite", GatewaySettings(stall_s=0.3, orders_per_tx=1))
     relayer = m.gw.relayer.account.address
     interval = m.current() + 2
     _rpc(chain, "evm_setIntervalMining", 0)
@@ -237,15 +237,35 @@ def test_a_stalled_pool_recovers(own_anvil, tmp_path):
     assert not m.gw.health().problems
 
 
-def test_submit_calldata_is_the_abi_encoding(market):
-    """The relay's hand-made call data equals web3's for ordinary and extreme orders."""
+def test_batch_calldata_is_the_abi_encoding(market):
+    """The relay's call data equals web3's for ordinary and extreme orders."""
     from hexbytes import HexBytes
 
-    from market.gateway.relayer import submit_calldata
+    from market.gateway.relayer import batch_calldata
 
     top = 2**64 - 1
-    for order, sig in (market.order(0, market.current() + 1, nonce=7),
-                       (Order(market.keys[1].address, top, Side.SELL, top, top, top, top),
-                        b"\xff" * 65)):
-        fn = market.mc.market.functions.submitOrderSigned(order.as_abi_tuple(), sig)
-        assert submit_calldata(order, sig) == bytes(HexBytes(fn._encode_transaction_data()))
+    orders = [market.order(0, market.current() + 1, nonce=7),
+              (Order(market.keys[1].address, top, Side.SELL, top, top, top, top), b"\xff" * 65)]
+    fn = market.mc.market.functions.submitOrdersSigned([o.as_abi_tuple() for o, _ in orders],
+                                                       [s for _, s in orders])
+    assert batch_calldata(orders) == bytes(HexBytes(fn._encode_transaction_data()))
+
+
+def test_a_reverted_batch_goes_out_one_order_per_transaction(own_anvil, tmp_path):
+    """Orders share a transaction; when it reverts as a whole (here: out of gas), no order is
+    failed for it: each goes out alone, and only its own transaction's outcome fails it."""
+    from gridshare.chain.config import ChainConfig
+
+    chain = connect(ChainConfig(chain=own_anvil.url, receipt_timeout_s=20.0))
+    m = _Market(chain, tmp_path / "o.sqlite", GatewaySettings(relay_gas=40_000))
+    interval = m.current() + 2
+    digests = [m.submit(0, interval), m.submit(1, interval)]
+    m.gw.relay_once()
+    batch_tx = {m.row(d).tx_hash for d in digests}
+    assert len(batch_tx) == 1 and None not in batch_tx  # one transaction for both
+    _rounds(m.gw, 6)
+    rows = [m.row(d) for d in digests]
+    assert [r.status for r in rows] == ["failed", "failed"], rows
+    assert len({r.tx_hash for r in rows} | batch_tx) == 3  # each in a transaction of its own
+    assert m.placed(interval) == []
+    assert m.gw.relayer.status.failed == 2

@@ -219,13 +219,14 @@ async def paced_client(host: str, port: int, requests_: list[bytes], start: floa
         writer.close()
 
 
-async def paced_load(host: str, port: int, per_client: list[list[bytes]], rate_per_s: float
-                     ) -> tuple[float, list[float], list[int]]:
+async def paced_load(host: str, port: int, per_client: list[list[bytes]], rate_per_s: float,
+                     timeline_csv: Path | None = None) -> tuple[float, list[float], list[int]]:
     """All clients together at ``rate_per_s`` (clients staggered evenly); (accepted orders per
     second in the steady window, latencies, statuses). The steady window is the offered
     schedule without its first and last ``STEADY_TRIM`` share (start-up, and the last slot
     whose answer lands after the schedule): 201 answers received in it over its length. A
-    server that falls behind answers fewer in it."""
+    server that falls behind answers fewer in it. ``timeline_csv``: one row per request
+    (scheduled s from the start, latency ms, HTTP status), to see when the slow ones were."""
     latencies: list[float] = []
     statuses: list[int] = []
     answered: list[float] = []
@@ -235,6 +236,11 @@ async def paced_load(host: str, port: int, per_client: list[list[bytes]], rate_p
     await asyncio.gather(*(paced_client(host, port, reqs, off, period_s, latencies, statuses,
                                         answered)
                            for reqs, off in zip(per_client, offsets, strict=True)))
+    if timeline_csv is not None:
+        rows = sorted((t - lat - t0, 1000.0 * lat, x)
+                      for t, lat, x in zip(answered, latencies, statuses, strict=True))
+        timeline_csv.write_text("scheduled_s,latency_ms,status\n" + "".join(
+            f"{t:.4f},{lat:.2f},{x}\n" for t, lat, x in rows))
     offered_s = max(len(r) for r in per_client) * period_s
     lo, hi = t0 + STEADY_TRIM * offered_s, t0 + (1 - STEADY_TRIM) * offered_s
     in_window = sum(1 for t, x in zip(answered, statuses, strict=True)
@@ -371,7 +377,7 @@ def measure(args: argparse.Namespace, chain: Any, deployment: Any, port: int) ->
     sampler = threading.Thread(target=samples.run, daemon=True)
     sampler.start()
     rate, latencies, statuses = asyncio.run(paced_load(
-        "127.0.0.1", port, [r[1:] for r in work.per_client], args.rate))
+        "127.0.0.1", port, [r[1:] for r in work.per_client], args.rate, args.timeline_csv))
     drain_s, still = drain(base, args.drain_s)
     samples.stop.set()
     sampler.join()
@@ -424,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=TARGET_ORDERS_PER_S,
                     help="orders/s offered by all clients together")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of sustained load")
+    ap.add_argument("--timeline-csv", type=Path, default=None,
+                    help="write each request's scheduled time, latency and status here")
     ap.add_argument("--drain-s", type=float, default=120.0,
                     help="how long to wait for the relay after the last order")
     ap.add_argument("--peer-orders", type=int, default=40)

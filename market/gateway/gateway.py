@@ -108,7 +108,7 @@ class GatewaySettings:
     relayer: str = "settler"
     cache_ttl_s: float = 20.0
     interval_ttl_s: float = 2.0
-    refresh_per_tick: int = 6
+    refresh_per_tick: int = 24
     probe_interval_s: float = 0.5
     identity_every_s: float = 10.0
     relay_batch: int = 200
@@ -235,15 +235,17 @@ class _Cache:
         return hit is not None and time.monotonic() - hit[0] <= self.ttl_s
 
     def refresh(self, limit: int) -> int:
-        """Reload up to ``limit`` entries older than ttl/2, oldest first (a small budget per
-        call spreads the reads out); returns the budget left. Chain errors propagate."""
+        """Reload up to ``limit`` entries older than ttl/2 that were used since they were
+        loaded, oldest first (a small budget per call spreads the reads out; an entry nobody
+        asked for again, such as a past interval, just expires); returns the budget left.
+        Chain errors propagate."""
         now = time.monotonic()
         with self._lock:
             items = sorted(self._data.items(), key=lambda kv: kv[1][0])
         for key, (loaded, _value, load, used) in items:
             if now - used > self.idle_drop_s:
                 self.forget(key)
-            elif now - loaded >= self.ttl_s / 2 and limit > 0:
+            elif now - loaded >= self.ttl_s / 2 and used > loaded and limit > 0:
                 limit -= 1
                 value = load()
                 with self._lock:

@@ -48,3 +48,24 @@ def test_a_failed_load_reaches_every_waiter_and_the_next_caller_retries() -> Non
     assert cache.get("k", lambda: 5) == 5 and not cache.fresh("missing")
     with pytest.raises(ConnectionError):
         cache.get("j", failing)
+
+
+def test_refresh_reloads_keys_in_use_and_lets_the_others_expire() -> None:
+    """Keys asked for since their load are reloaded ahead of expiry; a key nobody asked for
+    again (a past interval) does not take the budget from them."""
+    cache, loads = _Cache(ttl_s=0.2), {"used": 0, "idle": 0}
+
+    def loader(key: str):
+        def load() -> str:
+            loads[key] += 1
+            return key
+        return load
+
+    cache.get("idle", loader("idle"))  # the oldest: first in line without the rule
+    cache.get("used", loader("used"))
+    time.sleep(0.12)  # past ttl/2, before the ttl
+    assert cache.get("used", loader("used")) == "used"  # a hit: in use
+    assert cache.refresh(1) == 0  # the budget went to the key in use
+    assert loads == {"used": 2, "idle": 1}
+    time.sleep(0.1)
+    assert cache.fresh("used") and not cache.fresh("idle")

@@ -235,17 +235,20 @@ class _Cache:
         return hit is not None and time.monotonic() - hit[0] <= self.ttl_s
 
     def refresh(self, limit: int) -> int:
-        """Reload up to ``limit`` entries older than ttl/2 that were used since they were
-        loaded, oldest first (a small budget per call spreads the reads out; an entry nobody
-        asked for again, such as a past interval, just expires); returns the budget left.
-        Chain errors propagate."""
+        """Reload up to ``limit`` entries past their refresh point that were used since they
+        were loaded, oldest first (an entry nobody asked for again, such as a past interval,
+        just expires); returns the budget left. Chain errors propagate. The refresh point is
+        between 0.5 and 0.8 of the TTL, fixed per key: keys loaded together (a burst of new
+        prosumers) are reloaded spread over the TTL, not in one burst every TTL/2 that stalls
+        the requests sharing the process."""
         now = time.monotonic()
         with self._lock:
             items = sorted(self._data.items(), key=lambda kv: kv[1][0])
         for key, (loaded, _value, load, used) in items:
             if now - used > self.idle_drop_s:
                 self.forget(key)
-            elif now - loaded >= self.ttl_s / 2 and used > loaded and limit > 0:
+            elif now - loaded >= self.ttl_s * _refresh_point(key) and used > loaded \
+                    and limit > 0:
                 limit -= 1
                 value = load()
                 with self._lock:
@@ -255,6 +258,11 @@ class _Cache:
     def forget(self, key: Any) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+
+def _refresh_point(key: Any) -> float:
+    """Share of the TTL after which ``key`` is reloaded: 0.5..0.8, fixed per key (process)."""
+    return 0.5 + 0.3 * ((hash(key) & 0xFFFF) / 0xFFFF)
 
 
 class _Registered(AbstractSet[str]):

@@ -53,7 +53,7 @@ def test_a_failed_load_reaches_every_waiter_and_the_next_caller_retries() -> Non
 def test_refresh_reloads_keys_in_use_and_lets_the_others_expire() -> None:
     """Keys asked for since their load are reloaded ahead of expiry; a key nobody asked for
     again (a past interval) does not take the budget from them."""
-    cache, loads = _Cache(ttl_s=0.2), {"used": 0, "idle": 0}
+    cache, loads = _Cache(ttl_s=0.4), {"used": 0, "idle": 0}
 
     def loader(key: str):
         def load() -> str:
@@ -63,9 +63,18 @@ def test_refresh_reloads_keys_in_use_and_lets_the_others_expire() -> None:
 
     cache.get("idle", loader("idle"))  # the oldest: first in line without the rule
     cache.get("used", loader("used"))
-    time.sleep(0.12)  # past ttl/2, before the ttl
+    time.sleep(0.34)  # past every key's refresh point (at most 0.8 ttl), before the ttl
     assert cache.get("used", loader("used")) == "used"  # a hit: in use
     assert cache.refresh(1) == 0  # the budget went to the key in use
     assert loads == {"used": 2, "idle": 1}
     time.sleep(0.1)
     assert cache.fresh("used") and not cache.fresh("idle")
+
+
+def test_keys_loaded_together_are_refreshed_spread_over_the_ttl() -> None:
+    """A burst of keys loaded at once (50 new prosumers) is not reloaded in one burst."""
+    from market.gateway.gateway import _refresh_point
+
+    points = [_refresh_point(f"0x{k:040x}") for k in range(200)]
+    assert all(0.5 <= p <= 0.8 for p in points)
+    assert min(points) < 0.55 and max(points) > 0.75 and len(set(points)) > 150

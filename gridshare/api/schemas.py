@@ -51,7 +51,7 @@ class OrderAccepted(BaseModel):
 
 
 class OrderStatus(BaseModel):
-    """An accepted order and where its relay to ``submitOrderSigned`` stands."""
+    """An accepted order and where its relay to ``submitOrdersSigned`` stands."""
 
     order_hash: Hex32
     prosumer: str

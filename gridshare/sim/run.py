@@ -14,7 +14,7 @@ traded interval k, in this order:
 3. households and station operators sign their orders for k (EIP-712) and hand them to the
    REST API's order gateway (``market.gateway.gateway.OrderGateway.submit``: the code path of
    ``POST /v1/orders``: validation, durable SQLite store, relay to
-   ``GridMarket.submitOrderSigned``). A household orders from a persistence forecast: its net
+   ``GridMarket.submitOrdersSigned``). A household orders from a persistence forecast: its net
    energy of interval k-1 (what its meter measured last), not k's, which it cannot know; a
    station operator orders its planned power, which it then executes;
 4. the gateway closes k, relays its orders, and the settler commits, clears and settles k
@@ -422,7 +422,7 @@ class Simulation:
     def submit(self, rec: IntervalRecord, member: int, side: Side, energy_wh: int,
                price_eur_per_kwh: float, deadline_unix_s: int) -> None:
         """Sign one order and hand it to the API's order gateway (validation, durable store,
-        relay to ``GridMarket.submitOrderSigned``): the code path of ``POST /v1/orders``."""
+        relay to ``GridMarket.submitOrdersSigned``): the code path of ``POST /v1/orders``."""
         if energy_wh <= 0:
             return
         address = self.members[member]

@@ -1,7 +1,7 @@
 """``python -m market.gateway.relay``: relay the orders of an API's SQLite store in its own process.
 
 Reads the order store that ``gridshare serve`` writes (``--db``) and sends every accepted order
-to ``GridMarket.submitOrderSigned`` (:class:`market.gateway.relayer.Relayer`, driven by
+to ``GridMarket.submitOrdersSigned`` (:class:`market.gateway.relayer.Relayer`, driven by
 :meth:`market.gateway.gateway.OrderGateway.run`), until SIGTERM/SIGINT, or until the process
 given by ``--parent-pid`` (``gridshare serve``) is gone. SQLite in WAL mode lets the API process
 append while this one updates statuses. A second relay on the same store or with the same key

@@ -4,7 +4,7 @@ An order is *accepted* (HTTP 201) once its row is committed here (WAL journal,
 ``synchronous=FULL``: the commit survives a crash of the process and of the machine). Inserts
 of concurrent requests are committed together by one writer thread on its own connection
 (group commit: one fsync per batch; :meth:`OrderStore.enqueue` / :meth:`OrderStore.wait`).
-The relayer then sends it to ``GridMarket.submitOrderSigned``; a row moves
+The relayer then sends it to ``GridMarket.submitOrdersSigned`` (in batches); a row moves
 
     pending -> sent (tx hash known, receipt not yet seen) -> relayed (OrderPlaced mined)
                                                           -> failed  (the contract refused it)

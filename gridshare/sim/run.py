@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -548,27 +549,18 @@ class Simulation:
             time.perf_counter() - t0
 
     def _order_gas(self, interval: int) -> int:
-        """Gas of the relayed orders of ``interval``: per block holding them, the block's
-        ``gasUsed`` when every transaction of the block is one of them (the embedded chain
-        mines one block per transaction), else their receipts. A receipt by hash on the
-        embedded chain scans back from the head (see ``verify._band_events``); a block by
-        number does not. An order's transaction counts once per order, as before."""
-        from hexbytes import HexBytes
-
-        w3 = self.chain.w3
-        by_block: dict[int | None, list[str]] = {}
-        for r in self.gateway.store.of_interval(interval):
-            if r.tx_hash:
-                by_block.setdefault(r.block_number, []).append(r.tx_hash)
+        """Gas of the relayed orders of ``interval``: each transaction that carried some of
+        them counts pro rata of its orders (a batch emits one ``OrderPlaced`` or
+        ``OrderRejected`` per order), so a batch shared with another interval is not counted
+        twice."""
+        counts = Counter(r.tx_hash for r in self.gateway.store.of_interval(interval)
+                         if r.tx_hash)
+        market = self.mc.market.address
         gas = 0
-        for number, hashes in by_block.items():
-            block = None if number is None else w3.eth.get_block(number)
-            mined = set() if block is None else {HexBytes(h).to_0x_hex()
-                                                 for h in block["transactions"]}
-            if len(hashes) == len(mined) and mined == {HexBytes(h).to_0x_hex() for h in hashes}:
-                gas += int(block["gasUsed"])
-            else:
-                gas += sum(int(w3.eth.get_transaction_receipt(h)["gasUsed"]) for h in hashes)
+        for tx_hash, n in counts.items():
+            receipt = self.chain.w3.eth.get_transaction_receipt(tx_hash)
+            n_orders = sum(1 for e in receipt["logs"] if e["address"] == market)
+            gas += int(receipt["gasUsed"]) * n // max(n_orders, n)
         return gas
 
     def _account_trades(self, rec: IntervalRecord, trades: Any) -> None:

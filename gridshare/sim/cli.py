@@ -40,11 +40,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--readings-batch-min", type=int, default=15,
                    help="minutes of readings per posting transaction (default 15: one post per "
                         "meter account and interval; 1 posts every minute)")
-    p.add_argument("--nr-steps", type=int, default=12,
+    p.add_argument("--nr-steps", type=int, default=48,
                    help="intervals (at their OCM steps) and minutes of the day as operated checked "
-                        "with pandapower's Newton-Raphson (default 12 each)")
-    p.add_argument("--nr-points", type=int, default=20,
-                   help="random operating points inside the bands per checked step")
+                        "with pandapower's Newton-Raphson (default 48 each)")
+    p.add_argument("--nr-points", type=int, default=10,
+                   help="random operating points inside the bands per checked step (default 10)")
     p.add_argument("--max-line-loading-pct", type=float, default=100.0,
                    help="thermal limit of every rated line in the bands and the Newton-Raphson "
                    "checks, percent of its rating (default 100)")

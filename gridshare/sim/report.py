@@ -29,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from gridshare.sim.verify import clock_of_minute
 from gridshare.units import kw_to_w, price_to_eur_per_kwh, w_to_kw, wh_to_kwh
 
 if TYPE_CHECKING:
@@ -416,10 +417,6 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1) 
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _clock(minute: int) -> str:
-    return f"{minute // 60:02d}:{minute % 60:02d}"
-
-
 def _check(ok: bool, text: str) -> str:
     cls, word = ("ok", "PASS") if ok else ("bad", "FAIL")
     return f'<li><span class="{cls}">{word}</span> {html.escape(text)}</li>'
@@ -522,11 +519,12 @@ def _statements_table(statements: Sequence[Mapping[str, Any]]) -> str:
 
 def _ev_table(ev: Sequence[Mapping[str, Any]]) -> str:
     """Charging sessions (clock times, energy in kWh)."""
-    ev_rows = [[e["station"], _clock(e["arrive_min"]), _clock(e["depart_min"]),
+    ev_rows = [[e["station"], clock_of_minute(e["arrive_min"]), clock_of_minute(e["depart_min"]),
                 f"{e['energy_needed_kwh']:.2f}", f"{e['delivered_kwh']:.2f}",
-                f"{e['missing_kwh']:.2f}"] for e in ev]
+                f"{e['missing_kwh']:.2f}", e.get("held_back_by", "")] for e in ev]
     return _table(["station", "arrives", "departs", "needs kWh", "delivered kWh",
-                   "missing kWh"], ev_rows)
+                   "missing kWh", "held back by (band below the rating: binding constraint, "
+                   "when)"], ev_rows)
 
 
 def _tail_html(result: SimulationResult) -> list[str]:

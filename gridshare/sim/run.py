@@ -111,8 +111,8 @@ class SimulationConfig:
     readings_batch_min: int = 15
     ocm: OcmSettings = field(default_factory=lambda: OcmSettings(
         forecast=OCM_FORECAST, objective="fair", band_policy=BandPolicy()))
-    nr_steps: int = 12
-    nr_random_points: int = 20
+    nr_steps: int = 48
+    nr_random_points: int = 10
     progress: bool = True
 
     def __post_init__(self) -> None:

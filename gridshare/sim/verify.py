@@ -390,20 +390,55 @@ def _run_checks(sim: Simulation, records: list[IntervalRecord]) -> _Checks:
                    band_mismatch)
 
 
-def _charging_sessions(sim: Simulation, records: list[IntervalRecord]) -> list[dict[str, Any]]:
+def held_back_by(p_max_kw: np.ndarray, rating_kw: float, minutes: np.ndarray,
+                 binding: list[str], arrive_min: int, depart_min: int) -> str:
+    """Why a station's vehicle got less than it asked for, as far as the bands say: the band
+    steps governing its stay (``minutes``: the first minute each step's band governs) whose
+    P_max (kW) was below the station's rating, grouped into runs of one binding constraint
+    (``BandResult.binding_max``: the constraint at the band's all-max corner), e.g.
+    ``"v_low 18:15-19:45 (7 steps); line 3 20:00 (1 step)"``; "" when no band limited it."""
+    stay = (minutes >= arrive_min) & (minutes < depart_min) & (p_max_kw < rating_kw - 0.01)
+    runs: list[tuple[str, int, int, int]] = []  # (binding, first minute, last minute, steps)
+    for k in np.flatnonzero(stay):
+        minute = int(minutes[k])
+        if runs and runs[-1][0] == binding[k] and minute - runs[-1][2] <= 15:
+            runs[-1] = (binding[k], runs[-1][1], minute, runs[-1][3] + 1)
+        else:
+            runs.append((binding[k], minute, minute, 1))
+    return "; ".join(
+        f"{what} {clock_of_minute(a)}{'' if a == b else '-' + clock_of_minute(b)} "
+        f"({n} step{'s' * (n > 1)})" for what, a, b, n in runs)
+
+
+def clock_of_minute(minute: int) -> str:
+    """``HH:MM`` of a minute of the day."""
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
+                       checks: _Checks) -> list[dict[str, Any]]:
     """The charging sessions that arrived before the end of the run (energy in kWh, minutes of
-    the day)."""
+    the day); for a vehicle that left short, ``held_back_by`` (see :func:`held_back_by`)."""
     ev = []
     end_minute = records[-1].first_minute + sim.n_min if records else 0
+    steps = checks.band_steps
+    # a step at the last minute of interval k-1 governs interval k (persistence forecast)
+    minutes = np.round(np.asarray(checks.band_hours) * 60).astype(int) + 1
+    names = [] if steps is None else [f.name for f in steps.flexibilities]
     for name, station in sim.stations.items():
         for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,
                                 strict=True):
             if s.arrive_min >= end_minute:
                 continue
+            why = ""
+            if left > 0.01 and name in names:
+                i = names.index(name)
+                why = held_back_by(steps.p_max_kw[:, i], steps.flexibilities[i].p_high_kw,
+                                   minutes, steps.binding_max, s.arrive_min, s.depart_min)
             ev.append({"station": name, "arrive_min": s.arrive_min, "depart_min": s.depart_min,
                        "energy_needed_kwh": s.energy_kwh, "delivered_kwh": float(got),
                        "missing_kwh": float(left),
-                       "departed": bool(s.depart_min <= end_minute)})
+                       "departed": bool(s.depart_min <= end_minute), "held_back_by": why})
     return ev
 
 
@@ -513,7 +548,7 @@ def finish(sim: Simulation, records: list[IntervalRecord]) -> SimulationResult:
     t0 = time.perf_counter()
     gas = total_gas(sim)
     sim.timings["gas_scan"] = time.perf_counter() - t0
-    ev = _charging_sessions(sim, records)
+    ev = _charging_sessions(sim, records, checks)
     summary = {**_run_summary(sim, records),
                **_energy_summary(records, _transformer_p_w(sim, records), ev),
                **_checks_summary(checks, status), **_aggregator_gas_summary(sim, records, gas)}

@@ -144,3 +144,17 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "unknown feeder" in capsys.readouterr().err
     assert main(["simulate", "--hours", "0", "--out", str(tmp_path)]) == 1
     assert "hours must lie" in capsys.readouterr().err
+
+
+def test_held_back_by_names_the_binding_constraint_and_when():
+    """Steps of the stay whose band was below the rating, grouped into runs of one binding
+    constraint; steps outside the stay or at the rating do not count."""
+    from gridshare.sim.verify import held_back_by
+
+    minutes = np.array([1080, 1095, 1110, 1125, 1140, 1155, 1170])  # 18:00 .. 19:30
+    p_max_kw = np.array([22.0, 4.2, 4.2, 0.0, 22.0, 4.2, 4.2])
+    binding = ["rating", "v_low", "v_low", "line 3", "rating", "v_low", "v_low"]
+    why = held_back_by(p_max_kw, 22.0, minutes, binding, arrive_min=1090, depart_min=1170)
+    assert why == "v_low 18:15-18:30 (2 steps); line 3 18:45 (1 step); v_low 19:15 (1 step)"
+    assert held_back_by(p_max_kw, 22.0, minutes, binding, 1080, 1095) == ""  # at the rating
+    assert held_back_by(p_max_kw[:0], 22.0, minutes[:0], [], 0, 1440) == ""  # no bands at all

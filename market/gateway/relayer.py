@@ -331,11 +331,7 @@ class Relayer:
             return  # mined, confirmations pending: the reader will see it
         receipt = self._receipt(flight)
         if receipt is None:  # the nonce went to another transaction: send the orders again
-            rows = [self._land(flight, d) for d in list(flight.rows)]
-            for row in rows:
-                self._next_nonce.pop(row.order.prosumer, None)
-            self.store.mark_many([(r.seq, "pending", {"error": None}) for r in rows])
-            report.requeued += len(rows)
+            self._requeue(flight, report)
             return
         block = int(receipt["blockNumber"])
         if block > confirmed_to:
@@ -346,17 +342,24 @@ class Relayer:
         elif receipt["status"] == 1:
             self._resolve_receipt(flight, receipt, report)
         elif len(flight.rows) > 1:  # the whole batch reverted: each order alone next time
-            rows = [self._land(flight, d) for d in list(flight.rows)]
+            reason = self._revert_reason(receipt, flight)
+            rows = self._requeue(flight, report)
             self._alone.update(r.digest for r in rows)
-            for row in rows:
-                self._next_nonce.pop(row.order.prosumer, None)
-            self.store.mark_many([(r.seq, "pending", {"error": None}) for r in rows])
-            report.requeued += len(rows)
             log.warning("relay: a batch of %d orders reverted (%s); they go out one by one",
-                        len(rows), self._revert_reason(receipt, flight))
+                        len(rows), reason)
         else:
             reason = self._revert_reason(receipt, flight)
             self._fail(flight, next(iter(flight.rows)), reason, receipt, report)
+
+    def _requeue(self, flight: _Flight, report: RelayReport) -> list[StoredOrder]:
+        """The orders still in ``flight`` go back to ``pending`` (their prosumers' nonces are
+        read again); returns them."""
+        rows = [self._land(flight, d) for d in list(flight.rows)]
+        for row in rows:
+            self._next_nonce.pop(row.order.prosumer, None)
+        self.store.mark_many([(r.seq, "pending", {"error": None}) for r in rows])
+        report.requeued += len(rows)
+        return rows
 
     def _resolve_receipt(self, flight: _Flight, receipt: Any, report: RelayReport) -> None:
         """A confirmed, successful transaction: each order still in flight was placed (below
@@ -476,17 +479,17 @@ class Relayer:
             if refusal is not None:
                 updates.append((row.seq, "failed", {"error": self._note_failure(row, refusal)}))
                 report.failed += 1
-            elif row.digest in self._alone:  # after the batch before it: nonce order
+                continue
+            self._next_nonce[row.order.prosumer] = row.order.nonce + 1
+            self._failure.pop(row.order.prosumer, None)
+            if row.digest in self._alone:  # after the batch before it: nonce order
                 batches += [batch, [row]] if batch else [[row]]
                 batch = []
-            else:
-                batch.append(row)
-                if len(batch) == self.settings.orders_per_tx:
-                    batches.append(batch)
-                    batch = []
-            if refusal is None:
-                self._next_nonce[row.order.prosumer] = row.order.nonce + 1
-                self._failure.pop(row.order.prosumer, None)
+                continue
+            batch.append(row)
+            if len(batch) == self.settings.orders_per_tx:
+                batches.append(batch)
+                batch = []
         batches += [batch] if batch else []
         signed = [self._sign(b, fees) for b in batches]
         updates += [(r.seq, "sent", {"tx_hash": tx_hash.to_0x_hex()})

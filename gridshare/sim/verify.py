@@ -422,8 +422,9 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
     ev = []
     end_minute = records[-1].first_minute + sim.n_min if records else 0
     steps = checks.band_steps
-    # a step at the last minute of interval k-1 governs interval k (persistence forecast)
-    minutes = np.round(np.asarray(checks.band_hours) * 60).astype(int) + 1
+    # a step in interval k-1 governs interval k (persistence forecast, any forecast mode)
+    step_min = np.floor(np.asarray(checks.band_hours) * 60 + 1e-6).astype(int)
+    minutes = (step_min // sim.n_min + 1) * sim.n_min
     names = [] if steps is None else [f.name for f in steps.flexibilities]
     for name, station in sim.stations.items():
         for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,

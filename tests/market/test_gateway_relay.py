@@ -108,20 +108,22 @@ def test_relayed_only_after_the_configured_confirmations(tmp_path):
 
 
 def test_a_reorg_sends_the_dropped_order_again(market):
-    """The block holding a relayed order is dropped (snapshot revert): the relay sees the
-    reorg, finds the transaction gone, sends the order again; it is placed once."""
+    """The block holding relayed orders (one batch) is dropped (snapshot revert): the relay sees
+    the reorg, finds the transaction gone, sends the orders again; each is placed once."""
     m = market
     interval = m.current() + 3
     snapshot = m.chain.snapshot()
-    digest = m.submit(3, interval)
+    digest, other = m.submit(3, interval), m.submit(2, interval)
     m.gw.flush()
+    assert m.row(digest).tx_hash == m.row(other).tx_hash  # one batch
     old_block = m.row(digest).block_number
     m.chain.revert(snapshot)
     m.chain.advance_time(1)  # the new branch: other blocks at those heights
     m.chain.advance_time(1)
     _rounds(m.gw, 3)  # flush() would trust the stale 'relayed': the relay loop runs rounds
     row = m.row(digest)
-    assert row.status == "relayed" and m.placed(interval) == [digest]
+    assert row.status == "relayed" and m.placed(interval) == [digest, other]
+    assert m.row(other).status == "relayed"
     assert row.block_number != old_block or row.tx_hash
 
 
@@ -269,3 +271,48 @@ def test_a_reverted_batch_goes_out_one_order_per_transaction(own_anvil, tmp_path
     assert len({r.tx_hash for r in rows} | batch_tx) == 3  # each in a transaction of its own
     assert m.placed(interval) == []
     assert m.gw.relayer.status.failed == 2
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("orders_per_tx", 0, "orders_per_tx must be in 1..200"),
+    ("orders_per_tx", -1, "orders_per_tx must be in 1..200"),
+    ("orders_per_tx", 201, "MAX_ORDERS_PER_BATCH"),
+    ("orders_per_tx", 2**256, "orders_per_tx"),
+    ("relay_gas", 20_999, "relay_gas"),
+])
+def test_relay_settings_out_of_range_are_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        GatewaySettings(**{field: value})
+
+
+def test_the_relays_batch_limit_is_the_contracts(market):
+    from market.gateway.relayer import MAX_ORDERS_PER_TX
+
+    assert market.chain.call(market.mc.market.functions.MAX_ORDERS_PER_BATCH()) == \
+        MAX_ORDERS_PER_TX
+    assert GatewaySettings(orders_per_tx=MAX_ORDERS_PER_TX).orders_per_tx == MAX_ORDERS_PER_TX
+
+
+@pytest.mark.anvil
+def test_a_stalled_batch_is_rebroadcast_and_placed_once(own_anvil, tmp_path):
+    """Mining stopped and the pool dropped with a batch of three orders in it: the one
+    transaction is re-broadcast (not one per order), and once mined every order is placed
+    exactly once."""
+    from gridshare.chain.config import ChainConfig
+
+    chain = connect(ChainConfig(chain=own_anvil.url, receipt_timeout_s=20.0))
+    m = _Market(chain, tmp_path / "o.sqlite", GatewaySettings(stall_s=0.3))
+    interval = m.current() + 2
+    _rpc(chain, "evm_setIntervalMining", 0)
+    _rpc(chain, "evm_setAutomine", False)
+    digests = [m.submit(who, interval) for who in (0, 1, 2)]
+    m.gw.relay_once()
+    assert len({m.row(d).tx_hash for d in digests}) == 1
+    _rpc(chain, "anvil_dropAllTransactions")
+    time.sleep(0.4)
+    m.gw.relay_once()
+    assert m.gw.relayer.status.state == "stalled" and m.gw.relayer.status.rebroadcast == 1
+    _rpc(chain, "evm_mine")
+    _rounds(m.gw, 2)
+    assert {m.row(d).status for d in digests} == {"relayed"}
+    assert sorted(m.placed(interval)) == sorted(digests)

@@ -477,12 +477,10 @@ class CapacityAudit:
         return self._feeder
 
     def forecast(self) -> Any:
-        """The oracle's profile forecast of the feeder (``config.forecast_seed``)."""
-        from oracle.forecast import ProfileForecast
-        from oracle.state import feeder_profiles
+        """The oracle's profile forecast of the feeder (``oracle.service.oracle_forecast``)."""
+        from oracle.service import oracle_forecast
 
-        return ProfileForecast.from_profiles(
-            feeder_profiles(self.deployment.feeder, self.config.forecast_seed))
+        return oracle_forecast(self.deployment.feeder, self.config)
 
     def _logs(self, event: str) -> list[Any]:
         """The contract's ``event`` logs, in chain order (one reader stream per event)."""

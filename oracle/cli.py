@@ -190,8 +190,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-reading-age-s", "--max-reading-age-seconds", type=int, default=None,
                      help="reject readings whose minute ended longer before their block "
                      "(default 3600)")
-    run.add_argument("--forecast", choices=("all", "extremes", "last"), default=None,
-                     help="OCM steps from the source interval (default extremes)")
+    run.add_argument("--forecast", choices=("all", "extremes", "last", "ramps"), default=None,
+                     help="OCM steps: minutes of the source interval (all, extremes, last) or "
+                     "the last minute plus the worst ramps of the same interval on previous "
+                     "days (ramps); default extremes")
     run.add_argument("--n-random", type=int, default=None,
                      help="random certification points per step (default 200)")
     run.add_argument("--nr-random", type=int, default=None,

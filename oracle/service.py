@@ -95,10 +95,17 @@ from oracle.certify import (
     newton_raphson,
     nr_settings_of,
 )
-from oracle.forecast import FORECAST_MODES, ProfileForecast, forecast_steps, intersect_bands
+from oracle.forecast import (
+    FORECAST_MODES,
+    HISTORY_DAYS,
+    ForecastSteps,
+    forecast_steps,
+    intersect_bands,
+    ramp_steps,
+)
 from oracle.ingest import Ingestor, PollReport
 from oracle.registry import DEFAULT_WINDOW, KIND_NAMES, DeviceRegistry, ReadingWindow
-from oracle.state import build_state, feeder_model, feeder_profiles, minutes_per_interval
+from oracle.state import build_state, feeder_model, minutes_per_interval, profile_forecast
 from oracle.store import Store
 
 log = logging.getLogger(__name__)
@@ -134,7 +141,9 @@ class OcmSettings:
     """OCM parameters of the oracle (all part of the hashed inputs). Voltages in pu.
 
     ``forecast``: which minutes of the source interval become OCM steps ("all", "extremes",
-    "last"; see ``oracle.forecast.forecast_steps``). ``max_line_loading_pct`` /
+    "last"; see ``oracle.forecast.forecast_steps``), or "ramps": the last minute plus the worst
+    ramps of the same interval on ``history_days`` previous days (``oracle.forecast.ramp_steps``).
+    ``max_line_loading_pct`` /
     ``max_trafo_loading_pct``: thermal limits of every rated line and transformer, percent of
     its rating (``capacity.ocm.compute_bands``; ``inf``: none). ``band_policy``: the product
     band policy (``capacity.ocm.policy``, needs objective "fair"); None: the paper's objective.
@@ -152,8 +161,11 @@ class OcmSettings:
     max_line_loading_pct: float = 100.0
     max_trafo_loading_pct: float = 100.0
     band_policy: BandPolicy | None = None
+    history_days: int = HISTORY_DAYS
 
     def __post_init__(self) -> None:
+        if not 1 <= self.history_days <= 366:
+            raise ValueError(f"history_days must lie in 1..366, got {self.history_days}")
         if self.band_policy is not None and self.objective != "fair":
             raise ValueError(f"band_policy needs objective 'fair', got {self.objective!r}")
         if not (self.max_line_loading_pct > 0 and self.max_trafo_loading_pct > 0):
@@ -225,6 +237,7 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
             "station_on_min_w": int(kw_to_w(ocm.band_policy.station_on_min_kw)),
             "committed_min_w": {k: int(kw_to_w(v))
                                 for k, v in ocm.band_policy.committed_min_kw.items()}}}),
+        **({"history_days": ocm.history_days} if ocm.forecast == "ramps" else {}),
     }
 
 
@@ -241,6 +254,23 @@ def _policy_of(ocm: Mapping[str, Any]) -> BandPolicy | None:
 def _milli_pct(limit_pct: float) -> int | None:
     """A loading limit in the canonical inputs: integer 1e-3 percent, None for no limit."""
     return None if math.isinf(limit_pct) else pct_to_milli_pct(limit_pct)
+
+
+def oracle_forecast(feeder_name: str, config: OracleConfig) -> Any:
+    """The profile forecast the oracle with ``config`` uses (``oracle.state.profile_forecast``),
+    with the ramp history when its forecast mode is ``ramps``."""
+    return profile_forecast(feeder_name, config.forecast_seed,
+                            config.ocm.history_days if config.ocm.forecast == "ramps" else 0)
+
+
+def _voltage_magnitudes(feeder: Any) -> Any:
+    """|V| (S, n_bus) pu of S load scenarios by HELM (``capacity.helm.solve``)."""
+    from capacity.helm import solve
+
+    def solve_v(p_kw: np.ndarray, q_kvar: np.ndarray, v_slack_pu: float) -> np.ndarray:
+        return np.abs(solve(feeder, p_kw=p_kw, q_kvar=q_kvar, v_slack_pu=v_slack_pu).v_pu)
+
+    return solve_v
 
 
 def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
@@ -285,10 +315,21 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     nr = nr_settings_of(inputs)
     if nr is not None:
         started = time.perf_counter()
-        out["nr"] = certify(inputs, out["p_min_w"], out["p_max_w"], nr)
+        out["nr"] = certify(certified_steps(inputs, empty), out["p_min_w"], out["p_max_w"], nr)
         out["p_min_w"], out["p_max_w"] = out["nr"].p_min_w, out["nr"].p_max_w
         out["nr_s"] = time.perf_counter() - started
     return out
+
+
+def certified_steps(inputs: Mapping[str, Any], empty: np.ndarray) -> Mapping[str, Any]:
+    """The inputs whose steps the published band is checked at: every step, unless no box lies
+    inside every step's band (``empty``) and the steps are the ``ramps`` forecast's: then the
+    band is the last minute's (``intersect_bands``) and is checked there only, as with the
+    ``last`` forecast; the interval's ramps are then not covered (``empty`` in the stored
+    bands says so)."""
+    if not np.any(empty) or inputs["ocm"].get("forecast") != "ramps":
+        return inputs
+    return {**inputs, **{k: inputs[k][-1:] for k in MEASURED_KEYS}}
 
 
 # ----------------------------------------------------------------------------- the oracle
@@ -336,8 +377,7 @@ class Oracle:
                               else self.config.confirmations)
         self.names = {int(d["device_id"]): str(d["name"]) for d in deployment.devices}
         self.registry = self._read_registry()
-        self.forecast = ProfileForecast.from_profiles(
-            feeder_profiles(deployment.feeder, self.config.forecast_seed))
+        self.forecast = oracle_forecast(deployment.feeder, self.config)
         self.ingestor = Ingestor(
             chain, self.capacity, self.store, lambda: self.registry,
             start_block=deployment.deploy_block, confirmations=self.confirmations,
@@ -510,7 +550,10 @@ class Oracle:
             self.store.readings_between(start_s, start_s + self.interval_s),
             self.store.last_readings_before(start_s), self.forecast,
         )
-        steps = forecast_steps(state, self.config.ocm.forecast)
+        if self.config.ocm.forecast == "ramps":
+            steps = ramp_steps(state, self.forecast, _voltage_magnitudes(self.feeder))
+        else:
+            steps = ForecastSteps.of_minutes(state, forecast_steps(state, self.config.ocm.forecast))
         devices = [[d.device_id, d.bus, d.p_min_rated_w, d.p_max_rated_w, d.kind]
                    for d in self.registry.of_role("flexibility")]
         if not devices:
@@ -524,10 +567,10 @@ class Oracle:
             "source_interval": int(source),
             "interval_s": self.interval_s,
             "bus_ids": [int(b) for b in state.bus_ids],
-            "steps_unix_s": [int(x) for x in state.timestamps[steps]],
-            "p_w": state.p_w[steps].tolist(),
-            "q_var": state.q_var[steps].tolist(),
-            "v_slack_micro_pu": state.v_slack_micro_pu[steps].tolist(),
+            "steps_unix_s": [int(x) for x in steps.timestamps],
+            "p_w": steps.p_w.tolist(),
+            "q_var": steps.q_var.tolist(),
+            "v_slack_micro_pu": steps.v_slack_micro_pu.tolist(),
             "devices": devices,
             "ocm": ocm_inputs(self.config.ocm, target),
             "nr": self.config.nr.as_inputs(),

@@ -48,6 +48,18 @@ def feeder_profiles(name: str, seed: int) -> Any:
     return day_profiles(name, seed=seed)
 
 
+@functools.lru_cache(maxsize=4)
+def profile_forecast(name: str, seed: int, history_days: int = 0) -> ProfileForecast:
+    """The oracle's forecast of feeder ``name``: the day profiles of ``seed`` and, for the
+    ``ramps`` forecast, ``history_days`` previous days (the profiles of seeds ``seed + 1`` to
+    ``seed + history_days``: other days of the same season, never the day itself)."""
+    if history_days < 0:
+        raise ValueError(f"history_days must be >= 0, got {history_days}")
+    days = [feeder_profiles.__wrapped__(name, seed + 1 + d)  # uncached: kept only as history
+            for d in range(history_days)]
+    return ProfileForecast.from_profiles(feeder_profiles(name, seed), days)
+
+
 @dataclass
 class FeederState:
     """What the oracle knows of one interval, minute by minute (integers in on-chain units).

@@ -202,8 +202,9 @@ def test_forecast_steps(registry, feeder, forecast) -> None:
     assert forecast_steps(state, "all").tolist() == list(range(15))
     assert forecast_steps(state, "last").tolist() == [14]
     assert forecast_steps(state, "extremes").tolist() == [1, 2, 14]
-    with pytest.raises(ValueError, match="unknown forecast mode"):
-        forecast_steps(state, "median")
+    for mode in ("median", "ramps"):
+        with pytest.raises(ValueError, match="does not pick minutes"):
+            forecast_steps(state, mode)
 
 
 def test_intersect_bands_is_inside_every_step() -> None:

@@ -52,7 +52,7 @@ from capacity.ocm.policy import BandPolicy
 from gridshare.chain.client import Chain, connect
 from gridshare.chain.config import ChainConfig
 from gridshare.chain.deploy import Deployment, DeployParams, deploy
-from gridshare.chain.errors import ChainError
+from gridshare.chain.errors import ChainError, ContractRevert
 from gridshare.chain.metering import write_meter_totals
 from gridshare.sim.agents import (
     StationState,
@@ -322,11 +322,19 @@ class Simulation:
         return self.meters.timestamp(first_minute) // self.config.interval_s
 
     def band_w(self, interval: int) -> dict[str, tuple[int, int]]:
-        """Band (P_min, P_max) in W of every flexibility for ``interval`` (from the chain)."""
+        """Band (P_min, P_max) in W of every flexibility for ``interval`` (from the chain). A
+        device without a band (the oracle skipped the interval) stays at rest: (0, 0); the
+        market cannot settle an interval without the battery's band (``intervals_not_settled``
+        then names it)."""
         capacity = self.mc.capacity
         out = {}
         for name, device_id in self.flex_ids.items():
-            lo, hi, _ = self.chain.call(capacity.functions.bandOf(device_id, int(interval)))
+            try:
+                lo, hi, _ = self.chain.call(capacity.functions.bandOf(device_id, int(interval)))
+            except ContractRevert as exc:
+                if exc.error_name != "NoBand":
+                    raise
+                lo = hi = 0
             out[name] = (int(lo), int(hi))
         return out
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from gridshare.units import micro_pu_to_pu, nano_eur_to_eur, var_to_kvar, w_to_kw, wh_to_kwh
 from market.statements import member_statement
+from oracle.service import certified_steps
 
 if TYPE_CHECKING:
     from gridshare.sim.run import IntervalRecord, Simulation, SimulationResult
@@ -254,7 +255,8 @@ def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: 
     """Newton-Raphson at the OCM steps the bands were certified for.
 
     For ``n_intervals`` traded intervals spread over the run: every OCM step of the interval's
-    stored oracle inputs (per-bus uncontrollable P/Q and slack voltage in on-chain units), with
+    stored oracle inputs that its band was certified at (``oracle.service.certified_steps``;
+    per-bus uncontrollable P/Q and slack voltage in on-chain units), with
     the flexibilities at the all-min and all-max corners of the published band and at
     ``n_random`` random points inside it: bus voltages and line/transformer loadings.
     """
@@ -269,7 +271,7 @@ def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: 
         row = sim.oracle.store.interval(rec.interval)
         if row is None or not row.inputs_json:
             continue
-        inputs = row.inputs
+        inputs = certified_steps(row.inputs, np.asarray(row.bands.get("empty", []), dtype=bool))
         lo, hi = _band_kw(sim, rec)
         points = np.vstack([lo, hi, rng.uniform(lo, hi, (n_random, len(lo)))])
         bus_pos = sim.feeder.bus_positions(inputs["bus_ids"])

@@ -1,15 +1,13 @@
 """The community battery: dispatch inside its band and state of charge, shares of its owners.
 
-Integer model (exactly reproducible by anyone replaying the chain):
+Integer model (exactly reproducible by anyone replaying the chain); the energy and state-of-charge
+arithmetic is ``capacity.storage``'s (the oracle keeps its bands inside the same model):
 
 * Power ``P`` in W, consumption (charging) positive, constant over an interval of ``T`` s.
 * The energy traded for a power is ``E(P) = round_half_away(P * T / 3600)`` Wh. The market
   contract checks ``|E(P) - P*T/3600| <= 1`` Wh; with this rounding the difference is at most
   0.5 Wh for every ``P`` and ``T`` (``energy_for_power``), so the check always passes.
-* State of charge ``soc_wh`` (int Wh, DC side). Charging ``E`` Wh (AC, bought) stores
-  ``floor(E * eta_c)``; discharging ``E`` Wh (AC, sold) draws ``ceil(E / eta_d)`` from the cells.
-  Efficiencies are in parts per million. The rounding is always against the battery, so the
-  SoC limits hold with integers.
+* State of charge ``soc_wh`` (int Wh, DC side): ``capacity.storage.BatteryStorage``.
 * Dispatch: the battery wants to absorb the members' residual ``R`` Wh (positive = surplus to
   charge, negative = shortfall to discharge), i.e. the power ``P`` nearest ``R*3600/T`` with
   ``|E(P)| <= |R|``; this is clipped to the band ``[P_min, P_max]`` (from the capacity contract)
@@ -22,11 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from eth_utils import to_checksum_address
 
-PPM = 1_000_000
-SECONDS_PER_HOUR = 3600
+from capacity.storage import (
+    SECONDS_PER_HOUR,
+    BatteryStorage,
+    div_round_half_away,
+    energy_for_power,
+)
+
 BPS = 10_000
 
 
@@ -34,28 +38,9 @@ class BatteryInfeasibleError(ValueError):
     """No battery power satisfies both the band and the state-of-charge limits."""
 
 
-def _div_round_half_away(num: int, den: int) -> int:
-    """``round(num / den)`` with halves away from zero, exact for ints (``den > 0``)."""
-    q = (2 * abs(num) + den) // (2 * den)
-    return q if num >= 0 else -q
-
-
-def energy_for_power(power_w: int, interval_s: int) -> int:
-    """Energy in Wh traded by the battery at ``power_w`` over ``interval_s`` (signed)."""
-    return _div_round_half_away(int(power_w) * int(interval_s), SECONDS_PER_HOUR)
-
-
-def max_power_for_energy(energy_wh: int, interval_s: int) -> int:
-    """Largest ``P >= 0`` W with ``E(P) <= energy_wh`` (``energy_wh >= 0``)."""
-    if energy_wh < 0:
-        raise ValueError("energy_wh must be >= 0")
-    # round(P*T/3600) <= E  <=>  2*P*T < (2E+1)*3600
-    return ((2 * energy_wh + 1) * SECONDS_PER_HOUR - 1) // (2 * interval_s)
-
-
 def power_for_residual(residual_wh: int, interval_s: int) -> int:
     """Power nearest ``residual_wh * 3600 / T`` whose energy does not exceed the residual."""
-    p = _div_round_half_away(residual_wh * SECONDS_PER_HOUR, interval_s)
+    p = div_round_half_away(residual_wh * SECONDS_PER_HOUR, interval_s)
     if abs(energy_for_power(p, interval_s)) > abs(residual_wh):
         p -= 1 if p > 0 else -1
     return p
@@ -83,24 +68,16 @@ class BatteryParams:
         object.__setattr__(self, "account", to_checksum_address(self.account))
         shares = {to_checksum_address(k): int(v) for k, v in dict(self.shares_bps).items()}
         object.__setattr__(self, "shares_bps", shares)
-        if self.capacity_wh <= 0:
-            raise ValueError(f"battery capacity must be positive, got {self.capacity_wh} Wh")
-        if not 0 <= self.soc_min_wh <= self.soc_max_wh <= self.capacity_wh:
-            raise ValueError(
-                f"need 0 <= soc_min_wh ({self.soc_min_wh}) <= soc_max_wh ({self.soc_max_wh}) "
-                f"<= capacity_wh ({self.capacity_wh})"
-            )
-        if not self.soc_min_wh <= self.initial_soc_wh <= self.soc_max_wh:
-            raise ValueError(
-                f"initial SoC {self.initial_soc_wh} Wh outside [{self.soc_min_wh}, "
-                f"{self.soc_max_wh}] Wh"
-            )
-        for name in ("charge_efficiency_ppm", "discharge_efficiency_ppm"):
-            eta = getattr(self, name)
-            if not 0 < eta <= PPM:
-                raise ValueError(f"{name} must be in (0, {PPM}], got {eta}")
+        _ = self.storage  # checks the energies and efficiencies
         if any(v < 0 for v in shares.values()) or sum(shares.values()) > BPS:
             raise ValueError(f"battery shares must be >= 0 and sum to <= {BPS} bps: {shares}")
+
+    @cached_property
+    def storage(self) -> BatteryStorage:
+        """The storage model (``capacity.storage``) of these energies and efficiencies."""
+        return BatteryStorage(self.capacity_wh, self.soc_min_wh, self.soc_max_wh,
+                              self.initial_soc_wh, self.charge_efficiency_ppm,
+                              self.discharge_efficiency_ppm)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BatteryParams:
@@ -125,21 +102,14 @@ class BatteryParams:
         }
 
     def soc_after(self, soc_wh: int, energy_wh: int) -> int:
-        """SoC (Wh) after trading ``energy_wh`` AC (positive = bought/charged)."""
-        if energy_wh >= 0:
-            return soc_wh + energy_wh * self.charge_efficiency_ppm // PPM
-        return soc_wh - (-energy_wh * PPM + self.discharge_efficiency_ppm - 1) // (
-            self.discharge_efficiency_ppm
-        )
+        """SoC (Wh) after trading ``energy_wh`` AC (``BatteryStorage.soc_after``)."""
+        return self.storage.soc_after(soc_wh, energy_wh)
 
     def max_charge_wh(self, soc_wh: int) -> int:
-        """Largest AC energy E with ``soc + floor(E*eta_c) <= soc_max``."""
-        room = self.soc_max_wh - soc_wh
-        return ((room + 1) * PPM - 1) // self.charge_efficiency_ppm
+        return self.storage.max_charge_wh(soc_wh)
 
     def max_discharge_wh(self, soc_wh: int) -> int:
-        """Largest AC energy E with ``soc - ceil(E/eta_d) >= soc_min``."""
-        return (soc_wh - self.soc_min_wh) * self.discharge_efficiency_ppm // PPM
+        return self.storage.max_discharge_wh(soc_wh)
 
 
 @dataclass(frozen=True)
@@ -156,15 +126,7 @@ class BatteryDispatch:
 
 def soc_power_range(params: BatteryParams, soc_wh: int, interval_s: int) -> tuple[int, int]:
     """Powers (W) the state of charge allows for one interval: ``[-discharge, +charge]``."""
-    if interval_s <= 0:
-        raise ValueError(f"interval length must be positive, got {interval_s} s")
-    if not params.soc_min_wh <= soc_wh <= params.soc_max_wh:
-        raise ValueError(
-            f"SoC {soc_wh} Wh outside [{params.soc_min_wh}, {params.soc_max_wh}] Wh"
-        )
-    hi_soc = max_power_for_energy(params.max_charge_wh(soc_wh), interval_s)
-    lo_soc = -max_power_for_energy(params.max_discharge_wh(soc_wh), interval_s)
-    return lo_soc, hi_soc
+    return params.storage.power_range_w(soc_wh, interval_s)
 
 
 def dispatch(

@@ -9,7 +9,7 @@ Everything the clearing needs is read from the chain, so anyone can re-run it:
   after placing them are left out of the clearing (the contract rejects trades with it);
 * the battery's state of charge before the interval: its initial SoC plus the energy
   ``E(batteryPowerW)`` of every ``IntervalSettled`` that came earlier in chain order
-  (:func:`market.battery.energy_for_power`, the same rounding the settlement used; clipped to
+  (:func:`capacity.storage.energy_for_power`, the same rounding the settlement used; clipped to
   the SoC limits if a foreign settler pushed it outside).
 
 The battery's static data (capacity, SoC limits, efficiencies) is off-chain: a JSON file of
@@ -39,12 +39,13 @@ from typing import Any
 from eth_utils import keccak
 from web3.contract import Contract
 
+from capacity.storage import default_storage
 from gridshare.chain.client import Chain
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import ContractRevert
 from gridshare.chain.events import EventReader
 from gridshare.chain.metering import MeteringReader, decode_totals
-from market.battery import BatteryParams, energy_for_power
+from market.battery import BatteryParams
 from market.deviations import Deviation, expected_deviations, traded_per_account
 from market.orders import MarketDomain, Order, PlacedOrder, Side, book_entry, book_hash, chain_seq
 from market.settlement import (
@@ -68,20 +69,21 @@ class CommitRaceError(SettlementError):
 
 
 def default_battery_params(deployment: Deployment) -> BatteryParams:
-    """Battery data derived from the deployment's battery device (see module docstring)."""
+    """Battery data derived from the deployment's battery device (``capacity.storage.
+    default_storage`` of its rated power)."""
     if deployment.battery_device_id is None:
         raise SettlementError(f"deployment of {deployment.feeder} has no community battery")
     device = next(d for d in deployment.devices if d["device_id"] == deployment.battery_device_id)
-    rated_w = max(abs(int(device["p_min_rated_w"])), abs(int(device["p_max_rated_w"])))
-    capacity_wh = 2 * rated_w
+    storage = default_storage(max(abs(int(device["p_min_rated_w"])),
+                                  abs(int(device["p_max_rated_w"]))))
     return BatteryParams(
         account=deployment.roles["batteryAccount"],
-        capacity_wh=capacity_wh,
-        soc_min_wh=capacity_wh // 10,
-        soc_max_wh=capacity_wh * 9 // 10,
-        initial_soc_wh=capacity_wh // 2,
-        charge_efficiency_ppm=950_000,
-        discharge_efficiency_ppm=950_000,
+        capacity_wh=storage.capacity_wh,
+        soc_min_wh=storage.soc_min_wh,
+        soc_max_wh=storage.soc_max_wh,
+        initial_soc_wh=storage.initial_soc_wh,
+        charge_efficiency_ppm=storage.charge_efficiency_ppm,
+        discharge_efficiency_ppm=storage.discharge_efficiency_ppm,
     )
 
 
@@ -254,12 +256,8 @@ class MarketChain:
 
     def soc_before(self, settlements: Sequence[SettledInterval], interval_s: int) -> int:
         """Battery SoC (Wh) after replaying ``settlements`` from the initial SoC."""
-        b = self.battery
-        soc = b.initial_soc_wh
-        for s in settlements:
-            soc = b.soc_after(soc, energy_for_power(s.battery_power_w, interval_s))
-            soc = min(max(soc, b.soc_min_wh), b.soc_max_wh)
-        return soc
+        return self.battery.storage.replay_soc_wh([s.battery_power_w for s in settlements],
+                                                  interval_s)
 
     def interval_state(self, interval: int) -> dict[str, Any]:
         """``intervalState(interval)`` as a dict."""

@@ -49,6 +49,7 @@ import numpy as np
 from web3.contract import Contract
 
 from capacity.ocm.policy import BandPolicy
+from capacity.storage import energy_for_power
 from gridshare.chain.client import Chain, connect
 from gridshare.chain.config import ChainConfig
 from gridshare.chain.deploy import Deployment, DeployParams, deploy
@@ -70,7 +71,7 @@ from gridshare.units import (
     w_to_kw,
     wh_to_kwh,
 )
-from market.battery import BatteryInfeasibleError, energy_for_power
+from market.battery import BatteryInfeasibleError
 from market.chain import MarketChain, SettlementError, default_battery_params
 from market.gateway.gateway import GatewaySettings, OrderGateway
 from market.gateway.store import OrderStore

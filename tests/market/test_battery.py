@@ -6,12 +6,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from capacity.storage import energy_for_power, max_power_for_energy
 from market.battery import (
     BatteryInfeasibleError,
     BatteryParams,
     dispatch,
-    energy_for_power,
-    max_power_for_energy,
     power_for_residual,
     soc_power_range,
     split_by_shares,

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from market.battery import energy_for_power
+from capacity.storage import energy_for_power
 from market.settlement import GRID_ADDRESS
 from oracle.ingest import decode_readings
 

@@ -145,8 +145,8 @@ def intersect_bands(p_min_kw: np.ndarray, p_max_kw: np.ndarray) -> tuple[np.ndar
     return lo, hi, empty
 
 
-def ramp_steps(state: FeederState, forecast: ProfileForecast, solve_v: VoltageMagnitudes
-               ) -> ForecastSteps:
+def ramp_steps(state: FeederState, forecast: ProfileForecast, solve_v: VoltageMagnitudes,
+               coverage: float = 1.0) -> ForecastSteps:
     """OCM steps robust to the interval: the worst ramps of previous days, then the last minute.
 
     Candidates: the last minute of ``state`` (the persistence forecast) plus every previous
@@ -156,7 +156,11 @@ def ramp_steps(state: FeederState, forecast: ProfileForecast, solve_v: VoltageMa
     bus voltage (load rising: it binds the all-max corner against ``v_low``) and the one with
     the highest (PV returning: the all-min corner against ``v_high``), each only if worse than
     the last minute, then the last minute itself (``intersect_bands`` falls back to it).
+    ``coverage`` in (0, 1]: the share of the candidates the steps cover on each side (1: the
+    worst; 0.95: the worst after leaving out the 5 % most extreme ramps).
     """
+    if not 0 < coverage <= 1:
+        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
     if forecast.history is None:
         raise ValueError("the 'ramps' forecast needs a ramp history (ProfileForecast.history)")
     last = state.p_w.shape[0] - 1
@@ -170,8 +174,11 @@ def ramp_steps(state: FeederState, forecast: ProfileForecast, solve_v: VoltageMa
     v_min, v_max = v.min(axis=1), v.max(axis=1)  # NaN where a scenario collapsed
     v_min = np.where(np.isfinite(v_min), v_min, -np.inf)  # collapsed: the worst of all
     v_max = np.where(np.isfinite(v_max), v_max, np.inf)
-    picks = [k for k, worse in ((int(np.argmin(v_min)), v_min.min() < v_min[0]),
-                                (int(np.argmax(v_max)), v_max.max() > v_max[0])) if worse]
+    rank = int(np.floor((1.0 - coverage) * (v_min.size - 1)))
+    low = int(np.argsort(v_min, kind="stable")[rank])
+    high = int(np.argsort(-v_max, kind="stable")[rank])
+    picks = [k for k, worse in ((low, v_min[low] < v_min[0]), (high, v_max[high] > v_max[0]))
+             if worse]
     picks = [*dict.fromkeys(picks), 0]
     ts = state.timestamps[last] + SECONDS_PER_MINUTE * np.r_[0, offsets]
     return ForecastSteps(ts[picks], p_w[picks], q_var[picks],

@@ -83,6 +83,26 @@ def test_the_worst_rising_ramp_and_the_last_minute_are_the_steps(feeder, registr
     assert steps.p_w[0, far] > state.p_w[last, far]
 
 
+def test_coverage_leaves_out_the_most_extreme_ramps(feeder, registry) -> None:
+    days = []
+    for extra in (1000, 2000, 3000, 4000):  # four days rising by 1..4 kW per bus
+        day = _flat(feeder, 1000)
+        day[ANCHOR_ROW + 5:, :] += extra
+        days.append(day)
+    forecast = _forecast(feeder, days)
+    state = _state(feeder, registry, forecast)
+    solve_v = _voltage_magnitudes(feeder)
+    # 4 days x 15 minutes: 60 candidates, 11 per day risen (minutes 5 to 15 after the anchor)
+    worst = ramp_steps(state, forecast, solve_v, coverage=1.0)
+    np.testing.assert_array_equal(worst.p_w[0], state.p_w[-1] + 4000)
+    covering = ramp_steps(state, forecast, solve_v, coverage=0.8)  # leaves out the 11 worst
+    np.testing.assert_array_equal(covering.p_w[0], state.p_w[-1] + 3000)
+    with pytest.raises(ValueError, match="coverage"):
+        ramp_steps(state, forecast, solve_v, coverage=0.0)
+    with pytest.raises(ValueError, match="ramp_coverage"):
+        OcmSettings(forecast="ramps", ramp_coverage=1.5)
+
+
 def test_a_falling_ramp_adds_the_step_for_the_upper_limit(feeder, registry) -> None:
     falling = _flat(feeder, 1000)
     falling[ANCHOR_ROW + 4:, :] -= 2500  # PV returns: net consumption -2.5 kW per bus

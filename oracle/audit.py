@@ -385,6 +385,7 @@ class _OracleView:
         self.config, self.interval_s, self.feeder = audit.config, audit.interval_s, audit.feeder
         self.registry = registry
         self.forecast = audit.forecast()
+        self.deploy_interval = audit.deploy_interval
         self.store = self
         self._m = readings
         self._to_block = to_block
@@ -399,6 +400,21 @@ class _OracleView:
         order, ts = self._m.by_time
         lo, hi = np.searchsorted(ts, [start_s, end_s], side="left")
         return sorted(self._rows(order[lo:hi]), key=lambda r: (r["device_id"], r["timestamp"]))
+
+    def power_sums(self, device_id: int, start_s: int, end_s: int, interval_s: int
+                   ) -> dict[int, int]:
+        """Per interval, the sum of ``device_id``'s P readings (W) in ``[start_s, end_s)``
+        (as ``Store``)."""
+        order, ts = self._m.by_time
+        lo, hi = np.searchsorted(ts, [start_s, end_s], side="left")
+        pos = order[lo:hi]
+        rec = self._m.records[pos]
+        keep = (rec["device_id"] == device_id) & (self._m.block_number[pos] <= self._to_block)
+        k = rec["timestamp"][keep].astype(np.int64) // int(interval_s)
+        keys, inverse = np.unique(k, return_inverse=True)
+        sums = np.bincount(inverse, weights=rec["p_w"][keep].astype(np.float64),
+                           minlength=keys.size)
+        return {int(a): round(b) for a, b in zip(keys.tolist(), sums.tolist(), strict=True)}
 
     def last_readings_before(self, start_s: int) -> dict[int, dict[str, int]]:
         """Per device, its latest reading with ``timestamp < start_s`` (as ``Store``): back
@@ -461,6 +477,12 @@ class CapacityAudit:
             self.config = config
             self._cache.clear()
             self._metered.clear()
+
+    @cached_property
+    def deploy_interval(self) -> int:
+        """The interval of the deployment block's time (as ``Oracle.deploy_interval``)."""
+        block = self.chain.w3.eth.get_block(self.start_block)
+        return int(block["timestamp"]) // self.interval_s
 
     @property
     def limits_pct(self) -> tuple[float, float]:

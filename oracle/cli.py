@@ -71,6 +71,9 @@ def _oracle_config(args: argparse.Namespace) -> Any:
         "objective": objective, "seed": getattr(args, "seed", None), "band_policy": policy,
         "max_line_loading_pct": getattr(args, "max_line_loading_pct", None),
         "max_trafo_loading_pct": getattr(args, "max_trafo_loading_pct", None),
+        "history_days": getattr(args, "history_days", None),
+        "ramp_coverage": getattr(args, "ramp_coverage", None),
+        "battery_reserve_h": getattr(args, "battery_reserve_h", None),
     }.items() if v is not None})
     nr = NrSettings(**({} if getattr(args, "nr_random", None) is None
                        else {"n_random": args.nr_random}))
@@ -207,6 +210,15 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                      help="the product band policy (capacity.ocm.policy, docs/ocm.md): no "
                      "station forced on, 4.2 kW guaranteed per station, then a fair share; needs "
                      "objective fair (the default with it). Default: the paper's objective")
+    run.add_argument("--history-days", type=int, default=None,
+                     help="previous days the ramps forecast and the battery reserve learn from "
+                     "(default 28)")
+    run.add_argument("--ramp-coverage", type=float, default=None,
+                     help="share of previous days' ramps the ramps forecast covers, in (0, 1] "
+                     "(default 1: the worst)")
+    run.add_argument("--battery-reserve-h", type=float, default=None,
+                     help="bands keep the community battery's charge for the discharge the next "
+                     "H hours need (oracle.battery); default: bands blind to its charge")
     run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
     run.add_argument("--max-line-loading-pct", type=float, default=None,
                      help="thermal limit of every rated line, percent of its rating (default 100)")

@@ -47,6 +47,7 @@ Failed band transactions (every one is logged and stored in ``tx_failures``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -88,6 +89,15 @@ from gridshare.units import (
     var_to_kvar,
     w_to_kw,
 )
+from oracle.battery import (
+    TIERS,
+    BatteryLimits,
+    limited_devices,
+    needed_discharge_profile_kw,
+    reserve_wh,
+    soc_after_wh,
+    storage_of,
+)
 from oracle.certify import (
     NrSettings,
     certify,
@@ -104,7 +114,13 @@ from oracle.forecast import (
     ramp_steps,
 )
 from oracle.ingest import Ingestor, PollReport
-from oracle.registry import DEFAULT_WINDOW, KIND_NAMES, DeviceRegistry, ReadingWindow
+from oracle.registry import (
+    DEFAULT_WINDOW,
+    KIND_NAMES,
+    SECONDS_PER_MINUTE,
+    DeviceRegistry,
+    ReadingWindow,
+)
 from oracle.state import build_state, feeder_model, minutes_per_interval, profile_forecast
 from oracle.store import Store
 
@@ -142,7 +158,12 @@ class OcmSettings:
 
     ``forecast``: which minutes of the source interval become OCM steps ("all", "extremes",
     "last"; see ``oracle.forecast.forecast_steps``), or "ramps": the last minute plus the worst
-    ramps of the same interval on ``history_days`` previous days (``oracle.forecast.ramp_steps``).
+    ramps of the same interval on ``history_days`` previous days (``oracle.forecast.ramp_steps``;
+    ``ramp_coverage``: the share of those ramps the band covers).
+    ``battery_reserve_h``: None, bands blind to the battery's charge (the paper's); else the
+    battery's range in each band is what its metered state of charge allows while keeping the
+    reserve that the needed discharge of the next ``battery_reserve_h`` hours takes
+    (``oracle.battery``), down to ``soc_min`` only where no band keeps it.
     ``max_line_loading_pct`` /
     ``max_trafo_loading_pct``: thermal limits of every rated line and transformer, percent of
     its rating (``capacity.ocm.compute_bands``; ``inf``: none). ``band_policy``: the product
@@ -162,10 +183,19 @@ class OcmSettings:
     max_trafo_loading_pct: float = 100.0
     band_policy: BandPolicy | None = None
     history_days: int = HISTORY_DAYS
+    ramp_coverage: float = 1.0
+    battery_reserve_h: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.history_days <= 366:
             raise ValueError(f"history_days must lie in 1..366, got {self.history_days}")
+        if not 0 < self.ramp_coverage <= 1:
+            raise ValueError(f"ramp_coverage must lie in (0, 1], got {self.ramp_coverage}")
+        reserve_h = self.battery_reserve_h
+        if reserve_h is not None and not (0 <= reserve_h <= 24
+                                          and float(reserve_h * 60).is_integer()):
+            raise ValueError(f"battery_reserve_h must be whole minutes in 0..24 h, got "
+                             f"{self.battery_reserve_h}")
         if self.band_policy is not None and self.objective != "fair":
             raise ValueError(f"band_policy needs objective 'fair', got {self.objective!r}")
         if not (self.max_line_loading_pct > 0 and self.max_trafo_loading_pct > 0):
@@ -237,8 +267,17 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
             "station_on_min_w": int(kw_to_w(ocm.band_policy.station_on_min_kw)),
             "committed_min_w": {k: int(kw_to_w(v))
                                 for k, v in ocm.band_policy.committed_min_kw.items()}}}),
-        **({"history_days": ocm.history_days} if ocm.forecast == "ramps" else {}),
+        **({"history_days": ocm.history_days} if uses_history(ocm) else {}),
+        **({"ramp_coverage_ppm": round(ocm.ramp_coverage * 1_000_000)}
+           if ocm.forecast == "ramps" else {}),
+        **({} if ocm.battery_reserve_h is None else {
+            "battery_reserve_min": round(ocm.battery_reserve_h * 60)}),
     }
+
+
+def uses_history(ocm: OcmSettings) -> bool:
+    """Whether the settings need previous days (the ``ramps`` forecast, the battery reserve)."""
+    return ocm.forecast == "ramps" or ocm.battery_reserve_h is not None
 
 
 def _policy_of(ocm: Mapping[str, Any]) -> BandPolicy | None:
@@ -258,9 +297,37 @@ def _milli_pct(limit_pct: float) -> int | None:
 
 def oracle_forecast(feeder_name: str, config: OracleConfig) -> Any:
     """The profile forecast the oracle with ``config`` uses (``oracle.state.profile_forecast``),
-    with the ramp history when its forecast mode is ``ramps``."""
+    with the ramp history when its settings need it (``uses_history``)."""
     return profile_forecast(feeder_name, config.forecast_seed,
-                            config.ocm.history_days if config.ocm.forecast == "ramps" else 0)
+                            config.ocm.history_days if uses_history(config.ocm) else 0)
+
+
+def battery_inputs(oracle: Any, target: int) -> dict[str, int] | None:
+    """The battery part of ``target``'s inputs (``oracle.battery.BatteryLimits``) for an
+    ``Oracle`` (or the audit's view of one): None when the settings keep no reserve or no
+    community battery is registered."""
+    ocm = oracle.config.ocm
+    batteries = [d for d in oracle.registry.of_role("flexibility")
+                 if d.kind == "community_battery"]
+    if ocm.battery_reserve_h is None or not batteries:
+        return None
+    if len(batteries) > 1:
+        raise OracleFatal(f"the battery reserve handles one community battery, the registry has "
+                          f"{[d.device_id for d in batteries]}")
+    device, interval_s = batteries[0], oracle.interval_s
+    storage = storage_of(device)
+    soc = soc_after_wh(storage, device.device_id, oracle.store.power_sums,
+                       oracle.deploy_interval, target - 1, interval_s)
+    needed = needed_discharge_profile_kw(
+        oracle.deployment.feeder, oracle.config.forecast_seed, ocm.history_days, device.bus,
+        max(abs(device.p_min_rated_w), abs(device.p_max_rated_w)),
+        int(pu_to_micro_pu(ocm.v_low_pu)), interval_s)
+    n_min = interval_s // SECONDS_PER_MINUTE
+    of_day = int(oracle.forecast.minute_rows(np.array([target * interval_s]))[0]) // n_min
+    reserve, first_need = reserve_wh(storage, needed, of_day,
+                                     round(ocm.battery_reserve_h * 3600) // interval_s, interval_s)
+    return BatteryLimits.of(storage, device.device_id, soc, reserve, interval_s,
+                            first_need).as_inputs()
 
 
 def _voltage_magnitudes(feeder: Any) -> Any:
@@ -285,7 +352,13 @@ def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
 def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run OCM on canonical inputs: per-step ``result`` and the intersected bands (kW, W); with
     an ``nr`` part in the inputs (the oracle's), the Newton-Raphson check (``nr``, an
-    ``oracle.certify.NrCheck``) and the bands it certified (``p_min_w``/``p_max_w`` None: none)."""
+    ``oracle.certify.NrCheck``) and the bands it certified (``p_min_w``/``p_max_w`` None: none).
+    With a ``battery`` part (``oracle.battery.BatteryLimits``) the battery's range is what its
+    charge allows at the first of ``oracle.battery.TIERS`` with a band at every step: restoring
+    the reserve, keeping it, or down to ``soc_min`` (``battery_tier``; ``reserve_kept`` False
+    for the last). In the last tier the stations get no guarantee (the reserve is for the grid's
+    own need) and the battery's ``P_min`` is raised to its ``P_max`` (a sub-box of a certified
+    box is safe): it gives exactly the discharge the grid needs, never the market's buyers."""
     from capacity.ocm import GaSettings, compute_bands
 
     if list(map(int, feeder.bus_ids)) != list(inputs["bus_ids"]):
@@ -293,22 +366,48 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
                          f"{feeder.name!r}")
     ocm = inputs["ocm"]
     line_limit_pct, trafo_limit_pct = loading_limits_pct(ocm)
-    result = compute_bands(
-        feeder, flexibilities_of(inputs),
-        np.asarray(w_to_kw(np.asarray(inputs["p_w"])), dtype=float),
-        np.asarray(var_to_kvar(np.asarray(inputs["q_var"])), dtype=float),
-        v_slack_pu=np.asarray(micro_pu_to_pu(np.asarray(inputs["v_slack_micro_pu"])), dtype=float),
-        v_low=float(micro_pu_to_pu(ocm["v_low_micro_pu"])),
-        v_high=float(micro_pu_to_pu(ocm["v_high_micro_pu"])),
-        objective=ocm["objective"], seed=int(ocm["seed"]), n_random=int(ocm["n_random"]),
-        ga=GaSettings(population=int(ocm["ga_population"]),
-                      max_generations=int(ocm["ga_max_generations"])),
-        margin_pu=nano_pu_to_pu(ocm["margin_nano_pu"]),
-        max_line_loading_pct=line_limit_pct, max_trafo_loading_pct=trafo_limit_pct,
-        policy=_policy_of(ocm),
-    )
+
+    def bands_for(devices: list[list[Any]], policy: BandPolicy | None) -> Any:
+        return compute_bands(
+            feeder, flexibilities_of({"devices": devices}),
+            np.asarray(w_to_kw(np.asarray(inputs["p_w"])), dtype=float),
+            np.asarray(var_to_kvar(np.asarray(inputs["q_var"])), dtype=float),
+            v_slack_pu=np.asarray(micro_pu_to_pu(np.asarray(inputs["v_slack_micro_pu"])),
+                                  dtype=float),
+            v_low=float(micro_pu_to_pu(ocm["v_low_micro_pu"])),
+            v_high=float(micro_pu_to_pu(ocm["v_high_micro_pu"])),
+            objective=ocm["objective"], seed=int(ocm["seed"]), n_random=int(ocm["n_random"]),
+            ga=GaSettings(population=int(ocm["ga_population"]),
+                          max_generations=int(ocm["ga_max_generations"])),
+            margin_pu=nano_pu_to_pu(ocm["margin_nano_pu"]),
+            max_line_loading_pct=line_limit_pct, max_trafo_loading_pct=trafo_limit_pct,
+            policy=policy,
+        )
+
+    policy = _policy_of(ocm)
+    battery = inputs.get("battery")
+    battery_tier = None
+    if battery is None:
+        result = bands_for(inputs["devices"], policy)
+    else:  # the battery's charge bounds it: the first tier with a band at every step
+        tiers = [t for k, t in enumerate(TIERS)
+                 if k == 0 or battery[f"p_min_{t}_w"] != battery[f"p_min_{TIERS[k - 1]}_w"]]
+        for battery_tier in tiers:
+            if battery_tier == "soc" and policy is not None:
+                # the reserve is for the grid's own need: no station guarantee from it
+                policy = dataclasses.replace(policy, guaranteed_min_kw=0.0)
+            result = bands_for(limited_devices(inputs["devices"], battery, battery_tier),
+                               policy)
+            if np.all(result.feasible):
+                break
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
+    if battery_tier == "soc":  # below the reserve: exactly the discharge the grid needs
+        k = [int(d[0]) for d in inputs["devices"]].index(int(battery["device_id"]))
+        lo_kw = lo_kw.copy()
+        lo_kw[k] = max(lo_kw[k], min(hi_kw[k], float(w_to_kw(battery["p_min_keep_w"]))))
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
+           "battery_tier": battery_tier,
+           "reserve_kept": None if battery_tier is None else battery_tier != "soc",
            "p_min_w": [int(x) for x in np.atleast_1d(kw_to_w(lo_kw))],
            "p_max_w": [int(x) for x in np.atleast_1d(kw_to_w(hi_kw))],
            "device_ids": [int(d[0]) for d in inputs["devices"]]}
@@ -551,7 +650,8 @@ class Oracle:
             self.store.last_readings_before(start_s), self.forecast,
         )
         if self.config.ocm.forecast == "ramps":
-            steps = ramp_steps(state, self.forecast, _voltage_magnitudes(self.feeder))
+            steps = ramp_steps(state, self.forecast, _voltage_magnitudes(self.feeder),
+                               self.config.ocm.ramp_coverage)
         else:
             steps = ForecastSteps.of_minutes(state, forecast_steps(state, self.config.ocm.forecast))
         devices = [[d.device_id, d.bus, d.p_min_rated_w, d.p_max_rated_w, d.kind]
@@ -575,6 +675,9 @@ class Oracle:
             "ocm": ocm_inputs(self.config.ocm, target),
             "nr": self.config.nr.as_inputs(),
         }
+        battery = battery_inputs(self, target)
+        if battery is not None:
+            inputs["battery"] = battery
         return inputs, state
 
     def _compute(self, target: int) -> dict[str, Any] | None:
@@ -594,13 +697,18 @@ class Oracle:
             "inputs_json": canonical_bytes(inputs).decode(),
             "bands_json": json.dumps({"device_ids": out["device_ids"], "p_min_w": out["p_min_w"],
                                       "p_max_w": out["p_max_w"],
-                                      "empty": [bool(x) for x in out["empty"]]}),
+                                      "empty": [bool(x) for x in out["empty"]],
+                                      "reserve_kept": out["reserve_kept"],
+                                      "battery_tier": out["battery_tier"]}),
             "n_readings": state.n_readings, "n_missing": state.n_missing,
             "missing_json": json.dumps({str(k): v for k, v in state.filled.items()}),
             "infeasible_steps": int(np.count_nonzero(~result.feasible)),
             "n_steps": int(result.n_steps), "computed_at": time.time(),
             "nr_points": nr.points, "nr_failed": nr.failed, "nr_narrowed": nr.narrowed,
         }
+        if out["reserve_kept"] is False:
+            log.warning("interval %d: no band keeps the battery's reserve of %d Wh; its band "
+                        "may discharge it to soc_min", target, inputs["battery"]["reserve_wh"])
         if nr.narrowed:
             log.warning("interval %d: Newton-Raphson found %d of %d points outside the limits; "
                         "band narrowed %d time(s)%s", target, nr.failed, nr.points, nr.narrowed,

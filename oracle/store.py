@@ -357,6 +357,16 @@ class Store:
             "ORDER BY device_id, timestamp", (int(start_s), int(end_s)),
         ).fetchall()
 
+    def power_sums(self, device_id: int, start_s: int, end_s: int, interval_s: int
+                   ) -> dict[int, int]:
+        """Per interval (``timestamp // interval_s``), the sum of ``device_id``'s accepted P
+        readings (W) with ``start_s <= timestamp < end_s``."""
+        rows = self.db.execute(
+            "SELECT timestamp / ? AS k, SUM(p_w) FROM readings WHERE device_id = ? AND "
+            "timestamp >= ? AND timestamp < ? GROUP BY k",
+            (int(interval_s), int(device_id), int(start_s), int(end_s))).fetchall()
+        return {int(k): int(total) for k, total in rows}
+
     def last_readings_before(self, start_s: int) -> dict[int, sqlite3.Row]:
         """Per device, its latest accepted reading with ``timestamp < start_s``."""
         rows = self.db.execute(

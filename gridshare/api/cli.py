@@ -19,9 +19,9 @@
   ``--max-trafo-loading-pct`` (default 100: percent of the ratings) are the loading limits; they
   and the other oracle settings of ``gridshare oracle run`` (``--forecast``, ``--n-random``,
   ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``,
-  ``--band-policy``, ``--seed``, ``--max-reading-age-s``) must be the oracle's: they are hashed
-  into the band inputs the audit recomputes (a band whose hash does not match is reported
-  ``stale``).
+  ``--band-policy``, ``--seed``, ``--history-days``, ``--ramp-coverage``,
+  ``--battery-reserve-h``, ``--max-reading-age-s``) must be the oracle's: they are hashed into
+  the band inputs the audit recomputes (a band whose hash does not match is reported ``stale``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ EXIT_LOCKED = 3
 RELAY_STOP_S = 30.0
 #: ``gridshare oracle run`` options the audit needs (hashed into the band inputs).
 ORACLE_OPTIONS = ("forecast", "n_random", "nr_random", "ga_population", "ga_generations",
-                  "objective", "band_policy", "seed", "max_line_loading_pct",
-                  "max_trafo_loading_pct", "max_reading_age_s")
+                  "objective", "band_policy", "seed", "history_days", "ramp_coverage",
+                  "battery_reserve_h", "max_line_loading_pct", "max_trafo_loading_pct",
+                  "max_reading_age_s")
 
 
 def _stop_on_sigterm() -> None:
@@ -170,8 +171,14 @@ def _audit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-trafo-loading-pct", type=float, default=None,
                    help="loading limit of every transformer, percent of its rating "
                    "(default 100)")
-    g.add_argument("--forecast", choices=("all", "extremes", "last"), default=None,
+    g.add_argument("--forecast", choices=("all", "extremes", "last", "ramps"), default=None,
                    help="the oracle's OCM steps (default extremes)")
+    g.add_argument("--history-days", type=int, default=None,
+                   help="the oracle's previous days for ramps and the battery reserve (default 28)")
+    g.add_argument("--ramp-coverage", type=float, default=None,
+                   help="the oracle's share of ramps covered by the ramps forecast (default 1)")
+    g.add_argument("--battery-reserve-h", type=float, default=None,
+                   help="the oracle's battery reserve horizon, hours (default none)")
     for name, what in (("--n-random", "random certification points per step (default 200)"),
                        ("--nr-random", "random Newton-Raphson points per step (default 2)"),
                        ("--ga-population", "GA population size"),

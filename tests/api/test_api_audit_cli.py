@@ -38,3 +38,17 @@ def test_serve_band_policy_is_the_simulations_and_needs_the_fair_objective() -> 
     assert (config.ocm.objective, config.ocm.band_policy) == ("fair", BandPolicy())
     with pytest.raises(ValueError, match="band_policy needs objective 'fair'"):
         _audit_config(build_parser().parse_args(["serve", "--band-policy", "--objective", "sum"]))
+
+
+def test_serve_with_the_simulations_oracle_options_audits_the_simulations_bands() -> None:
+    """The options the dashboard test passes give exactly the simulation's oracle settings."""
+    from gridshare.sim.run import default_ocm
+
+    args = build_parser().parse_args(["serve", "--forecast", "ramps", "--band-policy",
+                                      "--battery-reserve-h", "8", "--history-days", "28",
+                                      "--ramp-coverage", "0.95"])
+    assert _audit_config(args).ocm == default_ocm()
+    for bad in (["--battery-reserve-h", "25"], ["--ramp-coverage", "0"],
+                ["--history-days", "0"]):
+        with pytest.raises(ValueError):
+            _audit_config(build_parser().parse_args(["serve", *bad]))

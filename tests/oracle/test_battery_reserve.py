@@ -1,0 +1,191 @@
+"""The oracle's view of the community battery: metered charge, reserve, bands inside both."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from capacity.feeders import feeder_case
+from capacity.helm import solve
+from capacity.storage import BatteryStorage, default_storage, energy_for_power
+from gridshare.chain.client import connect
+from oracle.audit import CapacityAudit
+from oracle.battery import (
+    BatteryLimits,
+    fill_power_w,
+    limited_devices,
+    reserve_wh,
+    soc_after_wh,
+)
+from oracle.service import OcmSettings, OracleConfig, compute_from_inputs
+from oracle.state import feeder_model, feeder_profiles
+from tests.oracle.oracle_helpers import FAST_NR, FAST_OCM, deploy_feeder
+
+STORAGE = BatteryStorage(100_000, 10_000, 90_000, 50_000)
+T = 900
+
+
+def _sums(powers_w: dict[int, int]):
+    """A store's ``power_sums`` for a battery at constant power per interval (15 minutes)."""
+    def power_sums(device_id: int, start_s: int, end_s: int, interval_s: int) -> dict[int, int]:
+        assert device_id == 7 and interval_s == T
+        return {k: 15 * p for k, p in powers_w.items() if start_s <= k * T < end_s}
+    return power_sums
+
+
+def test_the_metered_charge_equals_the_market_s_replay_of_the_same_powers() -> None:
+    powers = [-30_000, 12_345, 0, -7, 49_999, -50_000, -50_000, -50_000, -50_000]
+    sums = _sums({100 + i: p for i, p in enumerate(powers)})
+    for last in range(100, 100 + len(powers)):
+        assert soc_after_wh(STORAGE, 7, sums, 100, last, T) == STORAGE.replay_soc_wh(
+            powers[:last - 99], T)
+    assert soc_after_wh(STORAGE, 7, sums, 100, 99, T) == STORAGE.initial_soc_wh
+    gap = _sums({100: -20_000, 102: -20_000})  # interval 101 unmetered: 0 W
+    assert soc_after_wh(STORAGE, 7, gap, 100, 102, T) == STORAGE.replay_soc_wh(
+        [-20_000, 0, -20_000], T)
+
+
+def test_the_reserve_is_soc_min_plus_the_cells_of_the_next_hours() -> None:
+    needed = np.zeros(96)
+    assert reserve_wh(STORAGE, needed, 40, 32, T) == (STORAGE.soc_min_wh, None)
+    needed[72:80] = 20.0  # 18:00-20:00 need 20 kW: 40 kWh AC
+    cells = int(np.ceil(40_000 / 0.95))
+    assert reserve_wh(STORAGE, needed, 60, 32, T) == (10_000 + cells, 12)  # 15:00: 18:00 next
+    assert reserve_wh(STORAGE, needed, 75, 32, T) == (10_000 + int(np.ceil(20_000 / 0.95)), 1)
+    assert reserve_wh(STORAGE, needed, 30, 32, T) == (STORAGE.soc_min_wh, None)  # 07:45 + 8 h
+    needed[0] = 40.0  # after midnight: the horizon wraps
+    assert reserve_wh(STORAGE, needed, 95, 1, T) == (10_000 + int(np.ceil(10_000 / 0.95)), 1)
+    needed[:] = 50.0
+    assert reserve_wh(STORAGE, needed, 0, 32, T)[0] == STORAGE.soc_max_wh
+
+
+def test_the_reserve_covers_the_worst_previous_day_not_an_envelope_of_days() -> None:
+    needed = np.zeros((2, 96))
+    needed[0, 72:76] = 20.0  # day 1: 18:00-19:00 at 20 kW (20 kWh)
+    needed[1, 76:80] = 10.0  # day 2: 19:00-20:00 at 10 kW (10 kWh)
+    assert reserve_wh(STORAGE, needed, 60, 32, T)[0] == 10_000 + int(np.ceil(20_000 / 0.95))
+    assert reserve_wh(STORAGE, needed, 75, 32, T)[0] == 10_000 + int(np.ceil(10_000 / 0.95))
+
+
+def test_below_the_reserve_the_band_restores_it_before_it_is_needed() -> None:
+    assert fill_power_w(STORAGE, 30_000, 30_000, 4, T) == 0
+    assert fill_power_w(STORAGE, 30_000, 40_000, None, T) == 0
+    p = fill_power_w(STORAGE, 30_000, 40_000, 8, T)  # 2 h to store 10 kWh at 95 %
+    assert p == 5264  # ceil(10 kWh / 0.95 / 2 h)
+    soc = 30_000
+    for _ in range(8):
+        soc = STORAGE.soc_after(soc, energy_for_power(p, T))
+    assert 40_000 <= soc <= 40_000 + 8  # restored in time (rounding against the battery)
+    limits = BatteryLimits.of(STORAGE, 7, 30_000, 40_000, T, fill_intervals=8)
+    assert limits.p_min_fill_w == p and energy_for_power(limits.p_min_keep_w, T) == 0
+    at_once = BatteryLimits.of(STORAGE, 7, 80_000, 90_000, T, fill_intervals=1)
+    assert 0 < at_once.p_min_fill_w <= at_once.p_max_soc_w
+
+
+def test_limits_keep_the_reserve_and_narrow_only_the_battery() -> None:
+    limits = BatteryLimits.of(STORAGE, 7, 40_000, 30_000, T)
+    assert STORAGE.soc_after(40_000, energy_for_power(limits.p_min_keep_w, T)) >= 30_000
+    assert limits.p_min_soc_w < limits.p_min_keep_w == limits.p_min_fill_w < 0
+    assert limits.p_max_soc_w > 0
+    below = BatteryLimits.of(STORAGE, 7, 20_000, 30_000, T)  # already below its reserve
+    assert energy_for_power(below.p_min_keep_w, T) == 0
+    devices = [[7, 10, -50_000, 50_000, "community_battery"],
+               [8, 8, 0, 22_000, "charging_station"]]
+    kept = limited_devices(devices, limits.as_inputs(), "keep")
+    assert kept[0][2:4] == [limits.p_min_keep_w, 50_000] and kept[1] == devices[1]
+    full = BatteryLimits.of(STORAGE, 7, 88_000, 30_000, T)  # nearly full: little to charge
+    assert limited_devices(devices, full.as_inputs(), "keep")[0][3] == full.p_max_soc_w < 50_000
+    assert limited_devices(devices, limits.as_inputs(), "soc")[0][2] == -50_000  # rated
+    urgent = BatteryLimits.of(STORAGE, 7, 10_000, 90_000, T, fill_intervals=1)
+    assert urgent.p_min_fill_w > 50_000  # more than the rating could give
+    assert limited_devices(devices, urgent.as_inputs(), "fill")[0][2:4] == [50_000, 50_000]
+
+
+@pytest.mark.parametrize("hours", [-1, 24.5, 0.01])
+def test_reserve_hours_out_of_range_are_refused(hours: float) -> None:
+    with pytest.raises(ValueError, match="battery_reserve_h"):
+        OcmSettings(battery_reserve_h=hours)
+
+
+def _evening_minute(seed: int) -> int:
+    """The first minute of the interval with the lowest voltage at rest of the day ``seed``."""
+    feeder, profiles = feeder_model("heimschuh-like"), feeder_profiles("heimschuh-like", seed)
+    v = np.abs(solve(feeder, p_kw=profiles.p_kw, q_kvar=profiles.q_kvar).v_pu).min(axis=1)
+    return int(np.argmin(v)) // 15 * 15
+
+
+@pytest.fixture(scope="module")
+def evening():
+    """An oracle with the battery reserve after a battery discharge at noon and the readings
+    of the evening interval with the lowest voltage (the meter simulator's day, seed 1)."""
+    ocm = dataclasses.replace(FAST_OCM, battery_reserve_h=8.0, history_days=3)
+    d = deploy_feeder(connect())
+    names = [f.name for f in feeder_case("heimschuh-like").flexibilities]
+    col = next(i for i, f in enumerate(feeder_case("heimschuh-like").flexibilities)
+               if f.kind.value == "community_battery")
+    noon = 720
+
+    def flex_p_kw(minutes: np.ndarray) -> np.ndarray:
+        out = np.zeros((np.asarray(minutes).size, len(names)))
+        out[(np.asarray(minutes) >= noon) & (np.asarray(minutes) < noon + 15), col] = -20.0
+        return out
+
+    d.sim.flex_p_kw = flex_p_kw
+    first = _evening_minute(1)
+    assert first > noon + 15
+    oracle = d.oracle(":memory:", ocm=ocm)
+    d.sim.post(range(noon, noon + 15))
+    oracle.step()
+    d.sim.post(range(first - 15, first))
+    oracle.step()
+    yield d, oracle, ocm, d.interval_of_minute(first)
+    oracle.close()
+
+
+def test_the_band_keeps_the_metered_charge_and_the_reserve(evening) -> None:
+    _, oracle, _, target = evening
+    row = oracle.store.interval(target)
+    assert row is not None and row.status == "written"
+    battery = row.inputs["battery"]
+    storage = default_storage(50_000)
+    assert battery["soc_wh"] == storage.soc_after(storage.initial_soc_wh,
+                                                  energy_for_power(-20_000, T))
+    assert battery["reserve_wh"] > storage.soc_min_wh  # the evening needs the battery
+    device = battery["device_id"]
+    k = row.bands["device_ids"].index(device)
+    floor = battery[f"p_min_{row.bands['battery_tier']}_w"]
+    assert row.bands["p_min_w"][k] >= floor
+    assert row.bands["p_max_w"][k] <= battery["p_max_soc_w"]
+
+
+def test_no_band_keeps_a_reserve_the_grid_needs_now_so_it_is_released(evening) -> None:
+    _, oracle, _, target = evening
+    inputs = oracle.store.interval(target).inputs
+    storage = default_storage(50_000)
+    soc = storage.soc_min_wh + 6_000
+    tight = BatteryLimits.of(storage, inputs["battery"]["device_id"], soc, storage.soc_max_wh,
+                             T).as_inputs()
+    out = compute_from_inputs(oracle.feeder, {**inputs, "battery": tight})
+    assert out["reserve_kept"] is False  # the evening needs a discharge now
+    k = out["device_ids"].index(tight["device_id"])
+    assert tight["p_min_soc_w"] <= out["p_min_w"][k] <= out["p_max_w"][k] < 0
+    # below the reserve exactly the discharge the grid needs, certified like the whole box
+    assert out["p_min_w"][k] == out["p_max_w"][k] and out["nr"].failed == 0
+    stations = [i for i, d in enumerate(inputs["devices"]) if d[4] == "charging_station"]
+    assert all(out["p_min_w"][i] == 0 for i in stations)
+    assert out["battery_tier"] == "soc"
+    loose = {**tight, "p_min_fill_w": tight["p_min_soc_w"], "p_min_keep_w": tight["p_min_soc_w"]}
+    again = compute_from_inputs(oracle.feeder, {**inputs, "battery": loose})
+    assert again["reserve_kept"] and again["battery_tier"] == "fill"
+
+
+def test_the_audit_recomputes_the_battery_part_from_the_chain(evening) -> None:
+    d, _, ocm, target = evening
+    for hours, stale in ((8.0, False), (4.0, True)):
+        config = OracleConfig(ocm=dataclasses.replace(ocm, battery_reserve_h=hours), nr=FAST_NR)
+        audit = CapacityAudit.for_deployment(d.chain, d.deployment,
+                                             d.deployment.capacity(d.chain), config)
+        bands = audit.check_bands(audit.bands(target, target))
+        assert bands and all(b.stale is stale for b in bands)

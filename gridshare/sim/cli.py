@@ -57,11 +57,9 @@ def add_commands(subparsers: Any) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Run the simulation, write the report, print the summary; exit 0 when every check holds."""
-    from capacity.ocm.policy import BandPolicy
     from gridshare.sim import Simulation, SimulationConfig
     from gridshare.sim.report import format_summary, write_report
-    from gridshare.sim.run import OCM_FORECAST
-    from oracle.service import OcmSettings
+    from gridshare.sim.run import default_ocm
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("pandapower", "oracle.service", "oracle.ingest"):
@@ -72,9 +70,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         interval_s=args.interval_s, readings_batch_min=args.readings_batch_min,
         nr_steps=args.nr_steps, nr_random_points=args.nr_points,
         progress=not args.no_progress,
-        ocm=OcmSettings(forecast=OCM_FORECAST, max_line_loading_pct=args.max_line_loading_pct,
-                        max_trafo_loading_pct=args.max_trafo_loading_pct,
-                        objective="fair", band_policy=BandPolicy()),
+        ocm=default_ocm(max_line_loading_pct=args.max_line_loading_pct,
+                        max_trafo_loading_pct=args.max_trafo_loading_pct),
     )
     started = time.perf_counter()
     result = Simulation(config, args.out).run()

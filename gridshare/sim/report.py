@@ -53,16 +53,18 @@ def _write_intervals_csv(result: SimulationResult, out: Path) -> Path:
         out / "intervals.csv",
         ["interval", "start_unix_s", "hour", "settled", "orders", "orders_refused",
          "clearing_price_micro_eur_per_kwh", "battery_power_w", "battery_soc_after_wh",
-         "local_wh", "battery_charge_wh", "battery_discharge_wh", "grid_import_wh",
-         "grid_export_wh", "metered_import_wh", "metered_export_wh", "deviation_buy_wh",
-         "deviation_sell_wh", "deviation_paid_nano_eur", "replay_equal", "settle_tx",
-         "gas_orders", "gas_settle", "gas_deviations", "gas_readings", "note"],
+         "battery_reserve_wh", "reserve_kept", "local_wh", "battery_charge_wh",
+         "battery_discharge_wh", "grid_import_wh", "grid_export_wh", "metered_import_wh",
+         "metered_export_wh", "deviation_buy_wh", "deviation_sell_wh",
+         "deviation_paid_nano_eur", "replay_equal", "settle_tx", "gas_orders", "gas_settle",
+         "gas_deviations", "gas_readings", "note"],
         ([r.interval, r.interval * result.config.interval_s, r.first_minute / 60, r.settled,
           r.n_orders, r.n_rejected_orders, r.clearing_price_micro_eur_per_kwh, r.battery_power_w,
-          r.soc_after_wh, r.local_wh, r.battery_charge_wh, r.battery_discharge_wh,
-          r.grid_import_wh, r.grid_export_wh, r.metered_import_wh, r.metered_export_wh,
-          r.deviation_buy_wh, r.deviation_sell_wh, r.deviation_paid_nano_eur, r.replay_equal,
-          r.settle_tx, r.gas_orders, r.gas_settle, r.gas_deviations, r.gas_readings, r.note]
+          r.soc_after_wh, r.reserve_wh, r.reserve_kept, r.local_wh, r.battery_charge_wh,
+          r.battery_discharge_wh, r.grid_import_wh, r.grid_export_wh, r.metered_import_wh,
+          r.metered_export_wh, r.deviation_buy_wh, r.deviation_sell_wh,
+          r.deviation_paid_nano_eur, r.replay_equal, r.settle_tx, r.gas_orders, r.gas_settle,
+          r.gas_deviations, r.gas_readings, r.note]
          for r in result.intervals))
 
 
@@ -209,7 +211,8 @@ def fig_operation_in_bands(result: SimulationResult, path: Path) -> Path:
 
 
 def fig_battery(result: SimulationResult, path: Path) -> Path:
-    """Community battery power (settled) and state of charge after each interval."""
+    """Community battery power (settled) and state of charge after each interval, with the
+    reserve the oracle's bands keep."""
     x = _step_x(result)
     name = result.flex_names[0]
     for n in result.flex_names:
@@ -226,6 +229,11 @@ def fig_battery(result: SimulationResult, path: Path) -> Path:
     a1.set_ylabel("kW")
     a1.legend(loc="upper left", fontsize=8)
     a2.plot(x[1:], soc, marker=".", color="tab:green", label="state of charge after interval")
+    if any(r.reserve_wh is not None for r in result.intervals):
+        reserve = _stairs(np.nan if r.reserve_wh is None else wh_to_kwh(r.reserve_wh)
+                          for r in result.intervals)
+        a2.stairs(reserve, x, color="tab:red", lw=1.0, ls="--",
+                  label="reserve the band keeps (oracle)")
     a2.set_ylabel("kWh")
     a2.set_xlabel("hour of day")
     a2.legend(loc="upper left", fontsize=8)

@@ -85,18 +85,25 @@ log = logging.getLogger(__name__)
 #: The relayer of signed orders (the market operator's account; the REST API relays the same).
 RELAYER_ROLE = "settler"
 ORDER_DEADLINE_S = 3600
-#: The oracle's forecast steps (``oracle.forecast.forecast_steps``): "last" publishes exactly the
-#: band certified for the last minute of the source interval; "extremes" costs three OCM steps
-#: per interval and, where their bands do not overlap, publishes the last step's band anyway.
-OCM_FORECAST = "last"
-#: Evening reserve of the community battery: on heimschuh-like the DSO's band forces the battery
-#: to discharge at the evening peak (OCM paper Fig. 11's highlighted region); an empty battery
-#: could not follow it. Between these hours, while the SoC is below the fraction of capacity,
-#: members place no buy orders (their supplier serves them outside the community market), so
-#: the battery, which serves unfilled buyers at the clearing price, keeps its energy for the
-#: forced discharge; sell orders go on (the battery charges from the surplus).
-EVENING_RESERVE_HOURS = (15, 23)
-EVENING_RESERVE_FRACTION = 0.75
+#: The oracle's forecast (``oracle.forecast``): "ramps" certifies each band for the last minute
+#: of the source interval and for the worst ramps of the same interval on previous days, so it
+#: holds while the evening load rises within the interval.
+OCM_FORECAST = "ramps"
+#: Share of the previous days' ramps each band covers (``OcmSettings.ramp_coverage``): the
+#: worst 5 % of 28 days' ramps (a cloud removing all PV in minutes) would make the battery
+#: discharge on every sunny interval, just in case (docs/oracle.md has the trade-off).
+RAMP_COVERAGE = 0.95
+#: Hours of needed battery discharge the oracle's bands keep in the battery (``oracle.battery``):
+#: the market can never sell the energy the evening peak's forced discharge will take.
+BATTERY_RESERVE_H = 8.0
+
+
+def default_ocm(**overrides: Any) -> OcmSettings:
+    """The simulation's oracle settings: the ``ramps`` forecast, the product band policy
+    (objective ``fair``) and the battery reserve; ``overrides`` replace any of them."""
+    return OcmSettings(**{"forecast": OCM_FORECAST, "ramp_coverage": RAMP_COVERAGE,
+                          "objective": "fair", "band_policy": BandPolicy(),
+                          "battery_reserve_h": BATTERY_RESERVE_H, **overrides})
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,7 @@ class SimulationConfig:
     seed: int = 0
     interval_s: int = 900
     readings_batch_min: int = 15
-    ocm: OcmSettings = field(default_factory=lambda: OcmSettings(
-        forecast=OCM_FORECAST, objective="fair", band_policy=BandPolicy()))
+    ocm: OcmSettings = field(default_factory=default_ocm)
     nr_steps: int = 48
     nr_random_points: int = 10
     progress: bool = True
@@ -163,7 +169,8 @@ class IntervalRecord:
     gas_settle: int = 0
     gas_readings: int = 0
     replay_equal: bool | None = None
-    reserve: bool = False
+    reserve_wh: int | None = None  # the battery reserve the oracle's band keeps at the end
+    reserve_kept: bool | None = None  # False: no band kept it (the grid needed the battery)
     deviations_settled: bool = False
     metered_import_wh: int = 0  # members' metered consumption (battery included)
     metered_export_wh: int = 0
@@ -448,16 +455,6 @@ class Simulation:
             return
         rec.n_orders += 1
 
-    def reserve_active(self, first_minute: int) -> bool:
-        """The community's evening reserve rule (see ``EVENING_RESERVE_*``): from
-        ``EVENING_RESERVE_HOURS[0]`` to ``[1]`` o'clock, while the battery holds less than
-        ``EVENING_RESERVE_FRACTION`` of its capacity, members place no buy orders, so the
-        battery keeps its energy for the DSO's forced-discharge bands."""
-        lo_h, hi_h = EVENING_RESERVE_HOURS
-        if not lo_h * 60 <= first_minute < hi_h * 60:
-            return False
-        return self.soc_wh() < EVENING_RESERVE_FRACTION * self.mc.battery.capacity_wh
-
     def deadline_unix_s(self) -> int:
         """Deadline of this interval's orders: an hour after now (wall clock or chain time,
         whichever is later)."""
@@ -473,6 +470,7 @@ class Simulation:
             self.plan_hour(first // 60, interval)
         bands = self.band_w(interval)
         rec.band_w = bands
+        self._record_reserve(rec)
         slot = (first - self.plan_first_minute) // SLOT_MIN
         # stations: plan clipped to the band and to the vehicles' needs
         for name in self.station_names:
@@ -515,6 +513,17 @@ class Simulation:
         self.settle_deviations(rec)
         return rec
 
+    def _record_reserve(self, rec: IntervalRecord) -> None:
+        """The battery reserve the oracle's band for ``rec``'s interval keeps (its stored
+        inputs), and whether the band kept it."""
+        row = self.oracle.store.interval(rec.interval)
+        if row is None or not row.inputs_json:
+            return
+        battery = row.inputs.get("battery")
+        if battery is not None:
+            rec.reserve_wh = int(battery["reserve_wh"])
+            rec.reserve_kept = row.bands.get("reserve_kept")
+
     def place_orders(self, rec: IntervalRecord) -> None:
         """The members' orders for ``rec``'s interval: households from the persistence forecast
         (their net energy of the interval before, Wh), station operators their planned energy."""
@@ -522,18 +531,15 @@ class Simulation:
         before = np.arange(first - self.n_min, first)
         net_wh = interval_net_wh(self.profiles.load_kw, self.profiles.pv_kw, before)
         deadline = self.deadline_unix_s()
-        rec.reserve = self.reserve_active(first)
         for i in range(self.n_households):
-            if net_wh[i] > 0 and not rec.reserve:
+            if net_wh[i] > 0:
                 self.submit(rec, i, Side.BUY, int(net_wh[i]), float(self.buy_limit[i]), deadline)
             elif net_wh[i] < 0:
                 self.submit(rec, i, Side.SELL, int(-net_wh[i]), float(self.sell_limit[i]),
                             deadline)
         for j, name in enumerate(self.station_names):
             energy = int(energy_for_power(rec.flex_p_w[name], self.config.interval_s))
-            if not rec.reserve:
-                self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur,
-                            deadline)
+            self.submit(rec, self.n_households + j, Side.BUY, energy, self.retail_eur, deadline)
 
     def settle_deviations(self, rec: IntervalRecord) -> None:
         """Write the meter totals of ``rec``'s interval (oracle key) and settle its deviations

@@ -290,16 +290,17 @@ def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: 
 
 
 def recompute_bands(sim: Simulation, records: list[IntervalRecord]
-                    ) -> tuple[Any, np.ndarray, np.ndarray, int]:
+                    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, int]:
     """The OCM steps behind the traded intervals' bands, recomputed from the stored inputs.
 
     Returns (concatenated BandResult, hour of day per step, summed uncontrollable net load per
-    step in kW, number of intervals whose recomputed bands differ from the chain).
+    step in kW, first minute of the interval each step's band governs, number of intervals
+    whose recomputed bands differ from the chain).
     """
     from capacity.ocm import BandResult
     from oracle.service import compute_from_inputs
 
-    parts, hours, ul_kw, mismatches = [], [], [], 0
+    parts, hours, ul_kw, governs, mismatches = [], [], [], [], 0
     for rec in records:
         row = sim.oracle.store.interval(rec.interval)
         if row is None or not row.inputs_json:
@@ -312,8 +313,9 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
         parts.append(out["result"])
         hours.extend((np.asarray(inputs["steps_unix_s"]) - sim.day_start_s) / 3600.0)
         ul_kw.extend(w_to_kw(np.asarray(inputs["p_w"], dtype=np.int64).sum(axis=1)))
+        governs.extend([rec.first_minute] * len(inputs["steps_unix_s"]))
     if not parts:
-        return None, np.zeros(0), np.zeros(0), mismatches
+        return None, np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), mismatches
     first = parts[0]
     arrays = {}
     for name in ("p_min_kw", "p_max_kw", "feasible", "violation_pu", "v_at_min_pu", "v_at_max_pu",
@@ -331,7 +333,7 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
                         line_ids=first.line_ids, trafo_ids=first.trafo_ids,
                         max_loading_pct=first.max_loading_pct,
                         notes=[n for p in parts for n in p.notes], **arrays)
-    return merged, np.asarray(hours), np.asarray(ul_kw), mismatches
+    return merged, np.asarray(hours), np.asarray(ul_kw), np.asarray(governs, dtype=int), mismatches
 
 
 def statements(sim: Simulation) -> list[dict[str, Any]]:
@@ -369,6 +371,7 @@ class _Checks:
     band_steps: Any
     band_hours: np.ndarray
     band_ul_kw: np.ndarray
+    band_governs_min: np.ndarray
     band_mismatches: int
 
 
@@ -386,9 +389,9 @@ def _run_checks(sim: Simulation, records: list[IntervalRecord]) -> _Checks:
     nr_operated = nr_check(sim, records, sim.config.nr_steps, sim.config.nr_random_points)
     sim.timings["newton_raphson"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    band_steps, band_hours, band_ul_kw, band_mismatch = recompute_bands(sim, records)
+    band_steps, band_hours, band_ul_kw, governs, band_mismatch = recompute_bands(sim, records)
     sim.timings["recompute_bands"] = time.perf_counter() - t0
-    return _Checks(replay, dso, nr, nr_operated, band_steps, band_hours, band_ul_kw,
+    return _Checks(replay, dso, nr, nr_operated, band_steps, band_hours, band_ul_kw, governs,
                    band_mismatch)
 
 
@@ -412,6 +415,14 @@ def held_back_by(p_max_kw: np.ndarray, rating_kw: float, minutes: np.ndarray,
         f"({n} step{'s' * (n > 1)})" for what, a, b, n in runs)
 
 
+def _tightest_step_per_interval(governs_min: np.ndarray, p_max_kw: np.ndarray) -> np.ndarray:
+    """Per governed interval (in time order), the index of its step with the lowest ``P_max``:
+    the step that set the published band's ``P_max`` (the bands of the steps are intersected)."""
+    order = np.lexsort((p_max_kw, governs_min))
+    first = np.diff(governs_min[order], prepend=np.iinfo(np.int64).min) != 0
+    return order[first]
+
+
 def clock_of_minute(minute: int) -> str:
     """``HH:MM`` of a minute of the day."""
     return f"{minute // 60:02d}:{minute % 60:02d}"
@@ -424,9 +435,7 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
     ev = []
     end_minute = records[-1].first_minute + sim.n_min if records else 0
     steps = checks.band_steps
-    # a step in interval k-1 governs interval k (persistence forecast, any forecast mode)
-    step_min = np.floor(np.asarray(checks.band_hours) * 60 + 1e-6).astype(int)
-    minutes = (step_min // sim.n_min + 1) * sim.n_min
+    minutes = checks.band_governs_min
     names = [] if steps is None else [f.name for f in steps.flexibilities]
     for name, station in sim.stations.items():
         for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,
@@ -436,8 +445,10 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
             why = ""
             if left > 0.01 and name in names:
                 i = names.index(name)
-                why = held_back_by(steps.p_max_kw[:, i], steps.flexibilities[i].p_high_kw,
-                                   minutes, steps.binding_max, s.arrive_min, s.depart_min)
+                tightest = _tightest_step_per_interval(minutes, steps.p_max_kw[:, i])
+                why = held_back_by(steps.p_max_kw[tightest, i], steps.flexibilities[i].p_high_kw,
+                                   minutes[tightest], [steps.binding_max[k] for k in tightest],
+                                   s.arrive_min, s.depart_min)
             ev.append({"station": name, "arrive_min": s.arrive_min, "depart_min": s.depart_min,
                        "energy_needed_kwh": s.energy_kwh, "delivered_kwh": float(got),
                        "missing_kwh": float(left),

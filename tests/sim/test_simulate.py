@@ -210,3 +210,26 @@ def test_cli_exits_3_when_a_check_fails(run, tmp_path, monkeypatch, capsys):
     assert code == 3
     assert "some check failed" in captured.err
     assert "FAIL" in (tmp_path / "index.html").read_text()
+
+
+def test_a_device_without_a_band_on_chain_stays_at_rest(run):
+    """An interval the oracle skipped has no band: the simulation runs the flexibilities at
+    rest there and reports the interval unsettled, instead of ending the day."""
+    sim, result, _ = run
+    future = result.intervals[-1].interval + 50
+    assert sim.band_w(future) == {name: (0, 0) for name in sim.flex_names}
+
+
+def test_every_band_keeps_the_battery_reserve_the_oracle_published(run):
+    """The simulation's oracle is battery-aware: each traded interval's band came with a
+    reserve, and where it kept the reserve the battery's charge after the interval holds it."""
+    _, result, index = run
+    assert all(r.reserve_wh is not None for r in result.intervals)
+    for r in result.intervals:
+        if r.reserve_kept and r.soc_after_wh < r.reserve_wh:
+            # below its reserve the band may only have charged it
+            assert r.battery_power_w >= 0, (r.interval, r.soc_after_wh, r.reserve_wh)
+    with (index.parent / "intervals.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(x["battery_reserve_wh"]) for x in rows] == [r.reserve_wh
+                                                           for r in result.intervals]

@@ -158,3 +158,14 @@ def test_held_back_by_names_the_binding_constraint_and_when():
     assert why == "v_low 18:15-18:30 (2 steps); line 3 18:45 (1 step); v_low 19:15 (1 step)"
     assert held_back_by(p_max_kw, 22.0, minutes, binding, 1080, 1095) == ""  # at the rating
     assert held_back_by(p_max_kw[:0], 22.0, minutes[:0], [], 0, 1440) == ""  # no bands at all
+
+
+def test_the_tightest_step_of_each_interval_sets_its_band():
+    """With several OCM steps per interval (ramps forecast), the step of the lowest P_max is the
+    one that bound the published band; one per interval, in time order."""
+    from gridshare.sim.verify import _tightest_step_per_interval
+
+    governs = np.array([1080, 1080, 1080, 1095, 1095, 1110])
+    p_max_kw = np.array([6.0, 4.2, 9.0, 22.0, 5.0, 7.0])
+    assert _tightest_step_per_interval(governs, p_max_kw).tolist() == [1, 4, 5]
+    assert _tightest_step_per_interval(governs[:0], p_max_kw[:0]).tolist() == []

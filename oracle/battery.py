@@ -9,17 +9,22 @@ hours need, and the powers both allow in the interval a band is for (issue 16).
   interval, as the market does.
 * **Needed discharge** per previous day and interval of the day
   (``needed_discharge_profile_kw``): on each day of the ramp history
-  (``oracle.forecast.RampHistory``), the interval's minute with the lowest bus voltage
-  (flexibilities at rest) and the least battery injection that keeps every bus at ``v_low``
-  then (``capacity.reserve.needed_discharge_kw``).
-* **Reserve** (``reserve_wh``): what the battery must still hold at the end of interval ``k``:
+  (``oracle.forecast.RampHistory``), the interval's minute with the lowest bus voltage and the
+  least battery injection that keeps every bus at ``v_low`` then
+  (``capacity.reserve.needed_discharge_kw``), twice: the grid's own need (every flexibility at
+  rest) and the need with every charging station drawing its guaranteed minimum (the band
+  policy's 4.2 kW, ``capacity.ocm.policy``): what honouring the guarantee takes.
+* **Reserves** (``reserve_wh``): what the battery must still hold at the end of interval ``k``:
   ``soc_min`` plus the cell energy (``ceil(E / eta_d)``) of the needed discharge of intervals
   ``k+1 .. k+H`` (``H``: ``OcmSettings.battery_reserve_h``) on the previous day that needed the
-  most then, at most ``soc_max``.
-* **Limits** (``BatteryLimits``) for a band: the powers the state of charge allows while keeping
-  the reserve (below it: at least the charging that restores it evenly before the first needed
-  discharge, ``fill_power_w``), and those it allows down to ``soc_min`` (used only when no band
-  keeps the reserve).
+  most then, at most ``soc_max``: ``reserve_wh`` with the stations' guarantee, ``reserve_grid_wh``
+  the grid's own.
+* **Limits** (``BatteryLimits``) for a band, in the order a band is sought with them
+  (``TIERS``): restoring the reserve (below it: at least the charging that restores it evenly
+  before the first needed discharge, ``fill_power_w``), keeping it, keeping the grid's own
+  reserve (the guarantee spends what was kept for it: a full battery whose reserve is capped at
+  ``soc_max`` still honours it), and down to ``soc_min`` (no guarantee: exactly the discharge
+  the grid needs).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -63,9 +68,12 @@ def soc_after_wh(storage: BatteryStorage, device_id: int, power_sums: PowerSums,
 @functools.lru_cache(maxsize=8)
 def needed_discharge_profile_kw(feeder_name: str, seed: int, history_days: int,
                                 battery_bus: int, p_max_w: int, v_low_micro_pu: int,
-                                interval_s: int) -> np.ndarray:
-    """Needed discharge (kW) per previous day and interval of the day, (D, 86400 / interval_s)
-    (see module docstring); computed once per process and settings."""
+                                interval_s: int,
+                                station_load_w: tuple[tuple[int, int], ...] = ()
+                                ) -> np.ndarray:
+    """Needed discharge (kW) per previous day and interval of the day, (D, 86400 / interval_s),
+    with ``station_load_w`` ((bus, W) pairs) added to the previous days' load (see module
+    docstring); computed once per process and settings."""
     from capacity.helm import solve
     from capacity.reserve import needed_discharge_kw
     from oracle.state import feeder_model, profile_forecast
@@ -77,7 +85,9 @@ def needed_discharge_profile_kw(feeder_name: str, seed: int, history_days: int,
 
     n_min = interval_s // SECONDS_PER_MINUTE
     n_per_day = MINUTES_PER_DAY // n_min
-    p_kw = np.asarray(w_to_kw(history.p_w), dtype=float)  # (D, 1440, n_bus)
+    p_kw = np.array(w_to_kw(history.p_w), dtype=float)  # (D, 1440, n_bus)
+    for bus, load_w in station_load_w:
+        p_kw[:, :, feeder.bus_position(int(bus))] += float(w_to_kw(load_w))
     q_kvar = np.asarray(var_to_kvar(history.q_var), dtype=float)
     n_bus = p_kw.shape[2]
     v_slack_pu = float(abs(feeder.slack.vm_pu))
@@ -122,45 +132,49 @@ def fill_power_w(storage: BatteryStorage, soc_wh: int, reserve: int, intervals: 
 @dataclass(frozen=True)
 class BatteryLimits:
     """The battery's state for one band (integers, W and Wh): its state of charge before the
-    interval, the reserve at its end, and the lowest powers the charge allows, in the order a
-    band is sought with them: restoring the reserve (``p_min_fill_w``: below the reserve, the
+    interval, the reserves at its end (``reserve_wh`` with the stations' guarantee,
+    ``reserve_grid_wh`` the grid's own), and the lowest powers the charge allows, in the order a
+    band is sought with them (``TIERS``): restoring the reserve (``p_min_fill_w``: below it, the
     charging ``fill_power_w`` that restores it in time, as far as the charge room allows),
-    keeping it (``p_min_keep_w``), down to ``soc_min`` (``p_min_soc_w``); and the highest, up
-    to ``soc_max`` (``p_max_soc_w``)."""
+    keeping it (``p_min_keep_w``), keeping the grid's own (``p_min_grid_w``), down to ``soc_min``
+    (``p_min_soc_w``); and the highest, up to ``soc_max`` (``p_max_soc_w``)."""
 
     device_id: int
     soc_wh: int
     reserve_wh: int
+    reserve_grid_wh: int
     p_min_fill_w: int
     p_min_keep_w: int
+    p_min_grid_w: int
     p_min_soc_w: int
     p_max_soc_w: int
 
     @classmethod
     def of(cls, storage: BatteryStorage, device_id: int, soc_wh: int, reserve: int,
-           interval_s: int, fill_intervals: int | None = None) -> BatteryLimits:
+           interval_s: int, fill_intervals: int | None = None,
+           reserve_grid: int | None = None) -> BatteryLimits:
+        """``reserve_grid`` None: the same as ``reserve`` (no station guarantee to fund)."""
+        reserve_grid = reserve if reserve_grid is None else min(reserve_grid, reserve)
         keep_lo, hi = storage.power_range_w(soc_wh, interval_s, floor_wh=reserve)
+        grid_lo, _ = storage.power_range_w(soc_wh, interval_s, floor_wh=reserve_grid)
         soc_lo, _ = storage.power_range_w(soc_wh, interval_s)
         fill = min(fill_power_w(storage, soc_wh, reserve, fill_intervals, interval_s), hi)
-        return cls(int(device_id), int(soc_wh), int(reserve), fill if fill > 0 else keep_lo,
-                   keep_lo, soc_lo, hi)
+        return cls(int(device_id), int(soc_wh), int(reserve), int(reserve_grid),
+                   fill if fill > 0 else keep_lo, keep_lo, grid_lo, soc_lo, hi)
 
     def as_inputs(self) -> dict[str, int]:
-        return {"device_id": self.device_id, "soc_wh": self.soc_wh,
-                "reserve_wh": self.reserve_wh, "p_min_fill_w": self.p_min_fill_w,
-                "p_min_keep_w": self.p_min_keep_w, "p_min_soc_w": self.p_min_soc_w,
-                "p_max_soc_w": self.p_max_soc_w}
+        return asdict(self)
 
 
 #: The battery's lower bounds a band is sought with, in order (``BatteryLimits``).
-TIERS = ("fill", "keep", "soc")
+TIERS = ("fill", "keep", "grid", "soc")
 
 
 def limited_devices(devices: list[list[Any]], battery: Mapping[str, int], tier: str
                     ) -> list[list[Any]]:
     """The inputs' ``devices`` rows with the battery's rated range narrowed to what its charge
-    allows at ``tier`` (``TIERS``: restoring the reserve, keeping it, down to ``soc_min``); a
-    fill above the rating is the rating."""
+    allows at ``tier`` (``TIERS``: restoring the reserve, keeping it, keeping the grid's own,
+    down to ``soc_min``); a fill above the rating is the rating."""
     lo = battery[f"p_min_{tier}_w"]
     out = []
     for d in devices:

@@ -318,16 +318,24 @@ def battery_inputs(oracle: Any, target: int) -> dict[str, int] | None:
     storage = storage_of(device)
     soc = soc_after_wh(storage, device.device_id, oracle.store.power_sums,
                        oracle.deploy_interval, target - 1, interval_s)
-    needed = needed_discharge_profile_kw(
-        oracle.deployment.feeder, oracle.config.forecast_seed, ocm.history_days, device.bus,
-        max(abs(device.p_min_rated_w), abs(device.p_max_rated_w)),
-        int(pu_to_micro_pu(ocm.v_low_pu)), interval_s)
+    guarantee_w = 0 if ocm.band_policy is None else int(kw_to_w(ocm.band_policy.guaranteed_min_kw))
+    stations = tuple((d.bus, guarantee_w) for d in oracle.registry.of_role("flexibility")
+                     if d.kind == "charging_station" and guarantee_w > 0)
     n_min = interval_s // SECONDS_PER_MINUTE
     of_day = int(oracle.forecast.minute_rows(np.array([target * interval_s]))[0]) // n_min
-    reserve, first_need = reserve_wh(storage, needed, of_day,
-                                     round(ocm.battery_reserve_h * 3600) // interval_s, interval_s)
-    return BatteryLimits.of(storage, device.device_id, soc, reserve, interval_s,
-                            first_need).as_inputs()
+    horizon = round(ocm.battery_reserve_h * 3600) // interval_s
+
+    def reserve_with(station_load_w: tuple[tuple[int, int], ...]) -> tuple[int, int | None]:
+        needed = needed_discharge_profile_kw(
+            oracle.deployment.feeder, oracle.config.forecast_seed, ocm.history_days, device.bus,
+            max(abs(device.p_min_rated_w), abs(device.p_max_rated_w)),
+            int(pu_to_micro_pu(ocm.v_low_pu)), interval_s, station_load_w)
+        return reserve_wh(storage, needed, of_day, horizon, interval_s)
+
+    reserve, first_need = reserve_with(stations)
+    reserve_grid = reserve_with(())[0] if stations else reserve
+    return BatteryLimits.of(storage, device.device_id, soc, reserve, interval_s, first_need,
+                            reserve_grid).as_inputs()
 
 
 def _voltage_magnitudes(feeder: Any) -> Any:
@@ -349,16 +357,33 @@ def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
     ]
 
 
+def _guarantee_held(p_max_kw: np.ndarray, devices: list[list[Any]],
+                    policy: BandPolicy | None) -> bool:
+    """Whether every station's ``P_max`` (T, n_flex) kW reaches its guaranteed minimum (its
+    committed minimum if higher) at every step (True without a policy)."""
+    if policy is None:
+        return True
+    p_max_kw = np.atleast_2d(p_max_kw)
+    for k, d in enumerate(devices):
+        if d[4] == FlexibilityKind.CHARGING_STATION.value:
+            need_kw = max(policy.guaranteed_min_kw,
+                          policy.committed_min_kw.get(f"device-{d[0]}", 0.0))
+            if np.any(p_max_kw[:, k] < need_kw - 1e-9):
+                return False
+    return True
+
+
 def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run OCM on canonical inputs: per-step ``result`` and the intersected bands (kW, W); with
     an ``nr`` part in the inputs (the oracle's), the Newton-Raphson check (``nr``, an
     ``oracle.certify.NrCheck``) and the bands it certified (``p_min_w``/``p_max_w`` None: none).
     With a ``battery`` part (``oracle.battery.BatteryLimits``) the battery's range is what its
     charge allows at the first of ``oracle.battery.TIERS`` with a band at every step: restoring
-    the reserve, keeping it, or down to ``soc_min`` (``battery_tier``; ``reserve_kept`` False
-    for the last). In the last tier the stations get no guarantee (the reserve is for the grid's
-    own need) and the battery's ``P_min`` is raised to its ``P_max`` (a sub-box of a certified
-    box is safe): it gives exactly the discharge the grid needs, never the market's buyers."""
+    the reserve, keeping it, keeping the grid's own reserve, or down to ``soc_min``
+    (``battery_tier``; ``reserve_kept`` False for the last two). In the last tier the stations
+    get no guarantee (what is left is for the grid's own need). In both the battery's ``P_min``
+    is raised to its ``P_max`` (a sub-box of a certified box is safe): it gives exactly the
+    discharge the grid and the guarantee need, never the market's buyers."""
     from capacity.ocm import GaSettings, compute_bands
 
     if list(map(int, feeder.bus_ids)) != list(inputs["bus_ids"]):
@@ -389,25 +414,35 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     battery_tier = None
     if battery is None:
         result = bands_for(inputs["devices"], policy)
-    else:  # the battery's charge bounds it: the first tier with a band at every step
-        tiers = [t for k, t in enumerate(TIERS)
+    else:  # the battery's charge bounds it: the first tier with a band at every step that
+        # gives every station its guarantee, else the first with a band, else soc_min
+        tiers = [t for k, t in enumerate(TIERS[:-1])
                  if k == 0 or battery[f"p_min_{t}_w"] != battery[f"p_min_{TIERS[k - 1]}_w"]]
+        found = None
         for battery_tier in tiers:
-            if battery_tier == "soc" and policy is not None:
-                # the reserve is for the grid's own need: no station guarantee from it
-                policy = dataclasses.replace(policy, guaranteed_min_kw=0.0)
             result = bands_for(limited_devices(inputs["devices"], battery, battery_tier),
                                policy)
             if np.all(result.feasible):
-                break
+                held = _guarantee_held(result.p_max_kw, inputs["devices"], policy)
+                found = (battery_tier, result) if held or found is None else found
+                if held:
+                    break
+        if found is None:  # the grid's own need takes what is left: no station guarantee
+            battery_tier = TIERS[-1]
+            no_guarantee = None if policy is None else dataclasses.replace(
+                policy, guaranteed_min_kw=0.0)
+            result = bands_for(limited_devices(inputs["devices"], battery, battery_tier),
+                               no_guarantee)
+        else:
+            battery_tier, result = found
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
-    if battery_tier == "soc":  # below the reserve: exactly the discharge the grid needs
+    if battery_tier in ("grid", "soc"):  # below the reserve: exactly the discharge needed
         k = [int(d[0]) for d in inputs["devices"]].index(int(battery["device_id"]))
         lo_kw = lo_kw.copy()
         lo_kw[k] = max(lo_kw[k], min(hi_kw[k], float(w_to_kw(battery["p_min_keep_w"]))))
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
            "battery_tier": battery_tier,
-           "reserve_kept": None if battery_tier is None else battery_tier != "soc",
+           "reserve_kept": None if battery_tier is None else battery_tier in ("fill", "keep"),
            "p_min_w": [int(x) for x in np.atleast_1d(kw_to_w(lo_kw))],
            "p_max_w": [int(x) for x in np.atleast_1d(kw_to_w(hi_kw))],
            "device_ids": [int(d[0]) for d in inputs["devices"]]}
@@ -706,9 +741,10 @@ class Oracle:
             "n_steps": int(result.n_steps), "computed_at": time.time(),
             "nr_points": nr.points, "nr_failed": nr.failed, "nr_narrowed": nr.narrowed,
         }
-        if out["reserve_kept"] is False:
-            log.warning("interval %d: no band keeps the battery's reserve of %d Wh; its band "
-                        "may discharge it to soc_min", target, inputs["battery"]["reserve_wh"])
+        if out["battery_tier"] == "soc":
+            log.warning("interval %d: no band keeps the grid's own battery reserve of %d Wh; "
+                        "its band may discharge it to soc_min (no station guarantee)", target,
+                        inputs["battery"]["reserve_grid_wh"])
         if nr.narrowed:
             log.warning("interval %d: Newton-Raphson found %d of %d points outside the limits; "
                         "band narrowed %d time(s)%s", target, nr.failed, nr.points, nr.narrowed,

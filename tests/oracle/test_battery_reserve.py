@@ -9,6 +9,7 @@ import pytest
 
 from capacity.feeders import feeder_case
 from capacity.helm import solve
+from capacity.ocm.policy import BandPolicy
 from capacity.storage import BatteryStorage, default_storage, energy_for_power
 from gridshare.chain.client import connect
 from oracle.audit import CapacityAudit
@@ -16,10 +17,11 @@ from oracle.battery import (
     BatteryLimits,
     fill_power_w,
     limited_devices,
+    needed_discharge_profile_kw,
     reserve_wh,
     soc_after_wh,
 )
-from oracle.service import OcmSettings, OracleConfig, compute_from_inputs
+from oracle.service import OcmSettings, OracleConfig, _guarantee_held, compute_from_inputs
 from oracle.state import feeder_model, feeder_profiles
 from tests.oracle.oracle_helpers import FAST_NR, FAST_OCM, deploy_feeder
 
@@ -189,3 +191,78 @@ def test_the_audit_recomputes_the_battery_part_from_the_chain(evening) -> None:
                                              d.deployment.capacity(d.chain), config)
         bands = audit.check_bands(audit.bands(target, target))
         assert bands and all(b.stale is stale for b in bands)
+
+
+def test_the_reserve_funds_the_stations_guarantee_on_top_of_the_grid_s_own_need() -> None:
+    feeder = feeder_model("heimschuh-like")
+    battery = next(f for f in feeder.flexibilities if f.kind.value == "community_battery")
+    stations = tuple((f.bus_id, 4_200) for f in feeder.flexibilities
+                     if f.kind.value == "charging_station")
+    grid = needed_discharge_profile_kw("heimschuh-like", 1, 3, battery.bus_id, 50_000, 950_000, T)
+    with_guarantee = needed_discharge_profile_kw("heimschuh-like", 1, 3, battery.bus_id, 50_000,
+                                                 950_000, T, stations)
+    assert grid.shape == with_guarantee.shape == (3, 96)
+    assert np.all(with_guarantee >= grid - 1e-3)  # more load never needs less discharge
+    assert (with_guarantee - grid).sum() * T / 3600 > 5.0  # kWh over the three days' evenings
+    storage = default_storage(50_000)
+    evening = 68  # 17:00: the next 8 h hold the evening peak
+    full, _ = reserve_wh(storage, with_guarantee, evening, 32, T)
+    own, _ = reserve_wh(storage, grid, evening, 32, T)
+    assert storage.soc_min_wh <= own < full <= storage.soc_max_wh
+
+
+def test_limits_between_the_grid_s_reserve_and_the_full_one() -> None:
+    limits = BatteryLimits.of(STORAGE, 7, 50_000, 60_000, T, reserve_grid=45_000)
+    assert limits.reserve_grid_wh == 45_000 and limits.reserve_wh == 60_000
+    assert energy_for_power(limits.p_min_keep_w, T) == 0  # below the full reserve: no discharge
+    assert -50_000 < limits.p_min_grid_w < 0  # down to the grid's own reserve
+    assert limits.p_min_soc_w < limits.p_min_grid_w
+    assert STORAGE.soc_after(50_000, energy_for_power(limits.p_min_grid_w, T)) >= 45_000
+    assert STORAGE.soc_after(50_000, energy_for_power(limits.p_min_grid_w - 100, T)) < 45_000
+    same = BatteryLimits.of(STORAGE, 7, 50_000, 60_000, T)  # no guarantee to fund
+    assert same.reserve_grid_wh == same.reserve_wh and same.p_min_grid_w == same.p_min_keep_w
+    above = BatteryLimits.of(STORAGE, 7, 50_000, 60_000, T, reserve_grid=80_000)
+    assert above.reserve_grid_wh == 60_000  # never above the full reserve
+    devices = [[7, 10, -50_000, 50_000, "community_battery"]]
+    assert limited_devices(devices, limits.as_inputs(), "grid")[0][2] == limits.p_min_grid_w
+
+
+POLICY_OCM = {"objective": "fair",
+              "policy": {"guaranteed_min_w": 4_200, "station_on_min_w": 4_140,
+                         "committed_min_w": {}}}
+
+
+def test_the_guarantee_is_held_only_when_every_station_reaches_it() -> None:
+    devices = [[7, 10, -50_000, 50_000, "community_battery"],
+               [8, 8, 0, 22_000, "charging_station"], [9, 13, 0, 22_000, "charging_station"]]
+    policy = BandPolicy()
+    assert _guarantee_held(np.array([[-9.0, 4.2, 11.0], [0.0, 5.0, 4.2]]), devices, policy)
+    assert not _guarantee_held(np.array([[-9.0, 4.2, 11.0], [0.0, 5.0, 4.1]]), devices, policy)
+    assert _guarantee_held(np.array([[-9.0, 0.0, 0.0]]), devices, None)  # no policy: nothing owed
+    committed = BandPolicy(committed_min_kw={"device-8": 7.0})
+    assert not _guarantee_held(np.array([[0.0, 5.0, 5.0]]), devices, committed)
+
+
+def test_between_the_reserves_the_stations_keep_their_guarantee_from_the_battery(evening) -> None:
+    _, oracle, _, target = evening
+    inputs = oracle.store.interval(target).inputs
+    inputs = {**inputs, "ocm": {**inputs["ocm"], **POLICY_OCM}}
+    storage = default_storage(50_000)
+    soc = storage.soc_min_wh + 30_000
+    stations = [i for i, d in enumerate(inputs["devices"]) if d[4] == "charging_station"]
+    between = BatteryLimits.of(storage, inputs["battery"]["device_id"], soc, storage.soc_max_wh,
+                               T, reserve_grid=storage.soc_min_wh).as_inputs()
+    out = compute_from_inputs(oracle.feeder, {**inputs, "battery": between})
+    k = out["device_ids"].index(between["device_id"])
+    assert out["battery_tier"] == "grid" and out["reserve_kept"] is False
+    assert all(out["p_max_w"][i] >= 4_200 and out["p_min_w"][i] == 0 for i in stations)
+    # exactly the discharge the grid and the guarantees need: the market gets none of it
+    assert between["p_min_grid_w"] <= out["p_min_w"][k] == out["p_max_w"][k] < 0
+    assert out["nr"].failed == 0
+    empty = BatteryLimits.of(storage, between["device_id"], soc, storage.soc_max_wh, T,
+                             reserve_grid=soc).as_inputs()  # nothing above the grid's own
+    bare = compute_from_inputs(oracle.feeder, {**inputs, "battery": empty})
+    assert bare["battery_tier"] == "soc" and bare["reserve_kept"] is False
+    j = bare["device_ids"].index(empty["device_id"])
+    assert bare["p_min_w"][j] == bare["p_max_w"][j] > out["p_max_w"][k]  # less discharge
+    assert all(bare["p_min_w"][i] == 0 for i in stations)

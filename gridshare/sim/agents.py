@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridshare.units import kwh_to_wh
+from gridshare.units import kw_to_w, kwh_to_wh
 
 MINUTES_PER_DAY = 1440
+#: A station's plan within this of its band bound (kW) was held back by that band.
+PLAN_BOUND_TOL_KW = 1e-6
 BUY_DISCOUNT_EUR_PER_KWH = 0.10
 SELL_MARKUP_EUR_PER_KWH = 0.10
 VEHICLE_BATTERY_KWH = 60.0
@@ -138,6 +140,17 @@ class StationState:
         """Energy still missing of the vehicles that left before ``minute`` (kWh)."""
         gone = np.array([s.depart_min <= minute for s in self.sessions], dtype=bool)
         return float(self.remaining_kwh[gone].sum()) if gone.any() else 0.0
+
+
+def station_power_w(plan_kw: float, bound_kw: float, need_kw: float,
+                    band_w: tuple[int, int]) -> int:
+    """A station's power (W) in an interval: its plan (kW), clipped to what its vehicles take
+    (``need_kw``, ``StationState.max_power_kw``) and to its band ``(P_min, P_max)`` W. A plan at
+    the bound it was planned with (``bound_kw``: the older band that held it back; ``inf`` for
+    a plan made without bands) takes what the band allows, up to the vehicles' need."""
+    held_back = plan_kw >= bound_kw - PLAN_BOUND_TOL_KW
+    target_kw = need_kw if held_back else min(plan_kw, need_kw)
+    return int(np.clip(kw_to_w(target_kw), band_w[0], band_w[1]))
 
 
 def limit_prices_eur_per_kwh(n_members: int, retail_eur_per_kwh: float,

@@ -10,7 +10,8 @@ traded interval k, in this order:
    plans the hour's four slots with the community battery's and stations' latest on-chain bands
    as bounds (persistence over the hour) and the battery's state of charge from the chain;
 2. the stations' power for k: the plan clipped to the station's band of k and to what the
-   connected vehicles still need;
+   connected vehicles still need; a plan at the bound it was planned with (the older band held
+   it back) takes what the band of k allows, up to the vehicles' need;
 3. households and station operators sign their orders for k (EIP-712) and hand them to the
    REST API's order gateway (``market.gateway.gateway.OrderGateway.submit``: the code path of
    ``POST /v1/orders``: validation, durable SQLite store, relay to
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -60,12 +62,12 @@ from gridshare.sim.agents import (
     ev_sessions,
     interval_net_wh,
     limit_prices_eur_per_kwh,
+    station_power_w,
 )
 from gridshare.sim.community_case import SLOT_MIN, community_case
 from gridshare.sim.meters import MeterSimulator, register_meters
 from gridshare.units import (
     eur_per_kwh_to_price,
-    kw_to_w,
     ppm_to_fraction,
     price_to_eur_per_kwh,
     w_to_kw,
@@ -171,6 +173,7 @@ class IntervalRecord:
     replay_equal: bool | None = None
     reserve_wh: int | None = None  # the battery reserve the oracle's band keeps at the end
     reserve_kept: bool | None = None  # False: no band kept it (the grid needed the battery)
+    battery_tier: str | None = None  # oracle.battery.TIERS: which of the battery's floors held
     deviations_settled: bool = False
     metered_import_wh: int = 0  # members' metered consumption (battery included)
     metered_export_wh: int = 0
@@ -232,6 +235,7 @@ class Simulation:
         self._build_agents()
         self.readings_receipts: list[Any] = []
         self.plan_kw: dict[str, np.ndarray] = {}
+        self.plan_bound_kw: dict[str, float] = {}
         self.aggregator_log: list[dict[str, Any]] = []
         self.timings["setup"] = time.perf_counter() - t0
 
@@ -405,6 +409,9 @@ class Simulation:
             except (ValueError, RuntimeError) as exc2:
                 entry["note"] += f"; unbounded plan failed too ({exc2}): stations charge as " \
                                  "needed, battery plan 0"
+        # a station's plan at this bound was held back by the band it was planned with
+        self.plan_bound_kw = {name: float(cs_hi[j, slots[0]]) if entry["bounded_by_bands"]
+                              else math.inf for j, name in enumerate(self.station_names)}
         if result is not None:
             p = result.p_kw
             self.plan_kw = {self.battery_name: (p["ess_ch"] - p["ess_dis"])[0]}
@@ -472,13 +479,13 @@ class Simulation:
         rec.band_w = bands
         self._record_reserve(rec)
         slot = (first - self.plan_first_minute) // SLOT_MIN
-        # stations: plan clipped to the band and to the vehicles' needs
+        # stations: plan clipped to the band and to the vehicles' needs; a plan held back by
+        # the (older) band it was planned with takes the room the band of k gives
         for name in self.station_names:
             plan = float(self.plan_kw[name][min(slot, len(self.plan_kw[name]) - 1)])
             rec.plan_kw[name] = plan
             need = self.stations[name].max_power_kw(first, self.n_min)
-            lo, hi = bands[name]
-            p_w = int(np.clip(kw_to_w(min(plan, need)), lo, hi))
+            p_w = station_power_w(plan, self.plan_bound_kw[name], need, bands[name])
             rec.flex_p_w[name] = p_w
         rec.plan_kw[self.battery_name] = float(
             self.plan_kw[self.battery_name][min(slot, len(self.plan_kw[self.battery_name]) - 1)])
@@ -515,7 +522,7 @@ class Simulation:
 
     def _record_reserve(self, rec: IntervalRecord) -> None:
         """The battery reserve the oracle's band for ``rec``'s interval keeps (its stored
-        inputs), and whether the band kept it."""
+        inputs), whether the band kept it, and the battery's tier (``oracle.battery.TIERS``)."""
         row = self.oracle.store.interval(rec.interval)
         if row is None or not row.inputs_json:
             return
@@ -523,6 +530,7 @@ class Simulation:
         if battery is not None:
             rec.reserve_wh = int(battery["reserve_wh"])
             rec.reserve_kept = row.bands.get("reserve_kept")
+            rec.battery_tier = row.bands.get("battery_tier")
 
     def place_orders(self, rec: IntervalRecord) -> None:
         """The members' orders for ``rec``'s interval: households from the persistence forecast

@@ -415,6 +415,13 @@ def held_back_by(p_max_kw: np.ndarray, rating_kw: float, minutes: np.ndarray,
         f"({n} step{'s' * (n > 1)})" for what, a, b, n in runs)
 
 
+def _with_battery(binding: str, battery_tier: str | None) -> str:
+    """A band's binding constraint, naming the battery's charge where it held the band: below
+    the reserve the battery gives only the discharge the grid (and the guarantees) need
+    (``oracle.battery.TIERS`` "grid" and "soc")."""
+    return f"{binding} + battery reserve" if battery_tier in ("grid", "soc") else binding
+
+
 def _tightest_step_per_interval(governs_min: np.ndarray, p_max_kw: np.ndarray) -> np.ndarray:
     """Per governed interval (in time order), the index of its step with the lowest ``P_max``:
     the step that set the published band's ``P_max`` (the bands of the steps are intersected)."""
@@ -437,6 +444,7 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
     steps = checks.band_steps
     minutes = checks.band_governs_min
     names = [] if steps is None else [f.name for f in steps.flexibilities]
+    tiers = {r.first_minute: r.battery_tier for r in records}
     for name, station in sim.stations.items():
         for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,
                                 strict=True):
@@ -447,7 +455,10 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
                 i = names.index(name)
                 tightest = _tightest_step_per_interval(minutes, steps.p_max_kw[:, i])
                 why = held_back_by(steps.p_max_kw[tightest, i], steps.flexibilities[i].p_high_kw,
-                                   minutes[tightest], [steps.binding_max[k] for k in tightest],
+                                   minutes[tightest],
+                                   [_with_battery(steps.binding_max[k], tiers.get(
+                                       int(minutes[k]) // sim.n_min * sim.n_min))
+                                    for k in tightest],
                                    s.arrive_min, s.depart_min)
             ev.append({"station": name, "arrive_min": s.arrive_min, "depart_min": s.depart_min,
                        "energy_needed_kwh": s.energy_kwh, "delivered_kwh": float(got),

@@ -169,3 +169,29 @@ def test_the_tightest_step_of_each_interval_sets_its_band():
     p_max_kw = np.array([6.0, 4.2, 9.0, 22.0, 5.0, 7.0])
     assert _tightest_step_per_interval(governs, p_max_kw).tolist() == [1, 4, 5]
     assert _tightest_step_per_interval(governs[:0], p_max_kw[:0]).tolist() == []
+
+
+def test_a_station_follows_its_plan_unless_an_older_band_held_the_plan_back():
+    """Below its bound the plan is a choice (cheaper later): kept, clipped to need and band; at
+    its bound the plan was held back by the band it was planned with: the band of k decides."""
+    import math
+
+    from gridshare.sim.agents import station_power_w
+
+    band = (0, 11_000)
+    assert station_power_w(2.0, 4.2, 8.0, band) == 2_000  # the plan, a choice
+    assert station_power_w(2.0, 4.2, 1.5, band) == 1_500  # the vehicles take less
+    assert station_power_w(4.2, 4.2, 8.0, band) == 8_000  # held back: the band of k decides
+    assert station_power_w(0.0, 0.0, 8.0, band) == 8_000  # planned at a band of 0
+    assert station_power_w(0.0, 0.0, 8.0, (0, 0)) == 0  # ... and still 0
+    assert station_power_w(22.0, math.inf, 30.0, band) == 11_000  # unbounded plan: the band
+    assert station_power_w(0.0, 4.2, 0.0, (0, 11_000)) == 0  # nobody connected
+
+
+def test_held_back_by_names_the_battery_reserve_where_it_held_the_band():
+    from gridshare.sim.verify import _with_battery
+
+    assert _with_battery("v_low", "grid") == "v_low + battery reserve"
+    assert _with_battery("v_low", "soc") == "v_low + battery reserve"
+    assert _with_battery("line 3", "keep") == "line 3"
+    assert _with_battery("v_low", None) == "v_low"

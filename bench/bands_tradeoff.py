@@ -29,6 +29,7 @@ from gridshare.units import w_to_kw
 VARIANTS = {
     "default": {},
     "ramps-all": {"ramp_coverage": 1.0},
+    "ramps-0.8": {"ramp_coverage": 0.8},
     "last+reserve": {"forecast": "last"},
 }
 

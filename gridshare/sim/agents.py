@@ -146,8 +146,9 @@ def station_power_w(plan_kw: float, bound_kw: float, need_kw: float,
                     band_w: tuple[int, int]) -> int:
     """A station's power (W) in an interval: its plan (kW), clipped to what its vehicles take
     (``need_kw``, ``StationState.max_power_kw``) and to its band ``(P_min, P_max)`` W. A plan at
-    the bound it was planned with (``bound_kw``: the older band that held it back; ``inf`` for
-    a plan made without bands) takes what the band allows, up to the vehicles' need."""
+    the bound it was planned with (``bound_kw``: the older band that held it back; 0 for a plan
+    made without the bands, which made a vehicle's target unreachable) takes what the band
+    allows, up to the vehicles' need."""
     held_back = plan_kw >= bound_kw - PLAN_BOUND_TOL_KW
     target_kw = need_kw if held_back else min(plan_kw, need_kw)
     return int(np.clip(kw_to_w(target_kw), band_w[0], band_w[1]))

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -409,9 +408,10 @@ class Simulation:
             except (ValueError, RuntimeError) as exc2:
                 entry["note"] += f"; unbounded plan failed too ({exc2}): stations charge as " \
                                  "needed, battery plan 0"
-        # a station's plan at this bound was held back by the band it was planned with
+        # a station's plan at this bound was held back by the band it was planned with; a plan
+        # without the bands (they made a vehicle's target unreachable) is behind at any power
         self.plan_bound_kw = {name: float(cs_hi[j, slots[0]]) if entry["bounded_by_bands"]
-                              else math.inf for j, name in enumerate(self.station_names)}
+                              else 0.0 for j, name in enumerate(self.station_names)}
         if result is not None:
             p = result.p_kw
             self.plan_kw = {self.battery_name: (p["ess_ch"] - p["ess_dis"])[0]}

@@ -184,7 +184,9 @@ def test_a_station_follows_its_plan_unless_an_older_band_held_the_plan_back():
     assert station_power_w(4.2, 4.2, 8.0, band) == 8_000  # held back: the band of k decides
     assert station_power_w(0.0, 0.0, 8.0, band) == 8_000  # planned at a band of 0
     assert station_power_w(0.0, 0.0, 8.0, (0, 0)) == 0  # ... and still 0
-    assert station_power_w(22.0, math.inf, 30.0, band) == 11_000  # unbounded plan: the band
+    assert station_power_w(22.0, 0.0, 30.0, band) == 11_000  # planned without bands: behind
+    assert station_power_w(0.0, 0.0, 5.0, band) == 5_000  # ... a plan of 0 does not hold it
+    assert station_power_w(3.0, math.inf, 8.0, band) == 3_000  # no bound ever reached
     assert station_power_w(0.0, 4.2, 0.0, (0, 11_000)) == 0  # nobody connected
 
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from capacity.reserve import needed_discharge_kw
 from capacity.storage import PPM, default_storage
-from gridshare.sim.agents import ev_sessions
-from gridshare.units import wh_to_kwh
+from gridshare.sim.agents import MINUTES_PER_DAY, ev_sessions
+from gridshare.units import kw_to_w, wh_to_kwh
 from oracle.state import feeder_model, feeder_profiles
 
 FEEDER = "heimschuh-like"
@@ -32,10 +32,10 @@ LEVELS_KW = (0.0, 4.2, 5.0, 6.0, 7.0, 8.0)
 INTERVAL_MIN = 15
 
 
-def connected_share(sessions: list, names: list[str], first_minute: int) -> np.ndarray:
+def connected(sessions: list, names: list[str], first_minute: int) -> np.ndarray:
     """(n_intervals, n_stations): whether a vehicle is connected in each interval from
     ``first_minute`` to midnight (any minute of it)."""
-    n = (1440 - first_minute) // INTERVAL_MIN
+    n = (MINUTES_PER_DAY - first_minute) // INTERVAL_MIN
     out = np.zeros((n, len(names)), dtype=bool)
     starts = first_minute + INTERVAL_MIN * np.arange(n)
     for s in sessions:
@@ -58,11 +58,11 @@ def main() -> None:
     sessions = [s for s in ev_sessions([(f.name, float(f.p_high_kw)) for f in stations],
                                        args.seed) if s.depart_min > args.from_hour * 60]
     first = args.from_hour * 60
-    minutes = np.arange(first, 1440)
-    here = connected_share(sessions, names, first)
+    minutes = np.arange(first, MINUTES_PER_DAY)
+    here = connected(sessions, names, first)
     here_min = np.repeat(here, INTERVAL_MIN, axis=0)  # (minutes, stations)
     cols = [feeder.bus_position(f.bus_id) for f in stations]
-    storage = default_storage(round(battery.p_high_kw * 1000))
+    storage = default_storage(int(kw_to_w(battery.p_high_kw)))
     usable_kwh = float(wh_to_kwh(storage.soc_max_wh - storage.soc_min_wh))
     needed_kwh = sum(s.energy_kwh for s in sessions)
     print(f"{FEEDER}, seed {args.seed}, {args.from_hour}:00-24:00; vehicles need "

@@ -168,6 +168,8 @@ class BatteryLimits:
 
 #: The battery's lower bounds a band is sought with, in order (``BatteryLimits``).
 TIERS = ("fill", "keep", "grid", "soc")
+#: The tiers below the reserve: the band gives exactly the discharge needed, none to the market.
+BELOW_RESERVE_TIERS = TIERS[2:]
 
 
 def limited_devices(devices: list[list[Any]], battery: Mapping[str, int], tier: str

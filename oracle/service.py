@@ -61,7 +61,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 
 from capacity.flexibility import Flexibility, FlexibilityKind
-from capacity.ocm.policy import BandPolicy
+from capacity.ocm.policy import BandPolicy, policy_vectors
 from gridshare.chain.backoff import Backoff, Stop, sleep, stop_requested
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import (
@@ -90,6 +90,7 @@ from gridshare.units import (
     w_to_kw,
 )
 from oracle.battery import (
+    BELOW_RESERVE_TIERS,
     TIERS,
     BatteryLimits,
     limited_devices,
@@ -359,18 +360,14 @@ def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
 
 def _guarantee_held(p_max_kw: np.ndarray, devices: list[list[Any]],
                     policy: BandPolicy | None) -> bool:
-    """Whether every station's ``P_max`` (T, n_flex) kW reaches its guaranteed minimum (its
-    committed minimum if higher) at every step (True without a policy)."""
+    """Whether every station's ``P_max`` (T, n_flex) kW reaches its guarantee
+    (``capacity.ocm.policy.policy_vectors``: the guaranteed minimum, or its committed minimum if
+    higher) at every step (True without a policy)."""
     if policy is None:
         return True
-    p_max_kw = np.atleast_2d(p_max_kw)
-    for k, d in enumerate(devices):
-        if d[4] == FlexibilityKind.CHARGING_STATION.value:
-            need_kw = max(policy.guaranteed_min_kw,
-                          policy.committed_min_kw.get(f"device-{d[0]}", 0.0))
-            if np.any(p_max_kw[:, k] < need_kw - 1e-9):
-                return False
-    return True
+    pv = policy_vectors(policy, flexibilities_of({"devices": devices}))
+    return bool(np.all(np.atleast_2d(p_max_kw)[:, pv.station]
+                       >= pv.guarantee_kw[pv.station] - 1e-9))
 
 
 def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,12 +375,13 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     an ``nr`` part in the inputs (the oracle's), the Newton-Raphson check (``nr``, an
     ``oracle.certify.NrCheck``) and the bands it certified (``p_min_w``/``p_max_w`` None: none).
     With a ``battery`` part (``oracle.battery.BatteryLimits``) the battery's range is what its
-    charge allows at the first of ``oracle.battery.TIERS`` with a band at every step: restoring
-    the reserve, keeping it, keeping the grid's own reserve, or down to ``soc_min``
-    (``battery_tier``; ``reserve_kept`` False for the last two). In the last tier the stations
-    get no guarantee (what is left is for the grid's own need). In both the battery's ``P_min``
+    charge allows at one of ``oracle.battery.TIERS`` (``battery_tier``): the first of restoring
+    the reserve, keeping it and keeping the grid's own reserve with a band at every step that
+    gives every station its guarantee, else the first of them with a band at every step, else
+    down to ``soc_min`` without any station guarantee (what is left is for the grid's own need).
+    Below the reserve (``BELOW_RESERVE_TIERS``, ``reserve_kept`` False) the battery's ``P_min``
     is raised to its ``P_max`` (a sub-box of a certified box is safe): it gives exactly the
-    discharge the grid and the guarantee need, never the market's buyers."""
+    discharge the grid and the guarantees need, never the market's buyers."""
     from capacity.ocm import GaSettings, compute_bands
 
     if list(map(int, feeder.bus_ids)) != list(inputs["bus_ids"]):
@@ -436,13 +434,14 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         else:
             battery_tier, result = found
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
-    if battery_tier in ("grid", "soc"):  # below the reserve: exactly the discharge needed
+    if battery_tier in BELOW_RESERVE_TIERS:  # exactly the discharge needed
         k = [int(d[0]) for d in inputs["devices"]].index(int(battery["device_id"]))
         lo_kw = lo_kw.copy()
         lo_kw[k] = max(lo_kw[k], min(hi_kw[k], float(w_to_kw(battery["p_min_keep_w"]))))
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
            "battery_tier": battery_tier,
-           "reserve_kept": None if battery_tier is None else battery_tier in ("fill", "keep"),
+           "reserve_kept": None if battery_tier is None
+           else battery_tier not in BELOW_RESERVE_TIERS,
            "p_min_w": [int(x) for x in np.atleast_1d(kw_to_w(lo_kw))],
            "p_max_w": [int(x) for x in np.atleast_1d(kw_to_w(hi_kw))],
            "device_ids": [int(d[0]) for d in inputs["devices"]]}

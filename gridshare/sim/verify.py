@@ -415,11 +415,11 @@ def held_back_by(p_max_kw: np.ndarray, rating_kw: float, minutes: np.ndarray,
         f"({n} step{'s' * (n > 1)})" for what, a, b, n in runs)
 
 
-def _with_battery(binding: str, battery_tier: str | None) -> str:
+def _with_battery(binding: str, reserve_kept: bool | None) -> str:
     """A band's binding constraint, naming the battery's charge where it held the band: below
-    the reserve the battery gives only the discharge the grid (and the guarantees) need
-    (``oracle.battery.TIERS`` "grid" and "soc")."""
-    return f"{binding} + battery reserve" if battery_tier in ("grid", "soc") else binding
+    the reserve (``reserve_kept`` False) the battery gives only the discharge the grid and the
+    guarantees need (``oracle.battery.BELOW_RESERVE_TIERS``)."""
+    return f"{binding} + battery reserve" if reserve_kept is False else binding
 
 
 def _tightest_step_per_interval(governs_min: np.ndarray, p_max_kw: np.ndarray) -> np.ndarray:
@@ -444,7 +444,7 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
     steps = checks.band_steps
     minutes = checks.band_governs_min
     names = [] if steps is None else [f.name for f in steps.flexibilities]
-    tiers = {r.first_minute: r.battery_tier for r in records}
+    kept = {r.first_minute: r.reserve_kept for r in records}
     for name, station in sim.stations.items():
         for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,
                                 strict=True):
@@ -456,7 +456,7 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
                 tightest = _tightest_step_per_interval(minutes, steps.p_max_kw[:, i])
                 why = held_back_by(steps.p_max_kw[tightest, i], steps.flexibilities[i].p_high_kw,
                                    minutes[tightest],
-                                   [_with_battery(steps.binding_max[k], tiers.get(
+                                   [_with_battery(steps.binding_max[k], kept.get(
                                        int(minutes[k]) // sim.n_min * sim.n_min))
                                     for k in tightest],
                                    s.arrive_min, s.depart_min)

@@ -193,7 +193,6 @@ def test_a_station_follows_its_plan_unless_an_older_band_held_the_plan_back():
 def test_held_back_by_names_the_battery_reserve_where_it_held_the_band():
     from gridshare.sim.verify import _with_battery
 
-    assert _with_battery("v_low", "grid") == "v_low + battery reserve"
-    assert _with_battery("v_low", "soc") == "v_low + battery reserve"
-    assert _with_battery("line 3", "keep") == "line 3"
-    assert _with_battery("v_low", None) == "v_low"
+    assert _with_battery("v_low", False) == "v_low + battery reserve"
+    assert _with_battery("line 3", True) == "line 3"
+    assert _with_battery("v_low", None) == "v_low"  # no battery part (bands blind to it)

@@ -370,6 +370,29 @@ def _guarantee_held(p_max_kw: np.ndarray, devices: list[list[Any]],
                        >= pv.guarantee_kw[pv.station] - 1e-9))
 
 
+def _bands_in_tiers(bands_for: Callable[[list[list[Any]], BandPolicy | None], Any],
+                    devices: list[list[Any]], battery: Mapping[str, int],
+                    policy: BandPolicy | None) -> tuple[str, Any]:
+    """The battery's tier (``oracle.battery.TIERS``) and the bands ``bands_for(devices,
+    policy)`` found in it: the first tier above ``soc`` with a band at every step that gives
+    every station its guarantee, else the first with a band at every step, else ``soc`` without
+    any station guarantee (the grid's own need takes what is left). Tiers whose floor equals the
+    one before are skipped (same bands)."""
+    tiers = [t for k, t in enumerate(TIERS[:-1])
+             if k == 0 or battery[f"p_min_{t}_w"] != battery[f"p_min_{TIERS[k - 1]}_w"]]
+    found = None
+    for tier in tiers:
+        result = bands_for(limited_devices(devices, battery, tier), policy)
+        if np.all(result.feasible):
+            if _guarantee_held(result.p_max_kw, devices, policy):
+                return tier, result
+            found = found or (tier, result)
+    if found is not None:
+        return found
+    no_guarantee = None if policy is None else dataclasses.replace(policy, guaranteed_min_kw=0.0)
+    return TIERS[-1], bands_for(limited_devices(devices, battery, TIERS[-1]), no_guarantee)
+
+
 def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run OCM on canonical inputs: per-step ``result`` and the intersected bands (kW, W); with
     an ``nr`` part in the inputs (the oracle's), the Newton-Raphson check (``nr``, an
@@ -412,27 +435,8 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     battery_tier = None
     if battery is None:
         result = bands_for(inputs["devices"], policy)
-    else:  # the battery's charge bounds it: the first tier with a band at every step that
-        # gives every station its guarantee, else the first with a band, else soc_min
-        tiers = [t for k, t in enumerate(TIERS[:-1])
-                 if k == 0 or battery[f"p_min_{t}_w"] != battery[f"p_min_{TIERS[k - 1]}_w"]]
-        found = None
-        for battery_tier in tiers:
-            result = bands_for(limited_devices(inputs["devices"], battery, battery_tier),
-                               policy)
-            if np.all(result.feasible):
-                held = _guarantee_held(result.p_max_kw, inputs["devices"], policy)
-                found = (battery_tier, result) if held or found is None else found
-                if held:
-                    break
-        if found is None:  # the grid's own need takes what is left: no station guarantee
-            battery_tier = TIERS[-1]
-            no_guarantee = None if policy is None else dataclasses.replace(
-                policy, guaranteed_min_kw=0.0)
-            result = bands_for(limited_devices(inputs["devices"], battery, battery_tier),
-                               no_guarantee)
-        else:
-            battery_tier, result = found
+    else:
+        battery_tier, result = _bands_in_tiers(bands_for, inputs["devices"], battery, policy)
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
     if battery_tier in BELOW_RESERVE_TIERS:  # exactly the discharge needed
         k = [int(d[0]) for d in inputs["devices"]].index(int(battery["device_id"]))

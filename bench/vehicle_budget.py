@@ -33,8 +33,7 @@ from capacity.storage import PPM, default_storage
 from gridshare.sim.agents import MINUTES_PER_DAY, ev_sessions
 from gridshare.sim.run import RAMP_COVERAGE
 from gridshare.units import kw_to_w, pu_to_micro_pu, wh_to_kwh
-from oracle.forecast import HISTORY_DAYS, ramp_steps
-from oracle.service import _voltage_magnitudes
+from oracle.forecast import HISTORY_DAYS, helm_voltage_magnitudes, ramp_steps
 from oracle.state import feeder_model, feeder_profiles, profile_forecast
 
 FEEDER = "heimschuh-like"
@@ -67,7 +66,7 @@ def robust_steps(feeder: object, profiles: object, seed: int, first: int, covera
     """Per interval from ``first`` to midnight: the oracle's ramp steps (P kW, Q kvar), each
     (K, n_bus), from the interval before as it was metered (the day's own minutes)."""
     forecast = profile_forecast(FEEDER, seed, HISTORY_DAYS)
-    solve_v = _voltage_magnitudes(feeder)
+    solve_v = helm_voltage_magnitudes(feeder)
     p_w = np.asarray(kw_to_w(np.asarray(profiles.p_kw)), dtype=np.int64)
     q_var = np.asarray(kw_to_w(np.asarray(profiles.q_kvar)), dtype=np.int64)
     v_slack = int(pu_to_micro_pu(abs(feeder.slack.vm_pu)))

@@ -37,6 +37,17 @@ HISTORY_DAYS = 28
 VoltageMagnitudes = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
 
+def helm_voltage_magnitudes(feeder: Any) -> VoltageMagnitudes:
+    """A ``VoltageMagnitudes`` solver: |V| (S, n_bus) pu of S load scenarios by HELM
+    (``capacity.helm.solve``)."""
+    from capacity.helm import solve
+
+    def solve_v(p_kw: np.ndarray, q_kvar: np.ndarray, v_slack_pu: float) -> np.ndarray:
+        return np.abs(solve(feeder, p_kw=p_kw, q_kvar=q_kvar, v_slack_pu=v_slack_pu).v_pu)
+
+    return solve_v
+
+
 @dataclass(frozen=True)
 class RampHistory:
     """Previous days of the feeder's uncontrollable net consumption per minute of day and bus:

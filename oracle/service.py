@@ -111,6 +111,7 @@ from oracle.forecast import (
     HISTORY_DAYS,
     ForecastSteps,
     forecast_steps,
+    helm_voltage_magnitudes,
     intersect_bands,
     ramp_steps,
 )
@@ -337,16 +338,6 @@ def battery_inputs(oracle: Any, target: int) -> dict[str, int] | None:
     reserve_grid = reserve_with(())[0] if stations else reserve
     return BatteryLimits.of(storage, device.device_id, soc, reserve, interval_s, first_need,
                             reserve_grid).as_inputs()
-
-
-def _voltage_magnitudes(feeder: Any) -> Any:
-    """|V| (S, n_bus) pu of S load scenarios by HELM (``capacity.helm.solve``)."""
-    from capacity.helm import solve
-
-    def solve_v(p_kw: np.ndarray, q_kvar: np.ndarray, v_slack_pu: float) -> np.ndarray:
-        return np.abs(solve(feeder, p_kw=p_kw, q_kvar=q_kvar, v_slack_pu=v_slack_pu).v_pu)
-
-    return solve_v
 
 
 def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
@@ -688,7 +679,7 @@ class Oracle:
             self.store.last_readings_before(start_s), self.forecast,
         )
         if self.config.ocm.forecast == "ramps":
-            steps = ramp_steps(state, self.forecast, _voltage_magnitudes(self.feeder),
+            steps = ramp_steps(state, self.forecast, helm_voltage_magnitudes(self.feeder),
                                self.config.ocm.ramp_coverage)
         else:
             steps = ForecastSteps.of_minutes(state, forecast_steps(state, self.config.ocm.forecast))

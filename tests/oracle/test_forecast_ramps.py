@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from capacity.feeders import load_feeder
-from oracle.forecast import ForecastSteps, ProfileForecast, RampHistory, ramp_steps
+from oracle.forecast import (
+    ForecastSteps,
+    ProfileForecast,
+    RampHistory,
+    helm_voltage_magnitudes,
+    ramp_steps,
+)
 from oracle.registry import DeviceRegistry
-from oracle.service import OcmSettings, OracleConfig, _voltage_magnitudes, ocm_inputs
+from oracle.service import OcmSettings, OracleConfig, ocm_inputs
 from oracle.state import build_state, profile_forecast
 
 INTERVAL_S = 900
@@ -71,7 +77,7 @@ def test_the_worst_rising_ramp_and_the_last_minute_are_the_steps(feeder, registr
     rising[ANCHOR_ROW + 9:, :] += 3000  # every bus +3 kW from 9 minutes into the interval
     forecast = _forecast(feeder, [calm, rising])
     state = _state(feeder, registry, forecast)
-    steps = ramp_steps(state, forecast, _voltage_magnitudes(feeder))
+    steps = ramp_steps(state, forecast, helm_voltage_magnitudes(feeder))
     last = state.p_w.shape[0] - 1
     assert len(steps.timestamps) == 2  # no falling ramp: no step for v_high
     np.testing.assert_array_equal(steps.p_w[0], state.p_w[last] + 3000)
@@ -91,7 +97,7 @@ def test_coverage_leaves_out_the_most_extreme_ramps(feeder, registry) -> None:
         days.append(day)
     forecast = _forecast(feeder, days)
     state = _state(feeder, registry, forecast)
-    solve_v = _voltage_magnitudes(feeder)
+    solve_v = helm_voltage_magnitudes(feeder)
     # 4 days x 15 minutes: 60 candidates, 11 per day risen (minutes 5 to 15 after the anchor)
     worst = ramp_steps(state, forecast, solve_v, coverage=1.0)
     np.testing.assert_array_equal(worst.p_w[0], state.p_w[-1] + 4000)
@@ -108,7 +114,7 @@ def test_a_falling_ramp_adds_the_step_for_the_upper_limit(feeder, registry) -> N
     falling[ANCHOR_ROW + 4:, :] -= 2500  # PV returns: net consumption -2.5 kW per bus
     forecast = _forecast(feeder, [falling])
     state = _state(feeder, registry, forecast)
-    steps = ramp_steps(state, forecast, _voltage_magnitudes(feeder))
+    steps = ramp_steps(state, forecast, helm_voltage_magnitudes(feeder))
     assert len(steps.timestamps) == 2
     np.testing.assert_array_equal(steps.p_w[0], state.p_w[-1] - 2500)
 
@@ -116,7 +122,7 @@ def test_a_falling_ramp_adds_the_step_for_the_upper_limit(feeder, registry) -> N
 def test_without_ramps_only_the_last_minute_remains(feeder, registry) -> None:
     forecast = _forecast(feeder, [_flat(feeder, 700)])
     state = _state(feeder, registry, forecast)
-    steps = ramp_steps(state, forecast, _voltage_magnitudes(feeder))
+    steps = ramp_steps(state, forecast, helm_voltage_magnitudes(feeder))
     expected = ForecastSteps.of_minutes(state, np.array([state.p_w.shape[0] - 1]))
     for field in dataclasses.fields(ForecastSteps):
         np.testing.assert_array_equal(getattr(steps, field.name), getattr(expected, field.name))
@@ -129,7 +135,7 @@ def test_a_ramp_without_a_load_flow_solution_is_the_worst(feeder, registry) -> N
     small[ANCHOR_ROW + 2:, :] += 1000
     forecast = _forecast(feeder, [small, collapse])
     state = _state(feeder, registry, forecast)
-    steps = ramp_steps(state, forecast, _voltage_magnitudes(feeder))
+    steps = ramp_steps(state, forecast, helm_voltage_magnitudes(feeder))
     assert steps.p_w[0, 0] == state.p_w[-1, 0] + 4_999_000
 
 
@@ -137,7 +143,7 @@ def test_ramps_need_a_history(feeder, registry) -> None:
     base = _flat(feeder, 1000)
     forecast = ProfileForecast(base, base, DAY_START_S)
     with pytest.raises(ValueError, match="ramp history"):
-        ramp_steps(_state(feeder, registry, forecast), forecast, _voltage_magnitudes(feeder))
+        ramp_steps(_state(feeder, registry, forecast), forecast, helm_voltage_magnitudes(feeder))
     with pytest.raises(ValueError, match="at least one previous day"):
         RampHistory.from_profiles([])
 

@@ -19,11 +19,13 @@ import {AccessControlDefaultAdminRules} from
 contract GridCapacity is AccessControlDefaultAdminRules {
     /// @notice Role of the oracle that writes the operating bands and the meter totals.
     bytes32 public constant ORACLE_ROLE = keccak256("ORACLE_ROLE");
-    /// @notice Role of a meter address allowed to post readings.
+    /// @notice Role of a meter address allowed to post readings and declare vehicle sessions.
     bytes32 public constant METER_ROLE = keccak256("METER_ROLE");
 
     /// @notice Bytes per meter reading in `postReadings`.
     uint256 public constant READING_BYTES = 24;
+    /// @notice Bytes per record of `declareSessions`.
+    uint256 public constant SESSION_BYTES = 16;
     /// @notice Bytes per band record in the `BandsWritten` event.
     uint256 public constant BAND_RECORD_BYTES = 20;
     /// @notice Bytes per record of `writeMeterTotals`.
@@ -104,6 +106,9 @@ contract GridCapacity is AccessControlDefaultAdminRules {
     /// @notice A meter posted a batch of readings; `packed` is the exact calldata blob (layout in
     /// `postReadings`).
     event ReadingsPosted(address indexed meter, uint256 count, bytes packed);
+    /// @notice A meter declared a batch of vehicle sessions; `packed` is the exact calldata blob
+    /// (layout in `declareSessions`).
+    event SessionsDeclared(address indexed meter, uint256 count, bytes packed);
     /// @notice The oracle wrote the bands of an interval. `bands` packs one 20-byte record per
     /// band, in the order written, big-endian: uint32 deviceId | int64 pMinW | int64 pMaxW
     /// (`abi.encodePacked(uint32,int64,int64)`).
@@ -135,6 +140,8 @@ contract GridCapacity is AccessControlDefaultAdminRules {
     error EmptyBatch();
     /// @notice A readings blob whose length is not a positive multiple of READING_BYTES.
     error InvalidReadingsLength(uint256 length);
+    /// @notice A sessions blob whose length is not a positive multiple of SESSION_BYTES.
+    error InvalidSessionsLength(uint256 length);
     /// @notice The same device twice in one band batch.
     error DuplicateDevice(uint32 deviceId);
     /// @notice A band batch not in ascending registration-index order.
@@ -269,6 +276,25 @@ contract GridCapacity is AccessControlDefaultAdminRules {
         uint256 length = packed.length;
         if (length == 0 || length % READING_BYTES != 0) revert InvalidReadingsLength(length);
         emit ReadingsPosted(msg.sender, length / READING_BYTES, packed);
+    }
+
+    /// @notice Declare a batch of vehicle sessions (a vehicle plugged into a charging station) as
+    /// one event, with no storage per session.
+    /// @dev `packed` is a concatenation of 16-byte records, every field big-endian
+    /// (`abi.encodePacked(uint32,uint32,uint32,uint32)` per session):
+    ///   bytes  0..3   uint32 deviceId
+    ///   bytes  4..7   uint32 arriveAt, unix s (the vehicle connected)
+    ///   bytes  8..11  uint32 departAt, unix s (the vehicle will leave)
+    ///   bytes 12..15  uint32 energy the vehicle asks for in Wh
+    /// The sender must hold METER_ROLE; the contract checks nothing else. Every consumer (the
+    /// oracle) counts a record only when the event's `meter` is the device's meter in the
+    /// registry, the device is a ChargingStation, arriveAt < departAt, the session lasts at most
+    /// 7 days and the times lie near the block time (docs/oracle.md, "Vehicle sessions").
+    /// @param packed the sessions
+    function declareSessions(bytes calldata packed) external onlyRole(METER_ROLE) {
+        uint256 length = packed.length;
+        if (length == 0 || length % SESSION_BYTES != 0) revert InvalidSessionsLength(length);
+        emit SessionsDeclared(msg.sender, length / SESSION_BYTES, packed);
     }
 
     // ------------------------------------------------------------------ bands (oracle)

@@ -8,7 +8,7 @@ import {GridCapacity} from "../src/GridCapacity.sol";
 import {TestBase, Vm} from "./TestBase.sol";
 
 /// @notice Unit and fuzz tests of GridCapacity: roles, admin rules, the interval window, band
-/// validation and dense packing, readings, meter totals.
+/// validation and dense packing, readings, vehicle sessions, meter totals.
 contract GridCapacityTest is TestBase {
     GridCapacity internal cap;
     address internal constant DSO = address(0xD50);
@@ -351,6 +351,99 @@ contract GridCapacityTest is TestBase {
         );
         vm.prank(STRANGER);
         cap.postReadings(new bytes(24));
+    }
+
+    // ---------------------------------------------------------------- vehicle sessions
+
+    function _declareAndDecode(bytes memory packed) internal returns (uint256 n, bytes memory blob) {
+        vm.recordLogs();
+        vm.prank(METER);
+        cap.declareSessions(packed);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 1, "one event");
+        assertTrue(logs[0].emitter == address(cap), "emitter");
+        assertEq(logs[0].topics.length, 2, "topics");
+        assertEq(logs[0].topics[0], keccak256("SessionsDeclared(address,uint256,bytes)"), "event signature");
+        assertEq(logs[0].topics[1], bytes32(uint256(uint160(METER))), "meter topic");
+        (n, blob) = abi.decode(logs[0].data, (uint256, bytes));
+    }
+
+    function test_sessionsEventCarriesOneAndSeveralRecords() public {
+        assertEq(cap.SESSION_BYTES(), 16, "SESSION_BYTES");
+        uint32 arrive = uint32(NOW_S);
+        bytes memory one = abi.encodePacked(uint32(20), arrive, arrive + 4 hours, uint32(30_000));
+        assertEq(one.length, 16, "record length");
+        (uint256 n, bytes memory blob) = _declareAndDecode(one);
+        assertEq(n, 1, "count, one record");
+        assertEq(blob, one, "blob, one record");
+
+        bytes memory several = bytes.concat(
+            one,
+            abi.encodePacked(uint32(20), arrive + 5 hours, arrive + 6 hours, uint32(7_500)),
+            // the contract checks no field: unregistered device, departAt before arriveAt, max Wh
+            abi.encodePacked(uint32(999), arrive, arrive - 1, type(uint32).max)
+        );
+        (n, blob) = _declareAndDecode(several);
+        assertEq(n, 3, "count, three records");
+        assertEq(blob, several, "blob, three records");
+    }
+
+    function testFuzz_sessionsEventCarriesTheExactBlob(
+        uint32 device,
+        uint32 arriveAt,
+        uint32 departAt,
+        uint32 energyWh,
+        uint8 countSeed
+    ) public {
+        uint256 count = bound(countSeed, 1, 20);
+        bytes memory packed;
+        for (uint256 k = 0; k < count; ++k) {
+            packed = bytes.concat(packed, abi.encodePacked(device ^ uint32(k), arriveAt, departAt, energyWh));
+        }
+        (uint256 n, bytes memory blob) = _declareAndDecode(packed);
+        assertEq(n, count, "count");
+        assertEq(blob, packed, "blob");
+    }
+
+    function testFuzz_sessionsRejectLengthsNotAPositiveMultipleOf16(uint16 lengthSeed) public {
+        uint256 length = bound(lengthSeed, 0, 1_000);
+        if (length == 0 || length % 16 != 0) {
+            vm.expectRevert(abi.encodeWithSelector(GridCapacity.InvalidSessionsLength.selector, length));
+            vm.prank(METER);
+            cap.declareSessions(new bytes(length));
+        } else {
+            (uint256 n, bytes memory blob) = _declareAndDecode(new bytes(length));
+            assertEq(n, length / 16, "count");
+            assertEq(blob.length, length, "blob length");
+        }
+    }
+
+    function test_sessionsRejectBadLength() public {
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.InvalidSessionsLength.selector, uint256(0)));
+        vm.prank(METER);
+        cap.declareSessions("");
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.InvalidSessionsLength.selector, uint256(15)));
+        vm.prank(METER);
+        cap.declareSessions(new bytes(15));
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.InvalidSessionsLength.selector, uint256(17)));
+        vm.prank(METER);
+        cap.declareSessions(new bytes(17));
+    }
+
+    function test_sessionsOnlyFromMeters() public {
+        address[3] memory callers = [ORACLE, DSO, STRANGER];
+        for (uint256 k = 0; k < callers.length; ++k) {
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    IAccessControl.AccessControlUnauthorizedAccount.selector, callers[k], cap.METER_ROLE()
+                )
+            );
+            vm.prank(callers[k]);
+            cap.declareSessions(new bytes(16));
+        }
+        // any METER_ROLE holder may declare, also a meter of no charging station (the oracle filters)
+        vm.prank(address(0x3E7E3));
+        cap.declareSessions(new bytes(16));
     }
 
     // ---------------------------------------------------------------- meter totals

@@ -153,6 +153,35 @@ def test_post_readings_rejects_non_meter(env: Env, caller: str) -> None:
     expect_unauthorized(env, fn, caller, "METER_ROLE")
 
 
+def session(device_id: int, arrive_s: int = 1_700_000_000, depart_s: int = 1_700_003_600,
+            energy_wh: int = 20_000) -> bytes:
+    """One 16-byte vehicle-session record: id, arrival and departure unix s, energy Wh."""
+    return struct.pack(">IIII", device_id, arrive_s, depart_s, energy_wh)
+
+
+@pytest.mark.parametrize("caller", ["deployer", "oracle", "prosumer_0", "settler"])
+def test_declare_sessions_rejects_non_meter(env: Env, caller: str) -> None:
+    fn = env.capacity.functions.declareSessions(session(CS01_ID))
+    expect_unauthorized(env, fn, caller, "METER_ROLE")
+
+
+@pytest.mark.parametrize("n_bytes", [0, 15, 17, 24])
+def test_declare_sessions_rejects_a_malformed_blob(env: Env, n_bytes: int) -> None:
+    revert = expect_revert("InvalidSessionsLength", env.capacity.functions.declareSessions(
+        b"\x01" * n_bytes), "meter_0", chain=env.chain)
+    assert revert.error_args["length"] == n_bytes
+
+
+def test_declare_sessions_emits_the_records_as_sent(env: Env) -> None:
+    packed = session(CS01_ID) + session(2**32 - 1, 0, 2**32 - 1, 2**32 - 1)
+    receipt = env.chain.transact(env.capacity.functions.declareSessions(packed), "meter_0")
+    (event,) = env.chain.events(receipt, env.capacity, "SessionsDeclared")
+    # the contract checks role and length only; the oracle's rules decide what counts
+    # (oracle.sessions: CS01's session declared by meter_0 does not)
+    assert (event["args"]["meter"], event["args"]["count"]) == (env.addr("meter_0"), 2)
+    assert bytes(event["args"]["packed"]) == packed
+
+
 MARKET_COMMUNITY_CALLS = {
     "registerProsumer": lambda m, e: m.functions.registerProsumer(e.addr("prosumer_39"), 999),
     "removeProsumer": lambda m, e: m.functions.removeProsumer(e.addr("prosumer_0")),
@@ -660,7 +689,7 @@ OPEN_FUNCTIONS = {
 }
 WRONG_CALLER_TESTED = {
     "GridCapacity": set(CAPACITY_ADMIN_CALLS) | {"writeBands", "writeMeterTotals",
-                                                  "postReadings"},
+                                                  "postReadings", "declareSessions"},
     "GridMarket": set(MARKET_COMMUNITY_CALLS) | set(MARKET_ADMIN_CALLS) | {
         "pause", "commitOrders", "settle"},
 }

@@ -64,6 +64,8 @@ from oracle.registry import (
     ReadingWindow,
     rejection_codes,
 )
+from oracle.sessions import session_rows
+from oracle.store import SESSION_COLUMNS
 
 BAND_RECORD = struct.Struct(">Iqq")
 MAX_LISTED_VIOLATIONS = 1000
@@ -389,6 +391,18 @@ class _OracleView:
         self.store = self
         self._m = readings
         self._to_block = to_block
+        self._audit = audit
+
+    def sessions_between(self, start_s: int, end_s: int, max_session_s: int
+                         ) -> list[dict[str, int]]:
+        """Accepted session declarations arriving in ``(start_s - max_session_s, end_s)`` in
+        blocks up to ``to_block`` (as ``Store.sessions_between``), from the chain's logs."""
+        logs = [e for e in self._audit._logs("SessionsDeclared")
+                if int(e["blockNumber"]) <= self._to_block]
+        rows = [dict(zip(SESSION_COLUMNS, r, strict=True)) for r in session_rows(
+            logs, self.registry, self._audit._block_times(logs), self.config.window)]
+        return [r for r in rows
+                if r["rule"] is None and start_s - max_session_s < r["arrive_s"] < end_s]
 
     def _rows(self, positions: np.ndarray) -> list[dict[str, int]]:
         keep = positions[self._m.block_number[positions] <= self._to_block]

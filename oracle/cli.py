@@ -74,6 +74,7 @@ def _oracle_config(args: argparse.Namespace) -> Any:
         "history_days": getattr(args, "history_days", None),
         "ramp_coverage": getattr(args, "ramp_coverage", None),
         "battery_reserve_h": getattr(args, "battery_reserve_h", None),
+        "station_sessions": getattr(args, "station_sessions", None) or None,
     }.items() if v is not None})
     nr = NrSettings(**({} if getattr(args, "nr_random", None) is None
                        else {"n_random": args.nr_random}))
@@ -219,6 +220,9 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--battery-reserve-h", type=float, default=None,
                      help="bands keep the community battery's charge for the discharge the next "
                      "H hours need (oracle.battery); default: bands blind to its charge")
+    run.add_argument("--station-sessions", action="store_true",
+                     help="a charging station gets a band and its guarantee only while a vehicle "
+                     "session its meter declared on chain covers the interval (oracle.sessions)")
     run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
     run.add_argument("--max-line-loading-pct", type=float, default=None,
                      help="thermal limit of every rated line, percent of its rating (default 100)")

@@ -1,4 +1,5 @@
-"""Event ingestion: ``ReadingsPosted`` logs of the capacity contract -> the oracle's store.
+"""Event ingestion: ``ReadingsPosted`` (and ``SessionsDeclared``, ``oracle.sessions``) logs of
+the capacity contract -> the oracle's store.
 
 The logs come from ``gridshare.chain.events.EventReader`` (all of the contract's logs, none kept
 in memory), whose windows, confirmations and reorg policy are those of the whole code base
@@ -43,12 +44,13 @@ from oracle.registry import (
     ReadingWindow,
     rejection,
     rejection_codes,
+    unpack_records,
 )
+from oracle.sessions import session_rows
 from oracle.store import Cursor, Store
 
 log = logging.getLogger(__name__)
 
-READING_BYTES = 24
 #: One record of ``postReadings``: uint32 deviceId, uint32 timestamp, int32 P (W), int32 Q (var),
 #: uint32 V (micro-pu), int32 theta (micro-rad), big-endian.
 READING_DTYPE = np.dtype([
@@ -75,11 +77,7 @@ def encode_readings(records: np.ndarray | list[tuple[int, ...]]) -> bytes:
 
 def decode_readings(packed: bytes) -> np.ndarray:
     """The records of a ``ReadingsPosted`` blob as a structured array (fields READING_FIELDS)."""
-    packed = bytes(packed)
-    if len(packed) == 0 or len(packed) % READING_BYTES:
-        raise ValueError(f"readings blob of {len(packed)} bytes is not a multiple of "
-                         f"{READING_BYTES}")
-    return np.frombuffer(packed, dtype=READING_DTYPE)
+    return unpack_records(packed, READING_DTYPE, "readings")
 
 
 @dataclass
@@ -91,6 +89,7 @@ class PollReport:
     logs: int = 0
     readings: int = 0
     rejected: int = 0
+    sessions: int = 0
     reorg_depth: int = 0
     forgotten_readings: int = 0
     registry_changed: bool = False
@@ -187,14 +186,21 @@ class Ingestor:
             report.registry_changed = True
             self.refresh_registry()  # once per range, before its readings are validated
         events = [e for e in result.logs if e["event"] == "ReadingsPosted"]
-        report.logs = len(events)
+        declared = [e for e in result.logs if e["event"] == "SessionsDeclared"]
+        report.logs = len(events) + len(declared)
         block_times = {n: int(self.w3.eth.get_block(n)["timestamp"])
-                       for n in sorted({int(e["blockNumber"]) for e in events})}
+                       for n in sorted({int(e["blockNumber"]) for e in events + declared})}
         readings, rejected = self._decode(events, block_times)
+        sessions = session_rows(declared, self.registry(), block_times, self.window)
         n_new, n_rej = self.store.commit_range(
-            Cursor(result.to_block, str(result.to_hash)), result.block_hashes, readings, rejected
+            Cursor(result.to_block, str(result.to_hash)), result.block_hashes, readings, rejected,
+            sessions=sessions,
         )
         report.readings, report.rejected = n_new, n_rej
+        report.sessions = sum(1 for r in sessions if r[-2] is None)
+        for r in (r for r in sessions if r[-2] is not None):
+            log.warning("rejected vehicle session: meter %s, device %s (tx %s log %d #%d): %s: "
+                        "%s", r[4], r[5], r[0][:10], r[1], r[2], r[-2], r[-1])
         report.reasons = [r[-2] for r in rejected]
         self._log_rejected(rejected)
         return report

@@ -59,6 +59,16 @@ READING_FIELDS = ("device_id", "timestamp", "p_w", "q_var", "v_micro_pu", "theta
 RULES = ("unknown_device", "minute", "window", "meter", "p", "q", "v", "angle", "duplicate")
 
 
+def unpack_records(packed: bytes, dtype: np.dtype, what: str) -> np.ndarray:
+    """The fixed-size big-endian records of an event's ``packed`` blob as a structured array of
+    ``dtype`` (``what`` names them in the error of a blob that is empty or cut)."""
+    packed = bytes(packed)
+    if len(packed) == 0 or len(packed) % dtype.itemsize:
+        raise ValueError(f"{what} blob of {len(packed)} bytes is not a multiple of "
+                         f"{dtype.itemsize}")
+    return np.frombuffer(packed, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class ReadingWindow:
     """How far the minute a reading describes may end from its block's time (s): at most

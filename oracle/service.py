@@ -123,6 +123,7 @@ from oracle.registry import (
     DeviceRegistry,
     ReadingWindow,
 )
+from oracle.sessions import MAX_SESSION_S, connected_stations
 from oracle.state import build_state, feeder_model, minutes_per_interval, profile_forecast
 from oracle.store import Store
 
@@ -170,6 +171,8 @@ class OcmSettings:
     ``max_trafo_loading_pct``: thermal limits of every rated line and transformer, percent of
     its rating (``capacity.ocm.compute_bands``; ``inf``: none). ``band_policy``: the product
     band policy (``capacity.ocm.policy``, needs objective "fair"); None: the paper's objective.
+    ``station_sessions``: a charging station gets a band and its guarantee only while a vehicle
+    session declared on chain covers the interval (``oracle.sessions``); else [0, 0] W.
     """
 
     objective: str = "sum"
@@ -187,6 +190,7 @@ class OcmSettings:
     history_days: int = HISTORY_DAYS
     ramp_coverage: float = 1.0
     battery_reserve_h: float | None = None
+    station_sessions: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.history_days <= 366:
@@ -274,6 +278,7 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
            if ocm.forecast == "ramps" else {}),
         **({} if ocm.battery_reserve_h is None else {
             "battery_reserve_min": round(ocm.battery_reserve_h * 60)}),
+        **({"station_sessions": True} if ocm.station_sessions else {}),
     }
 
 
@@ -349,6 +354,17 @@ def flexibilities_of(inputs: Mapping[str, Any]) -> list[Flexibility]:
     ]
 
 
+def without_vehicle_off(inputs: Mapping[str, Any]) -> list[list[Any]]:
+    """The inputs' ``devices`` rows; with ``station_sessions`` (``oracle.sessions``) every
+    charging station not in ``connected`` (no vehicle declared for the interval) rated [0, 0] W:
+    its band is [0, 0] and it gets no guarantee."""
+    if not inputs["ocm"].get("station_sessions"):
+        return [list(d) for d in inputs["devices"]]
+    connected = {int(i) for i in inputs.get("connected", [])}
+    return [[d[0], d[1], 0, 0, d[4]] if d[4] == "charging_station" and int(d[0]) not in connected
+            else list(d) for d in inputs["devices"]]
+
+
 def _guarantee_held(p_max_kw: np.ndarray, devices: list[list[Any]],
                     policy: BandPolicy | None) -> bool:
     """Whether every station's ``P_max`` (T, n_flex) kW reaches its guarantee
@@ -422,12 +438,13 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         )
 
     policy = _policy_of(ocm)
+    devices = without_vehicle_off(inputs)
     battery = inputs.get("battery")
     battery_tier = None
     if battery is None:
-        result = bands_for(inputs["devices"], policy)
+        result = bands_for(devices, policy)
     else:
-        battery_tier, result = _bands_in_tiers(bands_for, inputs["devices"], battery, policy)
+        battery_tier, result = _bands_in_tiers(bands_for, devices, battery, policy)
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
     if battery_tier in BELOW_RESERVE_TIERS:  # exactly the discharge needed
         k = [int(d[0]) for d in inputs["devices"]].index(int(battery["device_id"]))
@@ -707,6 +724,10 @@ class Oracle:
         battery = battery_inputs(self, target)
         if battery is not None:
             inputs["battery"] = battery
+        if self.config.ocm.station_sessions:
+            start_s, end_s = target * self.interval_s, (target + 1) * self.interval_s
+            inputs["connected"] = connected_stations(
+                self.store.sessions_between(start_s, end_s, MAX_SESSION_S), start_s, end_s)
         return inputs, state
 
     def _compute(self, target: int) -> dict[str, Any] | None:

@@ -19,15 +19,18 @@ Tables (all integers on-chain units: W, var, micro-pu, micro-rad, unix s):
   (points, failed points, narrowing rounds) and ``stale_reason`` when a reorg changed the inputs
   of a band that stays on chain.
 * ``tx_failures``: every failed band transaction (revert or RPC error) and what was done.
+* ``sessions``: vehicle sessions declared by the stations' meters (``oracle.sessions``), accepted
+  (``rule`` NULL) or rejected (the rule and reason), keyed like ``readings``.
 
 Writes happen in short transactions (``gridshare.chain.sqlite.transaction``: ``BEGIN
 IMMEDIATE`` .. ``COMMIT``) so a crash leaves either all or none of one ingestion step.
 
 Schema version: ``PRAGMA user_version`` (``SCHEMA``, ``MIGRATIONS``; see
-``gridshare.chain.sqlite``). Version 2 is the layout above; step 0 -> 1 adopts a file of the code
+``gridshare.chain.sqlite``). Version 3 is the layout above; step 0 -> 1 adopts a file of the code
 before schema versions (``meta`` ``schema`` = "1", which the version replaces); step 1 -> 2
 rebuilds ``readings`` (no stored ``late`` flag: ``Store.counts`` computes it), ``rejected`` (+
-``rule``) and ``intervals`` (+ NR counts, ``stale_reason``), keeping every row.
+``rule``) and ``intervals`` (+ NR counts, ``stale_reason``), keeping every row; step 2 -> 3
+adds the empty ``sessions`` table.
 
 Integers are SQLite INTEGER (signed 64-bit) and stay below 2**63 by construction: the readings'
 fields are 32-bit in the packed layout, interval ids are unix seconds // interval length, block
@@ -92,6 +95,15 @@ CREATE TABLE IF NOT EXISTS intervals (
     latency_s REAL, nr_points INTEGER NOT NULL DEFAULT 0, nr_failed INTEGER NOT NULL DEFAULT 0,
     nr_narrowed INTEGER NOT NULL DEFAULT 0, stale_reason TEXT
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    tx_hash TEXT NOT NULL, log_index INTEGER NOT NULL, position INTEGER NOT NULL,
+    block_number INTEGER NOT NULL, meter TEXT NOT NULL, device_id INTEGER NOT NULL,
+    arrive_s INTEGER NOT NULL, depart_s INTEGER NOT NULL, energy_wh INTEGER NOT NULL,
+    rule TEXT, reason TEXT,
+    PRIMARY KEY (tx_hash, log_index, position)
+);
+CREATE INDEX IF NOT EXISTS sessions_arrive ON sessions (arrive_s);
+CREATE INDEX IF NOT EXISTS sessions_block ON sessions (block_number);
 CREATE TABLE IF NOT EXISTS tx_failures (
     id INTEGER PRIMARY KEY AUTOINCREMENT, interval INTEGER NOT NULL, at REAL NOT NULL,
     attempt INTEGER NOT NULL, error TEXT NOT NULL, tx_hash TEXT, action TEXT NOT NULL
@@ -99,6 +111,9 @@ CREATE TABLE IF NOT EXISTS tx_failures (
 """
 
 _TABLES = ("meta", "cursor", "blocks", "readings", "rejected", "intervals", "tx_failures")
+#: ``sessions`` rows (``rule``/``reason`` None: accepted; see ``oracle.sessions``).
+SESSION_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "meter", "device_id",
+                   "arrive_s", "depart_s", "energy_wh", "rule", "reason")
 READING_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "block_hash", "meter",
                    "device_id", "timestamp", "p_w", "q_var", "v_micro_pu", "theta_micro_rad")
 REJECTED_COLUMNS = ("tx_hash", "log_index", "position", "block_number", "meter", "device_id",
@@ -149,9 +164,18 @@ def _v2_rules_nr_stale(db: sqlite3.Connection) -> None:
     _rebuild(db, "intervals", "*, 0, 0, 0, NULL")
 
 
+def _v3_sessions(db: sqlite3.Connection) -> None:
+    """Version 2 -> 3: the ``sessions`` table (vehicle sessions declared on chain), empty: the
+    oracle reads the declarations of blocks after its cursor only, so an older store sees the
+    sessions declared from now on."""
+    for statement in _statements_of("sessions"):
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("adopt the layout of the unversioned oracle store", _adopt_unversioned),
     Migration("reading rules, NR check counts, stale bands; late computed", _v2_rules_nr_stale),
+    Migration("vehicle sessions declared by the stations' meters", _v3_sessions),
 )
 SCHEMA = Schema("oracle store", application_id=0x47536F72,  # "GSor"
                 create=_SCHEMA, migrations=MIGRATIONS)
@@ -292,13 +316,19 @@ class Store:
         readings: Sequence[Sequence[Any]],
         rejected: Sequence[Sequence[Any]],
         keep_blocks: int = 2048,
+        sessions: Sequence[Sequence[Any]] = (),
     ) -> tuple[int, int]:
         """Store one ingested block range atomically; returns (new readings, new rejections).
 
-        ``readings`` / ``rejected`` are rows in ``READING_COLUMNS`` / ``REJECTED_COLUMNS``
-        order. Rows whose key exists are ignored (re-reading a log is harmless).
+        ``readings`` / ``rejected`` / ``sessions`` are rows in ``READING_COLUMNS`` /
+        ``REJECTED_COLUMNS`` / ``SESSION_COLUMNS`` order. Rows whose key exists are ignored
+        (re-reading a log is harmless).
         """
         with transaction(self.db):
+            if sessions:
+                self.db.executemany(
+                    f"INSERT OR IGNORE INTO sessions ({','.join(SESSION_COLUMNS)}) "
+                    f"VALUES ({','.join('?' * len(SESSION_COLUMNS))})", sessions)
             n_new = self.db.executemany(
                 f"INSERT OR IGNORE INTO readings ({','.join(READING_COLUMNS)}) "
                 f"VALUES ({','.join('?' * len(READING_COLUMNS))})", readings,
@@ -325,6 +355,7 @@ class Store:
                                      (above,)).rowcount
             n_rej = self.db.execute("DELETE FROM rejected WHERE block_number > ?",
                                     (above,)).rowcount
+            self.db.execute("DELETE FROM sessions WHERE block_number > ?", (above,))
             self.db.execute("DELETE FROM blocks WHERE number > ?", (above,))
             if ancestor is None:
                 self.db.execute("DELETE FROM cursor")
@@ -332,6 +363,23 @@ class Store:
                 self.db.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?)",
                                 (ancestor.block_number, ancestor.block_hash))
         return n_read, n_rej
+
+    # ---- vehicle sessions
+    def sessions_between(self, start_s: int, end_s: int, max_session_s: int
+                         ) -> list[dict[str, int]]:
+        """Every accepted declaration of a session that arrives in ``(start_s - max_session_s,
+        end_s)`` (so may overlap ``[start_s, end_s)``), in chain order;
+        ``oracle.sessions.connected_stations`` takes the latest of each."""
+        rows = self.db.execute(
+            "SELECT block_number, log_index, position, device_id, arrive_s, depart_s, energy_wh "
+            "FROM sessions WHERE rule IS NULL AND arrive_s > ? AND arrive_s < ? "
+            "ORDER BY block_number, log_index, position",
+            (start_s - max_session_s, end_s)).fetchall()
+        return [dict(r) for r in rows]
+
+    def rejected_sessions(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM sessions WHERE rule IS NOT NULL "
+                               "ORDER BY block_number, log_index, position").fetchall()
 
     # ---- readings
     def accepted_keys(self, timestamps: Sequence[int], chunk: int = 500

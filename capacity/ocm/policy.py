@@ -88,7 +88,8 @@ class PolicyVectors:
 def policy_vectors(policy: BandPolicy, flexibilities: Sequence[Flexibility],
                    objective: str = "fair") -> PolicyVectors:
     """Check ``policy`` against the objective (it is the "fair" one) and the devices' ratings;
-    return it per device."""
+    return it per device. A station rated [0, 0] kW (switched off: no vehicle connected) gets
+    no floor and no guarantee."""
     if objective != "fair":
         raise ValueError(f"a band policy needs objective='fair', got {objective!r}")
     names = [f.name for f in flexibilities]
@@ -103,6 +104,8 @@ def policy_vectors(policy: BandPolicy, flexibilities: Sequence[Flexibility],
         if not station[i]:
             if flex.name in policy.committed_min_kw:
                 raise ValueError(f"committed_min_kw: {flex.name!r} is not a charging station")
+            continue
+        if flex.p_high_kw == 0:  # switched off (no vehicle connected): nothing to guarantee
             continue
         if flex.p_low_kw > 0:
             raise ValueError(f"station {flex.name!r}: p_low_kw={flex.p_low_kw} > 0 forces it on")

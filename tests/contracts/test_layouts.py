@@ -1,6 +1,7 @@
 """The byte layouts and digests documented in docs/interfaces.md, checked on the embedded chain.
 
-Readings: 24-byte ``struct.pack(">IIiiIi", ...)`` records; BandsWritten: 20-byte
+Readings: 24-byte ``struct.pack(">IIiiIi", ...)`` records; vehicle sessions: 16-byte
+``struct.pack(">IIII", ...)`` records; BandsWritten: 20-byte
 ``struct.pack(">Iqq", ...)`` records; meter totals: 12-byte ``struct.pack(">Iq", ...)``
 records; the market's ``hashOrder`` equals the EIP-712 digest that ``eth_account`` computes for
 the documented domain and type; its ``bookHash`` equals ``market.orders.book_hash``.
@@ -20,6 +21,7 @@ from web3.contract import Contract
 from gridshare.chain.artifacts import load_artifact
 from gridshare.chain.metering import decode_totals, encode_totals
 from market.orders import Side, book_hash
+from oracle.sessions import decode_sessions, encode_sessions
 
 ORDER_TYPES = {
     "Order": [
@@ -72,6 +74,20 @@ def test_readings_blob_round_trips_through_the_event(deployed: dict[str, Any]) -
     assert event["args"]["meter"] == deployed["meter"]
     assert event["args"]["count"] == len(records)
     assert list(struct.iter_unpack(">IIiiIi", event["args"]["packed"])) == records
+
+
+def test_sessions_blob_round_trips_through_the_event(deployed: dict[str, Any]) -> None:
+    records = [(6, 1_800_000_000, 1_800_028_800, 35_340),
+               (0, 0, 4_294_967_295, 4_294_967_295)]
+    packed = b"".join(struct.pack(">IIII", *r) for r in records)
+    assert packed == encode_sessions(records)  # the oracle's encoder writes the same bytes
+    tx = deployed["cap"].functions.declareSessions(packed).transact({"from": deployed["meter"]})
+    receipt = deployed["w3"].eth.wait_for_transaction_receipt(tx)
+    (event,) = deployed["cap"].events.SessionsDeclared().process_receipt(receipt)
+    assert (event["args"]["meter"], event["args"]["count"]) == (deployed["meter"], 2)
+    assert list(struct.iter_unpack(">IIII", event["args"]["packed"])) == records
+    assert [tuple(int(v) for v in r) for r in decode_sessions(event["args"]["packed"]).tolist()
+            ] == records
 
 
 def test_bands_event_records_unpack_as_documented(deployed: dict[str, Any]) -> None:

@@ -66,6 +66,17 @@ def deploy_feeder(chain: Chain, interval_s: int = INTERVAL_S, seed: int = 1,
     return Deployed(chain, deployment, setup, sim)
 
 
+def audit_stale(deployed: Deployed, ocm: OcmSettings, target: int) -> list[bool | None]:
+    """The DSO audit's stale verdict on each band of ``target``, recomputing the inputs with
+    oracle settings ``ocm`` (and ``FAST_NR``) from the chain."""
+    from oracle.audit import CapacityAudit
+
+    config = OracleConfig(ocm=ocm, nr=FAST_NR)
+    audit = CapacityAudit.for_deployment(deployed.chain, deployed.deployment,
+                                         deployed.deployment.capacity(deployed.chain), config)
+    return [b.stale for b in audit.check_bands(audit.bands(target, target))]
+
+
 def band_on_chain(deployed: Deployed, interval: int) -> tuple[list[int], list[int], list[int]]:
     """(device ids, pMinW, pMaxW) of an interval read back with ``bandOf``."""
     capacity = deployed.deployment.capacity(deployed.chain)

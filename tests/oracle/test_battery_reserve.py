@@ -12,7 +12,6 @@ from capacity.helm import solve
 from capacity.ocm.policy import BandPolicy
 from capacity.storage import BatteryStorage, default_storage, energy_for_power
 from gridshare.chain.client import connect
-from oracle.audit import CapacityAudit
 from oracle.battery import (
     BatteryLimits,
     fill_power_w,
@@ -21,9 +20,9 @@ from oracle.battery import (
     reserve_wh,
     soc_after_wh,
 )
-from oracle.service import OcmSettings, OracleConfig, _guarantee_held, compute_from_inputs
+from oracle.service import OcmSettings, _guarantee_held, compute_from_inputs
 from oracle.state import feeder_model, feeder_profiles
-from tests.oracle.oracle_helpers import FAST_NR, FAST_OCM, deploy_feeder
+from tests.oracle.oracle_helpers import FAST_OCM, audit_stale, deploy_feeder
 
 STORAGE = BatteryStorage(100_000, 10_000, 90_000, 50_000)
 T = 900
@@ -186,11 +185,8 @@ def test_no_band_keeps_a_reserve_the_grid_needs_now_so_it_is_released(evening) -
 def test_the_audit_recomputes_the_battery_part_from_the_chain(evening) -> None:
     d, _, ocm, target = evening
     for hours, stale in ((8.0, False), (4.0, True)):
-        config = OracleConfig(ocm=dataclasses.replace(ocm, battery_reserve_h=hours), nr=FAST_NR)
-        audit = CapacityAudit.for_deployment(d.chain, d.deployment,
-                                             d.deployment.capacity(d.chain), config)
-        bands = audit.check_bands(audit.bands(target, target))
-        assert bands and all(b.stale is stale for b in bands)
+        verdicts = audit_stale(d, dataclasses.replace(ocm, battery_reserve_h=hours), target)
+        assert verdicts and all(v is stale for v in verdicts)
 
 
 def test_the_reserve_funds_the_stations_guarantee_on_top_of_the_grid_s_own_need() -> None:

@@ -174,10 +174,9 @@ def test_the_oracle_certifies_its_band_at_the_ramps_and_the_audit_recomputes_it(
     stored (the last minute last); the audit rebuilds the same inputs from the chain, and flags
     them under another history length."""
     from gridshare.chain.client import connect
-    from oracle.audit import CapacityAudit
     from oracle.certify import certify
     from oracle.service import certified_steps
-    from tests.oracle.oracle_helpers import FAST_NR, FAST_OCM, deploy_feeder
+    from tests.oracle.oracle_helpers import FAST_NR, FAST_OCM, audit_stale, deploy_feeder
 
     ocm = dataclasses.replace(FAST_OCM, forecast="ramps", history_days=3)
     d = deploy_feeder(connect())
@@ -198,11 +197,7 @@ def test_the_oracle_certifies_its_band_at_the_ramps_and_the_audit_recomputes_it(
         again = certify(checked, bands["p_min_w"], bands["p_max_w"], FAST_NR)
         assert again.failed == 0 and again.narrowed == 0
         for history_days, stale in ((3, False), (4, True)):
-            config = OracleConfig(ocm=dataclasses.replace(ocm, history_days=history_days),
-                                  nr=FAST_NR)
-            audit = CapacityAudit.for_deployment(d.chain, d.deployment,
-                                                 d.deployment.capacity(d.chain), config)
-            checked_bands = audit.check_bands(audit.bands(target, target))
-            assert checked_bands and all(b.stale is stale for b in checked_bands)
+            verdicts = audit_stale(d, dataclasses.replace(ocm, history_days=history_days), target)
+            assert verdicts and all(v is stale for v in verdicts)
     finally:
         oracle.close()

@@ -42,6 +42,7 @@ from gridshare.chain.deploy import HOUSEHOLD_PEAK_KW, KIND_CODES, Deployment
 from gridshare.chain.identity import client_name
 from gridshare.units import kvar_to_var, kw_to_w, mw_to_kw, pu_to_micro_pu, rad_to_micro_rad
 from oracle.ingest import encode_readings
+from oracle.sessions import encode_sessions
 from oracle.state import feeder_model, feeder_profiles
 
 SECONDS_PER_DAY = 86_400
@@ -284,6 +285,24 @@ class MeterSimulator:
             gas=POST_GAS_BASE + POST_GAS_PER_READING * len(records)
             + POST_GAS_PER_DEVICE * len(np.unique(records[:, 0])),
         )
+
+    def declare_sessions(self, sessions: Sequence[tuple[str, int, int, int]]) -> list[Any]:
+        """Declare vehicle sessions ``(device name, arrive minute, depart minute, energy Wh)``
+        (``GridCapacity.declareSessions``, ``oracle.sessions``) from each station's own meter
+        account, one transaction per account; returns the receipts."""
+        by_name = {d.name: d for d in self.setup.devices}
+        unknown = sorted({s[0] for s in sessions} - set(by_name))
+        if unknown:
+            raise ValueError(f"no metered device named {unknown}")
+        receipts = []
+        for role in dict.fromkeys(by_name[s[0]].meter_role for s in sessions):
+            records = [(by_name[name].device_id, self.timestamp(arrive), self.timestamp(depart),
+                        energy_wh) for name, arrive, depart, energy_wh in sessions
+                       if by_name[name].meter_role == role]
+            receipts.append(self.chain.transact(
+                self.capacity.functions.declareSessions(encode_sessions(records)), role,
+                gas=POST_GAS_BASE + POST_GAS_PER_READING * len(records)))
+        return receipts
 
     def post(self, minutes: Iterable[int],
              skip: Mapping[int, Iterable[int]] | None = None) -> list[Any]:

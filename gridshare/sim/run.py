@@ -67,6 +67,7 @@ from gridshare.sim.community_case import SLOT_MIN, community_case
 from gridshare.sim.meters import MeterSimulator, register_meters
 from gridshare.units import (
     eur_per_kwh_to_price,
+    kwh_to_wh,
     ppm_to_fraction,
     price_to_eur_per_kwh,
     w_to_kw,
@@ -104,7 +105,8 @@ def default_ocm(**overrides: Any) -> OcmSettings:
     (objective ``fair``) and the battery reserve; ``overrides`` replace any of them."""
     return OcmSettings(**{"forecast": OCM_FORECAST, "ramp_coverage": RAMP_COVERAGE,
                           "objective": "fair", "band_policy": BandPolicy(),
-                          "battery_reserve_h": BATTERY_RESERVE_H, **overrides})
+                          "battery_reserve_h": BATTERY_RESERVE_H, "station_sessions": True,
+                          **overrides})
 
 
 @dataclass(frozen=True)
@@ -353,13 +355,18 @@ class Simulation:
         return self.mc.soc_before(self.mc.settlements(), self.config.interval_s)
 
     def post_minutes(self, first: int, rec: IntervalRecord | None) -> None:
-        """Post the minutes of one interval in batches, then let the oracle step."""
+        """Post the minutes of one interval in batches and declare the vehicles that arrived in
+        it, then let the oracle step."""
         batch = self.config.readings_batch_min
         for m0 in range(first, first + self.n_min, batch):
             receipts = self.meters.post(range(m0, m0 + batch))
             self.readings_receipts.extend(receipts)
             if rec is not None:
                 rec.gas_readings += sum(int(r["gasUsed"]) for r in receipts)
+        arriving = [(v.station, v.arrive_min, v.depart_min, int(kwh_to_wh(v.energy_kwh)))
+                    for v in self.sessions if first <= v.arrive_min < first + self.n_min]
+        if arriving:  # each charger declares its vehicle (oracle.sessions)
+            self.meters.declare_sessions(arriving)
         t0 = time.perf_counter()
         self.oracle.step()
         self.timings["oracle"] = self.timings.get("oracle", 0.0) + time.perf_counter() - t0

@@ -298,9 +298,10 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
     whose recomputed bands differ from the chain).
     """
     from capacity.ocm import BandResult
-    from oracle.service import compute_from_inputs
+    from oracle.service import compute_from_inputs, flexibilities_of
 
     parts, hours, ul_kw, governs, mismatches = [], [], [], [], 0
+    registered = None  # the devices as registered (a step's may be narrowed: battery, no vehicle)
     for rec in records:
         row = sim.oracle.store.interval(rec.interval)
         if row is None or not row.inputs_json:
@@ -311,6 +312,7 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
         if out["p_min_w"] != written.get("p_min_w") or out["p_max_w"] != written.get("p_max_w"):
             mismatches += 1
         parts.append(out["result"])
+        registered = registered or flexibilities_of(inputs)
         hours.extend((np.asarray(inputs["steps_unix_s"]) - sim.day_start_s) / 3600.0)
         ul_kw.extend(w_to_kw(np.asarray(inputs["p_w"], dtype=np.int64).sum(axis=1)))
         governs.extend([rec.first_minute] * len(inputs["steps_unix_s"]))
@@ -327,7 +329,7 @@ def recompute_bands(sim: Simulation, records: list[IntervalRecord]
         arrays[name] = [b for p in parts for b in getattr(p, name)]
     by_id = {f"device-{v}": k for k, v in sim.flex_ids.items()}
     named = tuple(dataclasses.replace(f, name=by_id.get(f.name, f.name))
-                  for f in first.flexibilities)
+                  for f in registered)
     merged = BandResult(flexibilities=named, objective=first.objective,
                         v_low_pu=first.v_low_pu, v_high_pu=first.v_high_pu,
                         line_ids=first.line_ids, trafo_ids=first.trafo_ids,
@@ -415,11 +417,24 @@ def held_back_by(p_max_kw: np.ndarray, rating_kw: float, minutes: np.ndarray,
         f"({n} step{'s' * (n > 1)})" for what, a, b, n in runs)
 
 
-def _with_battery(binding: str, reserve_kept: bool | None) -> str:
-    """A band's binding constraint, naming the battery's charge where it held the band: below
+def _why_step(binding: str, reserve_kept: bool | None, connected: set[int] | None,
+              device_id: int) -> str:
+    """What held a station's band at one step: no vehicle declared for the interval (with
+    ``station_sessions``, ``connected`` the stations that had one; None: the setting is off), else
+    the band's binding constraint, naming the battery's charge where it held the band: below
     the reserve (``reserve_kept`` False) the battery gives only the discharge the grid and the
     guarantees need (``oracle.battery.BELOW_RESERVE_TIERS``)."""
+    if connected is not None and device_id not in connected:
+        return "no vehicle declared"
     return f"{binding} + battery reserve" if reserve_kept is False else binding
+
+
+def _connected(sim: Simulation, interval: int) -> set[int] | None:
+    """The stations with a declared vehicle in the inputs of ``interval``'s band (None: the
+    oracle does not use sessions, or no band was computed)."""
+    row = sim.oracle.store.interval(interval)
+    connected = None if row is None else row.inputs.get("connected")
+    return None if connected is None else {int(d) for d in connected}
 
 
 def _tightest_step_per_interval(governs_min: np.ndarray, p_max_kw: np.ndarray) -> np.ndarray:
@@ -445,6 +460,7 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
     minutes = checks.band_governs_min
     names = [] if steps is None else [f.name for f in steps.flexibilities]
     kept = {r.first_minute: r.reserve_kept for r in records}
+    declared = {r.first_minute: _connected(sim, r.interval) for r in records}
     for name, station in sim.stations.items():
         for s, left, got in zip(station.sessions, station.remaining_kwh, station.delivered_kwh,
                                 strict=True):
@@ -456,9 +472,10 @@ def _charging_sessions(sim: Simulation, records: list[IntervalRecord],
                 tightest = _tightest_step_per_interval(minutes, steps.p_max_kw[:, i])
                 why = held_back_by(steps.p_max_kw[tightest, i], steps.flexibilities[i].p_high_kw,
                                    minutes[tightest],
-                                   [_with_battery(steps.binding_max[k], kept.get(
-                                       int(minutes[k]) // sim.n_min * sim.n_min))
-                                    for k in tightest],
+                                   [_why_step(steps.binding_max[k], kept.get(first), declared.get(
+                                       first), sim.flex_ids[name])
+                                    for k in tightest
+                                    for first in [int(minutes[k]) // sim.n_min * sim.n_min]],
                                    s.arrive_min, s.depart_min)
             ev.append({"station": name, "arrive_min": s.arrive_min, "depart_min": s.depart_min,
                        "energy_needed_kwh": s.energy_kwh, "delivered_kwh": float(got),

@@ -190,9 +190,12 @@ def test_a_station_follows_its_plan_unless_an_older_band_held_the_plan_back():
     assert station_power_w(0.0, 4.2, 0.0, (0, 11_000)) == 0  # nobody connected
 
 
-def test_held_back_by_names_the_battery_reserve_where_it_held_the_band():
-    from gridshare.sim.verify import _with_battery
+def test_held_back_by_names_the_battery_reserve_and_a_missing_declaration():
+    from gridshare.sim.verify import _why_step
 
-    assert _with_battery("v_low", False) == "v_low + battery reserve"
-    assert _with_battery("line 3", True) == "line 3"
-    assert _with_battery("v_low", None) == "v_low"  # no battery part (bands blind to it)
+    assert _why_step("v_low", False, None, 2) == "v_low + battery reserve"
+    assert _why_step("line 3", True, None, 2) == "line 3"
+    assert _why_step("v_low", None, None, 2) == "v_low"  # no battery part (bands blind to it)
+    assert _why_step("v_low", False, {3}, 2) == "no vehicle declared"  # station_sessions
+    assert _why_step("v_low", False, {2, 3}, 2) == "v_low + battery reserve"
+    assert _why_step("v_low", True, set(), 2) == "no vehicle declared"

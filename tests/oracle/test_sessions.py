@@ -244,3 +244,25 @@ def test_the_audit_recomputes_the_connected_stations_from_the_chain(declared) ->
     for sessions, stale in ((True, False), (False, True)):
         verdicts = audit_stale(d, dataclasses.replace(ocm, station_sessions=sessions), target)
         assert verdicts and all(v is stale for v in verdicts)
+
+
+def test_a_reorg_forgets_a_declaration_the_new_branch_does_not_carry() -> None:
+    d = deploy_feeder(connect())
+    ocm = dataclasses.replace(FAST_OCM, objective="fair", band_policy=BandPolicy(),
+                              station_sessions=True)
+    oracle = d.oracle(":memory:", ocm=ocm)
+    first = 600
+    d.sim.post(range(first - 30, first - 15))
+    oracle.step()
+    snapshot = d.chain.snapshot()
+    d.sim.declare_sessions([("CS01", first - 20, first + 120, 20_000)])
+    oracle.step()
+    assert len(oracle.store.sessions_between(0, 2**32, MAX_SESSION_S)) == 1
+    d.chain.revert(snapshot)  # the new branch: the readings, no declaration
+    d.sim.post(range(first - 15, first))
+    report = oracle.step()
+    assert report.polls[0].reorg_depth > 0
+    assert oracle.store.sessions_between(0, 2**32, MAX_SESSION_S) == []
+    ids, _, p_max = band_on_chain(d, d.interval_of_minute(first))
+    assert dict(zip(ids, p_max, strict=True))[d.device("CS01")] == 0
+    oracle.close()

@@ -14,7 +14,9 @@ wrote, with a copy of its order store (so serve's relay never races the simulati
   ``eth_signTypedData_v4`` answer the test computes in Python with the member's key, from the
   typed data the page asked to sign) and sees only its own orders and statement; a signature
   made by ``gridshare.api.dashboard.sign`` pasted into the form shows another member's data;
-* a full-page screenshot goes to ``docs/dashboard.png`` (docs/dashboard.md shows it).
+* a full-page screenshot is taken; with ``GRIDSHARE_UPDATE_SCREENSHOT=1`` it replaces
+  ``docs/dashboard.png`` (docs/dashboard.md shows it), else it goes to the test's temporary
+  folder (a test run leaves the checkout as it was).
 
 Needs anvil (npm) and the Debian packages ``chromium`` and ``chromium-driver``.
 """
@@ -46,7 +48,7 @@ from tests.conftest import find_anvil, free_port, missing_tool, start_anvil
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "docs" / "dashboard.png"
+DOCS_SCREENSHOT = REPO / "docs" / "dashboard.png"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--disable-dev-shm-usage", "--window-size=1280,800")
@@ -270,7 +272,7 @@ def _sign_typed(typed_json: str, key: bytes) -> str:
                                              key).signature).hex()
 
 
-def test_member_signed_view_shows_only_its_data(site, browser):
+def test_member_signed_view_shows_only_its_data(site, browser, tmp_path):
     d, sim = browser, site.sim
     member = sim.member_keys[0]
     d.find_element("id", "wallet-sign").click()
@@ -307,7 +309,8 @@ def test_member_signed_view_shows_only_its_data(site, browser):
     shown = _js(d, "return Array.from(document.querySelectorAll('#member-orders tbody tr'))"
                    ".map(r => r.dataset.prosumer);")
     assert shown and set(shown) == {other.address}
-    _screenshot(d)
+    _screenshot(d, DOCS_SCREENSHOT if os.environ.get("GRIDSHARE_UPDATE_SCREENSHOT") == "1"
+                else tmp_path / "dashboard.png")
     # another member's address with this member's proof: refused, nothing shown
     d.find_element("id", "paste-member").clear()
     d.find_element("id", "paste-member").send_keys(member.address)
@@ -317,14 +320,14 @@ def test_member_signed_view_shows_only_its_data(site, browser):
     assert _js(d, "return document.querySelectorAll('#member-orders').length") == 0
 
 
-def _screenshot(d) -> None:
-    """The whole page at 1280 px wide into docs/dashboard.png."""
+def _screenshot(d, path: Path) -> None:
+    """The whole page at 1280 px wide into ``path`` (PNG)."""
     height = int(_js(d, "return document.documentElement.scrollHeight"))
     d.set_window_size(1280, min(height + 120, 6000))
     time.sleep(0.5)
     try:
-        assert d.save_screenshot(str(SCREENSHOT))
-        assert SCREENSHOT.stat().st_size > 50_000
-        print(f"dashboard screenshot: {SCREENSHOT}")
+        assert d.save_screenshot(str(path))
+        assert path.stat().st_size > 50_000
+        print(f"dashboard screenshot: {path}")
     finally:
         d.set_window_size(1280, 800)

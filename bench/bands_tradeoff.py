@@ -31,6 +31,10 @@ VARIANTS = {
     "ramps-all": {"ramp_coverage": 1.0},
     "ramps-0.8": {"ramp_coverage": 0.8},
     "last+reserve": {"forecast": "last"},
+    "sessions": {"station_sessions": True},
+    "sessions+ramps-all": {"station_sessions": True, "ramp_coverage": 1.0},
+    "sessions+ramps-0.8": {"station_sessions": True, "ramp_coverage": 0.8},
+    "sessions+last": {"station_sessions": True, "forecast": "last"},
 }
 
 

@@ -20,8 +20,9 @@
   and the other oracle settings of ``gridshare oracle run`` (``--forecast``, ``--n-random``,
   ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``,
   ``--band-policy``, ``--seed``, ``--history-days``, ``--ramp-coverage``,
-  ``--battery-reserve-h``, ``--station-sessions``, ``--max-reading-age-s``) must be the oracle's: they are hashed into
-  the band inputs the audit recomputes (a band whose hash does not match is reported ``stale``).
+  ``--battery-reserve-h``, ``--station-sessions``, ``--max-reading-age-s``) must be the
+  oracle's: they are hashed into the band inputs the audit recomputes (a band whose hash does not
+  match is reported ``stale``).
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ def add_commands(subparsers: Any) -> None:
                    "checks, percent of its rating (default 100)")
     p.add_argument("--max-trafo-loading-pct", type=float, default=100.0,
                    help="thermal limit of the transformer, percent of its rating (default 100)")
+    p.add_argument("--station-sessions", action="store_true",
+                   help="the oracle bands each charging station by the vehicle sessions its "
+                   "charger declares on chain (oracle.sessions; off by default: see "
+                   "docs/simulation.md)")
     p.add_argument("--out", required=True, type=Path, help="directory for the report and data")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
@@ -71,7 +75,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         nr_steps=args.nr_steps, nr_random_points=args.nr_points,
         progress=not args.no_progress,
         ocm=default_ocm(max_line_loading_pct=args.max_line_loading_pct,
-                        max_trafo_loading_pct=args.max_trafo_loading_pct),
+                        max_trafo_loading_pct=args.max_trafo_loading_pct,
+                        station_sessions=args.station_sessions),
     )
     started = time.perf_counter()
     result = Simulation(config, args.out).run()

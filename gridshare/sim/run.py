@@ -105,8 +105,7 @@ def default_ocm(**overrides: Any) -> OcmSettings:
     (objective ``fair``) and the battery reserve; ``overrides`` replace any of them."""
     return OcmSettings(**{"forecast": OCM_FORECAST, "ramp_coverage": RAMP_COVERAGE,
                           "objective": "fair", "band_policy": BandPolicy(),
-                          "battery_reserve_h": BATTERY_RESERVE_H, "station_sessions": True,
-                          **overrides})
+                          "battery_reserve_h": BATTERY_RESERVE_H, **overrides})
 
 
 @dataclass(frozen=True)

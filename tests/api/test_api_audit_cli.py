@@ -46,7 +46,7 @@ def test_serve_with_the_simulations_oracle_options_audits_the_simulations_bands(
 
     args = build_parser().parse_args(["serve", "--forecast", "ramps", "--band-policy",
                                       "--battery-reserve-h", "8", "--history-days", "28",
-                                      "--ramp-coverage", "0.95", "--station-sessions"])
+                                      "--ramp-coverage", "0.95"])
     assert _audit_config(args).ocm == default_ocm()
     for bad in (["--battery-reserve-h", "25"], ["--ramp-coverage", "0"],
                 ["--history-days", "0"]):

@@ -212,6 +212,27 @@ def test_cli_exits_3_when_a_check_fails(run, tmp_path, monkeypatch, capsys):
     assert "FAIL" in (tmp_path / "index.html").read_text()
 
 
+def test_station_sessions_are_opt_in_on_the_command_line(run, tmp_path, monkeypatch):
+    """``gridshare simulate`` runs the oracle without sessions unless ``--station-sessions``."""
+    import dataclasses
+
+    from gridshare.cli import main
+    from gridshare.sim import Simulation
+
+    _, result, _ = run
+    seen = []
+
+    def fake_run(self):
+        seen.append(self.config.ocm.station_sessions)
+        return dataclasses.replace(result, timings_s=dict(result.timings_s))
+
+    monkeypatch.setattr(Simulation, "run", fake_run)
+    for n, extra in enumerate(([], ["--station-sessions"])):
+        main(["simulate", "--hours", "1", "--no-progress", "--out", str(tmp_path / str(n)),
+              *extra])
+    assert seen == [False, True]
+
+
 def test_a_device_without_a_band_on_chain_stays_at_rest(run):
     """An interval the oracle skipped has no band: the simulation runs the flexibilities at
     rest there and reports the interval unsettled, instead of ending the day."""

@@ -78,6 +78,14 @@ class RampHistory:
         n_bus = self.p_w.shape[2]
         return d_p.reshape(-1, n_bus), d_q.reshape(-1, n_bus), offsets
 
+    def envelope(self, anchor_row: int, n_min: int) -> tuple[np.ndarray, ...]:
+        """Per minute after ``anchor_row`` (as ``ramps``) and bus, the least and the most P (W)
+        and Q (var) any previous day had then: ``(p_lo, p_hi, q_lo, q_hi)``, each (n_min,
+        n_bus)."""
+        rows = (int(anchor_row) + np.arange(1, n_min + 1)) % MINUTES_PER_DAY
+        p, q = self.p_w[:, rows, :], self.q_var[:, rows, :]
+        return p.min(axis=0), p.max(axis=0), q.min(axis=0), q.max(axis=0)
+
 
 @dataclass(frozen=True)
 class ForecastSteps:
@@ -162,7 +170,11 @@ def ramp_steps(state: FeederState, forecast: ProfileForecast, solve_v: VoltageMa
 
     Candidates: the last minute of ``state`` (the persistence forecast) plus every previous
     day's change from the same minute of day to each minute of the next interval
-    (``RampHistory.ramps``: the joint change of all buses, as it happened). One batched load
+    (``RampHistory.ramps``: the joint change of all buses, as it happened), each bus kept within
+    what any previous day had at that minute or what it has now (``RampHistory.envelope``): a
+    day's PV returning after a cloud, added to a sunny minute now, would be more PV than the
+    roofs give; a day's evening rise from a low start, added to a high load now, more load than
+    any day had. One batched load
     flow with the flexibilities at rest ranks them; the steps are the candidate with the lowest
     bus voltage (load rising: it binds the all-max corner against ``v_low``) and the one with
     the highest (PV returning: the all-min corner against ``v_high``), each only if worse than
@@ -176,9 +188,15 @@ def ramp_steps(state: FeederState, forecast: ProfileForecast, solve_v: VoltageMa
         raise ValueError("the 'ramps' forecast needs a ramp history (ProfileForecast.history)")
     last = state.p_w.shape[0] - 1
     anchor = int(forecast.minute_rows(state.timestamps[last:])[0])
-    d_p, d_q, offsets = forecast.history.ramps(anchor, state.p_w.shape[0])
-    p_w = np.vstack([state.p_w[last], state.p_w[last] + d_p])
-    q_var = np.vstack([state.q_var[last], state.q_var[last] + d_q])
+    n_min = state.p_w.shape[0]
+    d_p, d_q, offsets = forecast.history.ramps(anchor, n_min)
+    p_lo, p_hi, q_lo, q_hi = (np.tile(x, (forecast.history.n_days, 1))
+                              for x in forecast.history.envelope(anchor, n_min))
+    p_now, q_now = state.p_w[last], state.q_var[last]
+    p_w = np.vstack([p_now, np.clip(p_now + d_p, np.minimum(p_lo, p_now),
+                                    np.maximum(p_hi, p_now))])
+    q_var = np.vstack([q_now, np.clip(q_now + d_q, np.minimum(q_lo, q_now),
+                                      np.maximum(q_hi, q_now))])
     v_slack = int(state.v_slack_micro_pu[last])
     v = solve_v(np.asarray(w_to_kw(p_w), dtype=float), np.asarray(var_to_kvar(q_var), dtype=float),
                 float(micro_pu_to_pu(v_slack)))

@@ -116,7 +116,29 @@ def test_a_falling_ramp_adds_the_step_for_the_upper_limit(feeder, registry) -> N
     state = _state(feeder, registry, forecast)
     steps = ramp_steps(state, forecast, helm_voltage_magnitudes(feeder))
     assert len(steps.timestamps) == 2
-    np.testing.assert_array_equal(steps.p_w[0], state.p_w[-1] - 2500)
+    # each bus falls by 2.5 kW, but not below the -1.5 kW the day had (nor below its value now)
+    np.testing.assert_array_equal(steps.p_w[0], np.maximum(
+        state.p_w[-1] - 2500, np.minimum(-1500, state.p_w[-1])))
+    assert (steps.p_w[0] < state.p_w[-1]).all()
+
+
+def test_a_ramp_stays_within_what_previous_days_had_or_what_is_now(feeder, registry) -> None:
+    """A cloudy day's PV returning (+4 kW of PV), added to a sunny minute now, would be more PV
+    than any day had: each bus stops at the least net consumption of the previous days (or its
+    value now, if lower)."""
+    sunny = _flat(feeder, -3000)
+    cloudy = _flat(feeder, -3000)
+    cloudy[:ANCHOR_ROW + 3, :] = 1000  # PV back three minutes after the anchor
+    forecast = _forecast(feeder, [sunny, cloudy])
+    state = _state(feeder, registry, forecast)
+    state.p_w[-1] = -3000
+    state.p_w[-1, 5] = -3500  # one bus below anything the previous days had: its value now
+    steps = ramp_steps(state, forecast, helm_voltage_magnitudes(feeder))
+    assert len(steps.timestamps) == 2  # the falling ramp is a step, clipped
+    expected = np.full(feeder.n_bus, -3000)
+    expected[5] = -3500
+    np.testing.assert_array_equal(steps.p_w[0], expected)
+    np.testing.assert_array_equal(steps.p_w[-1], state.p_w[-1])
 
 
 def test_without_ramps_only_the_last_minute_remains(feeder, registry) -> None:

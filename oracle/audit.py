@@ -397,10 +397,7 @@ class _OracleView:
                          ) -> list[dict[str, int]]:
         """Accepted session declarations arriving in ``(start_s - max_session_s, end_s)`` in
         blocks up to ``to_block`` (as ``Store.sessions_between``), from the chain's logs."""
-        logs = [e for e in self._audit._logs("SessionsDeclared")
-                if int(e["blockNumber"]) <= self._to_block]
-        rows = [dict(zip(SESSION_COLUMNS, r, strict=True)) for r in session_rows(
-            logs, self.registry, self._audit._block_times(logs), self.config.window)]
+        rows = self._audit.declared_sessions(self.registry, self._to_block)
         return [r for r in rows
                 if r["rule"] is None and start_s - max_session_s < r["arrive_s"] < end_s]
 
@@ -628,6 +625,15 @@ class CapacityAudit:
                 self._cache[key] = int(self.chain.w3.eth.get_block(e["blockHash"])["timestamp"])
             out[int(e["blockNumber"])] = self._cache[key]
         return out
+
+    def declared_sessions(self, registry: DeviceRegistry, to_block: int
+                          ) -> list[dict[str, Any]]:
+        """The vehicle sessions declared in blocks up to ``to_block``, validated with
+        ``registry`` as the oracle validates them (``oracle.sessions.session_rows``), as
+        ``SESSION_COLUMNS`` dicts (``rule`` None: accepted)."""
+        logs = [e for e in self._logs("SessionsDeclared") if int(e["blockNumber"]) <= to_block]
+        return [dict(zip(SESSION_COLUMNS, r, strict=True)) for r in session_rows(
+            logs, registry, self._block_times(logs), self.config.window)]
 
     def metered(self, to_block: int | None = None, cut: bool = True
                 ) -> tuple[DeviceRegistry, MeteredReadings]:

@@ -361,7 +361,8 @@ def without_vehicle_off(inputs: Mapping[str, Any]) -> list[list[Any]]:
     if not inputs["ocm"].get("station_sessions"):
         return [list(d) for d in inputs["devices"]]
     connected = {int(i) for i in inputs.get("connected", [])}
-    return [[d[0], d[1], 0, 0, d[4]] if d[4] == "charging_station" and int(d[0]) not in connected
+    station = FlexibilityKind.CHARGING_STATION.value
+    return [[d[0], d[1], 0, 0, d[4]] if d[4] == station and int(d[0]) not in connected
             else list(d) for d in inputs["devices"]]
 
 

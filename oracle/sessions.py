@@ -47,8 +47,7 @@ SESSION_RULES = ("unknown_device", "not_station", "meter", "times", "window", "e
 def encode_sessions(records: Iterable[Iterable[int]]) -> bytes:
     """Pack sessions ((n, 4) integers in ``SESSION_FIELDS`` order) into the contract's layout;
     a field outside uint32 is refused (ValueError), never wrapped."""
-    arr = np.asarray(list(records) if not isinstance(records, np.ndarray) else records,
-                     dtype=object)
+    arr = np.array(list(records), dtype=object)
     if arr.ndim != 2 or arr.shape[1] != len(SESSION_FIELDS) or arr.shape[0] == 0:
         raise ValueError(f"sessions must have shape (n >= 1, 4), got {arr.shape}")
     if any(not isinstance(v, int | np.integer) or not 0 <= int(v) <= 0xFFFFFFFF

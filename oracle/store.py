@@ -378,6 +378,8 @@ class Store:
         return [dict(r) for r in rows]
 
     def rejected_sessions(self) -> list[sqlite3.Row]:
+        """Declared sessions that broke a rule (``oracle.sessions.SESSION_RULES``), in chain
+        order."""
         return self.db.execute("SELECT * FROM sessions WHERE rule IS NOT NULL "
                                "ORDER BY block_number, log_index, position").fetchall()
 

@@ -195,7 +195,8 @@ def _audit_options(p: argparse.ArgumentParser) -> None:
                    "--band-policy; the simulation's default)")
     g.add_argument("--station-sessions", action="store_true",
                    help="the oracle bands stations by their declared vehicle sessions "
-                   "(gridshare oracle run --station-sessions; the simulation's default)")
+                   "(gridshare oracle run --station-sessions, gridshare simulate "
+                   "--station-sessions; off by default)")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ compute the same state of charge from the same energies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PPM = 1_000_000
@@ -106,12 +107,16 @@ class BatteryStorage:
         return lo, hi
 
     def replay_soc_wh(self, powers_w: list[int], interval_s: int) -> int:
-        """SoC (Wh) after ``powers_w`` (one constant power per interval) from the initial SoC,
-        clamped to the limits after every interval."""
+        """SoC (Wh) after ``powers_w`` (one constant power per interval) from the initial SoC:
+        ``replay_energies_soc_wh`` of their energies ``E(P)``."""
+        return self.replay_energies_soc_wh(energy_for_power(p, interval_s) for p in powers_w)
+
+    def replay_energies_soc_wh(self, energies_wh: Iterable[int]) -> int:
+        """SoC (Wh) after ``energies_wh`` (AC Wh per interval, charging positive) from the
+        initial SoC, clamped to the limits after every interval."""
         soc = self.initial_soc_wh
-        for p in powers_w:
-            soc = self.soc_after(soc, energy_for_power(p, interval_s))
-            soc = min(max(soc, self.soc_min_wh), self.soc_max_wh)
+        for energy_wh in energies_wh:
+            soc = min(max(self.soc_after(soc, int(energy_wh)), self.soc_min_wh), self.soc_max_wh)
         return soc
 
 

@@ -7,7 +7,10 @@ arithmetic is ``capacity.storage``'s (the oracle keeps its bands inside the same
 * The energy traded for a power is ``E(P) = round_half_away(P * T / 3600)`` Wh. The market
   contract checks ``|E(P) - P*T/3600| <= 1`` Wh; with this rounding the difference is at most
   0.5 Wh for every ``P`` and ``T`` (``energy_for_power``), so the check always passes.
-* State of charge ``soc_wh`` (int Wh, DC side): ``capacity.storage.BatteryStorage``.
+* State of charge ``soc_wh`` (int Wh, DC side): ``capacity.storage.BatteryStorage``. Before an
+  interval it follows the battery's meter: the metered energy of every interval whose meter
+  totals are written, the traded ``E(P)`` of the others settled (``market.chain.MarketChain.
+  soc_before``).
 * Dispatch: the battery wants to absorb the members' residual ``R`` Wh (positive = surplus to
   charge, negative = shortfall to discharge), i.e. the power ``P`` nearest ``R*3600/T`` with
   ``|E(P)| <= |R|``; this is clipped to the band ``[P_min, P_max]`` (from the capacity contract)

@@ -7,10 +7,18 @@ Everything the clearing needs is read from the chain, so anyone can re-run it:
 * the battery's band: ``GridCapacity.bandOf(batteryDeviceId, interval)``;
 * who is still a prosumer (``isProsumer`` at the settlement block): orders of a prosumer removed
   after placing them are left out of the clearing (the contract rejects trades with it);
-* the battery's state of charge before the interval: its initial SoC plus the energy
-  ``E(batteryPowerW)`` of every ``IntervalSettled`` that came earlier in chain order
-  (:func:`capacity.storage.energy_for_power`, the same rounding the settlement used; clipped to
-  the SoC limits if a foreign settler pushed it outside).
+* the battery's state of charge (Wh) before interval N (:meth:`MarketChain.soc_before`): its
+  initial SoC run through the battery's energy (AC Wh, charging positive) of every earlier
+  interval, in interval order (``BatteryStorage.replay_energies_soc_wh``: ``soc_after``, then
+  clamped to [soc_min, soc_max] after each interval). An interval's energy is what the battery's
+  meter measured, its device's entry in the oracle's meter totals (``MeterTotalsWritten`` of the
+  capacity contract) when they are written; otherwise, for a settled interval, the traded
+  ``E(batteryPowerW)`` of its ``IntervalSettled`` (:func:`capacity.storage.energy_for_power`,
+  the same rounding the settlement used). So an interval metered but not settled counts, and
+  the battery's deviations from its traded power do not make the SoC drift from the metered
+  one. The settlements counted are those earlier in chain order, the totals those written up to
+  the block the clearing reads (a replay: the settlement's block), so a replay reads what the
+  settlement read.
 
 The battery's static data (capacity, SoC limits, efficiencies) is off-chain: a JSON file of
 :class:`market.battery.BatteryParams` fields, or :func:`default_battery_params` from the
@@ -39,7 +47,7 @@ from typing import Any
 from eth_utils import keccak
 from web3.contract import Contract
 
-from capacity.storage import default_storage
+from capacity.storage import default_storage, energy_for_power
 from gridshare.chain.client import Chain
 from gridshare.chain.deploy import Deployment
 from gridshare.chain.errors import ContractRevert
@@ -254,10 +262,41 @@ class MarketChain:
             tx_hash=e["transactionHash"].to_0x_hex(),
         )
 
-    def soc_before(self, settlements: Sequence[SettledInterval], interval_s: int) -> int:
-        """Battery SoC (Wh) after replaying ``settlements`` from the initial SoC."""
-        return self.battery.storage.replay_soc_wh([s.battery_power_w for s in settlements],
-                                                  interval_s)
+    def written_totals(self, to_block: int | None = None) -> dict[int, dict[int, int]]:
+        """The oracle's meter totals ({device id: Wh, consumption positive}) by interval, of
+        every interval whose totals were written up to ``to_block`` (default: the head): one
+        read of the ``MeterTotalsWritten`` stream (``MeteringReader.written`` reads it once per
+        interval); the first write of an interval counts (the contract takes one)."""
+        blobs: dict[int, bytes] = {}
+        for e in self.metering.reader.logs("MeterTotalsWritten", to_block):
+            blobs.setdefault(int(e["args"]["interval"]), bytes(e["args"]["totals"]))
+        return {i: decode_totals(b) for i, b in blobs.items()}
+
+    def battery_energies_wh(self, settlements: Sequence[SettledInterval], interval_s: int, *,
+                            to_block: int | None = None, before_interval: int | None = None
+                            ) -> dict[int, int]:
+        """The battery's energy (AC Wh, charging positive) by interval, in interval order: its
+        meter's total where the oracle's totals written up to ``to_block`` (default: the head)
+        have the battery's device, else the traded ``E(battery_power_w)`` of its settlement in
+        ``settlements``; intervals with neither are left out. Only intervals before
+        ``before_interval`` when it is given."""
+        energies = {s.interval: energy_for_power(s.battery_power_w, interval_s)
+                    for s in settlements}
+        for interval, totals in self.written_totals(to_block).items():
+            if self.battery_device_id in totals:
+                energies[interval] = totals[self.battery_device_id]
+        return {i: energies[i] for i in sorted(energies)
+                if before_interval is None or i < before_interval}
+
+    def soc_before(self, settlements: Sequence[SettledInterval], interval_s: int, *,
+                   to_block: int | None = None, before_interval: int | None = None) -> int:
+        """Battery SoC (Wh) from the initial SoC after the energies of
+        :meth:`battery_energies_wh` (metered where the totals are written up to ``to_block``,
+        else traded in ``settlements``; before ``before_interval`` if given), in interval order,
+        clamped to [soc_min, soc_max] after each interval (module docstring)."""
+        energies = self.battery_energies_wh(settlements, interval_s, to_block=to_block,
+                                            before_interval=before_interval)
+        return self.battery.storage.replay_energies_soc_wh(energies.values())
 
     def interval_state(self, interval: int) -> dict[str, Any]:
         """``intervalState(interval)`` as a dict."""
@@ -277,11 +316,15 @@ class MarketChain:
     def clear(self, interval: int, block: int | str = "latest",
               orders: Sequence[PlacedOrder] | None = None,
               history: Sequence[SettledInterval] | None = None) -> IntervalClearing:
-        """Clear ``interval`` from on-chain data as of ``block`` (no transaction)."""
+        """Clear ``interval`` from on-chain data as of ``block`` (no transaction); the
+        battery's SoC from ``history`` (default: every settlement) and the meter totals written
+        up to ``block``, of the intervals before ``interval`` (:meth:`soc_before`)."""
         params = self.params(block)
         orders = self.placed_orders(interval) if orders is None else orders
         history = self.settlements() if history is None else history
-        soc = self.soc_before(history, params.interval_s)
+        soc = self.soc_before(history, params.interval_s,
+                              to_block=block if isinstance(block, int) else None,
+                              before_interval=int(interval))
         is_prosumer = self.market.functions.isProsumer
         inactive = {a for a in {p.order.prosumer for p in orders}
                     if not self.chain.call(is_prosumer(a), block=block)}
@@ -318,7 +361,9 @@ class MarketChain:
 
     # ---- replay
     def replay(self, interval: int) -> ReplayReport:
-        """Re-run the clearing of a settled interval from on-chain data and compare."""
+        """Re-run the clearing of a settled interval from on-chain data as of its settlement's
+        block and compare (the SoC: the settlements before it in chain order and the meter
+        totals written up to that block, so totals written later do not change it)."""
         history = self.settlements()
         index = next((i for i, s in enumerate(history) if s.interval == int(interval)), None)
         if index is None:

@@ -14,7 +14,7 @@ compute the same state of charge from the same energies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 PPM = 1_000_000
@@ -113,11 +113,17 @@ class BatteryStorage:
 
     def replay_energies_soc_wh(self, energies_wh: Iterable[int]) -> int:
         """SoC (Wh) after ``energies_wh`` (AC Wh per interval, charging positive) from the
-        initial SoC, clamped to the limits after every interval."""
+        initial SoC, clamped to the limits after every interval (``soc_path_wh``)."""
+        path = [self.initial_soc_wh, *self.soc_path_wh(energies_wh)]
+        return path[-1]
+
+    def soc_path_wh(self, energies_wh: Iterable[int]) -> Iterator[int]:
+        """The SoC (Wh) after each of ``energies_wh`` (AC Wh per interval, charging positive)
+        from the initial SoC, clamped to the limits after every interval."""
         soc = self.initial_soc_wh
         for energy_wh in energies_wh:
             soc = min(max(self.soc_after(soc, int(energy_wh)), self.soc_min_wh), self.soc_max_wh)
-        return soc
+            yield soc
 
 
 def default_storage(rated_w: int) -> BatteryStorage:

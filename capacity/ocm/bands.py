@@ -370,7 +370,9 @@ class BandSolver:
         Only from ``base`` do the max-min fair share of the headroom of the active stations and
         the other devices (the battery's charging is shared like a station's) and the argmax
         follow; otherwise the stations stay at their guarantee and the argmax moves only
-        the other devices (the battery discharges no more than the load and guarantees need)."""
+        the other devices (the battery discharges no more than the load and guarantees need),
+        unless the policy's ``battery_shares``: then the stations' fair share is taken with
+        the battery at the argmin's discharge (note ``battery-shares``), then the argmax."""
         pv = self.policy
         assert pv is not None
         st = pv.station
@@ -394,11 +396,13 @@ class BandSolver:
         else:
             start = self._operable_share(problem, base, seed)
             active, note = st & (start > 0), note + " partial-guarantee"
-        headroom = np.where(active | ~st, self.p_high_kw - start, 0.0)
-        lam = self._largest_fraction(problem, headroom, start) if from_rest else 0.0
-        lower = start + lam * headroom if from_rest else np.where(st, start, self.p_low_kw)
-        upper = np.where(st & (~active | (not from_rest)), start, self.p_high_kw)
-        return lower, upper, note
+        shares = from_rest or (guaranteed and pv.battery_shares)
+        headroom = np.where(active | (~st & from_rest), self.p_high_kw - start, 0.0)
+        lam = self._largest_fraction(problem, headroom, start) if shares else 0.0
+        lower = start + lam * headroom if from_rest \
+            else np.where(st, start + lam * headroom, self.p_low_kw)
+        upper = np.where(st & (~active | (not shares)), start, self.p_high_kw)
+        return lower, upper, note + (" battery-shares" if shares and not from_rest else "")
 
     def _operable_share(self, problem: StepProblem, base_kw: np.ndarray, seed: int) -> np.ndarray:
         """When not every station can have its guarantee: the GA picks which stations get an

@@ -17,6 +17,12 @@ it every objective is the paper's. Per step, with the flexibilities' powers ``x`
    (the battery's charging); stations of equal rating get equal kW.
 4. **Efficiency**: the argmax of the summed power (Eq. 2-3) with those floors.
 
+Where the guarantee needs the battery's discharge, steps 3-4 share only what the rest point
+leaves: the stations stay at their guarantee and the battery discharges no more than that needs.
+With ``battery_shares`` (the caller's battery has charge to spare above its reserve, and
+follows the feeder: it gives only what the stations actually draw) the stations' fair share is
+taken with the battery at its most discharge instead, then the argmax.
+
 **Operating sets.** A charger draws 0 or between its minimum-current power
 (``station_on_min_kw``, 6 A x 3 x 230 V = 4.14 kW) and its rating: a non-convex set. When the
 full guarantee does not fit (``t < 1``), spreading the room evenly would give every station an
@@ -44,11 +50,14 @@ STATION_ON_MIN_KW = 4.14
 @dataclass(frozen=True)
 class BandPolicy:
     """What a DSO signs: stations' guaranteed minimum and minimum-current power (kW), and the
-    vehicles' committed minima per station name (kW, default 0: never forced to consume)."""
+    vehicles' committed minima per station name (kW, default 0: never forced to consume);
+    ``battery_shares``: the battery's discharge may fund the stations' share above their
+    guarantee (module docstring)."""
 
     guaranteed_min_kw: float = GUARANTEED_MIN_KW
     station_on_min_kw: float = STATION_ON_MIN_KW
     committed_min_kw: Mapping[str, float] = field(default_factory=dict)
+    battery_shares: bool = False
 
     def __post_init__(self) -> None:
         values = {"guaranteed_min_kw": self.guaranteed_min_kw,
@@ -65,24 +74,27 @@ class BandPolicy:
     def __hash__(self) -> int:
         """Hashable like the settings that hold it (caches keyed by the oracle's settings)."""
         return hash((self.guaranteed_min_kw, self.station_on_min_kw,
-                     tuple(sorted(self.committed_min_kw.items()))))
+                     tuple(sorted(self.committed_min_kw.items())), self.battery_shares))
 
     def as_dict(self) -> dict[str, object]:
         """Plain-data form (result metadata)."""
         return {"guaranteed_min_kw": self.guaranteed_min_kw,
                 "station_on_min_kw": self.station_on_min_kw,
-                "committed_min_kw": dict(self.committed_min_kw)}
+                "committed_min_kw": dict(self.committed_min_kw),
+                "battery_shares": self.battery_shares}
 
 
 @dataclass(frozen=True)
 class PolicyVectors:
     """The policy per flexibility (n_flex,): ``station`` mask, ``floor_kw`` (P_min of a station:
-    its committed minimum), ``guarantee_kw`` and ``on_kw`` (0 where not a station)."""
+    its committed minimum), ``guarantee_kw`` and ``on_kw`` (0 where not a station), and
+    ``BandPolicy.battery_shares``."""
 
     station: np.ndarray
     floor_kw: np.ndarray
     guarantee_kw: np.ndarray
     on_kw: np.ndarray
+    battery_shares: bool = False
 
 
 def policy_vectors(policy: BandPolicy, flexibilities: Sequence[Flexibility],
@@ -121,7 +133,7 @@ def policy_vectors(policy: BandPolicy, flexibilities: Sequence[Flexibility],
         floor[i] = committed
         guarantee[i] = max(committed, policy.guaranteed_min_kw)
     on = np.where(station, policy.station_on_min_kw, 0.0)
-    return PolicyVectors(station, floor, guarantee, on)
+    return PolicyVectors(station, floor, guarantee, on, policy.battery_shares)
 
 
 def snap_to_operating_set(x_kw: np.ndarray, on_kw: np.ndarray, upper_kw: np.ndarray

@@ -81,6 +81,35 @@ def test_the_battery_discharges_only_as_far_as_the_guarantees_need(heimschuh):
     assert np.allclose(policy.p_max_kw[moved][:, station], GUARANTEE_KW, atol=1e-6)
 
 
+def test_a_battery_that_shares_funds_the_stations_above_their_guarantee(heimschuh):
+    """Where the guarantee needs the battery's discharge, ``battery_shares`` gives the stations
+    the fair share the battery's most discharge allows (above the guarantee), and the band at
+    those steps stays safe (its all-max corner is the argmax, a feasible point)."""
+    _, policy, station = heimschuh
+    moved = [k for k, n in enumerate(policy.notes) if "battery-for-guarantee" in n]
+    assert moved
+    shared = _bands("heimschuh-like", HOURLY[moved], objective="fair",
+                    policy=BandPolicy(battery_shares=True))
+    assert shared.feasible.all()
+    assert all("battery-shares" in n for n in shared.notes)
+    kept = policy.p_max_kw[moved][:, station]
+    assert np.all(shared.p_max_kw[:, station] >= kept - 1e-6)
+    assert np.any(shared.p_max_kw[:, station] > GUARANTEE_KW + 1.0)
+    assert np.all(shared.p_min_kw[:, station] == 0.0)  # never forced on
+    # more room for the stations costs the battery more discharge at the all-max corner
+    assert np.all(shared.p_max_kw[:, ~station] <= policy.p_max_kw[moved][:, ~station] + 1e-6)
+    feeder, case, prof, _ = _case("heimschuh-like")
+    nr = NewtonRaphson(feeder, load_pandapower_net("heimschuh-like"))
+    inc = np.zeros((len(case.flexibilities), feeder.n_bus))
+    inc[np.arange(len(case.flexibilities)),
+        feeder.bus_positions([f.bus_id for f in case.flexibilities])] = 1.0
+    m = HOURLY[moved[0]]
+    excess = nr_safety_check(nr, inc, prof.p_kw[m], prof.q_kvar[m], case.v_slack_pu,
+                             shared.p_min_kw[0], shared.p_max_kw[0], 200,
+                             np.random.default_rng(5))
+    assert excess <= 1e-4
+
+
 def test_a_committed_minimum_is_the_stations_p_min():
     minutes = np.array([0, 720, 1080])
     res = _bands("heimschuh-like", minutes, objective="fair",
@@ -181,3 +210,4 @@ def test_policies_hash_like_the_settings_that_hold_them():
     b = BandPolicy(committed_min_kw={"CS02": 4.2, "CS01": 5.0})
     assert a == b and hash(a) == hash(b) and {a: 1}[b] == 1
     assert hash(a) != hash(BandPolicy())
+    assert hash(BandPolicy(battery_shares=True)) != hash(BandPolicy())

@@ -221,6 +221,12 @@ class Bench:
                 self.oracle)
             self.rows.append(Row(f"writeBands, per device, {what}", gas / len(devices), target))
             interval += 1
+        devices = [BATTERY_DEVICE, *range(2, 11)]  # the oracle's call with a battery reserve
+        gas = self.gas_of(self.cap.functions.writeBandsWithReserve(
+            interval, bytes([interval % 256]) * 32, devices, [-5_000] * 10, [8_000] * 10,
+            41_234), self.oracle)
+        self.rows.append(Row("writeBandsWithReserve, per device, batch 10, consecutive",
+                             gas / len(devices), BAND_TARGET))
 
     # ------------------------------------------------------------------ orders
     def _sign(self, order: dict[str, int | str], key: bytes) -> bytes:

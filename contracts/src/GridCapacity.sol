@@ -54,11 +54,13 @@ contract GridCapacity is AccessControlDefaultAdminRules {
         address meter;
     }
 
-    /// @notice What the oracle stored for an interval.
+    /// @notice What the oracle stored for an interval (`reserveWh` valid when `hasReserve`).
     struct IntervalRecord {
         bytes32 inputsHash;
         uint64 updatedAt;
         uint32 bandCount;
+        uint64 reserveWh;
+        bool hasReserve;
     }
 
     /// @notice Interval length in seconds (shared with the market contract).
@@ -113,6 +115,8 @@ contract GridCapacity is AccessControlDefaultAdminRules {
     /// band, in the order written, big-endian: uint32 deviceId | int64 pMinW | int64 pMaxW
     /// (`abi.encodePacked(uint32,int64,int64)`).
     event BandsWritten(uint64 indexed interval, bytes32 inputsHash, uint64 updatedAt, bytes bands);
+    /// @notice The oracle's community-battery reserve for an interval, written with its bands.
+    event ReserveWritten(uint64 indexed interval, uint64 reserveWh);
     /// @notice The oracle wrote the meter totals of an interval (layout in `writeMeterTotals`).
     event MeterTotalsWritten(uint64 indexed interval, bytes32 totalsHash, bytes totals);
 
@@ -315,11 +319,41 @@ contract GridCapacity is AccessControlDefaultAdminRules {
         int64[] calldata pMinW,
         int64[] calldata pMaxW
     ) external onlyRole(ORACLE_ROLE) {
+        _writeBands(interval, inputsHash, deviceIds, pMinW, pMaxW);
+    }
+
+    /// @notice `writeBands` plus the community battery's reserve for the interval: the state of
+    /// charge in Wh the market must keep in the battery at the interval's end (it discharges no
+    /// further for its members unless the battery's band forces it), what the grid's needed
+    /// discharge of the next hours takes. Written once, with the bands.
+    /// @param reserveWh the reserve in Wh (DC side, as the market's state of charge)
+    function writeBandsWithReserve(
+        uint64 interval,
+        bytes32 inputsHash,
+        uint32[] calldata deviceIds,
+        int64[] calldata pMinW,
+        int64[] calldata pMaxW,
+        uint64 reserveWh
+    ) external onlyRole(ORACLE_ROLE) {
+        IntervalRecord storage rec = _writeBands(interval, inputsHash, deviceIds, pMinW, pMaxW);
+        rec.reserveWh = reserveWh;
+        rec.hasReserve = true;
+        emit ReserveWritten(interval, reserveWh);
+    }
+
+    /// Check and store an interval's bands (see `writeBands`); returns its record.
+    function _writeBands(
+        uint64 interval,
+        bytes32 inputsHash,
+        uint32[] calldata deviceIds,
+        int64[] calldata pMinW,
+        int64[] calldata pMaxW
+    ) private returns (IntervalRecord storage rec) {
         uint256 n = deviceIds.length;
         if (n == 0) revert EmptyBatch();
         if (pMinW.length != n || pMaxW.length != n) revert LengthMismatch();
         _checkWindow(interval);
-        IntervalRecord storage rec = _intervals[interval];
+        rec = _intervals[interval];
         if (rec.updatedAt != 0) revert IntervalAlreadyWritten(interval);
         bytes memory packed = _storeBands(interval, deviceIds, pMinW, pMaxW);
         uint64 nowSeconds = uint64(block.timestamp);
@@ -443,6 +477,15 @@ contract GridCapacity is AccessControlDefaultAdminRules {
     {
         IntervalRecord storage rec = _intervals[interval];
         return (rec.inputsHash, rec.updatedAt, rec.bandCount);
+    }
+
+    /// @notice The community battery's reserve the oracle wrote with the interval's bands.
+    /// @param interval an interval id
+    /// @return written whether one was written (`writeBandsWithReserve`)
+    /// @return reserveWh the reserve in Wh (0 when none)
+    function reserveOf(uint64 interval) external view returns (bool written, uint64 reserveWh) {
+        IntervalRecord storage rec = _intervals[interval];
+        return (rec.hasReserve, rec.reserveWh);
     }
 
     /// @notice keccak256 of the interval's meter totals (0: not written).

@@ -73,6 +73,66 @@ contract GridCapacityTest is TestBase {
         cap.writeMeterTotals(I0 - 1, "");
     }
 
+    function test_onlyOracleWritesTheReserve() public {
+        address[3] memory wrong = [DSO, METER, STRANGER];
+        for (uint256 k = 0; k < wrong.length; ++k) {
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    IAccessControl.AccessControlUnauthorizedAccount.selector, wrong[k], cap.ORACLE_ROLE()
+                )
+            );
+            vm.prank(wrong[k]);
+            cap.writeBandsWithReserve(I0, bytes32(0), _one(10), _one64(0), _one64(1), 5);
+        }
+        (bool written,) = cap.reserveOf(I0);
+        assertTrue(!written, "no reserve from a wrong caller");
+    }
+
+    /// The reserve rides with the bands: once, in the same window, any uint64; plain
+    /// `writeBands` leaves none.
+    function testFuzz_reserveIsWrittenOnceWithTheBands(uint64 reserveWh, uint64 ahead) public {
+        ahead = ahead % (AHEAD + 1);
+        vm.recordLogs();
+        vm.prank(ORACLE);
+        cap.writeBandsWithReserve(I0 + ahead, keccak256("in"), _one(10), _one64(-7), _one64(9), reserveWh);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 2, "bands and reserve events");
+        assertEq(logs[1].topics[0], keccak256("ReserveWritten(uint64,uint64)"), "reserve event");
+        assertEq(logs[1].topics[1], bytes32(uint256(I0 + ahead)), "interval topic");
+        assertEq(abi.decode(logs[1].data, (uint256)), uint256(reserveWh), "reserve in the event");
+        (bool written, uint64 got) = cap.reserveOf(I0 + ahead);
+        assertEq(uint256(got), uint256(reserveWh), "reserve");
+        assertTrue(written, "written");
+        (int64 lo, int64 hi,) = cap.bandOf(10, I0 + ahead);
+        assertEq(int256(lo), -7, "P_min");
+        assertEq(int256(hi), 9, "P_max");
+        (bytes32 inputsHash,, uint32 count) = cap.intervalRecord(I0 + ahead);
+        assertEq(inputsHash, keccak256("in"), "inputs hash");
+        assertEq(uint256(count), 1, "band count");
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.IntervalAlreadyWritten.selector, I0 + ahead));
+        vm.prank(ORACLE);
+        cap.writeBandsWithReserve(I0 + ahead, bytes32(0), _one(10), _one64(0), _one64(1), 1);
+    }
+
+    function test_reserveOutsideTheWindowOrWithBadBandsReverts() public {
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.IntervalInPast.selector, I0 - 1, I0));
+        vm.prank(ORACLE);
+        cap.writeBandsWithReserve(I0 - 1, bytes32(0), _one(10), _one64(0), _one64(1), 1);
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.IntervalTooFarAhead.selector, I0 + AHEAD + 1, I0 + AHEAD));
+        vm.prank(ORACLE);
+        cap.writeBandsWithReserve(I0 + AHEAD + 1, bytes32(0), _one(10), _one64(0), _one64(1), 1);
+        vm.expectRevert(abi.encodeWithSelector(GridCapacity.InvalidBand.selector, uint32(10), int64(2), int64(1)));
+        vm.prank(ORACLE);
+        cap.writeBandsWithReserve(I0, bytes32(0), _one(10), _one64(2), _one64(1), 1);
+        vm.expectRevert(GridCapacity.EmptyBatch.selector);
+        vm.prank(ORACLE);
+        cap.writeBandsWithReserve(I0, bytes32(0), new uint32[](0), new int64[](0), new int64[](0), 1);
+        _write(I0, 10, 0, 1);
+        (bool written, uint64 reserveWh) = cap.reserveOf(I0);
+        assertTrue(!written, "writeBands writes no reserve");
+        assertEq(uint256(reserveWh), 0, "no reserve");
+    }
+
     function test_adminCannotRenounceOrHandOverInOneStep() public {
         bytes32 admin = cap.DEFAULT_ADMIN_ROLE();
         vm.startPrank(DSO);

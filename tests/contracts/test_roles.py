@@ -138,6 +138,10 @@ def test_capacity_admin_functions_reject_non_dso(env: Env, function: str, caller
 def test_oracle_functions_reject_non_oracle(env: Env, caller: str) -> None:
     fn = env.capacity.functions.writeBands(env.interval, b"\0" * 32, [BATTERY_ID], [-1000], [1000])
     expect_unauthorized(env, fn, caller, "ORACLE_ROLE")
+    fn = env.capacity.functions.writeBandsWithReserve(env.interval, b"\0" * 32, [BATTERY_ID],
+                                                      [-1000], [1000], 40_000)
+    expect_unauthorized(env, fn, caller, "ORACLE_ROLE")
+    assert tuple(env.chain.call(env.capacity.functions.reserveOf(env.interval))) == (False, 0)
     fn = env.capacity.functions.writeMeterTotals(env.interval - 2, b"")
     expect_unauthorized(env, fn, caller, "ORACLE_ROLE")
 
@@ -348,6 +352,33 @@ def test_bands_only_inside_the_window_and_no_write_blocks_another(env: Env) -> N
         current + 1, b"\0" * 32, [CS01_ID], [0], [1]), "oracle", chain=env.chain)
     assert revert.error_args == {"interval": current + 1}
     assert env.chain.call(env.capacity.functions.lastInterval()) == current + ahead
+
+
+@pytest.mark.parametrize("reserve_wh", [0, 1, 2**64 - 1])
+def test_the_reserve_rides_with_the_bands_at_the_uint64_extremes(env: Env, reserve_wh) -> None:
+    from market.chain import MarketChain, default_battery_params
+
+    receipt = env.chain.transact(env.capacity.functions.writeBandsWithReserve(
+        env.interval, b"\x22" * 32, [BATTERY_ID], [-1_000], [2_000], reserve_wh), "oracle")
+    events = env.chain.events(receipt, env.capacity, "ReserveWritten")
+    assert [(e["args"]["interval"], e["args"]["reserveWh"]) for e in events] == [
+        (env.interval, reserve_wh)]
+    market = MarketChain(env.chain, env.deployment, default_battery_params(env.deployment))
+    assert market.reserve_wh(env.interval) == reserve_wh
+    assert market.reserve_wh(env.interval + 1) is None
+    assert tuple(env.chain.call(env.capacity.functions.bandOf(BATTERY_ID, env.interval)))[:2] \
+        == (-1_000, 2_000)
+    revert = expect_revert("IntervalAlreadyWritten", env.capacity.functions.writeBands(
+        env.interval, b"\0" * 32, [CS01_ID], [0], [1]), "oracle", chain=env.chain)
+    assert revert.error_args == {"interval": env.interval}
+
+
+@pytest.mark.parametrize("reserve_wh", [-1, 2**64])
+def test_a_reserve_outside_uint64_is_refused_before_it_is_sent(env: Env, reserve_wh) -> None:
+    with pytest.raises(Exception, match=r"(?i)uint64|match|type"):
+        env.capacity.functions.writeBandsWithReserve(
+            env.interval, b"\0" * 32, [BATTERY_ID], [0], [1], reserve_wh)
+    assert tuple(env.chain.call(env.capacity.functions.reserveOf(env.interval))) == (False, 0)
 
 
 def test_latest_band_is_the_current_intervals_and_goes_stale(env: Env) -> None:
@@ -688,8 +719,9 @@ OPEN_FUNCTIONS = {
                    "submitOrderSigned", "submitOrdersSigned", "settleDeviations"},
 }
 WRONG_CALLER_TESTED = {
-    "GridCapacity": set(CAPACITY_ADMIN_CALLS) | {"writeBands", "writeMeterTotals",
-                                                  "postReadings", "declareSessions"},
+    "GridCapacity": set(CAPACITY_ADMIN_CALLS) | {"writeBands", "writeBandsWithReserve",
+                                                  "writeMeterTotals", "postReadings",
+                                                  "declareSessions"},
     "GridMarket": set(MARKET_COMMUNITY_CALLS) | set(MARKET_ADMIN_CALLS) | {
         "pause", "commitOrders", "settle"},
 }

@@ -15,6 +15,11 @@ arithmetic is ``capacity.storage``'s (the oracle keeps its bands inside the same
   charge, negative = shortfall to discharge), i.e. the power ``P`` nearest ``R*3600/T`` with
   ``|E(P)| <= |R|``; this is clipped to the band ``[P_min, P_max]`` (from the capacity contract)
   intersected with the powers the SoC allows. If that set is empty, :class:`BatteryInfeasibleError`.
+  A band that forces a discharge (``P_max < 0``: the grid needs the battery's injection) is
+  met with exactly ``P_max``, the least discharge it forces, whatever the residual: the charge
+  is kept for the grid's need (a battery that follows the feeder gives more only while the
+  feeder needs it, ``OcmSettings.battery_follows``), the members' shortfall beyond it is bought
+  from the grid.
   When the band forces more than the residual (e.g. ``P_min > 0`` with no surplus), the
   difference is bought from or sold to the grid by the settlement.
 """
@@ -138,10 +143,14 @@ def dispatch(
     band_w: tuple[int, int],
     residual_wh: int,
     interval_s: int,
+    reserve_wh: int | None = None,
 ) -> BatteryDispatch:
-    """Battery power for one interval absorbing as much of ``residual_wh`` as allowed.
+    """Battery power for one interval absorbing as much of ``residual_wh`` as allowed; a band
+    that forces a discharge (``P_max < 0``) is met with exactly the least discharge it forces.
 
-    ``band_w`` is ``(P_min, P_max)`` in W from the capacity contract.
+    ``band_w`` is ``(P_min, P_max)`` in W from the capacity contract; ``reserve_wh`` the
+    oracle's reserve for the interval (None: none): the market discharges no further than
+    keeps it, unless the band forces more.
     """
     p_min_w, p_max_w = int(band_w[0]), int(band_w[1])
     if p_min_w > p_max_w:
@@ -153,7 +162,11 @@ def dispatch(
             f"no battery power fits the band [{p_min_w}, {p_max_w}] W and the SoC limits "
             f"(SoC {soc_wh} Wh allows [{lo_soc}, {hi_soc}] W); the interval cannot be settled"
         )
-    power_w = min(max(power_for_residual(residual_wh, interval_s), lo), hi)
+    target_w = hi if p_max_w < 0 else power_for_residual(residual_wh, interval_s)
+    if reserve_wh is not None:
+        keep_w = params.storage.power_range_w(soc_wh, interval_s, floor_wh=reserve_wh)[0]
+        target_w = max(target_w, min(keep_w, hi))
+    power_w = min(max(target_w, lo), hi)
     energy_wh = energy_for_power(power_w, interval_s)
     return BatteryDispatch(power_w, energy_wh, soc_wh, params.soc_after(soc_wh, energy_wh), lo, hi)
 

@@ -230,6 +230,13 @@ class MarketChain:
             ) from exc
         return int(p_min), int(p_max)
 
+    def reserve_wh(self, interval: int, block: int | str = "latest") -> int | None:
+        """The battery reserve (Wh) the oracle wrote with ``interval``'s bands as of ``block``
+        (``GridCapacity.reserveOf``; None: none written)."""
+        written, reserve = self.chain.call(self.capacity.functions.reserveOf(int(interval)),
+                                           block=block)
+        return int(reserve) if written else None
+
     def settlements(self, to_block: int | None = None) -> list[SettledInterval]:
         """All settlements in chain order, with their trades."""
         trades: dict[int, list[Trade]] = {}
@@ -329,7 +336,8 @@ class MarketChain:
         inactive = {a for a in {p.order.prosumer for p in orders}
                     if not self.chain.call(is_prosumer(a), block=block)}
         return clear_interval(interval, orders, params, self.battery, soc,
-                              self.band_w(interval, block), inactive)
+                              self.band_w(interval, block), inactive,
+                              self.reserve_wh(interval, block))
 
     def settle_interval(self, interval: int, sender: str = SETTLER_ROLE_NAME
                         ) -> tuple[IntervalClearing, Any]:

@@ -265,6 +265,7 @@ def _local_trades(local: LocalClearing) -> _TradeArrays:
 def _battery_trades(
     book: OrderBook, local: LocalClearing, residual: np.ndarray, params: MarketParams,
     battery: BatteryParams, soc_wh: int, band_w: tuple[int, int],
+    reserve_wh: int | None = None,
 ) -> tuple[BatteryDispatch, list[_TradeArrays], np.ndarray]:
     """Steps 2-3: the battery's dispatch for the residual (Wh per book row) at ``p*``, its
     trades with the members in auction priority and with the grid (what the band forces beyond
@@ -275,7 +276,8 @@ def _battery_trades(
     short_ok = book.is_buy & (price >= p_star)
     surplus_wh = int(residual[surplus_ok].sum())
     short_wh = int(residual[short_ok].sum())
-    dispatched = dispatch(battery, soc_wh, band_w, surplus_wh - short_wh, params.interval_s)
+    dispatched = dispatch(battery, soc_wh, band_w, surplus_wh - short_wh, params.interval_s,
+                          reserve_wh)
     e_batt = dispatched.energy_wh
     trades: list[_TradeArrays] = []
     if e_batt > 0:
@@ -326,10 +328,12 @@ def clear_interval(
     soc_wh: int | None = None,
     band_w: tuple[int, int] | None = None,
     inactive: Collection[str] = (),
+    reserve_wh: int | None = None,
 ) -> IntervalClearing:
     """Clear one interval (steps in the module docstring).
 
-    ``battery``/``soc_wh``/``band_w`` (W, from the capacity contract) are all given or all None.
+    ``battery``/``soc_wh``/``band_w`` (W, from the capacity contract) are all given or all None;
+    ``reserve_wh``: the battery reserve the oracle published for the interval (None: none).
     Orders of the ``inactive`` prosumers (removed from the market after placing them: the
     contract would reject their trades) are left out like oversized ones (``excluded``).
     Raises ``market.battery.BatteryInfeasibleError`` if the band and SoC allow no power.
@@ -345,7 +349,8 @@ def clear_interval(
     if battery is not None:
         assert soc_wh is not None and band_w is not None
         dispatched, with_battery, residual = _battery_trades(book, local, residual, params,
-                                                             battery, soc_wh, band_w)
+                                                             battery, soc_wh, band_w,
+                                                             reserve_wh)
         trades += with_battery
     with_grid, residual = _grid_trades(book, local, residual, params)
     trades += with_grid

@@ -103,10 +103,31 @@ def test_dispatch_inside_band_and_soc(params, interval_s, data):
     assert d.energy_wh == energy_for_power(d.power_w, interval_s)
     assert _contract_accepts(d.energy_wh, d.power_w, interval_s)
     assert d.soc_after_wh == params.soc_after(soc, d.energy_wh)
-    # the battery takes the residual when the band and SoC allow it
-    wanted = power_for_residual(residual, interval_s)
+    # a forced discharge is met with exactly its least discharge; else the battery takes the
+    # residual when the band and SoC allow it
+    wanted = d.feasible_max_w if p_max < 0 else power_for_residual(residual, interval_s)
     if d.feasible_min_w <= wanted <= d.feasible_max_w:
         assert d.power_w == wanted
+
+
+@settings(max_examples=300, deadline=None)
+@given(params=battery_params(), interval_s=INTERVALS_S, data=st.data())
+def test_dispatch_keeps_the_reserve_unless_the_band_forces_more(params, interval_s, data):
+    soc = data.draw(st.integers(params.soc_min_wh, params.soc_max_wh))
+    reserve = data.draw(st.integers(0, 2**64 - 1))
+    p_min = data.draw(st.integers(-(10**7), 10**7))
+    p_max = data.draw(st.integers(p_min, 10**7))
+    residual = data.draw(st.integers(-(10**8), 10**8))
+    try:
+        free = dispatch(params, soc, (p_min, p_max), residual, interval_s)
+    except BatteryInfeasibleError:
+        return
+    kept = dispatch(params, soc, (p_min, p_max), residual, interval_s, reserve)
+    assert free.feasible_min_w <= kept.power_w <= free.feasible_max_w
+    keep_w = params.storage.power_range_w(soc, interval_s, floor_wh=reserve)[0]
+    assert kept.power_w >= min(keep_w, kept.feasible_max_w)  # no sale below the reserve
+    if free.power_w >= keep_w:
+        assert kept.power_w == free.power_w  # the reserve changes only what went below it
 
 
 def test_dispatch_examples():
@@ -123,6 +144,20 @@ def test_dispatch_examples():
     # band forces charging although there is no residual
     d = dispatch(params, 20_000, (1_000, 10_000), 0, 900)
     assert (d.power_w, d.energy_wh) == (1000, 250)
+    # a band forcing a discharge: exactly the least it forces, whatever the shortfall
+    d = dispatch(params, 20_000, (-10_000, -2_000), -2_000, 900)
+    assert (d.power_w, d.energy_wh) == (-2000, -500)
+    d = dispatch(params, 20_000, (-10_000, -2_000), 3_000, 900)
+    assert d.power_w == -2000
+    # the reserve: 20 kWh charged, 19 kWh reserve: 900 Wh AC may go (1000 Wh cells at 90 %)
+    d = dispatch(params, 20_000, (-10_000, 10_000), -5_000, 900, 19_000)
+    assert (d.energy_wh, d.soc_after_wh) == (-900, 19_000)
+    d = dispatch(params, 20_000, (-10_000, 10_000), -5_000, 900, 25_000)  # below it: none
+    assert (d.energy_wh, d.soc_after_wh) == (0, 20_000)
+    d = dispatch(params, 20_000, (-10_000, -2_000), 0, 900, 25_000)  # the band forces more
+    assert d.power_w == -2_000
+    d = dispatch(params, 20_000, (1_000, 10_000), -5_000, 900, 25_000)  # no sale, forced charge
+    assert d.power_w == 1_000
     # a zero band means idle
     d = dispatch(params, 20_000, (0, 0), 5000, 900)
     assert (d.power_w, d.energy_wh, d.soc_after_wh) == (0, 0, 20_000)

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from capacity.storage import energy_for_power
 from market.settlement import GRID_ADDRESS
 from oracle.ingest import decode_readings
 
@@ -77,7 +76,7 @@ class DashboardData:
         self._readings = _Readings()
         self._bands_key = -1
         self._bands: dict[int, dict[int, Any]] = {}  # interval -> device -> BandRecord
-        self._settle_key: tuple[int, ...] = (-1, -1, -1)
+        self._settle_key: tuple[int, ...] = (-1, -1, -1, -1)
         self._intervals_all: dict[int, dict[str, Any]] = {}
         self._devices_key = -1
         self._device_bus: dict[int, int] = {}
@@ -184,7 +183,7 @@ class DashboardData:
         """Forget everything derived from logs (after a reorg)."""
         self._readings = _Readings()
         self._bands_key = self._devices_key = -1
-        self._settle_key = (-1, -1, -1)
+        self._settle_key = (-1, -1, -1, -1)
         self._compliance = None
         self._derived = None
         self._logs = {}
@@ -322,7 +321,8 @@ class DashboardData:
     def _update_settlements(self) -> None:
         """Every settled interval with price, energies, battery power and SoC after it."""
         mc = self.api.mc
-        key = self._count("IntervalSettled", "OrderPlaced", "DeviationsSettled")
+        key = self._count("IntervalSettled", "OrderPlaced", "DeviationsSettled",
+                          "MeterTotalsWritten")
         if key == self._settle_key:
             return
         orders: dict[int, int] = {}
@@ -331,11 +331,12 @@ class DashboardData:
             orders[i] = orders.get(i, 0) + 1
         deviations = {int(e["args"]["interval"]) for e in self._logs["DeviationsSettled"]}
         b = mc.battery
-        soc = b.initial_soc_wh
+        settled = mc.settlements()
+        energies = mc.battery_energies_wh(settled, self.api.interval_s)  # metered where written
+        soc_after = dict(zip(energies, b.storage.soc_path_wh(energies.values()), strict=True))
         rows: dict[int, dict[str, Any]] = {}
-        for s in mc.settlements():
-            soc = b.soc_after(soc, energy_for_power(s.battery_power_w, self.api.interval_s))
-            soc = min(max(soc, b.soc_min_wh), b.soc_max_wh)
+        for s in settled:
+            soc = soc_after[s.interval]
             rows[s.interval] = {
                 "interval": s.interval, "settled": True,
                 "clearing_price_micro_eur_per_kwh": s.clearing_price_micro_eur_per_kwh,
@@ -497,7 +498,8 @@ class DashboardData:
                 "problems": list(h.problems)}
 
 
-_EVENTS = {"capacity": ("DeviceRegistered", "ReadingsPosted", "BandsWritten"),
+_EVENTS = {"capacity": ("DeviceRegistered", "ReadingsPosted", "BandsWritten",
+                        "MeterTotalsWritten"),
            "market": ("IntervalSettled", "OrderPlaced", "DeviationsSettled")}
 
 

@@ -40,7 +40,10 @@ as of that block and the audit's oracle settings (``OracleConfig``: OCM, NR, for
 reading window; they must be the oracle's). A band whose on-chain ``inputsHash`` differs is
 ``stale``: its readings changed on the chain (a reorg that kept the band's transaction but not
 the readings it was computed from), or the settings differ. The result depends only on the
-band's block hash (the readings and registry before it), so it is cached per block hash.
+band's block hash (the readings and registry before it), so it is cached per block hash. The
+battery reserve written with the bands (``ReserveWritten``, the market keeps it) must be the
+recomputed inputs' ``battery.reserve_wh`` (none when they have no battery part), or the band is
+``stale`` too.
 """
 
 from __future__ import annotations
@@ -690,6 +693,18 @@ class CapacityAudit:
         return [dataclasses.replace(b, stale=verdict[b.interval][0],
                                     stale_reason=verdict[b.interval][1]) for b in bands]
 
+    def _reserve_mismatch(self, interval: int, battery: Any) -> tuple[bool, str | None]:
+        """(stale, reason) of the battery reserve written with the bands of ``interval``
+        (``ReserveWritten``) against the recomputed inputs' ``battery.reserve_wh``: the market
+        keeps what is on chain, so it must be what the inputs hashed say."""
+        logs = [e for e in self._logs("ReserveWritten") if int(e["args"]["interval"]) == interval]
+        written = int(logs[0]["args"]["reserveWh"]) if logs else None
+        expected = None if battery is None else int(battery["reserve_wh"])
+        if written == expected:
+            return False, None
+        return True, (f"battery reserve {written} Wh on chain, but the oracle's inputs say "
+                      f"{expected} Wh: the market keeps the reserve on chain; do not trust it")
+
     def _stale(self, interval: int, band_log: Any) -> tuple[bool | None, str | None]:
         """(stale, reason) of the band of ``interval`` written by ``band_log``."""
         from oracle.service import Oracle, inputs_hash
@@ -706,7 +721,7 @@ class CapacityAudit:
             return None, f"not checked: {type(exc).__name__}: {exc}"
         now = "0x" + inputs_hash(inputs).hex()
         if now == on_chain:
-            return False, None
+            return self._reserve_mismatch(interval, inputs.get("battery"))
         return True, (
             f"inputs hash {on_chain} on chain, but the oracle's inputs recomputed from the "
             f"readings of interval {interval - 1} now on chain before block {block} hash to "

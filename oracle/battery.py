@@ -13,12 +13,18 @@ hours need, and the powers both allow in the interval a band is for (issue 16).
   least battery injection that keeps every bus at ``v_low`` then
   (``capacity.reserve.needed_discharge_kw``), twice: the grid's own need (every flexibility at
   rest) and the need with every charging station drawing its guaranteed minimum (the band
-  policy's 4.2 kW, ``capacity.ocm.policy``): what honouring the guarantee takes.
+  policy's 4.2 kW, ``capacity.ocm.policy``): what honouring the guarantee takes. A battery
+  that follows the feeder (``OcmSettings.battery_follows``) gives each minute only that
+  minute's need: its need per interval is the mean of its minutes' needs; and as it funds the
+  stations' share above their guarantee (``BandPolicy.battery_shares``), the stations count at
+  their rating (``oracle.service.battery_inputs``).
 * **Reserves** (``reserve_wh``): what the battery must still hold at the end of interval ``k``:
   ``soc_min`` plus the cell energy (``ceil(E / eta_d)``) of the needed discharge of intervals
   ``k+1 .. k+H`` (``H``: ``OcmSettings.battery_reserve_h``) on the previous day that needed the
   most then, at most ``soc_max``: ``reserve_wh`` with the stations' guarantee, ``reserve_grid_wh``
-  the grid's own.
+  the grid's own. The oracle writes ``reserve_wh`` with the bands
+  (``GridCapacity.writeBandsWithReserve``); the market discharges the battery for its members
+  no further than keeps it (``market.battery.dispatch``).
 * **Limits** (``BatteryLimits``) for a band, in the order a band is sought with them
   (``TIERS``): restoring the reserve (below it: at least the charging that restores it evenly
   before the first needed discharge, ``fill_power_w``), keeping it, keeping the grid's own
@@ -57,23 +63,21 @@ def soc_after_wh(storage: BatteryStorage, device_id: int, power_sums: PowerSums,
     ``first_interval .. interval`` (see module docstring)."""
     sums = power_sums(device_id, first_interval * interval_s, (interval + 1) * interval_s,
                       interval_s)
-    soc = storage.initial_soc_wh
-    for k in range(first_interval, interval + 1):
-        energy_wh = div_round_half_away(int(sums.get(k, 0)) * SECONDS_PER_MINUTE, 3600)
-        soc = min(max(storage.soc_after(soc, energy_wh), storage.soc_min_wh),
-                  storage.soc_max_wh)
-    return soc
+    return storage.replay_energies_soc_wh(
+        div_round_half_away(int(sums.get(k, 0)) * SECONDS_PER_MINUTE, 3600)
+        for k in range(first_interval, interval + 1))
 
 
 @functools.lru_cache(maxsize=8)
 def needed_discharge_profile_kw(feeder_name: str, seed: int, history_days: int,
                                 battery_bus: int, p_max_w: int, v_low_micro_pu: int,
                                 interval_s: int,
-                                station_load_w: tuple[tuple[int, int], ...] = ()
-                                ) -> np.ndarray:
+                                station_load_w: tuple[tuple[int, int], ...] = (),
+                                follows: bool = False) -> np.ndarray:
     """Needed discharge (kW) per previous day and interval of the day, (D, 86400 / interval_s),
     with ``station_load_w`` ((bus, W) pairs) added to the previous days' load (see module
-    docstring); computed once per process and settings."""
+    docstring); ``follows``: a battery that follows the feeder, the mean of every minute's
+    need, not the interval's worst minute's. Computed once per process and settings."""
     from capacity.helm import solve
     from capacity.reserve import needed_discharge_kw
     from oracle.state import feeder_model, profile_forecast
@@ -91,6 +95,11 @@ def needed_discharge_profile_kw(feeder_name: str, seed: int, history_days: int,
     q_kvar = np.asarray(var_to_kvar(history.q_var), dtype=float)
     n_bus = p_kw.shape[2]
     v_slack_pu = float(abs(feeder.slack.vm_pu))
+    v_low_pu, p_max_kw = float(micro_pu_to_pu(v_low_micro_pu)), float(w_to_kw(p_max_w))
+    if follows:
+        needed = needed_discharge_kw(feeder, battery_bus, p_kw.reshape(-1, n_bus),
+                                     q_kvar.reshape(-1, n_bus), v_slack_pu, v_low_pu, p_max_kw)
+        return needed.reshape(p_kw.shape[0], n_per_day, n_min).mean(axis=2)
     v_min = np.abs(solve(feeder, p_kw=p_kw.reshape(-1, n_bus), q_kvar=q_kvar.reshape(-1, n_bus),
                          v_slack_pu=v_slack_pu).v_pu).min(axis=1)
     v_min = np.where(np.isfinite(v_min), v_min, -np.inf).reshape(-1, n_per_day, n_min)
@@ -99,8 +108,7 @@ def needed_discharge_profile_kw(feeder_name: str, seed: int, history_days: int,
     rows = np.arange(n_per_day)[None, :] * n_min + worst
     needed = needed_discharge_kw(
         feeder, battery_bus, p_kw[days, rows].reshape(-1, n_bus),
-        q_kvar[days, rows].reshape(-1, n_bus), v_slack_pu,
-        float(micro_pu_to_pu(v_low_micro_pu)), float(w_to_kw(p_max_w)))
+        q_kvar[days, rows].reshape(-1, n_bus), v_slack_pu, v_low_pu, p_max_kw)
     return needed.reshape(-1, n_per_day)
 
 

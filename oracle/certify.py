@@ -10,6 +10,10 @@ flexibilities at
 * ``NrSettings.n_random`` points drawn uniformly inside the band (seeded by the interval's OCM
   seed, so the check is reproducible from the canonical inputs).
 
+A battery that follows the feeder (``oracle.service.follow_battery``) is checked at each step
+at its point but at most the step's own upper bound (``step_max_w``): within its band it takes
+no more than keeps that step's buses at ``v_low``.
+
 A point passes when the load flow converges, every bus voltage lies within the inputs' OCM
 limits widened by ``tolerance_pu`` (HELM and NR agree to about 1e-6 pu; OCM keeps a margin of
 1e-5 pu) and every rated line and transformer stays within the inputs' loading limit
@@ -89,29 +93,36 @@ def newton_raphson(feeder_name: str) -> Any:
     return NewtonRaphson(load_feeder(feeder_name), net=load_pandapower_net(feeder_name))
 
 
-def _scenarios(inputs: Mapping[str, Any], flex_kw: np.ndarray) -> tuple[np.ndarray, ...]:
+def _scenarios(inputs: Mapping[str, Any], flex_kw: np.ndarray,
+               step_max_kw: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Per (step, point) the per-bus P/Q (kW/kvar) and slack voltage (pu): the step's
-    uncontrollable load plus the flexibilities at the point ``flex_kw`` (points, n_flex)."""
+    uncontrollable load plus the flexibilities at the point ``flex_kw`` (points, n_flex), each
+    at most its ``step_max_kw`` (steps, n_flex) at that step (a battery that follows the
+    feeder), but not below the point's first row (the box's lower corner)."""
     p = np.asarray(w_to_kw(np.asarray(inputs["p_w"], dtype=float)), dtype=float)
     q = np.asarray(var_to_kvar(np.asarray(inputs["q_var"], dtype=float)), dtype=float)
     vs = np.asarray(micro_pu_to_pu(np.asarray(inputs["v_slack_micro_pu"], dtype=float)))
     col = {int(b): k for k, b in enumerate(inputs["bus_ids"])}
     cols = np.array([col[int(d[1])] for d in inputs["devices"]], dtype=np.int64)
     n_steps, n_points = p.shape[0], flex_kw.shape[0]
+    points = np.tile(flex_kw, (n_steps, 1))
+    if step_max_kw is not None:
+        cap = np.maximum(np.repeat(step_max_kw, n_points, axis=0), flex_kw[0])
+        points = np.minimum(points, cap)
     p_all = np.repeat(p, n_points, axis=0)
-    np.add.at(p_all, (np.arange(p_all.shape[0])[:, None], cols[None, :]),
-              np.tile(flex_kw, (n_steps, 1)))
+    np.add.at(p_all, (np.arange(p_all.shape[0])[:, None], cols[None, :]), points)
     return p_all, np.repeat(q, n_points, axis=0), np.repeat(vs, n_points)
 
 
 def _failing(inputs: Mapping[str, Any], lo_w: np.ndarray, hi_w: np.ndarray, rng: Any,
-             settings: NrSettings) -> tuple[int, int]:
+             settings: NrSettings, step_max_w: np.ndarray | None = None) -> tuple[int, int]:
     """(points run, points failed) for the box ``[lo_w, hi_w]`` (see module docstring), step by
     step; the steps after the first failing one are not run (the box is narrowed anyway)."""
     corners = np.vstack([lo_w, hi_w])
     random = rng.uniform(lo_w, hi_w, size=(settings.n_random, lo_w.size))
     flex_kw = np.asarray(w_to_kw(np.vstack([corners, random])), dtype=float)
-    p, q, vs = _scenarios(inputs, flex_kw)
+    p, q, vs = _scenarios(inputs, flex_kw, None if step_max_w is None
+                          else np.asarray(w_to_kw(step_max_w), dtype=float))
     ocm = inputs["ocm"]
     v_low = float(micro_pu_to_pu(ocm["v_low_micro_pu"])) - settings.tolerance_pu
     v_high = float(micro_pu_to_pu(ocm["v_high_micro_pu"])) + settings.tolerance_pu
@@ -150,8 +161,10 @@ def _loading_limits(feeder: Any, ocm: Mapping[str, Any], settings: NrSettings) -
 
 
 def certify(inputs: Mapping[str, Any], p_min_w: list[int], p_max_w: list[int],
-            settings: NrSettings) -> NrCheck:
-    """Check a band with Newton-Raphson, narrowing it if needed (see module docstring)."""
+            settings: NrSettings, step_max_w: np.ndarray | None = None) -> NrCheck:
+    """Check a band with Newton-Raphson, narrowing it if needed (see module docstring);
+    ``step_max_w`` (steps, n_flex), W, ``inf`` where none: the most each flexibility takes at
+    each step (a battery that follows the feeder, ``follow_battery``)."""
     lo = np.asarray(p_min_w, dtype=float)
     hi = np.asarray(p_max_w, dtype=float)
     anchor = np.clip(0.0, lo, hi)
@@ -161,7 +174,7 @@ def certify(inputs: Mapping[str, Any], p_min_w: list[int], p_max_w: list[int],
         scale = 0.5**rounds
         box_lo = np.ceil(anchor + scale * (lo - anchor))
         box_hi = np.maximum(np.floor(anchor + scale * (hi - anchor)), box_lo)
-        n, bad = _failing(inputs, box_lo, box_hi, rng, settings)
+        n, bad = _failing(inputs, box_lo, box_hi, rng, settings, step_max_w)
         points, failed = points + n, failed + bad
         if not bad:
             return NrCheck([int(x) for x in box_lo], [int(x) for x in box_hi], points, failed,

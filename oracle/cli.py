@@ -75,6 +75,8 @@ def _oracle_config(args: argparse.Namespace) -> Any:
         "ramp_coverage": getattr(args, "ramp_coverage", None),
         "battery_reserve_h": getattr(args, "battery_reserve_h", None),
         "station_sessions": getattr(args, "station_sessions", None) or None,
+        "battery_follows": getattr(args, "battery_follows", None) or None,
+        "reserve_station_kw": getattr(args, "reserve_station_kw", None),
     }.items() if v is not None})
     nr = NrSettings(**({} if getattr(args, "nr_random", None) is None
                        else {"n_random": args.nr_random}))
@@ -223,6 +225,14 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--station-sessions", action="store_true",
                      help="a charging station gets a band and its guarantee only while a vehicle "
                      "session its meter declared on chain covers the interval (oracle.sessions)")
+    run.add_argument("--battery-follows", action="store_true",
+                     help="the community battery follows the feeder within its band (it gives, "
+                     "minute by minute, the discharge that keeps every bus at v_low): its band "
+                     "forces only what the grid needs now, and it funds the stations' share "
+                     "above their guarantee (docs/oracle.md)")
+    run.add_argument("--reserve-station-kw", type=float, default=None,
+                     help="power per charging station the battery reserve funds, kW (default: "
+                     "the guarantee, 4.2 kW with --band-policy)")
     run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
     run.add_argument("--max-line-loading-pct", type=float, default=None,
                      help="thermal limit of every rated line, percent of its rating (default 100)")

@@ -173,6 +173,11 @@ class OcmSettings:
     band policy (``capacity.ocm.policy``, needs objective "fair"); None: the paper's objective.
     ``station_sessions``: a charging station gets a band and its guarantee only while a vehicle
     session declared on chain covers the interval (``oracle.sessions``); else [0, 0] W.
+    ``battery_follows``: the community battery follows the feeder within its band (it takes at
+    most what keeps every bus at ``v_low``, minute by minute): its ``P_max`` is what the grid
+    needs now (``follow_battery``), not the worst step's, and it funds the stations' share above
+    their guarantee (``BandPolicy.battery_shares``). ``reserve_station_kw``: the power per
+    charging station the battery reserve funds (None: the band policy's guarantee).
     """
 
     objective: str = "sum"
@@ -191,6 +196,8 @@ class OcmSettings:
     ramp_coverage: float = 1.0
     battery_reserve_h: float | None = None
     station_sessions: bool = False
+    battery_follows: bool = False
+    reserve_station_kw: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.history_days <= 366:
@@ -202,6 +209,10 @@ class OcmSettings:
                                           and float(reserve_h * 60).is_integer()):
             raise ValueError(f"battery_reserve_h must be whole minutes in 0..24 h, got "
                              f"{self.battery_reserve_h}")
+        if self.reserve_station_kw is not None and not (
+                math.isfinite(self.reserve_station_kw) and self.reserve_station_kw >= 0):
+            raise ValueError(f"reserve_station_kw must be a finite number >= 0 kW, got "
+                             f"{self.reserve_station_kw}")
         if self.band_policy is not None and self.objective != "fair":
             raise ValueError(f"band_policy needs objective 'fair', got {self.objective!r}")
         if not (self.max_line_loading_pct > 0 and self.max_trafo_loading_pct > 0):
@@ -279,6 +290,9 @@ def ocm_inputs(ocm: OcmSettings, interval: int) -> dict[str, Any]:
         **({} if ocm.battery_reserve_h is None else {
             "battery_reserve_min": round(ocm.battery_reserve_h * 60)}),
         **({"station_sessions": True} if ocm.station_sessions else {}),
+        **({"battery_follows": True} if ocm.battery_follows else {}),
+        **({} if ocm.reserve_station_kw is None else {
+            "reserve_station_w": int(kw_to_w(ocm.reserve_station_kw))}),
     }
 
 
@@ -326,7 +340,10 @@ def battery_inputs(oracle: Any, target: int) -> dict[str, int] | None:
     soc = soc_after_wh(storage, device.device_id, oracle.store.power_sums,
                        oracle.deploy_interval, target - 1, interval_s)
     guarantee_w = 0 if ocm.band_policy is None else int(kw_to_w(ocm.band_policy.guaranteed_min_kw))
-    stations = tuple((d.bus, guarantee_w) for d in oracle.registry.of_role("flexibility")
+    funded_w = guarantee_w if ocm.reserve_station_kw is None \
+        else int(kw_to_w(ocm.reserve_station_kw))
+    stations = tuple((d.bus, min(funded_w, d.p_max_rated_w))
+                     for d in oracle.registry.of_role("flexibility")
                      if d.kind == "charging_station" and guarantee_w > 0)
     n_min = interval_s // SECONDS_PER_MINUTE
     of_day = int(oracle.forecast.minute_rows(np.array([target * interval_s]))[0]) // n_min
@@ -336,7 +353,7 @@ def battery_inputs(oracle: Any, target: int) -> dict[str, int] | None:
         needed = needed_discharge_profile_kw(
             oracle.deployment.feeder, oracle.config.forecast_seed, ocm.history_days, device.bus,
             max(abs(device.p_min_rated_w), abs(device.p_max_rated_w)),
-            int(pu_to_micro_pu(ocm.v_low_pu)), interval_s, station_load_w)
+            int(pu_to_micro_pu(ocm.v_low_pu)), interval_s, station_load_w, ocm.battery_follows)
         return reserve_wh(storage, needed, of_day, horizon, interval_s)
 
     reserve, first_need = reserve_with(stations)
@@ -380,17 +397,21 @@ def _guarantee_held(p_max_kw: np.ndarray, devices: list[list[Any]],
 
 def _bands_in_tiers(bands_for: Callable[[list[list[Any]], BandPolicy | None], Any],
                     devices: list[list[Any]], battery: Mapping[str, int],
-                    policy: BandPolicy | None) -> tuple[str, Any]:
+                    policy: BandPolicy | None, follows: bool = False) -> tuple[str, Any]:
     """The battery's tier (``oracle.battery.TIERS``) and the bands ``bands_for(devices,
     policy)`` found in it: the first tier above ``soc`` with a band at every step that gives
     every station its guarantee, else the first with a band at every step, else ``soc`` without
     any station guarantee (the grid's own need takes what is left). Tiers whose floor equals the
-    one before are skipped (same bands)."""
+    one before are skipped (same bands). A battery that ``follows`` the feeder funds the
+    stations' share above their guarantee in the tiers that keep the reserve
+    (``BandPolicy.battery_shares``)."""
     tiers = [t for k, t in enumerate(TIERS[:-1])
              if k == 0 or battery[f"p_min_{t}_w"] != battery[f"p_min_{TIERS[k - 1]}_w"]]
     found = None
     for tier in tiers:
-        result = bands_for(limited_devices(devices, battery, tier), policy)
+        shares = follows and policy is not None and tier != TIERS[-1]
+        result = bands_for(limited_devices(devices, battery, tier),
+                           dataclasses.replace(policy, battery_shares=True) if shares else policy)
         if np.all(result.feasible):
             if _guarantee_held(result.p_max_kw, devices, policy):
                 return tier, result
@@ -445,14 +466,16 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     if battery is None:
         result = bands_for(devices, policy)
     else:
-        battery_tier, result = _bands_in_tiers(bands_for, devices, battery, policy)
+        battery_tier, result = _bands_in_tiers(bands_for, devices, battery, policy,
+                                               bool(ocm.get("battery_follows")))
     lo_kw, hi_kw, empty = intersect_bands(result.p_min_kw, result.p_max_kw)
     if battery_tier in BELOW_RESERVE_TIERS:  # exactly the discharge needed
         k = [int(d[0]) for d in inputs["devices"]].index(int(battery["device_id"]))
         lo_kw = lo_kw.copy()
         lo_kw[k] = max(lo_kw[k], min(hi_kw[k], float(w_to_kw(battery["p_min_keep_w"]))))
+    hi_kw, step_max_w = follow_battery(feeder, inputs, result, lo_kw, hi_kw, empty)
     out = {"result": result, "lo_kw": lo_kw, "hi_kw": hi_kw, "empty": empty,
-           "battery_tier": battery_tier,
+           "battery_tier": battery_tier, "battery_step_max_w": step_max_w,
            "reserve_kept": None if battery_tier is None
            else battery_tier not in BELOW_RESERVE_TIERS,
            "p_min_w": [int(x) for x in np.atleast_1d(kw_to_w(lo_kw))],
@@ -461,9 +484,67 @@ def compute_from_inputs(feeder: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     nr = nr_settings_of(inputs)
     if nr is not None:
         started = time.perf_counter()
-        out["nr"] = certify(certified_steps(inputs, empty), out["p_min_w"], out["p_max_w"], nr)
+        out["nr"] = certify(certified_steps(inputs, empty), out["p_min_w"], out["p_max_w"], nr,
+                            step_max_matrix(inputs, step_max_w))
         out["p_min_w"], out["p_max_w"] = out["nr"].p_min_w, out["nr"].p_max_w
         out["nr_s"] = time.perf_counter() - started
+    return out
+
+
+def _battery_column(inputs: Mapping[str, Any]) -> int | None:
+    """Position of the community battery in the inputs' ``devices`` (None: none, or several)."""
+    kind = FlexibilityKind.COMMUNITY_BATTERY.value
+    cols = [k for k, d in enumerate(inputs["devices"]) if d[4] == kind]
+    return cols[0] if len(cols) == 1 else None
+
+
+def follow_battery(feeder: Any, inputs: Mapping[str, Any], result: Any, lo_kw: np.ndarray,
+                   hi_kw: np.ndarray, empty: np.ndarray) -> tuple[np.ndarray, list[int] | None]:
+    """The published ``P_max`` (kW) and, with ``battery_follows``, the battery's upper bound per
+    OCM step (W; None: not following).
+
+    A battery that follows the feeder takes, minute by minute, at most what keeps every bus at
+    ``v_low`` (``capacity.reserve.highest_power_kw``), never below its ``P_min``. At OCM step
+    ``s`` the band of the others (the intersection, inside step ``s``'s box) with the battery
+    at most ``hi_s`` (step ``s``'s upper bound) lies inside step ``s``'s certified box, and the
+    follower there takes at most ``hi_s`` (what keeps ``v_low`` with the others anywhere in
+    their band): the certificate holds step by step (``oracle.certify``, ``step_max_w``). So its
+    published ``P_max`` need not force the worst step's discharge for the whole interval: it is
+    what the grid needs now, the newest step's highest power keeping ``v_low`` with every other
+    flexibility at rest (at most the battery's rated and charge maximum; at least the
+    intersection's), and the discharge the stations and ramps need comes when they come. The
+    market meets a ``P_max < 0`` with exactly that discharge (``market.battery.dispatch``).
+    Only where every step is feasible and the band is not ``empty``."""
+    from capacity.reserve import highest_power_kw
+
+    col = _battery_column(inputs)
+    if not inputs["ocm"].get("battery_follows") or col is None or np.any(empty) \
+            or not np.all(result.feasible):
+        return hi_kw, None
+    step_hi_kw = np.atleast_2d(result.p_max_kw)[:, col]
+    cap_kw = float(w_to_kw(inputs["devices"][col][3]))
+    if "battery" in inputs:
+        cap_kw = min(cap_kw, float(w_to_kw(inputs["battery"]["p_max_soc_w"])))
+    now_kw = highest_power_kw(
+        feeder, int(inputs["devices"][col][1]), w_to_kw(np.asarray(inputs["p_w"][-1:], float)),
+        var_to_kvar(np.asarray(inputs["q_var"][-1:], float)),
+        float(micro_pu_to_pu(inputs["v_slack_micro_pu"][-1])),
+        float(micro_pu_to_pu(inputs["ocm"]["v_low_micro_pu"]))
+        + nano_pu_to_pu(inputs["ocm"]["margin_nano_pu"]), float(lo_kw[col]),
+        max(cap_kw, float(lo_kw[col])))
+    hi_kw = hi_kw.copy()
+    hi_kw[col] = max(float(hi_kw[col]), float(now_kw[0]))
+    return hi_kw, [int(x) for x in np.atleast_1d(kw_to_w(step_hi_kw))]
+
+
+def step_max_matrix(inputs: Mapping[str, Any], step_max_w: list[int] | None
+                    ) -> np.ndarray | None:
+    """(steps, n_flex) upper bound per step in W (``inf`` but the following battery's), for
+    ``oracle.certify.certify``; None when the battery does not follow."""
+    if step_max_w is None:
+        return None
+    out = np.full((len(step_max_w), len(inputs["devices"])), np.inf)
+    out[:, _battery_column(inputs)] = step_max_w
     return out
 
 
@@ -749,6 +830,7 @@ class Oracle:
             "bands_json": json.dumps({"device_ids": out["device_ids"], "p_min_w": out["p_min_w"],
                                       "p_max_w": out["p_max_w"],
                                       "empty": [bool(x) for x in out["empty"]],
+                                      "battery_step_max_w": out["battery_step_max_w"],
                                       "reserve_kept": out["reserve_kept"],
                                       "battery_tier": out["battery_tier"]}),
             "n_readings": state.n_readings, "n_missing": state.n_missing,
@@ -770,18 +852,23 @@ class Oracle:
                        f"points, also after narrowing the band {nr.narrowed} times",
                        status="skipped", **{k: v for k, v in row.items() if k != "interval"})
             return None
+        battery = inputs.get("battery")
         return {"row": row, "out": out, "hash": inputs_hash(inputs),
+                "reserve_wh": None if battery is None else int(battery["reserve_wh"]),
                 "seconds": (out["compute_s"] - out["nr_s"], out["nr_s"])}
 
     def _send(self, target: int, computed: Mapping[str, Any]) -> tuple[Any, str]:
-        """One ``writeBands`` for ``target``: (receipt, tx hash). The nonce is re-read from the
+        """One ``writeBands`` for ``target`` (``writeBandsWithReserve`` with the battery's
+        reserve, when the inputs have one): (receipt, tx hash). The nonce is re-read from the
         node first (a rollback may have dropped this account's last transactions)."""
         if self.before_send is not None:
             self.before_send(target)
         self._last_cache = None
         out = computed["out"]
-        fn = self.capacity.functions.writeBands(target, computed["hash"], out["device_ids"],
-                                                out["p_min_w"], out["p_max_w"])
+        args = (target, computed["hash"], out["device_ids"], out["p_min_w"], out["p_max_w"])
+        reserve = computed.get("reserve_wh")
+        f = self.capacity.functions
+        fn = f.writeBands(*args) if reserve is None else f.writeBandsWithReserve(*args, reserve)
         tx = {"to": self.capacity.address, "data": fn._encode_transaction_data()}
         if self.config.explicit_gas is not None:
             tx["gas"] = int(self.config.explicit_gas)

@@ -20,7 +20,8 @@
   and the other oracle settings of ``gridshare oracle run`` (``--forecast``, ``--n-random``,
   ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``,
   ``--band-policy``, ``--seed``, ``--history-days``, ``--ramp-coverage``,
-  ``--battery-reserve-h``, ``--station-sessions``, ``--max-reading-age-s``) must be the
+  ``--battery-reserve-h``, ``--station-sessions``, ``--battery-follows``,
+  ``--reserve-station-kw``, ``--max-reading-age-s``) must be the
   oracle's: they are hashed into the band inputs the audit recomputes (a band whose hash does not
   match is reported ``stale``).
 """
@@ -43,7 +44,8 @@ RELAY_STOP_S = 30.0
 #: ``gridshare oracle run`` options the audit needs (hashed into the band inputs).
 ORACLE_OPTIONS = ("forecast", "n_random", "nr_random", "ga_population", "ga_generations",
                   "objective", "band_policy", "seed", "history_days", "ramp_coverage",
-                  "battery_reserve_h", "station_sessions", "max_line_loading_pct",
+                  "battery_reserve_h", "station_sessions", "battery_follows",
+                  "reserve_station_kw", "max_line_loading_pct",
                   "max_trafo_loading_pct", "max_reading_age_s")
 
 
@@ -193,6 +195,12 @@ def _audit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--band-policy", action="store_true",
                    help="the oracle runs the product band policy (gridshare oracle run "
                    "--band-policy; the simulation's default)")
+    g.add_argument("--battery-follows", action="store_true",
+                   help="the oracle's battery follows the feeder (gridshare oracle run "
+                   "--battery-follows; the simulation's default)")
+    g.add_argument("--reserve-station-kw", type=float, default=None,
+                   help="the oracle's power per station the battery reserve funds, kW "
+                   "(default: the guarantee)")
     g.add_argument("--station-sessions", action="store_true",
                    help="the oracle bands stations by their declared vehicle sessions "
                    "(gridshare oracle run --station-sessions, gridshare simulate "

@@ -46,9 +46,11 @@ def test_serve_with_the_simulations_oracle_options_audits_the_simulations_bands(
 
     args = build_parser().parse_args(["serve", "--forecast", "ramps", "--band-policy",
                                       "--battery-reserve-h", "8", "--history-days", "28",
-                                      "--ramp-coverage", "0.95"])
+                                      "--ramp-coverage", "0.95", "--battery-follows",
+                                      "--reserve-station-kw", "7.4"])
     assert _audit_config(args).ocm == default_ocm()
     for bad in (["--battery-reserve-h", "25"], ["--ramp-coverage", "0"],
-                ["--history-days", "0"]):
+                ["--history-days", "0"], ["--reserve-station-kw", "-1"],
+                ["--reserve-station-kw", "nan"]):
         with pytest.raises(ValueError):
             _audit_config(build_parser().parse_args(["serve", *bad]))

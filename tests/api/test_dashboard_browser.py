@@ -116,7 +116,8 @@ def site(tmp_path_factory):
             [sys.executable, "-m", "gridshare.cli", "serve", "--deployment",
              str(out / "deployment.json"), "--rpc", node.url, "--port", str(port),
              "--db", str(out / "serve-orders.sqlite"), "--forecast", "ramps",
-             "--ramp-coverage", "0.95", "--band-policy", "--battery-reserve-h", "8"],
+             "--ramp-coverage", "0.95", "--band-policy", "--battery-reserve-h", "8",
+             "--battery-follows", "--reserve-station-kw", "7.4"],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "CI": ""})
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: requests.get(base + "/dashboard/api/snapshot", timeout=30).ok, 90,

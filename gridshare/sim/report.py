@@ -575,6 +575,14 @@ def write_report(result: SimulationResult, out_dir: Path) -> Path:
     return index
 
 
+def _vehicles_line(s: dict[str, Any]) -> str:
+    """The vehicles' energy against what they asked of the run's minutes (kWh, %)."""
+    delivered = s["ev_energy_delivered_kwh"]
+    asked = delivered + s["ev_energy_missing_at_departure_kwh"]
+    share = f" ({100.0 * delivered / asked:.1f} %)" if asked > 0 else ""
+    return f"  vehicles charged        {delivered:10.2f} kWh of {asked:.2f} asked{share}"
+
+
 def format_summary(result: SimulationResult) -> str:
     """The end-of-run summary for the terminal."""
     s = result.summary
@@ -596,6 +604,7 @@ def format_summary(result: SimulationResult) -> str:
         f"{s['deviation_sold_kwh']:.2f} kWh sold at imbalance tariffs "
         f"({s['deviation_paid_eur']:+.2f} EUR paid; {s['intervals_deviations_settled']} "
         "intervals)",
+        _vehicles_line(s),
         f"  infeasible OCM steps    {s['infeasible_ocm_steps']:10d}",
         f"  audit violations        {s['audit_violations']:10d} "
         f"({s['audit_readings_checked']} readings checked)",

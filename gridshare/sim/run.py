@@ -20,7 +20,10 @@ traded interval k, in this order:
    station operator orders its planned power, which it then executes;
 4. the gateway closes k, relays its orders, and the settler commits, clears and settles k
    (``OrderGateway.settle_interval`` -> ``market.chain.MarketChain.settle_interval``);
-   the battery's power is the settled ``batteryPowerW`` (inside its band by construction);
+   the battery's power is the settled ``batteryPowerW`` (inside its band by construction),
+   its set point: a battery that follows the feeder (``OcmSettings.battery_follows``) gives,
+   minute by minute, less where the feeder needs its discharge
+   (``Simulation.followed_battery_kw``), the difference settled as its deviation;
 5. the meters post k's minutes (``gridshare.sim.meters.MeterSimulator``; flexibilities at their
    executed powers) and the oracle (``oracle.service.Oracle``) ingests them and writes the
    certified bands of k+1;
@@ -100,12 +103,21 @@ RAMP_COVERAGE = 0.95
 BATTERY_RESERVE_H = 8.0
 
 
+#: Power per charging station the battery reserve funds (``OcmSettings.reserve_station_kw``):
+#: a 32 A single-phase charger's 7.4 kW, between the guarantee (4.2 kW: the vehicles got 95.1 %
+#: of their energy) and the rating (the reserve then fills the battery all day and the market
+#: trades 47 instead of 184 kWh through it); docs/simulation.md has the runs.
+RESERVE_STATION_KW = 7.4
+
+
 def default_ocm(**overrides: Any) -> OcmSettings:
     """The simulation's oracle settings: the ``ramps`` forecast, the product band policy
-    (objective ``fair``) and the battery reserve; ``overrides`` replace any of them."""
+    (objective ``fair``), the battery reserve funding the stations at ``RESERVE_STATION_KW``
+    and a battery that follows the feeder; ``overrides`` replace any of them."""
     return OcmSettings(**{"forecast": OCM_FORECAST, "ramp_coverage": RAMP_COVERAGE,
                           "objective": "fair", "band_policy": BandPolicy(),
-                          "battery_reserve_h": BATTERY_RESERVE_H, **overrides})
+                          "battery_reserve_h": BATTERY_RESERVE_H, "battery_follows": True,
+                          "reserve_station_kw": RESERVE_STATION_KW, **overrides})
 
 
 @dataclass(frozen=True)
@@ -260,6 +272,11 @@ class Simulation:
         self.battery_name = next(f.name for f in self.flex
                                  if f.kind.value == "community_battery")
         self.station_names = [f.name for f in self.flex if f.kind.value == "charging_station"]
+        self.battery_col = self.flex_names.index(self.battery_name)
+        # (n_flex, n_bus) 0/1: the bus of each flexibility, ``flex_names`` order
+        self.flex_incidence = np.zeros((len(self.flex), len(self.feeder.bus_ids)))
+        self.flex_incidence[np.arange(len(self.flex)),
+                            self.feeder.bus_positions([f.bus_id for f in self.flex])] = 1.0
 
     def _register_members(self, market: Contract) -> None:
         """The members: the deployed households (``prosumer_i``) and one operator per charging
@@ -349,6 +366,25 @@ class Simulation:
                 lo = hi = 0
             out[name] = (int(lo), int(hi))
         return out
+
+    def followed_battery_kw(self, minutes: np.ndarray, flex_kw: np.ndarray,
+                            p_min_kw: float | np.ndarray) -> np.ndarray:
+        """The battery's power (kW) at ``minutes`` when it follows the feeder
+        (``OcmSettings.battery_follows``): the highest in ``[p_min_kw, set point]`` keeping
+        every bus at ``v_low`` plus OCM's margin (``capacity.reserve.highest_power_kw``), the
+        set point its column of ``flex_kw`` (S, n_flex), the others there as they are."""
+        from capacity.reserve import highest_power_kw
+
+        flex_kw = np.atleast_2d(flex_kw)
+        others = flex_kw.copy()
+        others[:, self.battery_col] = 0.0
+        p_kw = self.profiles.p_kw[minutes] + others @ self.flex_incidence
+        ocm = self.config.ocm
+        set_kw = flex_kw[:, self.battery_col]
+        return highest_power_kw(self.feeder, self.flex[self.battery_col].bus_id, p_kw,
+                                self.profiles.q_kvar[minutes], abs(self.feeder.slack.vm_pu),
+                                ocm.v_low_pu, np.minimum(p_min_kw, set_kw), set_kw,
+                                ocm.margin_pu)
 
     def soc_wh(self) -> int:
         return self.mc.soc_before(self.mc.settlements(), self.config.interval_s)
@@ -519,6 +555,10 @@ class Simulation:
         for name in self.flex_names:
             traded[name] = float(w_to_kw(rec.flex_p_w[name]))
         self.flex_kw[first:first + self.n_min] = [traded[n] for n in self.flex_names]
+        if self.config.ocm.battery_follows:
+            minutes = np.arange(first, first + self.n_min)
+            self.flex_kw[minutes, self.battery_col] = self.followed_battery_kw(
+                minutes, self.flex_kw[minutes], w_to_kw(bands[self.battery_name][0]))
         for name in self.station_names:
             self.stations[name].deliver(first, self.n_min, traded[name])
         # meters and oracle, then the interval's deviations

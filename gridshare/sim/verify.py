@@ -7,13 +7,15 @@
   ``GridCapacity.bandOf``. A reading outside ``[P_min, P_max]`` W is a violation.
 * Newton-Raphson (pandapower ``runpp`` via ``capacity.nr_check``), the acceptance check
   ``nr_steps`` traded intervals, at every OCM step the interval's band was certified for (the
-  oracle's stored inputs), the band's corners and ``nr_random_points`` random points inside it;
+  oracle's stored inputs), the band's corners and ``nr_random_points`` random points inside it
+  (a battery that follows the feeder at most its step's bound, ``battery_step_max_w``);
   every bus must stay in ``[v_low - 1e-4, v_high + 1e-4]`` pu and every line and transformer
   within its loading limit (``OcmSettings.max_line_loading_pct`` / ``max_trafo_loading_pct``,
   + 0.01 percentage points), pandapower's ``loading_percent`` of the feeder's own ratings.
 * Newton-Raphson on the day as it happened (``nr_check``, reported, not a pass/fail check): at
   ``nr_steps`` minutes, the feeder as operated (that minute's profiles, flexibilities at their
-  metered power) and random points inside the bands. The bands of interval k are computed from
+  metered power) and random points inside the bands (a battery that follows the feeder at what
+  it would give with the others there, ``Simulation.followed_battery_kw``). The bands of interval k are computed from
   the readings of k-1 (the oracle's persistence forecast), so a fast change of PV or load inside
   k can put the realised feeder outside the limits: this measures that forecast error.
 * The OCM steps behind every band are recomputed from the oracle's stored canonical inputs
@@ -155,14 +157,6 @@ def _nr_reference(sim: Simulation) -> Any:
     return NewtonRaphson(sim.feeder, net=load_pandapower_net(sim.config.feeder))
 
 
-def _flex_incidence(sim: Simulation) -> np.ndarray:
-    """(n_flex, n_bus) 0/1 matrix: the bus of each flexibility, ``sim.flex_names`` order."""
-    pos = sim.feeder.bus_positions([f.bus_id for f in sim.flex])
-    incidence = np.zeros((len(sim.flex), len(sim.feeder.bus_ids)))
-    incidence[np.arange(len(sim.flex)), pos] = 1.0
-    return incidence
-
-
 def _loading_limits_pct(sim: Simulation) -> np.ndarray:
     """Loading limit of every branch (lines, then transformers), percent."""
     ocm = sim.config.ocm
@@ -220,13 +214,17 @@ def nr_check(sim: Simulation, records: list[IntervalRecord], n_steps: int,
                                     records[-1].first_minute + sim.n_min - 1,
                                     n_steps).astype(int))
     by_first = {r.first_minute: r for r in records}
-    nr, incidence, limits = _nr_reference(sim), _flex_incidence(sim), _loading_limits_pct(sim)
+    nr, incidence, limits = _nr_reference(sim), sim.flex_incidence, _loading_limits_pct(sim)
     steps = []
     for minute in minutes:
         rec = by_first[int(minute) - int(minute) % sim.n_min]
         lo, hi = _band_kw(sim, rec)
-        operated = w_to_kw(np.array([rec.flex_p_w[n] for n in sim.flex_names], dtype=float))
-        points = np.vstack([operated[None, :], rng.uniform(lo, hi, (n_random, len(lo)))])
+        points = np.vstack([sim.flex_kw[int(minute)][None, :],
+                            rng.uniform(lo, hi, (n_random, len(lo)))])
+        if sim.config.ocm.battery_follows:  # a random point's battery follows the feeder too
+            b = sim.battery_col
+            points[1:, b] = sim.followed_battery_kw(np.full(n_random, int(minute)), points[1:],
+                                                    lo[b])
         p_kw = sim.profiles.p_kw[int(minute)][None, :] + points @ incidence
         q_kvar = np.broadcast_to(sim.profiles.q_kvar[int(minute)], p_kw.shape)
         res = nr.run(p_kw, q_kvar)
@@ -250,6 +248,19 @@ def _band_kw(sim: Simulation, rec: IntervalRecord) -> tuple[np.ndarray, np.ndarr
     return w_to_kw(band_w[:, 0]), w_to_kw(band_w[:, 1])
 
 
+def _battery_step_max_kw(sim: Simulation, bands: dict[str, Any], n_steps: int,
+                         lo_kw: np.ndarray) -> np.ndarray:
+    """(steps, n_flex) kW: the most each flexibility takes at each OCM step: ``inf`` but a
+    following battery's stored upper bound of the step (``oracle.service.follow_battery``),
+    not below its ``P_min``."""
+    out = np.full((n_steps, len(sim.flex)), np.inf)
+    step_max_w = bands.get("battery_step_max_w")
+    if step_max_w is not None:
+        b = sim.battery_col
+        out[:, b] = np.maximum(w_to_kw(np.asarray(step_max_w, dtype=float)), lo_kw[b])
+    return out
+
+
 def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: int,
                    n_random: int) -> dict[str, Any]:
     """Newton-Raphson at the OCM steps the bands were certified for.
@@ -263,7 +274,7 @@ def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: 
     if not records or n_intervals == 0:
         return _nr_summary([], 0, sim)
     rng = np.random.default_rng(np.random.SeedSequence([sim.config.seed, 9_191]))
-    nr, incidence, limits = _nr_reference(sim), _flex_incidence(sim), _loading_limits_pct(sim)
+    nr, incidence, limits = _nr_reference(sim), sim.flex_incidence, _loading_limits_pct(sim)
     picks = np.unique(np.linspace(0, len(records) - 1, n_intervals).astype(int))
     steps = []
     for k in picks:
@@ -280,8 +291,9 @@ def nr_check_steps(sim: Simulation, records: list[IntervalRecord], n_intervals: 
         p_ul_kw[:, bus_pos] = w_to_kw(np.asarray(inputs["p_w"], dtype=float))
         q_ul_kvar[:, bus_pos] = var_to_kvar(np.asarray(inputs["q_var"], dtype=float))
         v_slack = micro_pu_to_pu(np.asarray(inputs["v_slack_micro_pu"], dtype=float))
+        step_max_kw = _battery_step_max_kw(sim, row.bands, len(inputs["steps_unix_s"]), lo)
         for j, t_s in enumerate(inputs["steps_unix_s"]):
-            p_kw = p_ul_kw[j][None, :] + points @ incidence
+            p_kw = p_ul_kw[j][None, :] + np.minimum(points, step_max_kw[j]) @ incidence
             res = nr.run(p_kw, np.broadcast_to(q_ul_kvar[j], p_kw.shape), float(v_slack[j]))
             bad = _violating(res, sim.config.ocm.v_low_pu, sim.config.ocm.v_high_pu, limits)
             steps.append({"minute": (int(t_s) - sim.day_start_s) // 60,

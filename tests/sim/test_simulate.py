@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from gridshare.units import w_to_kw
+from gridshare.units import kw_to_w, w_to_kw
 
 from .simulate_helpers import CONFIG, noon_run
 
@@ -72,10 +72,15 @@ def test_dso_audit_finds_every_reading_inside_its_band(run):
     audit = result.audit
     assert audit["readings_checked"] >= audit["readings_expected"] > 0
     assert audit["n_violations"] == 0 and audit["violations"] == []
-    # the metered range per band equals what the simulation executed
+    # the metered range per band equals what the simulation executed minute by minute: the
+    # stations their traded power, the battery its set point or less (it follows the feeder)
     for r in result.intervals:
-        for name in sim.flex_names:
-            assert audit["metered_range_w"][f"{r.interval}:{name}"] == [r.flex_p_w[name]] * 2
+        minutes = np.arange(r.first_minute, r.first_minute + sim.n_min)
+        for k, name in enumerate(sim.flex_names):
+            executed = np.asarray(kw_to_w(sim.flex_kw[minutes, k]))
+            assert audit["metered_range_w"][f"{r.interval}:{name}"] == [
+                int(executed.min()), int(executed.max())]
+            assert int(executed.max()) == r.flex_p_w[name]
 
 
 def test_newton_raphson_sees_no_voltage_violation(run):
@@ -96,19 +101,17 @@ def test_newton_raphson_sees_no_voltage_violation(run):
     assert result.summary["nr_operated_violations"] == operated["n_violations"]
 
 
-def test_nr_check_flags_operation_outside_the_bands(run):
-    """The check can fail: with every flexibility forced far beyond its band it must."""
+def test_nr_check_flags_operation_outside_the_bands(run, monkeypatch):
+    """The check can fail: with every flexibility operated far beyond its band it must."""
     import dataclasses
 
     from gridshare.sim.verify import nr_check
 
     sim, result, _ = run
-    forced = []
-    for r in result.intervals:
-        # every flexibility at 80 kW consumption (far above the bands), bands widened to match
-        p = dict.fromkeys(sim.flex_names, 80_000)
-        forced.append(dataclasses.replace(r, flex_p_w=p, band_w={n: (v, v) for n, v in
-                                                                  p.items()}))
+    # every flexibility operated at 80 kW consumption (far above the bands), bands widened
+    monkeypatch.setattr(sim, "flex_kw", np.full_like(sim.flex_kw, 80.0))
+    forced = [dataclasses.replace(r, band_w=dict.fromkeys(sim.flex_names, (80_000, 80_000)))
+              for r in result.intervals]
     out = nr_check(sim, forced, n_steps=2, n_random=0)
     assert out["n_violations"] > 0
     assert min(s["operated_v_min_pu"] for s in out["steps"]) < 0.95
@@ -254,3 +257,34 @@ def test_every_band_keeps_the_battery_reserve_the_oracle_published(run):
         rows = list(csv.DictReader(f))
     assert [int(x["battery_reserve_wh"]) for x in rows] == [r.reserve_wh
                                                            for r in result.intervals]
+
+
+def test_a_following_battery_gives_what_the_feeder_needs_minute_by_minute(run):
+    """``Simulation.followed_battery_kw``: the set point where the feeder holds, else the
+    highest power keeping every bus at v_low (tight to the bisection), never below P_min."""
+    from capacity.helm import solve
+    from capacity.reserve import BISECTION_STEPS
+
+    sim, _, _ = run
+    assert sim.config.ocm.battery_follows
+    prof, feeder, b = sim.profiles, sim.feeder, sim.battery_col
+    rest = np.abs(solve(feeder, p_kw=prof.p_kw, q_kvar=prof.q_kvar).v_pu).min(axis=1)
+    minutes = np.r_[720, np.argsort(rest)[:4]]
+    flex = np.zeros((minutes.size, len(sim.flex)))
+    flex[:, [sim.flex_names.index(n) for n in sim.station_names]] = 11.0
+    flex[:, b] = 2.0  # the market's set point: charging
+    got = sim.followed_battery_kw(minutes, flex, -50.0)
+    assert got[0] == 2.0 and np.all(got[1:] < 0)
+
+    def v_min(battery_kw):
+        operated = flex.copy()
+        operated[:, b] = battery_kw
+        p = prof.p_kw[minutes] + operated @ sim.flex_incidence
+        return np.abs(solve(feeder, p_kw=p, q_kvar=prof.q_kvar[minutes]).v_pu).min(axis=1)
+
+    v_low = sim.config.ocm.v_low_pu + sim.config.ocm.margin_pu
+    step_kw = 52.0 / 2**BISECTION_STEPS
+    assert np.all(v_min(got) >= v_low)
+    assert np.all(v_min(got + 2 * step_kw)[1:] < v_low)
+    floor = sim.followed_battery_kw(minutes, flex, -1.0)  # P_min -1 kW: no further
+    assert floor[0] == 2.0 and np.all(floor[1:] == -1.0)

@@ -9,6 +9,7 @@ as bands and orders are only accepted from the current interval on.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from eth_utils import keccak
@@ -97,9 +98,9 @@ class Env:
         self.chain.advance_time(start + self.deployment.interval_s - self.now())
 
 
-@pytest.fixture(scope="module",
-                params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
-def env(request) -> Env:
+def deploy_on(request) -> tuple[Any, Any]:
+    """(chain, deployment) on the fixture's chain (``request.param``: embedded or anvil), the
+    market's prices in 0.05..0.40 EUR/kWh."""
     from gridshare.chain.client import connect
     from gridshare.chain.config import ChainConfig
     from gridshare.chain.deploy import DeployParams, deploy
@@ -109,8 +110,14 @@ def env(request) -> Env:
     else:
         node = request.getfixturevalue("anvil")
         chain = connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0))
-    deployment = deploy(chain, DeployParams(min_price_eur_per_kwh=0.05,
-                                            max_price_eur_per_kwh=0.40))
+    return chain, deploy(chain, DeployParams(min_price_eur_per_kwh=0.05,
+                                             max_price_eur_per_kwh=0.40))
+
+
+@pytest.fixture(scope="module",
+                params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def env(request) -> Env:
+    chain, deployment = deploy_on(request)
     assert len(deployment.prosumers) >= N_ACCOUNTS
     prosumers = [p["address"] for p in deployment.prosumers[:N_PROSUMERS]]
     battery = BatteryParams(

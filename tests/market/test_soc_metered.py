@@ -17,7 +17,7 @@ from gridshare.chain.metering import encode_totals, write_meter_totals
 from market.battery import BatteryParams
 from market.settlement import IntervalClearing
 
-from .test_settlement_chain import Env
+from .test_settlement_chain import Env, deploy_on
 from .test_settlement_example import EXAMPLE_ROWS
 
 T = 900  # the deployment's interval length, s
@@ -27,17 +27,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 @pytest.fixture(scope="module",
                 params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
 def env(request) -> Env:
-    from gridshare.chain.client import connect
-    from gridshare.chain.config import ChainConfig
-    from gridshare.chain.deploy import DeployParams, deploy
-
-    if request.param == "embedded":
-        chain = connect()
-    else:
-        node = request.getfixturevalue("anvil")
-        chain = connect(ChainConfig(chain=node.url, receipt_timeout_s=20.0))
-    deployment = deploy(chain, DeployParams(min_price_eur_per_kwh=0.05,
-                                            max_price_eur_per_kwh=0.40))
+    chain, deployment = deploy_on(request)
     assert deployment.interval_s == T
     battery = BatteryParams(
         account=deployment.roles["batteryAccount"], capacity_wh=20_000, soc_min_wh=2_000,

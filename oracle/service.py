@@ -403,8 +403,8 @@ def _bands_in_tiers(bands_for: Callable[[list[list[Any]], BandPolicy | None], An
     every station its guarantee, else the first with a band at every step, else ``soc`` without
     any station guarantee (the grid's own need takes what is left). Tiers whose floor equals the
     one before are skipped (same bands). A battery that ``follows`` the feeder funds the
-    stations' share above their guarantee in the tiers that keep the reserve
-    (``BandPolicy.battery_shares``)."""
+    stations' share above their guarantee in every tier but ``soc``
+    (``BandPolicy.battery_shares``): it gives only what they draw."""
     tiers = [t for k, t in enumerate(TIERS[:-1])
              if k == 0 or battery[f"p_min_{t}_w"] != battery[f"p_min_{TIERS[k - 1]}_w"]]
     found = None

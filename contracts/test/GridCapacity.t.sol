@@ -73,15 +73,19 @@ contract GridCapacityTest is TestBase {
         cap.writeMeterTotals(I0 - 1, "");
     }
 
+    /// The next call, from `caller`, must revert for lack of `role`.
+    function _expectUnauthorized(address caller, bytes32 role) internal {
+        vm.expectRevert(
+            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, caller, role)
+        );
+        vm.prank(caller);
+    }
+
     function test_onlyOracleWritesTheReserve() public {
         address[3] memory wrong = [DSO, METER, STRANGER];
+        bytes32 role = cap.ORACLE_ROLE();
         for (uint256 k = 0; k < wrong.length; ++k) {
-            vm.expectRevert(
-                abi.encodeWithSelector(
-                    IAccessControl.AccessControlUnauthorizedAccount.selector, wrong[k], cap.ORACLE_ROLE()
-                )
-            );
-            vm.prank(wrong[k]);
+            _expectUnauthorized(wrong[k], role);
             cap.writeBandsWithReserve(I0, bytes32(0), _one(10), _one64(0), _one64(1), 5);
         }
         (bool written,) = cap.reserveOf(I0);
@@ -492,13 +496,9 @@ contract GridCapacityTest is TestBase {
 
     function test_sessionsOnlyFromMeters() public {
         address[3] memory callers = [ORACLE, DSO, STRANGER];
+        bytes32 role = cap.METER_ROLE();
         for (uint256 k = 0; k < callers.length; ++k) {
-            vm.expectRevert(
-                abi.encodeWithSelector(
-                    IAccessControl.AccessControlUnauthorizedAccount.selector, callers[k], cap.METER_ROLE()
-                )
-            );
-            vm.prank(callers[k]);
+            _expectUnauthorized(callers[k], role);
             cap.declareSessions(new bytes(16));
         }
         // any METER_ROLE holder may declare, also a meter of no charging station (the oracle filters)

@@ -15,9 +15,10 @@
 * Newton-Raphson on the day as it happened (``nr_check``, reported, not a pass/fail check): at
   ``nr_steps`` minutes, the feeder as operated (that minute's profiles, flexibilities at their
   metered power) and random points inside the bands (a battery that follows the feeder at what
-  it would give with the others there, ``Simulation.followed_battery_kw``). The bands of interval k are computed from
-  the readings of k-1 (the oracle's persistence forecast), so a fast change of PV or load inside
-  k can put the realised feeder outside the limits: this measures that forecast error.
+  it would give with the others there, ``Simulation.followed_battery_kw``). The bands of
+  interval k are computed from the readings of k-1 (the oracle's persistence forecast), so a
+  fast change of PV or load inside k can put the realised feeder outside the limits: this
+  measures that forecast error.
 * The OCM steps behind every band are recomputed from the oracle's stored canonical inputs
   (``oracle.service.compute_from_inputs``) for the report's figures; the recomputed bands must
   equal those on-chain.

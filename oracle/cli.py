@@ -193,57 +193,70 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--grace-s", "--grace-seconds", type=int, default=60,
                      help="wait this long after an interval's end (chain time) for missing "
                      "meters (default 60)")
-    run.add_argument("--max-reading-age-s", "--max-reading-age-seconds", type=int, default=None,
-                     help="reject readings whose minute ended longer before their block "
-                     "(default 3600)")
-    run.add_argument("--forecast", choices=("all", "extremes", "last", "ramps"), default=None,
-                     help="OCM steps: minutes of the source interval (all, extremes, last) or "
-                     "the last minute plus the worst ramps of the same interval on previous "
-                     "days (ramps); default extremes")
-    run.add_argument("--n-random", type=int, default=None,
-                     help="random certification points per step (default 200)")
-    run.add_argument("--nr-random", type=int, default=None,
-                     help="random Newton-Raphson points per step besides the band's two "
-                     "corners (default 2)")
-    run.add_argument("--ga-population", type=int, default=None, help="GA population size")
-    run.add_argument("--ga-generations", type=int, default=None, help="GA generations (max)")
-    run.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
-                     help="OCM objective (default sum; fair with --band-policy)")
-    run.add_argument("--band-policy", action="store_true",
-                     help="the product band policy (capacity.ocm.policy, docs/ocm.md): no "
-                     "station forced on, 4.2 kW guaranteed per station, then a fair share; needs "
-                     "objective fair (the default with it). Default: the paper's objective")
-    run.add_argument("--history-days", type=int, default=None,
-                     help="previous days the ramps forecast and the battery reserve learn from "
-                     "(default 28)")
-    run.add_argument("--ramp-coverage", type=float, default=None,
-                     help="share of previous days' ramps the ramps forecast covers, in (0, 1] "
-                     "(default 1: the worst)")
-    run.add_argument("--battery-reserve-h", type=float, default=None,
-                     help="bands keep the community battery's charge for the discharge the next "
-                     "H hours need (oracle.battery); default: bands blind to its charge")
-    run.add_argument("--station-sessions", action="store_true",
-                     help="a charging station gets a band and its guarantee only while a vehicle "
-                     "session its meter declared on chain covers the interval (oracle.sessions)")
-    run.add_argument("--battery-follows", action="store_true",
-                     help="the community battery follows the feeder within its band (it gives, "
-                     "minute by minute, the discharge that keeps every bus at v_low): its band "
-                     "forces only what the grid needs now, and it funds the stations' share "
-                     "above their guarantee (docs/oracle.md)")
-    run.add_argument("--reserve-station-kw", type=float, default=None,
-                     help="power per charging station the battery reserve funds, kW (default: "
-                     "the guarantee, 4.2 kW with --band-policy)")
-    run.add_argument("--seed", type=int, default=None, help="base OCM seed (default 0)")
-    run.add_argument("--max-line-loading-pct", type=float, default=None,
-                     help="thermal limit of every rated line, percent of its rating (default 100)")
-    run.add_argument("--max-trafo-loading-pct", type=float, default=None,
-                     help="thermal limit of every transformer, percent of its rating "
-                     "(default 100)")
+    add_settings_options(run)
     run.add_argument("--poll-s", "--poll-seconds", type=float, default=1.0,
                      help="longest pause between polls when idle; a new block ends it at once "
                      "(default 1 s)")
     run.add_argument("--explicit-gas", type=int, default=None,
                      help="send band transactions with this gas limit instead of estimating")
+
+
+def add_settings_options(parser: Any) -> list[str]:
+    """The oracle's settings hashed into the band inputs, on ``parser`` (a parser or group):
+    ``oracle run``'s, and ``gridshare serve``'s for the DSO audit, which must use the oracle's.
+    Returns their destinations (``SETTINGS_OPTIONS``); ``_oracle_config`` maps them."""
+    add = parser.add_argument
+    actions = [
+        add("--max-reading-age-s", "--max-reading-age-seconds", type=int, default=None,
+            help="reject readings whose minute ended longer before their block (default 3600)"),
+        add("--forecast", choices=("all", "extremes", "last", "ramps"), default=None,
+            help="OCM steps: minutes of the source interval (all, extremes, last) or the last "
+            "minute plus the worst ramps of the same interval on previous days (ramps); default "
+            "extremes"),
+        add("--n-random", type=int, default=None,
+            help="random certification points per step (default 200)"),
+        add("--nr-random", type=int, default=None,
+            help="random Newton-Raphson points per step besides the band's two corners "
+            "(default 2)"),
+        add("--ga-population", type=int, default=None, help="GA population size"),
+        add("--ga-generations", type=int, default=None, help="GA generations (max)"),
+        add("--objective", choices=("sum", "two-step", "fair"), default=None,
+            help="OCM objective (default sum; fair with --band-policy)"),
+        add("--band-policy", action="store_true",
+            help="the product band policy (capacity.ocm.policy, docs/ocm.md): no station forced "
+            "on, 4.2 kW guaranteed per station, then a fair share; needs objective fair (the "
+            "default with it). Default: the paper's objective"),
+        add("--history-days", type=int, default=None,
+            help="previous days the ramps forecast and the battery reserve learn from "
+            "(default 28)"),
+        add("--ramp-coverage", type=float, default=None,
+            help="share of previous days' ramps the ramps forecast covers, in (0, 1] "
+            "(default 1: the worst)"),
+        add("--battery-reserve-h", type=float, default=None,
+            help="bands keep the community battery's charge for the discharge the next H hours "
+            "need (oracle.battery); default: bands blind to its charge"),
+        add("--station-sessions", action="store_true",
+            help="a charging station gets a band and its guarantee only while a vehicle "
+            "session its meter declared on chain covers the interval (oracle.sessions)"),
+        add("--battery-follows", action="store_true",
+            help="the community battery follows the feeder within its band (it gives, minute "
+            "by minute, the discharge that keeps every bus at v_low): its band forces only "
+            "what the grid needs now, and it funds the stations' share above their guarantee "
+            "(docs/oracle.md)"),
+        add("--reserve-station-kw", type=float, default=None,
+            help="power per charging station the battery reserve funds, kW (default: the "
+            "guarantee, 4.2 kW with --band-policy)"),
+        add("--seed", type=int, default=None, help="base OCM seed (default 0)"),
+        add("--max-line-loading-pct", type=float, default=None,
+            help="thermal limit of every rated line, percent of its rating (default 100)"),
+        add("--max-trafo-loading-pct", type=float, default=None,
+            help="thermal limit of every transformer, percent of its rating (default 100)"),
+    ]
+    return [a.dest for a in actions]
+
+
+#: Destinations of the oracle's hashed settings (``add_settings_options``).
+SETTINGS_OPTIONS = tuple(add_settings_options(argparse.ArgumentParser()))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -17,13 +17,10 @@
   ``--rate-per-ip`` / ``--rate-per-address``: requests per second (429 above).
 * The DSO audit (``/v1/audit/compliance``, ``/v1/bands``): ``--max-line-loading-pct`` /
   ``--max-trafo-loading-pct`` (default 100: percent of the ratings) are the loading limits; they
-  and the other oracle settings of ``gridshare oracle run`` (``--forecast``, ``--n-random``,
-  ``--nr-random``, ``--ga-population``, ``--ga-generations``, ``--objective``,
-  ``--band-policy``, ``--seed``, ``--history-days``, ``--ramp-coverage``,
-  ``--battery-reserve-h``, ``--station-sessions``, ``--battery-follows``,
-  ``--reserve-station-kw``, ``--max-reading-age-s``) must be the
-  oracle's: they are hashed into the band inputs the audit recomputes (a band whose hash does not
-  match is reported ``stale``).
+  and the other oracle settings, ``gridshare oracle run``'s own options
+  (``oracle.cli.add_settings_options``: ``--forecast``, ``--band-policy``,
+  ``--battery-follows``, ...), must be the oracle's: they are hashed into the band inputs the
+  audit recomputes (a band whose hash does not match is reported ``stale``).
 """
 
 from __future__ import annotations
@@ -41,12 +38,6 @@ from typing import Any
 EXIT_LOCKED = 3
 #: Seconds the relay process may take to stop after SIGTERM before it is killed.
 RELAY_STOP_S = 30.0
-#: ``gridshare oracle run`` options the audit needs (hashed into the band inputs).
-ORACLE_OPTIONS = ("forecast", "n_random", "nr_random", "ga_population", "ga_generations",
-                  "objective", "band_policy", "seed", "history_days", "ramp_coverage",
-                  "battery_reserve_h", "station_sessions", "battery_follows",
-                  "reserve_station_kw", "max_line_loading_pct",
-                  "max_trafo_loading_pct", "max_reading_age_s")
 
 
 def _stop_on_sigterm() -> None:
@@ -105,10 +96,10 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _audit_config(args: argparse.Namespace) -> Any:
     """The oracle's settings as the audit uses them (``oracle.cli``'s own mapping)."""
-    from oracle.cli import _oracle_config
+    from oracle.cli import SETTINGS_OPTIONS, _oracle_config
 
     return _oracle_config(argparse.Namespace(
-        db=":memory:", **{k: getattr(args, k, None) for k in ORACLE_OPTIONS}))
+        db=":memory:", **{k: getattr(args, k, None) for k in SETTINGS_OPTIONS}))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -168,43 +159,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _audit_options(p: argparse.ArgumentParser) -> None:
     """The oracle settings of the DSO audit (see the module docstring)."""
-    g = p.add_argument_group("DSO audit: the oracle's settings (hashed into the band inputs)")
-    g.add_argument("--max-line-loading-pct", type=float, default=None,
-                   help="loading limit of every rated line, percent of its rating (default 100)")
-    g.add_argument("--max-trafo-loading-pct", type=float, default=None,
-                   help="loading limit of every transformer, percent of its rating "
-                   "(default 100)")
-    g.add_argument("--forecast", choices=("all", "extremes", "last", "ramps"), default=None,
-                   help="the oracle's OCM steps (default extremes)")
-    g.add_argument("--history-days", type=int, default=None,
-                   help="the oracle's previous days for ramps and the battery reserve (default 28)")
-    g.add_argument("--ramp-coverage", type=float, default=None,
-                   help="the oracle's share of ramps covered by the ramps forecast (default 1)")
-    g.add_argument("--battery-reserve-h", type=float, default=None,
-                   help="the oracle's battery reserve horizon, hours (default none)")
-    for name, what in (("--n-random", "random certification points per step (default 200)"),
-                       ("--nr-random", "random Newton-Raphson points per step (default 2)"),
-                       ("--ga-population", "GA population size"),
-                       ("--ga-generations", "GA generations (max)"),
-                       ("--seed", "base OCM seed (default 0)"),
-                       ("--max-reading-age-s", "reading window before the block, s "
-                        "(default 3600)")):
-        g.add_argument(name, type=int, default=None, help=f"the oracle's {what}")
-    g.add_argument("--objective", choices=("sum", "two-step", "fair"), default=None,
-                   help="the oracle's OCM objective (default sum; fair with --band-policy)")
-    g.add_argument("--band-policy", action="store_true",
-                   help="the oracle runs the product band policy (gridshare oracle run "
-                   "--band-policy; the simulation's default)")
-    g.add_argument("--battery-follows", action="store_true",
-                   help="the oracle's battery follows the feeder (gridshare oracle run "
-                   "--battery-follows; the simulation's default)")
-    g.add_argument("--reserve-station-kw", type=float, default=None,
-                   help="the oracle's power per station the battery reserve funds, kW "
-                   "(default: the guarantee)")
-    g.add_argument("--station-sessions", action="store_true",
-                   help="the oracle bands stations by their declared vehicle sessions "
-                   "(gridshare oracle run --station-sessions, gridshare simulate "
-                   "--station-sessions; off by default)")
+    from oracle.cli import add_settings_options
+
+    add_settings_options(p.add_argument_group(
+        "DSO audit: the oracle's settings (hashed into the band inputs; gridshare oracle run's "
+        "own options, which must be the oracle's)"))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

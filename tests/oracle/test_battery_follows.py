@@ -15,7 +15,6 @@ from oracle.certify import certify, nr_settings_of
 from oracle.service import compute_from_inputs
 from oracle.state import feeder_model
 from tests.oracle.oracle_helpers import audit_stale
-from tests.oracle.test_battery_reserve import evening  # noqa: F401 (the fixture)
 
 
 def _battery_col(inputs) -> int:
@@ -33,7 +32,7 @@ def _with_ramp(inputs, factor: float):
 
 
 @pytest.fixture(scope="module")
-def ramp(evening):  # noqa: F811
+def ramp(evening):
     """The evening interval's inputs with a 15 % load ramp step, as a box and as a follower."""
     _, oracle, _, target = evening
     inputs = _with_ramp(oracle.store.interval(target).inputs, 1.15)
@@ -69,7 +68,7 @@ def test_the_follower_is_certified_step_by_step_and_a_box_would_fail(ramp) -> No
     assert as_box.failed > 0
 
 
-def test_without_a_ramp_the_follower_band_is_the_box(evening) -> None:  # noqa: F811
+def test_without_a_ramp_the_follower_band_is_the_box(evening) -> None:
     _, oracle, _, target = evening
     inputs = oracle.store.interval(target).inputs
     follow = compute_from_inputs(oracle.feeder, {**inputs, "ocm": {**inputs["ocm"],
@@ -81,7 +80,7 @@ def test_without_a_ramp_the_follower_band_is_the_box(evening) -> None:  # noqa: 
     assert follow["p_max_w"][k] >= box["p_max_w"][k]
 
 
-def test_the_reserve_is_written_with_the_bands_and_the_market_reads_it(evening) -> None:  # noqa: F811
+def test_the_reserve_is_written_with_the_bands_and_the_market_reads_it(evening) -> None:
     d, oracle, _, target = evening
     reserve = oracle.store.interval(target).inputs["battery"]["reserve_wh"]
     market = MarketChain(d.chain, d.deployment, default_battery_params(d.deployment))
@@ -89,7 +88,7 @@ def test_the_reserve_is_written_with_the_bands_and_the_market_reads_it(evening) 
     assert market.reserve_wh(target + 50) is None  # nothing written there
 
 
-def test_a_reserve_other_than_the_inputs_makes_the_band_stale(evening) -> None:  # noqa: F811
+def test_a_reserve_other_than_the_inputs_makes_the_band_stale(evening) -> None:
     d, _, ocm, target = evening
     assert audit_stale(d, ocm, target) == [False] * len(d.deployment.devices)
     view = CapacityAudit.for_deployment(d.chain, d.deployment, d.deployment.capacity(d.chain),

@@ -7,11 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from capacity.feeders import feeder_case
-from capacity.helm import solve
 from capacity.ocm.policy import BandPolicy
 from capacity.storage import BatteryStorage, default_storage, energy_for_power
-from gridshare.chain.client import connect
 from oracle.battery import (
     BatteryLimits,
     fill_power_w,
@@ -21,8 +18,8 @@ from oracle.battery import (
     soc_after_wh,
 )
 from oracle.service import OcmSettings, _guarantee_held, compute_from_inputs
-from oracle.state import feeder_model, feeder_profiles
-from tests.oracle.oracle_helpers import FAST_OCM, audit_stale, deploy_feeder
+from oracle.state import feeder_model
+from tests.oracle.oracle_helpers import audit_stale
 
 STORAGE = BatteryStorage(100_000, 10_000, 90_000, 50_000)
 T = 900
@@ -108,41 +105,6 @@ def test_limits_keep_the_reserve_and_narrow_only_the_battery() -> None:
 def test_reserve_hours_out_of_range_are_refused(hours: float) -> None:
     with pytest.raises(ValueError, match="battery_reserve_h"):
         OcmSettings(battery_reserve_h=hours)
-
-
-def _evening_minute(seed: int) -> int:
-    """The first minute of the interval with the lowest voltage at rest of the day ``seed``."""
-    feeder, profiles = feeder_model("heimschuh-like"), feeder_profiles("heimschuh-like", seed)
-    v = np.abs(solve(feeder, p_kw=profiles.p_kw, q_kvar=profiles.q_kvar).v_pu).min(axis=1)
-    return int(np.argmin(v)) // 15 * 15
-
-
-@pytest.fixture(scope="module")
-def evening():
-    """An oracle with the battery reserve after a battery discharge at noon and the readings
-    of the evening interval with the lowest voltage (the meter simulator's day, seed 1)."""
-    ocm = dataclasses.replace(FAST_OCM, battery_reserve_h=8.0, history_days=3)
-    d = deploy_feeder(connect())
-    names = [f.name for f in feeder_case("heimschuh-like").flexibilities]
-    col = next(i for i, f in enumerate(feeder_case("heimschuh-like").flexibilities)
-               if f.kind.value == "community_battery")
-    noon = 720
-
-    def flex_p_kw(minutes: np.ndarray) -> np.ndarray:
-        out = np.zeros((np.asarray(minutes).size, len(names)))
-        out[(np.asarray(minutes) >= noon) & (np.asarray(minutes) < noon + 15), col] = -20.0
-        return out
-
-    d.sim.flex_p_kw = flex_p_kw
-    first = _evening_minute(1)
-    assert first > noon + 15
-    oracle = d.oracle(":memory:", ocm=ocm)
-    d.sim.post(range(noon, noon + 15))
-    oracle.step()
-    d.sim.post(range(first - 15, first))
-    oracle.step()
-    yield d, oracle, ocm, d.interval_of_minute(first)
-    oracle.close()
 
 
 def test_the_band_keeps_the_metered_charge_and_the_reserve(evening) -> None:
